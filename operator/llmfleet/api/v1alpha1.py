@@ -1,0 +1,516 @@
+"""The LLMDeployment API (llmfleet.io/v1alpha1): spec and status models; the CRD is generated from them.
+
+Every field carries a description (it becomes ``kubectl explain`` text). Cross-field rules live here
+twice on purpose: as pydantic validators (the operator and CLI re-validate) and as CEL rules in
+``x-kubernetes-validations`` (so ``kubectl apply`` rejects a bad spec before it is stored).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from llmfleet.api.quantity import Duration, Quantity, parse_duration
+
+GROUP = "llmfleet.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "LLMDeployment"
+PLURAL = "llmdeployments"
+SINGULAR = "llmdeployment"
+SHORT_NAMES = ["llmd"]
+
+DEFAULT_ENGINE_IMAGE = "vllm/vllm-openai:v0.18.0"
+DEFAULT_LLMFLEET_IMAGE = "ghcr.io/llmfleet/llmfleet:0.1.0"
+DEFAULT_REDIS_IMAGE = "redis:8"
+SPOT_NOTICE_SECONDS = 120.0
+
+# Flags the operator renders itself; extraArgs may not set them (they would fight the spec).
+OWNED_ENGINE_FLAGS = (
+    "model", "served-model-name", "tensor-parallel-size", "tp", "max-model-len", "enable-prefix-caching",
+    "no-enable-prefix-caching", "gpu-memory-utilization", "port", "host", "dtype", "quantization",
+    "shutdown-timeout",
+)
+_OWNED_FLAG_RE = "^--(" + "|".join(re.escape(f) for f in OWNED_ENGINE_FLAGS) + ")(=.*)?$"
+_OWNED_FLAG_CEL = "^--(" + "|".join(OWNED_ENGINE_FLAGS) + ")(=.*)?$"
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+class Model(BaseModel):
+    """Base for spec objects: camelCase on the wire, unknown fields rejected, immutable."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+# ---------------------------------------------------------------- model
+
+
+class Architecture(Model):
+    layers: int = Field(ge=1, le=1024, description="Number of transformer layers (num_hidden_layers).")
+    hidden_size: int = Field(ge=64, description="Hidden size (hidden_size).")
+    attention_heads: int = Field(ge=1, description="Attention heads (num_attention_heads); TP must divide it.")
+    kv_heads: int | None = Field(
+        default=None, ge=1, description="Key/value heads (num_key_value_heads); equals attentionHeads without GQA."
+    )
+    head_dim: int | None = Field(
+        default=None, ge=1, description="Dimension per head; defaults to hiddenSize / attentionHeads."
+    )
+
+
+class ModelSpec(Model):
+    name: str = Field(
+        min_length=1, max_length=512,
+        description="Model source: a Hugging Face id (org/name), s3://bucket/path or pvc://claim/path.",
+    )
+    served_name: str | None = Field(
+        default=None, max_length=253,
+        description="Name clients send as `model` in API calls. Defaults to the LLMDeployment's name.",
+    )
+    parameters: float | None = Field(
+        default=None, gt=0,
+        description="Parameter count (e.g. 8.03e9). Optional for a catalog model; required with `architecture`.",
+    )
+    architecture: Architecture | None = Field(
+        default=None, description="Shape of a model that is not in the catalog, from its config.json."
+    )
+    dtype: Literal["float16", "bfloat16", "fp8", "int8", "int4"] = Field(
+        default="bfloat16",
+        description="Weight precision. int8/int4 mean a pre-quantized (AWQ/GPTQ) checkpoint; fp8 quantizes at load.",
+    )
+    max_model_len: int = Field(
+        default=8192, ge=256, le=2_097_152, description="Context length in tokens (prompt + output) per sequence."
+    )
+
+
+# ---------------------------------------------------------------- engine
+
+
+class EnvVar(Model):
+    name: str = Field(min_length=1, description="Environment variable name.")
+    value: str | None = Field(default=None, description="Literal value.")
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef), as in a Pod spec.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class Resources(Model):
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Resource requests (cpu, memory).")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Resource limits (cpu, memory).")
+
+
+class Drain(Model):
+    pre_stop_sleep: Duration = Field(
+        default="15s", description="Sleep in preStop so endpoints drop the pod before the engine stops accepting."
+    )
+    shutdown_timeout: Duration = Field(
+        default="45s",
+        description="vLLM --shutdown-timeout: how long in-flight requests may finish after SIGTERM (vLLM >= 0.18).",
+    )
+
+    @property
+    def grace_period_seconds(self) -> int:
+        """terminationGracePeriodSeconds: strictly longer than preStop sleep plus shutdown timeout."""
+        return int(parse_duration(self.pre_stop_sleep) + parse_duration(self.shutdown_timeout)) + 5
+
+
+class EngineSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"!has(self.extraArgs) || self.extraArgs.all(a, !a.matches('{_OWNED_FLAG_CEL}'))",
+                    "extraArgs may not set flags the operator owns (" + ", ".join("--" + f for f in OWNED_ENGINE_FLAGS)
+                    + "): use the matching spec field",
+                    ".extraArgs",
+                ),
+            ]
+        }
+    )
+    image: str = Field(default=DEFAULT_ENGINE_IMAGE, min_length=1, description="vLLM OpenAI server image.")
+    tensor_parallel_size: Literal["auto", 1, 2, 4, 8] = Field(
+        default="auto",
+        description="GPUs per replica: auto (smallest that fits model, context and KV cache) or 1, 2, 4, 8.",
+    )
+    enable_prefix_caching: bool = Field(
+        default=True, description="Reuse KV cache across requests that share a prompt prefix (vLLM APC)."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.90, gt=0.1, le=0.98, description="Share of each GPU's memory vLLM may use (weights + KV cache)."
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="More vLLM flags. Flags the operator owns (model, TP, port, …) are rejected.",
+        json_schema_extra={"items": {"type": "string", "maxLength": 1024}},
+    )
+    env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra environment, e.g. HF_TOKEN.")
+    resources: Resources | None = Field(
+        default=None, description="CPU/memory for each engine pod; GPUs come from TP. Defaults scale with TP."
+    )
+    drain: Drain = Field(default_factory=Drain, description="Graceful shutdown so no in-flight request is dropped.")
+
+    @model_validator(mode="after")
+    def _no_owned_flags(self) -> EngineSpec:
+        for i, arg in enumerate(self.extra_args):
+            if re.match(_OWNED_FLAG_RE, arg):
+                raise ValueError(
+                    f"extraArgs[{i}] {arg!r} sets a flag the operator owns; use the matching spec field instead"
+                )
+        return self
+
+
+# ---------------------------------------------------------------- accelerator and pools
+
+
+class Pricing(Model):
+    on_demand_per_gpu_hour: float | None = Field(default=None, ge=0, description="USD per GPU-hour, on-demand.")
+    spot_per_gpu_hour: float | None = Field(default=None, ge=0, description="USD per GPU-hour, spot.")
+
+
+class AcceleratorSpec(Model):
+    type: str = Field(
+        default="H100-80GB",
+        description="GPU type from the catalog: H100-80GB, H200-141GB, A100-80GB, A100-40GB, L40S-48GB, "
+        "L4-24GB, A10G-24GB, T4-16GB (or any name with memoryGiB and pricing).",
+    )
+    resource_name: str = Field(default="nvidia.com/gpu", description="Extended resource that schedules the GPUs.")
+    gpus_per_node: Literal[1, 2, 4, 8, 16] = Field(default=8, description="GPUs on one node: the TP ceiling.")
+    memory_gi_b: float | None = Field(
+        default=None, alias="memoryGiB", gt=0, description="GPU memory in GiB, for a type not in the catalog."
+    )
+    pricing: Pricing | None = Field(default=None, description="Override the catalog's prices.")
+
+
+class Toleration(Model):
+    key: str | None = Field(default=None, description="Taint key to tolerate.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal.")
+    value: str | None = Field(default=None, description="Taint value (with Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate; empty means all."
+    )
+    toleration_seconds: int | None = Field(default=None, description="How long a NoExecute taint is tolerated.")
+
+
+class OnDemandPool(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas")
+            ]
+        }
+    )
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Baseline replicas that never run on spot.")
+    max_replicas: int = Field(default=4, ge=0, le=1000, description="Most on-demand replicas (fallback included).")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels for this pool.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Extra tolerations for this pool.")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> OnDemandPool:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})")
+        return self
+
+
+class SpotPool(Model):
+    enabled: bool = Field(default=True, description="Run replicas on spot/preemptible GPUs (60-80% cheaper).")
+    max_replicas: int = Field(default=8, ge=0, le=1000, description="Most spot replicas.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels for this pool.")
+    tolerations: list[Toleration] = Field(
+        default_factory=list,
+        description="Extra tolerations; the common spot taints (llmfleet.io/capacity-type, GKE, AKS) are tolerated already.",
+    )
+    fallback_to_on_demand: bool = Field(
+        default=True, description="When spot replicas stay Pending past pendingTimeout, run on-demand instead."
+    )
+    pending_timeout: Duration = Field(default="5m", description="How long a spot replica may stay Pending.")
+
+
+class Pools(Model):
+    on_demand: OnDemandPool = Field(default_factory=OnDemandPool, description="On-demand pool: baseline and fallback.")
+    spot: SpotPool = Field(default_factory=SpotPool, description="Spot pool: cheap capacity that can vanish.")
+
+
+# ---------------------------------------------------------------- autoscaling
+
+
+class ScaleToZero(Model):
+    enabled: bool = Field(default=False, description="Scale every pool to zero when idle.")
+    idle_after: Duration = Field(default="30m", description="Idle time before scaling to zero.")
+
+
+class PrometheusRef(Model):
+    url: str = Field(default="http://prometheus.monitoring:9090", description="Prometheus base URL.")
+
+
+class AutoscalingSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas")
+            ]
+        }
+    )
+    enabled: bool = Field(default=True, description="Scale on queue depth and TTFT; off means spec.replicas.")
+    min_replicas: int = Field(default=1, ge=0, le=2000, description="Fewest replicas across both pools.")
+    max_replicas: int = Field(default=12, ge=0, le=2000, description="Most replicas across both pools.")
+    target_queue_depth_per_replica: float = Field(
+        default=4, gt=0, description="Waiting requests per replica (vllm:num_requests_waiting) to scale at."
+    )
+    ttft_p95_target: Duration = Field(default="500ms", description="Scale up when TTFT p95 exceeds this.")
+    scale_up_window: Duration = Field(default="30s", description="Stabilisation window before scaling up.")
+    scale_down_window: Duration = Field(default="5m", description="Stabilisation window before scaling down.")
+    scale_to_zero: ScaleToZero = Field(default_factory=ScaleToZero, description="Scale-to-zero when idle.")
+    prometheus: PrometheusRef = Field(default_factory=PrometheusRef, description="Where metrics are read.")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})")
+        return self
+
+
+# ---------------------------------------------------------------- cache
+
+
+class SecretKeyRef(Model):
+    name: str = Field(min_length=1, description="Secret name (same namespace).")
+    key: str = Field(default="url", description="Key in the Secret.")
+
+
+class ExactCache(Model):
+    enabled: bool = Field(default=True, description="Serve identical requests from the cache.")
+    ttl: Duration = Field(default="1h", description="How long an entry lives.")
+    replay: Literal["deterministic", "always"] = Field(
+        default="deterministic",
+        description="deterministic: cache only temperature 0 (or requests that opt in); always: cache every request.",
+    )
+
+
+class Embedding(Model):
+    model: str = Field(default="all-MiniLM-L6-v2", description="Sentence-embedding model run by the gateway.")
+
+
+class SemanticCache(Model):
+    enabled: bool = Field(default=True, description="Serve near-duplicate questions from the cache.")
+    threshold: float = Field(
+        default=0.95, gt=0, le=1, description="Cosine similarity a cached question must reach, in (0, 1]."
+    )
+    embedding: Embedding = Field(default_factory=Embedding, description="Embedding model.")
+
+
+class RedisSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.mode != 'external' || has(self.url) || has(self.secretRef)",
+                    "external Redis needs url or secretRef", ".url")
+            ]
+        }
+    )
+    mode: Literal["managed", "external"] = Field(default="managed", description="managed: we run redis:8; external: yours.")
+    url: str | None = Field(default=None, description="redis:// URL of an external Redis.")
+    secret_ref: SecretKeyRef | None = Field(default=None, description="Secret holding the external Redis URL.")
+    image: str = Field(default=DEFAULT_REDIS_IMAGE, description="Image for the managed Redis (needs the query engine).")
+    memory: Quantity = Field(default="2Gi", description="Managed Redis memory; maxmemory is 90% of it, LRU eviction.")
+
+    @model_validator(mode="after")
+    def _external_needs_url(self) -> RedisSpec:
+        if self.mode == "external" and not (self.url or self.secret_ref):
+            raise ValueError("external Redis needs url or secretRef")
+        return self
+
+
+class CacheSpec(Model):
+    exact: ExactCache = Field(default_factory=ExactCache, description="Exact-match response cache.")
+    semantic: SemanticCache = Field(default_factory=SemanticCache, description="Semantic (embedding) cache.")
+    redis: RedisSpec = Field(default_factory=RedisSpec, description="Where cache entries live.")
+
+    @property
+    def any_enabled(self) -> bool:
+        return self.exact.enabled or self.semantic.enabled
+
+
+# ---------------------------------------------------------------- gateway
+
+
+class AuthSpec(Model):
+    api_keys_secret_ref: str | None = Field(
+        default=None,
+        description="Secret whose keys are key names and values API keys (or sha256:<hex>). Unset: no auth.",
+    )
+
+
+class Limits(Model):
+    requests_per_minute: int = Field(default=600, ge=0, description="Requests per minute per API key (0: none).")
+    tokens_per_minute: int = Field(default=200_000, ge=0, description="Prompt + output tokens per minute per key.")
+
+
+class ExternalProvider(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.use == 'never' || (has(self.baseURL) && has(self.model))",
+                    "baseURL and model are required unless use is never", ".baseURL")
+            ]
+        }
+    )
+    base_url: str | None = Field(default=None, alias="baseURL", description="OpenAI-compatible base URL.")
+    model: str | None = Field(default=None, description="Model name at the provider.")
+    api_key_secret_ref: str | None = Field(default=None, description="Secret with key `apiKey` for the provider.")
+    use: Literal["never", "overflow", "general"] = Field(
+        default="never",
+        description="never; overflow: general traffic when self-hosted queues are long; general: all general traffic.",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> ExternalProvider:
+        if self.use != "never" and not (self.base_url and self.model):
+            raise ValueError("baseURL and model are required unless use is never")
+        return self
+
+
+class Sensitivity(Model):
+    header: str = Field(default="X-Data-Sensitivity", description="Request header: sensitive or general.")
+    detectors: list[Literal["email", "credit-card", "ssn", "secret"]] = Field(
+        default_factory=lambda: ["email", "credit-card", "ssn", "secret"],
+        description="Content detectors that mark a request sensitive.",
+    )
+    default: Literal["sensitive", "general"] = Field(
+        default="sensitive", description="Class of a request that no header or detector classifies."
+    )
+
+
+class GatewaySpec(Model):
+    image: str = Field(default=DEFAULT_LLMFLEET_IMAGE, description="llmfleet image running the gateway.")
+    replicas: int = Field(default=2, ge=1, le=100, description="Gateway replicas.")
+    auth: AuthSpec = Field(default_factory=AuthSpec, description="API-key authentication.")
+    limits: Limits = Field(default_factory=Limits, description="Per-key rate limits.")
+    routing: Literal["least-outstanding", "prefix-affinity"] = Field(
+        default="prefix-affinity", description="How requests pick an engine replica."
+    )
+    external: ExternalProvider = Field(default_factory=ExternalProvider, description="Managed API for hybrid routing.")
+    sensitivity: Sensitivity = Field(default_factory=Sensitivity, description="What stays self-hosted.")
+
+
+# ---------------------------------------------------------------- spec
+
+
+class LLMDeploymentSpec(Model):
+    model: ModelSpec = Field(description="What to serve.")
+    engine: EngineSpec = Field(default_factory=EngineSpec, description="vLLM engine settings.")
+    accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec, description="GPUs the engines run on.")
+    pools: Pools = Field(default_factory=Pools, description="Spot and on-demand node pools.")
+    replicas: int | None = Field(
+        default=None, ge=0, le=2000,
+        description="Total replicas when autoscaling is off (target of `kubectl scale`). Unset: minReplicas.",
+    )
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, description="Queue/TTFT autoscaler.")
+    cache: CacheSpec = Field(default_factory=CacheSpec, description="Exact and semantic response cache.")
+    gateway: GatewaySpec = Field(default_factory=GatewaySpec, description="OpenAI-compatible streaming gateway.")
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> LLMDeploymentSpec:
+        if self.model.architecture is not None and self.model.parameters is None:
+            raise ValueError("model.parameters is required when model.architecture is given")
+        if self.pools.spot.enabled:
+            drain = parse_duration(self.engine.drain.pre_stop_sleep) + parse_duration(self.engine.drain.shutdown_timeout)
+            if drain >= SPOT_NOTICE_SECONDS:
+                raise ValueError(
+                    f"engine.drain: preStopSleep + shutdownTimeout is {drain:g}s, which does not fit the "
+                    f"{SPOT_NOTICE_SECONDS:g}s spot notice; shorten them or disable pools.spot"
+                )
+        return self
+
+
+# ---------------------------------------------------------------- status
+
+
+class Condition(BaseModel):
+    """The standard metav1.Condition shape."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    type: str = Field(description="Ready, Progressing, Degraded, SpotFallback or MetricsAvailable.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason.")
+    message: str = Field(default="", description="What happened, in a sentence a user can act on.")
+    last_transition_time: str | None = Field(default=None, description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(default=None, description="Generation the condition was computed for.")
+
+
+class PoolReplicas(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    desired: int = Field(default=0, description="Replicas wanted in this pool.")
+    ready: int = Field(default=0, description="Replicas ready to serve.")
+    pending: int = Field(default=0, description="Replicas not yet scheduled or started.")
+
+
+class ReplicaStatus(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    desired: int = Field(default=0, description="Replicas wanted, both pools.")
+    ready: int = Field(default=0, description="Replicas ready, both pools.")
+    spot: PoolReplicas = Field(default_factory=PoolReplicas, description="Spot pool.")
+    on_demand: PoolReplicas = Field(default_factory=PoolReplicas, description="On-demand pool.")
+
+
+class MetricsStatus(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    queue_depth: float | None = Field(default=None, description="Waiting requests across replicas.")
+    ttft_p95: float | None = Field(default=None, description="TTFT p95 in seconds.")
+
+
+class LastScale(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    time: str = Field(description="When (RFC 3339).")
+    from_: int = Field(alias="from", description="Replicas before.")
+    to: int = Field(description="Replicas after.")
+    reason: str = Field(description="Why.")
+
+
+class LLMDeploymentStatus(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    observed_generation: int | None = Field(default=None, description="Generation last reconciled.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded, …")
+    tensor_parallel_size: int | None = Field(default=None, description="Resolved tensor-parallel size.")
+    replicas: ReplicaStatus = Field(default_factory=ReplicaStatus, description="Replica counts per pool.")
+    ready: str | None = Field(default=None, description="ready/desired, for kubectl get.")
+    spot: str | None = Field(default=None, description="Spot ready/desired, for kubectl get.")
+    selector: str | None = Field(default=None, description="Label selector of engine pods (scale subresource).")
+    endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL of the gateway.")
+    metrics: MetricsStatus = Field(default_factory=MetricsStatus, description="Live figures from Prometheus.")
+    last_scale: LastScale | None = Field(default=None, description="The last scaling decision.")
+    cost_per_hour: float | None = Field(default=None, description="USD per hour of the ready engine replicas.")
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+
+
+class LLMDeployment(BaseModel):
+    """A whole LLMDeployment object as read from YAML or the API server."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    api_version: Literal["llmfleet.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["LLMDeployment"]
+    metadata: ObjectMeta
+    spec: LLMDeploymentSpec
+    status: LLMDeploymentStatus | None = None
+
+    @property
+    def served_name(self) -> str:
+        return self.spec.model.served_name or self.metadata.name

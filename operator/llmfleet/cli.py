@@ -1,0 +1,135 @@
+"""The `llmfleet` command: one entry point with subcommands (plan, render, crd, operator, gateway, …).
+
+Bad input exits with code 2 and a message naming the file and field; no tracebacks for user errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from llmfleet import __version__
+from llmfleet.api.load import SpecError, load_documents
+from llmfleet.api.sizing import SizingError
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed without a traceback, exit code 2."""
+
+
+def _read_input(path: str) -> tuple[str, str]:
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{path}: no such file")
+    return p.read_text(), path
+
+
+def _load(path: str) -> list:  # type: ignore[type-arg]
+    text, source = _read_input(path)
+    return load_documents(text, source)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from llmfleet.planning import format_plan, make_plan
+
+    plans = []
+    for obj in _load(args.file):
+        try:
+            plans.append(make_plan(obj))
+        except SizingError as exc:
+            raise UserError(f"{args.file}: {obj.metadata.name}: {exc.field}: {exc}") from None
+    if args.output == "json":
+        for p in plans:
+            print(json.dumps(p.as_dict(), sort_keys=True))
+    else:
+        print("\n".join(format_plan(p) for p in plans), end="")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from llmfleet.api.sizing import size
+    from llmfleet.render import RenderOptions, render_all
+
+    options = RenderOptions(llmfleet_image=args.llmfleet_image, engine_image=args.engine_image)
+    out = []
+    for obj in _load(args.file):
+        try:
+            sizing = size(obj.spec)
+        except SizingError as exc:
+            raise UserError(f"{args.file}: {obj.metadata.name}: {exc.field}: {exc}") from None
+        if args.namespace:
+            obj = obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"namespace": args.namespace})})
+        out.extend(render_all(obj, sizing, options=options))
+    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=120))
+    return 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    from llmfleet.api.crd import render_yaml
+
+    sys.stdout.write(render_yaml())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmfleet",
+        description="LLM serving fleets on Kubernetes: size, render and run LLMDeployments.",
+    )
+    parser.add_argument("--version", action="version", version=f"llmfleet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("plan", help="size an LLMDeployment: TP, KV capacity, concurrency and cost",
+                       description="Print tensor-parallel size, GPUs per replica, KV-cache capacity, the most "
+                       "concurrent sequences and $/h per replica and fleet, on-demand vs spot.")
+    p.add_argument("-f", "--file", required=True, help="LLMDeployment YAML file (- for stdin)")
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table", help="output format")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("render", help="print every child manifest of an LLMDeployment as YAML (for GitOps)",
+                       description="Render the Deployments, Services, ConfigMap, RBAC and PDB the operator would "
+                       "apply, without a cluster.")
+    p.add_argument("-f", "--file", required=True, help="LLMDeployment YAML file (- for stdin)")
+    p.add_argument("-n", "--namespace", help="override metadata.namespace")
+    p.add_argument("--llmfleet-image", help="image for the gateway (default: spec.gateway.image)")
+    p.add_argument("--engine-image", help="image for the engines (default: spec.engine.image)")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("crd", help="print the LLMDeployment CustomResourceDefinition")
+    p.set_defaults(func=cmd_crd)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Subcommands from other modules (operator, gateway, engine-sim, dev…) add themselves here.
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, SpecError) as exc:
+        print(f"llmfleet {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

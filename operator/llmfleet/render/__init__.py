@@ -1,0 +1,36 @@
+"""Pure renderers: an LLMDeployment plus its sizing and pool counts → the child manifests it owns.
+
+No I/O and no Kubernetes client objects: manifests are plain dicts, ready for server-side apply.
+"""
+
+from __future__ import annotations
+
+from llmfleet.api.sizing import Sizing
+from llmfleet.api.v1alpha1 import LLMDeployment
+from llmfleet.render.cache import cache_deployment, cache_service
+from llmfleet.render.common import Manifest, PoolCounts, RenderInput, RenderOptions
+from llmfleet.render.engine import engine_deployments, engine_pdb, engine_service, split_replicas
+from llmfleet.render.gateway import (
+    gateway_configmap,
+    gateway_deployment,
+    gateway_role,
+    gateway_role_binding,
+    gateway_service,
+    gateway_service_account,
+)
+
+__all__ = ["Manifest", "PoolCounts", "RenderInput", "RenderOptions", "render_all", "split_replicas"]
+
+
+def render_all(
+    obj: LLMDeployment, sizing: Sizing, counts: PoolCounts | None = None, options: RenderOptions | None = None
+) -> list[Manifest]:
+    """Every child the LLMDeployment should own, in apply order (config before workloads)."""
+    inp = RenderInput(obj, sizing, counts or split_replicas(obj.spec), options or RenderOptions())
+    builders = [
+        gateway_service_account(inp), gateway_role(inp), gateway_role_binding(inp), gateway_configmap(inp),
+        cache_service(inp), cache_deployment(inp),
+        engine_service(inp), engine_pdb(inp), *engine_deployments(inp),
+        gateway_service(inp), gateway_deployment(inp),
+    ]
+    return [m for m in builders if m is not None]

@@ -1,0 +1,115 @@
+"""What every rendered child shares: names, labels, owner references, the render inputs, a stable hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmfleet.api.sizing import Sizing
+from llmfleet.api.v1alpha1 import API_VERSION, KIND, LLMDeployment
+
+Manifest = dict[str, Any]
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "llmfleet"
+DEPLOYMENT_LABEL = "llmfleet.io/deployment"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+POOL_LABEL = "llmfleet.io/pool"
+SPEC_HASH_ANNOTATION = "llmfleet.io/spec-hash"
+CAPACITY_TYPE_LABEL = "llmfleet.io/capacity-type"
+
+ENGINE_PORT = 8000
+GATEWAY_PORT = 8080
+REDIS_PORT = 6379
+
+
+@dataclass(frozen=True)
+class PoolCounts:
+    """Desired replicas per pool (from the autoscaler, or the spec's minimum)."""
+
+    on_demand: int
+    spot: int
+
+    @property
+    def total(self) -> int:
+        return self.on_demand + self.spot
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Install-level choices that are not part of a CR (the operator's settings supply them)."""
+
+    llmfleet_image: str | None = None  # overrides spec.gateway.image
+    engine_image: str | None = None  # overrides spec.engine.image (e.g. engine-sim in a dev cluster)
+    engine_command: tuple[str, ...] | None = None  # e.g. ("llmfleet", "engine-sim") instead of vLLM
+    cluster_domain: str = "cluster.local"
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RenderInput:
+    obj: LLMDeployment
+    sizing: Sizing
+    counts: PoolCounts
+    options: RenderOptions = RenderOptions()
+
+    @property
+    def name(self) -> str:
+        return self.obj.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.obj.metadata.namespace
+
+
+def selector_labels(name: str, component: str) -> dict[str, str]:
+    return {DEPLOYMENT_LABEL: name, COMPONENT_LABEL: component}
+
+
+def labels(inp: RenderInput, component: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    out = {
+        MANAGED_BY: MANAGER,
+        "app.kubernetes.io/name": "llmfleet",
+        "app.kubernetes.io/instance": inp.name,
+        **selector_labels(inp.name, component),
+        **inp.options.extra_labels,
+    }
+    if extra:
+        out.update(extra)
+    return out
+
+
+def owner_references(obj: LLMDeployment) -> list[dict[str, Any]]:
+    if not obj.metadata.uid:
+        return []
+    return [{
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": obj.metadata.name,
+        "uid": obj.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }]
+
+
+def metadata(inp: RenderInput, name: str, component: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": inp.namespace,
+        "labels": labels(inp, component, extra_labels),
+    }
+    owners = owner_references(inp.obj)
+    if owners:
+        meta["ownerReferences"] = owners
+    return meta
+
+
+def stable_hash(value: Any) -> str:
+    """A short hash of a JSON-able value, stable across runs (for 'is this child out of date?')."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def service_host(inp: RenderInput, service: str) -> str:
+    return f"{service}.{inp.namespace}.svc.{inp.options.cluster_domain}"

@@ -1,0 +1,207 @@
+"""Engine children: the spot and on-demand vLLM Deployments, the engine Service and its PodDisruptionBudget."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from llmfleet.api.quantity import parse_duration
+from llmfleet.api.v1alpha1 import LLMDeploymentSpec, Toleration
+from llmfleet.render.common import (
+    CAPACITY_TYPE_LABEL,
+    ENGINE_PORT,
+    POOL_LABEL,
+    SPEC_HASH_ANNOTATION,
+    Manifest,
+    PoolCounts,
+    RenderInput,
+    metadata,
+    selector_labels,
+    stable_hash,
+)
+
+Pool = Literal["spot", "on-demand"]
+COMPONENT = "engine"
+
+# Taints cloud providers (and our dev cluster) put on spot nodes; the spot pool tolerates them all.
+SPOT_TAINTS = (
+    (CAPACITY_TYPE_LABEL, "spot"),
+    ("cloud.google.com/gke-spot", "true"),
+    ("kubernetes.azure.com/scalesetpriority", "spot"),
+)
+# Labels that mark spot nodes on the common providers; the spot pool prefers any of them.
+SPOT_NODE_LABELS = (
+    (CAPACITY_TYPE_LABEL, "spot"),
+    ("karpenter.sh/capacity-type", "spot"),
+    ("eks.amazonaws.com/capacityType", "SPOT"),
+    ("cloud.google.com/gke-spot", "true"),
+    ("kubernetes.azure.com/scalesetpriority", "spot"),
+)
+
+
+def split_replicas(spec: LLMDeploymentSpec, total: int | None = None) -> PoolCounts:
+    """Spread a total over the pools: the on-demand minimum first, then spot, then on-demand fallback."""
+    if total is None:
+        if spec.autoscaling.enabled or spec.replicas is None:
+            total = spec.autoscaling.min_replicas if spec.autoscaling.enabled else spec.pools.on_demand.min_replicas
+        else:
+            total = spec.replicas
+    od, sp = spec.pools.on_demand, spec.pools.spot
+    spot_cap = sp.max_replicas if sp.enabled else 0
+    total = max(0, min(total, od.max_replicas + spot_cap))
+    on_demand = min(od.max_replicas, max(min(od.min_replicas, total), total - spot_cap))
+    return PoolCounts(on_demand=on_demand, spot=total - on_demand)
+
+
+def vllm_args(inp: RenderInput) -> list[str]:
+    spec = inp.obj.spec
+    args = [
+        f"--model={spec.model.name}",
+        f"--served-model-name={inp.obj.served_name}",
+        f"--tensor-parallel-size={inp.sizing.tensor_parallel_size}",
+        f"--max-model-len={spec.model.max_model_len}",
+        f"--gpu-memory-utilization={spec.engine.gpu_memory_utilization:g}",
+        "--host=0.0.0.0",
+        f"--port={ENGINE_PORT}",
+        f"--shutdown-timeout={int(parse_duration(spec.engine.drain.shutdown_timeout))}",
+    ]
+    if spec.model.dtype in ("float16", "bfloat16"):
+        args.append(f"--dtype={spec.model.dtype}")
+    elif spec.model.dtype == "fp8":
+        args.append("--quantization=fp8")
+    args.append("--enable-prefix-caching" if spec.engine.enable_prefix_caching else "--no-enable-prefix-caching")
+    return args + list(spec.engine.extra_args)
+
+
+def _toleration(t: Toleration) -> dict[str, Any]:
+    return t.model_dump(by_alias=True, exclude_none=True)
+
+
+def _resources(inp: RenderInput) -> dict[str, Any]:
+    spec = inp.obj.spec
+    tp = inp.sizing.tensor_parallel_size
+    gpu = {spec.accelerator.resource_name: str(tp)}
+    requests: dict[str, str] = {"cpu": str(4 * tp), "memory": f"{32 * tp}Gi"}
+    limits: dict[str, str] = {"memory": f"{48 * tp}Gi"}
+    if spec.engine.resources is not None:
+        requests.update(spec.engine.resources.requests)
+        limits.update(spec.engine.resources.limits)
+    return {"requests": {**requests, **gpu}, "limits": {**limits, **gpu}}
+
+
+def _affinity(inp: RenderInput, pool: Pool) -> dict[str, Any]:
+    pod_labels = {**selector_labels(inp.name, COMPONENT)}
+    affinity: dict[str, Any] = {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{
+                "weight": 100,
+                "podAffinityTerm": {
+                    "labelSelector": {"matchLabels": pod_labels},
+                    "topologyKey": "kubernetes.io/hostname",
+                },
+            }]
+        }
+    }
+    if pool == "spot":
+        affinity["nodeAffinity"] = {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "preference": {"matchExpressions": [
+                    {"key": key, "operator": "In", "values": [value]}]}}
+                for key, value in SPOT_NODE_LABELS
+            ]
+        }
+    else:
+        # On-demand replicas must not land on spot nodes (they are the baseline that survives reclaims).
+        affinity["nodeAffinity"] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": key, "operator": "NotIn", "values": [value]} for key, value in SPOT_NODE_LABELS
+                ]}]
+            }
+        }
+    return affinity
+
+
+def engine_deployment(inp: RenderInput, pool: Pool) -> Manifest:
+    spec = inp.obj.spec
+    pool_spec = spec.pools.spot if pool == "spot" else spec.pools.on_demand
+    replicas = inp.counts.spot if pool == "spot" else inp.counts.on_demand
+    name = f"{inp.name}-engine-{pool.replace('-', '')}"
+    pod_labels = {**selector_labels(inp.name, COMPONENT), POOL_LABEL: pool}
+    drain = spec.engine.drain
+    tolerations = [{"key": spec.accelerator.resource_name, "operator": "Exists", "effect": "NoSchedule"}]
+    if pool == "spot":
+        tolerations += [{"key": k, "operator": "Equal", "value": v, "effect": "NoSchedule"} for k, v in SPOT_TAINTS]
+    tolerations += [_toleration(t) for t in pool_spec.tolerations]
+
+    container: dict[str, Any] = {
+        "name": "vllm",
+        "image": inp.options.engine_image or spec.engine.image,
+        "args": vllm_args(inp),
+        "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
+        "env": [e.model_dump(by_alias=True, exclude_none=True) for e in spec.engine.env],
+        "resources": _resources(inp),
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "startupProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 10, "failureThreshold": 360,  # weights may take up to an hour to load
+        },
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
+        "lifecycle": {"preStop": {"sleep": {"seconds": int(parse_duration(drain.pre_stop_sleep))}}},
+    }
+    if inp.options.engine_command:
+        container["command"] = list(inp.options.engine_command)
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "terminationGracePeriodSeconds": drain.grace_period_seconds,
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{8 * inp.sizing.tensor_parallel_size}Gi"}}],
+        "nodeSelector": dict(pool_spec.node_selector),
+        "tolerations": tolerations,
+        "affinity": _affinity(inp, pool),
+    }
+    if not pod_spec["nodeSelector"]:
+        del pod_spec["nodeSelector"]
+    template = {"metadata": {"labels": pod_labels}, "spec": pod_spec}
+    meta = metadata(inp, name, COMPONENT, {POOL_LABEL: pool})
+    meta["annotations"] = {SPEC_HASH_ANNOTATION: stable_hash(template)}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": pod_labels},
+            # Surge one GPU replica, never take a serving one down first: replicas take minutes to start.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "progressDeadlineSeconds": 3600,
+            "template": template,
+        },
+    }
+
+
+def engine_deployments(inp: RenderInput) -> list[Manifest]:
+    out = [engine_deployment(inp, "on-demand")]
+    if inp.obj.spec.pools.spot.enabled:
+        out.append(engine_deployment(inp, "spot"))
+    return out
+
+
+def engine_service(inp: RenderInput) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(inp, f"{inp.name}-engine", COMPONENT),
+        "spec": {
+            "selector": selector_labels(inp.name, COMPONENT),
+            "ports": [{"name": "http", "port": ENGINE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def engine_pdb(inp: RenderInput) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(inp, f"{inp.name}-engine", COMPONENT),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(inp.name, COMPONENT)}},
+    }

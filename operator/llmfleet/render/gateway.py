@@ -1,0 +1,174 @@
+"""Gateway children: config, ServiceAccount and RBAC for endpoint discovery, Deployment and Service."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llmfleet.api.quantity import parse_duration
+from llmfleet.render.cache import redis_url
+from llmfleet.render.common import (
+    ENGINE_PORT,
+    GATEWAY_PORT,
+    SPEC_HASH_ANNOTATION,
+    Manifest,
+    RenderInput,
+    metadata,
+    selector_labels,
+    service_host,
+    stable_hash,
+)
+
+COMPONENT = "gateway"
+CONFIG_KEY = "gateway.json"
+CONFIG_DIR = "/etc/llmfleet"
+KEYS_DIR = "/etc/llmfleet/keys"
+
+
+def gateway_config(inp: RenderInput) -> dict[str, Any]:
+    """What the gateway process reads at start (the ConfigMap's content); pure data, no secrets."""
+    spec = inp.obj.spec
+    gw = spec.gateway
+    cache = spec.cache
+    return {
+        "model": inp.obj.served_name,
+        "namespace": inp.namespace,
+        "engines": {
+            "service": f"{inp.name}-engine",
+            "endpointSliceSelector": f"kubernetes.io/service-name={inp.name}-engine",
+            "port": ENGINE_PORT,
+        },
+        "routing": gw.routing,
+        "auth": {"keysDir": KEYS_DIR if gw.auth.api_keys_secret_ref else None},
+        "limits": gw.limits.model_dump(by_alias=True),
+        "sensitivity": gw.sensitivity.model_dump(by_alias=True),
+        "external": {
+            "use": gw.external.use,
+            "baseURL": gw.external.base_url,
+            "model": gw.external.model,
+            "apiKeyEnv": "LLMFLEET_EXTERNAL_API_KEY" if gw.external.api_key_secret_ref else None,
+        },
+        "cache": {
+            "redisURL": redis_url(inp),
+            "redisURLEnv": "LLMFLEET_REDIS_URL" if cache.redis.secret_ref else None,
+            "exact": {
+                "enabled": cache.exact.enabled,
+                "ttlSeconds": parse_duration(cache.exact.ttl),
+                "replay": cache.exact.replay,
+            },
+            "semantic": {
+                "enabled": cache.semantic.enabled,
+                "threshold": cache.semantic.threshold,
+                "embeddingModel": cache.semantic.embedding.model,
+            },
+        },
+    }
+
+
+def gateway_configmap(inp: RenderInput) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(inp, f"{inp.name}-gateway", COMPONENT),
+        "data": {CONFIG_KEY: json.dumps(gateway_config(inp), indent=2, sort_keys=True)},
+    }
+
+
+def gateway_service_account(inp: RenderInput) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(inp, f"{inp.name}-gateway", COMPONENT),
+    }
+
+
+def gateway_role(inp: RenderInput) -> Manifest:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(inp, f"{inp.name}-gateway", COMPONENT),
+        "rules": [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}],
+    }
+
+
+def gateway_role_binding(inp: RenderInput) -> Manifest:
+    name = f"{inp.name}-gateway"
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(inp, name, COMPONENT),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": inp.namespace}],
+    }
+
+
+def gateway_deployment(inp: RenderInput) -> Manifest:
+    spec = inp.obj.spec
+    gw = spec.gateway
+    name = f"{inp.name}-gateway"
+    pod_labels = selector_labels(inp.name, COMPONENT)
+    env: list[dict[str, Any]] = [{"name": "LLMFLEET_LOG_FORMAT", "value": "json"}]
+    if gw.external.api_key_secret_ref:
+        env.append({"name": "LLMFLEET_EXTERNAL_API_KEY",
+                    "valueFrom": {"secretKeyRef": {"name": gw.external.api_key_secret_ref, "key": "apiKey"}}})
+    if spec.cache.redis.secret_ref:
+        ref = spec.cache.redis.secret_ref
+        env.append({"name": "LLMFLEET_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    mounts = [{"name": "config", "mountPath": CONFIG_DIR + "/config", "readOnly": True}]
+    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": name}}]
+    if gw.auth.api_keys_secret_ref:
+        mounts.append({"name": "keys", "mountPath": KEYS_DIR, "readOnly": True})
+        volumes.append({"name": "keys", "secret": {"secretName": gw.auth.api_keys_secret_ref}})
+    template = {
+        "metadata": {
+            "labels": pod_labels,
+            # A config change rolls the gateway pods.
+            "annotations": {SPEC_HASH_ANNOTATION: stable_hash(gateway_config(inp))},
+        },
+        "spec": {
+            "serviceAccountName": name,
+            "terminationGracePeriodSeconds": 60,
+            "containers": [{
+                "name": "gateway",
+                "image": inp.options.llmfleet_image or gw.image,
+                "args": ["gateway", "--config", f"{CONFIG_DIR}/config/{CONFIG_KEY}", "--port", str(GATEWAY_PORT)],
+                "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+                "env": env,
+                "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+                "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
+                "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},
+                "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+                "volumeMounts": mounts,
+                "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 10001,
+                                    "readOnlyRootFilesystem": True},
+            }],
+            "volumes": volumes,
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(inp, name, COMPONENT),
+        "spec": {
+            "replicas": gw.replicas,
+            "selector": {"matchLabels": pod_labels},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": template,
+        },
+    }
+
+
+def gateway_service(inp: RenderInput) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(inp, f"{inp.name}-gateway", COMPONENT),
+        "spec": {
+            "selector": selector_labels(inp.name, COMPONENT),
+            "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def gateway_endpoint(inp: RenderInput) -> str:
+    return f"http://{service_host(inp, inp.name + '-gateway')}:{GATEWAY_PORT}/v1"
