@@ -16,6 +16,7 @@ import yaml
 from llmfleet import __version__
 from llmfleet.api.load import SpecError, load_documents
 from llmfleet.api.sizing import SizingError
+from llmfleet.api.v1alpha1 import LLMDeployment
 
 EXIT_USAGE = 2
 
@@ -33,20 +34,21 @@ def _read_input(path: str) -> tuple[str, str]:
     return p.read_text(), path
 
 
-def _load(path: str) -> list:  # type: ignore[type-arg]
+def _load(path: str) -> tuple[list[LLMDeployment], str]:
     text, source = _read_input(path)
-    return load_documents(text, source)
+    return load_documents(text, source), source
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from llmfleet.planning import format_plan, make_plan
 
     plans = []
-    for obj in _load(args.file):
+    objs, source = _load(args.file)
+    for obj in objs:
         try:
             plans.append(make_plan(obj))
         except SizingError as exc:
-            raise UserError(f"{args.file}: {obj.metadata.name}: {exc.field}: {exc}") from None
+            raise UserError(f"{source}: {obj.metadata.name}: {exc.field}: {exc}") from None
     if args.output == "json":
         for p in plans:
             print(json.dumps(p.as_dict(), sort_keys=True))
@@ -61,11 +63,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     options = RenderOptions(llmfleet_image=args.llmfleet_image, engine_image=args.engine_image)
     out = []
-    for obj in _load(args.file):
+    objs, source = _load(args.file)
+    for obj in objs:
         try:
             sizing = size(obj.spec)
         except SizingError as exc:
-            raise UserError(f"{args.file}: {obj.metadata.name}: {exc.field}: {exc}") from None
+            raise UserError(f"{source}: {obj.metadata.name}: {exc.field}: {exc}") from None
         if args.namespace:
             obj = obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"namespace": args.namespace})})
         out.extend(render_all(obj, sizing, options=options))

@@ -65,6 +65,10 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             out["type"] = "string"
         elif kinds == {int}:
             out["type"] = "integer"
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(bound), (int, float)) and not isinstance(out.get(bound), bool):
+            out[plain] = out.pop(bound)  # OpenAPI v3.0 form: a number plus a boolean flag
+            out[bound] = True
     if "const" in out:
         out["enum"] = [out.pop("const")]
     return out

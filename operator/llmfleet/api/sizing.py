@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from llmfleet.api.catalog import BYTES_PER_PARAM, GIB, GPUS, KV_BYTES_PER_ELEMENT, GPU, ModelArch, find_model
+from llmfleet.api.catalog import BYTES_PER_PARAM, GIB, GPU, GPUS, KV_BYTES_PER_ELEMENT, ModelArch, find_model
 from llmfleet.api.v1alpha1 import LLMDeploymentSpec
 
 OVERHEAD_BYTES_PER_GPU = 2 * GIB

@@ -38,7 +38,8 @@ _OWNED_FLAG_RE = "^--(" + "|".join(re.escape(f) for f in OWNED_ENGINE_FLAGS) + "
 _OWNED_FLAG_CEL = "^--(" + "|".join(OWNED_ENGINE_FLAGS) + ")(=.*)?$"
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> Any:
+    """One x-kubernetes-validations rule."""
     out = {"rule": rule, "message": message}
     if field_path:
         out["fieldPath"] = field_path
@@ -381,10 +382,14 @@ class ExternalProvider(Model):
         return self
 
 
+Detector = Literal["email", "credit-card", "ssn", "secret"]
+ALL_DETECTORS: tuple[Detector, ...] = ("email", "credit-card", "ssn", "secret")
+
+
 class Sensitivity(Model):
     header: str = Field(default="X-Data-Sensitivity", description="Request header: sensitive or general.")
-    detectors: list[Literal["email", "credit-card", "ssn", "secret"]] = Field(
-        default_factory=lambda: ["email", "credit-card", "ssn", "secret"],
+    detectors: list[Detector] = Field(
+        default_factory=lambda: list(ALL_DETECTORS),
         description="Content detectors that mark a request sensitive.",
     )
     default: Literal["sensitive", "general"] = Field(

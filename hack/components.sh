@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Installs the real local components the integration tests use, each cached under ~/.cache/llmfleet:
+# the Kubernetes control plane (compiled from Go modules) with kwok and helm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash hack/build-controlplane.sh >/dev/null

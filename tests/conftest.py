@@ -1,0 +1,21 @@
+"""Shared test helpers: paths of the repository, the shared data and the examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
+SHARED = Path(__import__("os").environ.get("LLMFLEET_SHARED", ROOT.parent / "shared"))
+
+
+@pytest.fixture
+def minimal_obj() -> dict:
+    return {
+        "apiVersion": "llmfleet.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": "demo", "namespace": "ml", "uid": "1234"},
+        "spec": {"model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"}},
+    }

@@ -1,0 +1,81 @@
+"""The LLMDeployment API: defaults, cross-field rules and error messages that name the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmfleet.api.load import SpecError, load_documents, parse_object
+from llmfleet.api.quantity import parse_duration, parse_quantity
+
+
+def with_spec(base: dict, **patch) -> dict:
+    obj = {**base, "spec": {**base["spec"], **patch}}
+    return obj
+
+
+def errors_of(obj: dict) -> list[str]:
+    with pytest.raises(SpecError) as err:
+        parse_object(obj)
+    return [str(e) for e in err.value.errors]
+
+
+def test_defaults_fill_a_minimal_spec(minimal_obj: dict) -> None:
+    obj = parse_object(minimal_obj)
+    s = obj.spec
+    assert s.engine.tensor_parallel_size == "auto"
+    assert s.engine.enable_prefix_caching is True
+    assert s.cache.semantic.threshold == 0.95
+    assert s.gateway.routing == "prefix-affinity"
+    assert s.pools.spot.enabled and s.pools.spot.fallback_to_on_demand
+    assert obj.served_name == "demo"
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"pools": {"onDemand": {"minReplicas": 5, "maxReplicas": 2}}},
+         "spec.pools.onDemand: minReplicas (5) must be <= maxReplicas (2)"),
+        ({"pools": {"spot": {"maxReplicas": -1}}}, "spec.pools.spot.maxReplicas: Input should be greater than or equal to 0"),
+        ({"autoscaling": {"minReplicas": 9, "maxReplicas": 3}}, "spec.autoscaling: minReplicas (9) must be <= maxReplicas (3)"),
+        ({"cache": {"semantic": {"threshold": 0}}}, "spec.cache.semantic.threshold: Input should be greater than 0"),
+        ({"cache": {"semantic": {"threshold": 1.2}}}, "spec.cache.semantic.threshold: Input should be less than or equal to 1"),
+        ({"engine": {"tensorParallelSize": 3}}, "spec.engine.tensorParallelSize: Input should be 'auto', 1, 2, 4 or 8"),
+        ({"engine": {"extraArgs": ["--max-num-seqs=64", "--tensor-parallel-size=2"]}},
+         "spec.engine: extraArgs[1] '--tensor-parallel-size=2' sets a flag the operator owns"),
+        ({"model": {"name": "x", "dtype": "fp4"}}, "spec.model.dtype: Input should be 'float16', 'bfloat16', 'fp8', 'int8' or 'int4'"),
+        ({"autoscaling": {"scaleUpWindow": "soon"}}, "spec.autoscaling.scaleUpWindow: 'soon' is not a duration"),
+        ({"gateway": {"external": {"use": "general"}}}, "spec.gateway.external: baseURL and model are required unless use is never"),
+        ({"cache": {"redis": {"mode": "external"}}}, "spec.cache.redis: external Redis needs url or secretRef"),
+        ({"engine": {"drain": {"preStopSleep": "30s", "shutdownTimeout": "100s"}}}, "does not fit the 120s spot notice"),
+    ],
+)
+def test_invalid_specs_name_the_field(minimal_obj: dict, patch: dict, expected: str) -> None:
+    msgs = errors_of(with_spec(minimal_obj, **patch))
+    assert any(expected in m for m in msgs), msgs
+
+
+def test_unknown_field_lists_the_allowed_ones(minimal_obj: dict) -> None:
+    msgs = errors_of(with_spec(minimal_obj, pools={"spot": {"maxReplica": 3}}))
+    assert msgs[0].startswith("spec.pools.spot.maxReplica: unknown field; allowed here: enabled, maxReplicas,")
+
+
+def test_yaml_syntax_error_names_line() -> None:
+    with pytest.raises(SpecError, match=r"cr.yaml: invalid YAML at line 4, column 1"):
+        load_documents("apiVersion: llmfleet.io/v1alpha1\nkind: LLMDeployment\nspec: [\n", "cr.yaml")
+
+
+def test_multi_document_yaml_skips_other_kinds(minimal_obj: dict) -> None:
+    import yaml
+
+    text = yaml.safe_dump_all([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k"}}, minimal_obj])
+    assert [o.metadata.name for o in load_documents(text)] == ["demo"]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("30s", 30), ("5m", 300), ("1h30m", 5400)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(("text", "value"), [("2Gi", 2 * 2**30), ("500m", 0.5), ("4", 4), ("1G", 1e9)])
+def test_quantities(text: str, value: float) -> None:
+    assert parse_quantity(text) == value

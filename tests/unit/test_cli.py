@@ -1,0 +1,80 @@
+"""The `llmfleet` CLI: plan, render and crd, and exit code 2 with a named field for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import EXAMPLES
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llmfleet", *args], input=stdin, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_plan_and_render_every_example(path: Path) -> None:
+    plan = run("plan", "-f", str(path))
+    assert plan.returncode == 0, plan.stderr
+    assert "Tensor parallel" in plan.stdout and "$/h per replica" in plan.stdout
+    rendered = run("render", "-f", str(path))
+    assert rendered.returncode == 0, rendered.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(rendered.stdout)]
+    assert kinds.count("Deployment") >= 3 and "Service" in kinds and "ConfigMap" in kinds
+
+
+def test_plan_json_for_70b() -> None:
+    out = run("plan", "-f", str(EXAMPLES[1]), "-o", "json")
+    d = json.loads(out.stdout)
+    assert d["tensorParallelSize"] == 4 and d["gpusPerReplica"] == 4
+    assert d["perReplicaHour"]["spot"] < d["perReplicaHour"]["onDemand"]
+    assert d["fleetHour"]["min"]["onDemand"] == 2
+
+
+def bad(text: str) -> subprocess.CompletedProcess[str]:
+    return run("plan", "-f", "-", stdin=text)
+
+
+HEAD = "apiVersion: llmfleet.io/v1alpha1\nkind: LLMDeployment\nmetadata: {name: x}\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("spec: {model: {name: m}, bogus: 1}", "spec.bogus: unknown field; allowed here: model, engine"),
+        ("spec: {model: {name: meta-llama/Meta-Llama-3-8B-Instruct}, accelerator: {type: B300}}",
+         "spec.accelerator.type: unknown GPU type 'B300'; known: H100-80GB"),
+        ("spec: {model: {name: meta-llama/Meta-Llama-3-8B-Instruct}, engine: {tensorParallelSize: 3}}",
+         "spec.engine.tensorParallelSize: Input should be 'auto', 1, 2, 4 or 8"),
+        ("spec: {model: {name: meta-llama/Llama-3.1-405B-Instruct}}",
+         "does not fit on one node of 8× H100-80GB. Smallest fix: quantize: model.dtype=fp8"),
+        ("spec: [", "invalid YAML"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_field(body: str, needle: str) -> None:
+    result = bad(HEAD + body + "\n")
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("llmfleet plan: error: <stdin>")
+
+
+def test_missing_file_exits_2() -> None:
+    result = run("render", "-f", "/nonexistent.yaml")
+    assert result.returncode == 2 and "/nonexistent.yaml: no such file" in result.stderr
+
+
+def test_crd_command_prints_the_committed_crd() -> None:
+    from tests.unit.test_crd import CRD_PATH
+
+    assert run("crd").stdout == CRD_PATH.read_text()
+
+
+def test_no_command_prints_help_and_exits_2() -> None:
+    result = run()
+    assert result.returncode == 2 and "plan" in result.stdout

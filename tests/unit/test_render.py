@@ -1,0 +1,146 @@
+"""Renderers: the children of an LLMDeployment, checked field by field and against the Kubernetes schema."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from llmfleet.api.load import load_documents, parse_object
+from llmfleet.api.sizing import size
+from llmfleet.render import PoolCounts, RenderOptions, render_all, split_replicas
+from llmfleet.render.common import DEPLOYMENT_LABEL, MANAGED_BY
+from tests.conftest import EXAMPLES
+
+K8S_SCHEMA_VERSION = "1.36"
+
+
+def by_name(manifests: list[dict]) -> dict[str, dict]:
+    return {f"{m['kind']}/{m['metadata']['name']}": m for m in manifests}
+
+
+def render(obj: dict, counts: PoolCounts | None = None) -> dict[str, dict]:
+    parsed = parse_object(obj)
+    return by_name(render_all(parsed, size(parsed.spec), counts))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_renders_schema_valid_objects(path) -> None:
+    for obj in load_documents(path.read_text(), str(path)):
+        manifests = render_all(obj, size(obj.spec))
+        assert len(manifests) >= 10
+        for m in manifests:
+            kubernetes_validate.validate(m, K8S_SCHEMA_VERSION, strict=True)
+            assert m["metadata"]["labels"][MANAGED_BY] == "llmfleet"
+            assert m["metadata"]["labels"][DEPLOYMENT_LABEL] == obj.metadata.name
+
+
+def test_engine_deployments_carry_vllm_args_gpus_probes_and_drain(minimal_obj: dict) -> None:
+    minimal_obj["spec"]["model"].update(name="meta-llama/Meta-Llama-3-70B-Instruct", servedName="l70")
+    minimal_obj["spec"]["engine"] = {"extraArgs": ["--max-num-seqs=64"]}
+    out = render(minimal_obj, PoolCounts(on_demand=1, spot=3))
+    od, spot = out["Deployment/demo-engine-ondemand"], out["Deployment/demo-engine-spot"]
+    assert (od["spec"]["replicas"], spot["spec"]["replicas"]) == (1, 3)
+    c = od["spec"]["template"]["spec"]["containers"][0]
+    assert "--model=meta-llama/Meta-Llama-3-70B-Instruct" in c["args"]
+    assert "--served-model-name=l70" in c["args"]
+    assert "--tensor-parallel-size=4" in c["args"]
+    assert "--enable-prefix-caching" in c["args"]
+    assert "--shutdown-timeout=45" in c["args"]
+    assert c["args"][-1] == "--max-num-seqs=64"
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert c["startupProbe"]["httpGet"]["path"] == "/health"
+    assert c["lifecycle"]["preStop"]["sleep"]["seconds"] == 15
+    pod = od["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > 15 + 45
+    assert pod["terminationGracePeriodSeconds"] <= 120
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "32Gi"}} in pod["volumes"]
+    assert od["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_spot_pool_tolerates_spot_taints_and_on_demand_avoids_spot_nodes(minimal_obj: dict) -> None:
+    minimal_obj["spec"]["pools"] = {"spot": {"nodeSelector": {"pool": "gpu-spot"}}}
+    out = render(minimal_obj)
+    spot = out["Deployment/demo-engine-spot"]["spec"]["template"]["spec"]
+    od = out["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]
+    assert {"key": "llmfleet.io/capacity-type", "operator": "Equal", "value": "spot", "effect": "NoSchedule"} in spot["tolerations"]
+    assert spot["nodeSelector"] == {"pool": "gpu-spot"}
+    assert "preferredDuringSchedulingIgnoredDuringExecution" in spot["affinity"]["nodeAffinity"]
+    assert not any(t.get("value") == "spot" for t in od["tolerations"])
+    required = od["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert {"key": "llmfleet.io/capacity-type", "operator": "NotIn", "values": ["spot"]} in required["nodeSelectorTerms"][0]["matchExpressions"]
+
+
+def test_spot_disabled_renders_no_spot_deployment(minimal_obj: dict) -> None:
+    minimal_obj["spec"]["pools"] = {"spot": {"enabled": False}}
+    assert "Deployment/demo-engine-spot" not in render(minimal_obj)
+
+
+def test_owner_reference_points_at_the_cr(minimal_obj: dict) -> None:
+    for m in render(minimal_obj).values():
+        (ref,) = m["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == ("LLMDeployment", "demo", "1234", True)
+
+
+def test_managed_cache_is_redis_with_lru_and_external_renders_none(minimal_obj: dict) -> None:
+    out = render(minimal_obj)
+    redis = out["Deployment/demo-cache"]["spec"]["template"]["spec"]["containers"][0]
+    assert redis["image"] == "redis:8"
+    assert redis["args"][redis["args"].index("--maxmemory-policy") + 1] == "allkeys-lru"
+    assert "Service/demo-cache" in out
+    minimal_obj["spec"]["cache"] = {"redis": {"mode": "external", "url": "redis://r:6379"}}
+    out = render(minimal_obj)
+    assert "Deployment/demo-cache" not in out and "Service/demo-cache" not in out
+    assert '"redisURL": "redis://r:6379"' in out["ConfigMap/demo-gateway"]["data"]["gateway.json"]
+
+
+def test_gateway_gets_config_keys_secret_and_endpointslice_rbac(minimal_obj: dict) -> None:
+    minimal_obj["spec"]["gateway"] = {"auth": {"apiKeysSecretRef": "keys"},
+                                      "external": {"baseURL": "https://api.example/v1", "model": "m",
+                                                   "apiKeySecretRef": "ext", "use": "overflow"}}
+    out = render(minimal_obj)
+    dep = out["Deployment/demo-gateway"]["spec"]["template"]
+    assert {"name": "keys", "secret": {"secretName": "keys"}} in dep["spec"]["volumes"]
+    env = {e["name"]: e for e in dep["spec"]["containers"][0]["env"]}
+    assert env["LLMFLEET_EXTERNAL_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "ext", "key": "apiKey"}
+    assert out["Role/demo-gateway"]["rules"][0]["resources"] == ["endpointslices"]
+    assert out["RoleBinding/demo-gateway"]["subjects"][0]["name"] == "demo-gateway"
+
+
+def test_config_change_changes_gateway_pod_template(minimal_obj: dict) -> None:
+    a = render(minimal_obj)["Deployment/demo-gateway"]["spec"]["template"]["metadata"]["annotations"]
+    minimal_obj["spec"]["gateway"] = {"limits": {"requestsPerMinute": 5}}
+    b = render(minimal_obj)["Deployment/demo-gateway"]["spec"]["template"]["metadata"]["annotations"]
+    assert a != b
+
+
+def test_rendering_is_deterministic(minimal_obj: dict) -> None:
+    assert render(minimal_obj) == render(minimal_obj)
+
+
+def test_options_override_images_and_engine_command(minimal_obj: dict) -> None:
+    parsed = parse_object(minimal_obj)
+    out = by_name(render_all(parsed, size(parsed.spec), options=RenderOptions(
+        llmfleet_image="local/llmfleet:dev", engine_image="local/llmfleet:dev", engine_command=("llmfleet", "engine-sim"))))
+    eng = out["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]["containers"][0]
+    assert eng["image"] == "local/llmfleet:dev" and eng["command"] == ["llmfleet", "engine-sim"]
+    assert out["Deployment/demo-gateway"]["spec"]["template"]["spec"]["containers"][0]["image"] == "local/llmfleet:dev"
+
+
+@pytest.mark.parametrize(
+    ("od_min", "od_max", "spot_max", "spot_on", "total", "expected"),
+    [
+        (1, 4, 8, True, 1, (1, 0)),
+        (1, 4, 8, True, 5, (1, 4)),
+        (1, 4, 8, True, 12, (4, 8)),
+        (1, 4, 8, True, 20, (4, 8)),  # clamped to capacity
+        (2, 4, 8, True, 1, (1, 0)),
+        (1, 4, 2, True, 5, (3, 2)),  # spot first, on-demand takes the rest
+        (1, 4, 8, False, 3, (3, 0)),
+        (0, 4, 8, True, 0, (0, 0)),
+    ],
+)
+def test_split_replicas_puts_baseline_on_demand_then_spot_first(od_min, od_max, spot_max, spot_on, total, expected, minimal_obj) -> None:
+    minimal_obj["spec"]["pools"] = {"onDemand": {"minReplicas": od_min, "maxReplicas": od_max},
+                                    "spot": {"enabled": spot_on, "maxReplicas": spot_max}}
+    counts = split_replicas(parse_object(minimal_obj).spec, total)
+    assert (counts.on_demand, counts.spot) == expected
