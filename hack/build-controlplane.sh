@@ -17,9 +17,9 @@ export GOCACHE="${GOCACHE:-$CACHE/go-build}"
 
 log() { printf '[build-controlplane %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
-want=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm)
+want=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok helm kwok-stages.yaml)
 missing=()
-for b in "${want[@]}"; do [ -x "$BIN/$b" ] || missing+=("$b"); done
+for b in "${want[@]}"; do [ -e "$BIN/$b" ] || missing+=("$b"); done
 if [ ${#missing[@]} -eq 0 ]; then
   log "all binaries cached in $BIN"
   echo "$BIN"
@@ -87,6 +87,15 @@ if [ ! -x "$BIN/kwok" ]; then
   t0=$SECONDS
   GOBIN="$BIN" GOFLAGS= go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   log "kwok done in $((SECONDS - t0)) s"
+fi
+if [ ! -f "$BIN/kwok-stages.yaml" ]; then
+  # kwok >= 0.8 takes its stages (node heartbeat, pod ready/complete/delete) from config; use the
+  # "fast" stages its module ships.
+  kdir=$(GOFLAGS= go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  for f in "$kdir"/kustomize/stage/node/fast/*.yaml "$kdir"/kustomize/stage/node/heartbeat/*.yaml "$kdir"/kustomize/stage/pod/fast/*.yaml; do
+    case "$f" in */kustomization.yaml) continue ;; esac
+    printf -- '---\n'; cat "$f"
+  done > "$BIN/kwok-stages.yaml.tmp" && mv "$BIN/kwok-stages.yaml.tmp" "$BIN/kwok-stages.yaml"
 fi
 if [ ! -x "$BIN/helm" ]; then
   log "compiling helm $HELM_VERSION"

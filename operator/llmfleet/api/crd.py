@@ -44,6 +44,9 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             continue  # object/list defaults are applied by the operator, not the API server
         if key == "additionalProperties" and value is False:
             continue
+        if key == "additionalProperties" and value is True:
+            out["x-kubernetes-preserve-unknown-fields"] = True  # free-form object (e.g. valueFrom)
+            continue
         if key == "properties":
             out[key] = {name: _structural(sub, defs) for name, sub in value.items()}
             continue
