@@ -83,6 +83,40 @@ def cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    import logging
+    import random
+
+    import kopf
+
+    from llmfleet.kube.client import KubeClient, load_config
+    from llmfleet.reconcile import handlers
+    from llmfleet.render import RenderOptions
+    from llmfleet.settings import OperatorSettings
+
+    overrides = {k: v for k, v in {
+        "namespaces": args.namespace or None, "kubeconfig": args.kubeconfig, "peering": args.peering,
+        "priority": args.priority, "log_level": args.log_level, "liveness_port": args.liveness_port,
+    }.items() if v is not None}
+    settings = OperatorSettings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    port = KubeClient(load_config(settings.kubeconfig))
+    options = RenderOptions(
+        llmfleet_image=settings.llmfleet_image, engine_image=settings.engine_image,
+        engine_command=tuple(settings.engine_command) if settings.engine_command else None,
+    )
+    handlers.configure(handlers.Reconciler(port, options, handlers.utcnow))
+    kopf.run(
+        standalone=settings.peering is None,
+        peering_name=settings.peering,
+        priority=settings.priority if settings.priority is not None else random.randint(1, 1_000_000),
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmfleet",
@@ -109,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crd", help="print the LLMDeployment CustomResourceDefinition")
     p.set_defaults(func=cmd_crd)
+
+    p = sub.add_parser("operator", help="run the operator (kopf) against the current cluster",
+                       description="Reconcile LLMDeployments: render children, apply them with server-side apply, "
+                       "prune leftovers, write status. Settings also come from LLMFLEET_* variables.")
+    p.add_argument("-n", "--namespace", action="append", help="namespace to watch (repeatable); default: all")
+    p.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, then KUBECONFIG)")
+    p.add_argument("--peering", help="kopf peering name, to run several replicas safely (default: standalone)")
+    p.add_argument("--priority", type=int, help="peering priority (default: random)")
+    p.add_argument("--log-level", help="log level (default: INFO)")
+    p.add_argument("--liveness-port", type=int, help="port of /healthz (default 8081; 0 disables)")
+    p.set_defaults(func=cmd_operator)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

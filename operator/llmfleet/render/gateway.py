@@ -15,7 +15,6 @@ from llmfleet.render.common import (
     RenderInput,
     metadata,
     selector_labels,
-    service_host,
     stable_hash,
 )
 
@@ -170,5 +169,6 @@ def gateway_service(inp: RenderInput) -> Manifest:
     }
 
 
-def gateway_endpoint(inp: RenderInput) -> str:
-    return f"http://{service_host(inp, inp.name + '-gateway')}:{GATEWAY_PORT}/v1"
+def gateway_endpoint_for(name: str, namespace: str) -> str:
+    """The in-cluster OpenAI base URL of a deployment's gateway."""
+    return f"http://{name}-gateway.{namespace}.svc:{GATEWAY_PORT}/v1"

@@ -1,0 +1,136 @@
+"""KubePort over the official `kubernetes` client (dynamic client, server-side apply), with write counting."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
+from urllib3.exceptions import HTTPError
+
+from llmfleet.kube.port import FIELD_MANAGER, KubeError, NotFound, Obj, Ref
+
+
+def load_config(kubeconfig: str | None = None) -> client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or the given path)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config(config_file=kubeconfig)
+    cfg = client.Configuration.get_default_copy()
+    cfg.connection_pool_maxsize = 32
+    return client.ApiClient(cfg)
+
+
+def _error(exc: Exception) -> KubeError:
+    if isinstance(exc, NotFoundError):
+        return NotFound(404, "not found")
+    status = getattr(exc, "status", 0) or 0
+    body = getattr(exc, "body", None) or getattr(exc, "summary", lambda: str(exc))()
+    message = str(body)
+    if status == 404:
+        return NotFound(404, message)
+    return KubeError(int(status), message[:500])
+
+
+class KubeClient:
+    """The real KubePort. ``writes`` counts mutating calls (for idempotence checks and benchmarks)."""
+
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self.api = api or load_config()
+        self.dyn = DynamicClient(self.api)
+        self._resources: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self.writes = 0
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        key = (api_version, kind)
+        res = self._resources.get(key)
+        if res is None:
+            with self._lock:
+                res = self.dyn.resources.get(api_version=api_version, kind=kind)
+                self._resources[key] = res
+        return res
+
+    def _count(self) -> None:
+        with self._lock:
+            self.writes += 1
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._resource(api_version, kind).get(name=name, namespace=namespace or None).to_dict()  # type: ignore[no-any-return]
+        except NotFoundError :
+            return None
+        except (DynamicApiError, ApiException, HTTPError) as exc:
+            err = _error(exc)
+            if isinstance(err, NotFound):
+                return None
+            raise err from None
+
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[Obj]:
+        try:
+            result = self._resource(api_version, kind).get(namespace=namespace or None, label_selector=label_selector)
+            return [item.to_dict() for item in result.items]
+        except (DynamicApiError, ApiException, HTTPError) as exc:
+            raise _error(exc) from None
+
+    def apply(self, manifest: Obj) -> Obj:
+        meta = manifest["metadata"]
+        self._count()
+        try:
+            out = self._resource(manifest["apiVersion"], manifest["kind"]).server_side_apply(
+                body=manifest, name=meta["name"], namespace=meta.get("namespace"),
+                field_manager=FIELD_MANAGER, force_conflicts=True,
+            )
+            return out.to_dict()  # type: ignore[no-any-return]
+        except (DynamicApiError, ApiException, HTTPError) as exc:
+            raise _error(exc) from None
+
+    def delete(self, ref: Ref, uid: str | None = None) -> None:
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        self._count()
+        try:
+            self._resource(ref.api_version, ref.kind).delete(name=ref.name, namespace=ref.namespace or None, body=body)
+        except (DynamicApiError, ApiException, HTTPError) as exc:
+            err = _error(exc)
+            if not isinstance(err, NotFound):
+                raise err from None
+
+    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: Obj) -> None:
+        self._count()
+        try:
+            self._resource(api_version, kind).status.patch(
+                body={"status": status}, name=name, namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        except (DynamicApiError, ApiException, HTTPError) as exc:
+            raise _error(exc) from None
+
+    def event(self, involved: Obj, type_: str, reason: str, message: str) -> None:
+        meta = involved["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"], "kind": involved["kind"], "name": meta["name"],
+                "namespace": meta["namespace"], "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_, "reason": reason, "message": message[:1024],
+            "source": {"component": "llmfleet-operator"}, "reportingComponent": "llmfleet.io/operator",
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        self._count()
+        try:
+            self._resource("v1", "Event").create(body=body, namespace=meta["namespace"])
+        except (DynamicApiError, ApiException, HTTPError):
+            pass  # an event is best effort: never fail a reconcile for it

@@ -1,0 +1,31 @@
+"""Act: the one place that writes. Applies the plan with server-side apply, prunes, writes status, emits events."""
+
+from __future__ import annotations
+
+import logging
+
+from llmfleet.api.v1alpha1 import API_VERSION, KIND
+from llmfleet.kube.port import KubePort, Obj
+from llmfleet.reconcile.plan import Plan
+
+log = logging.getLogger("llmfleet.reconcile")
+
+
+def execute(port: KubePort, raw: Obj, plan: Plan) -> None:
+    """Carry out a plan. Children first, then prune, then status (so status describes what was applied)."""
+    meta = raw["metadata"]
+    for manifest in plan.to_apply:
+        port.apply(manifest)
+    for ref, uid in plan.to_delete:
+        port.delete(ref, uid=uid)
+    if plan.status is not None:
+        port.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], plan.status)
+    if plan.details:
+        for line in plan.details:
+            log.info("%s/%s: %s", meta["namespace"], meta["name"], line)
+        if plan.error is not None:
+            port.event(raw, "Warning", "InvalidSpec", str(plan.error))
+        else:
+            created = sum(1 for d in plan.details if d.endswith(": missing"))
+            summary = f"Applied {len(plan.to_apply)} children ({created} created), pruned {len(plan.to_delete)}"
+            port.event(raw, "Normal", "Reconciled", summary + ": " + "; ".join(plan.details)[:900])

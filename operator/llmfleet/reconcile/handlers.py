@@ -1,0 +1,160 @@
+"""kopf handlers (thin): every trigger (CR create/update/resume, a child changing, a periodic timer) runs
+the same observe → plan → execute cycle, serialised per CR and coalesced so a burst of child events
+costs one reconcile.
+
+Errors: a transient API error (conflict, throttling, 5xx, connection) becomes ``kopf.TemporaryError``
+with a delay; an invalid spec becomes a ``Degraded`` condition naming the field and
+``kopf.PermanentError``; nothing is deleted in either case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from llmfleet.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from llmfleet.kube.port import KubeError, KubePort
+from llmfleet.reconcile.apply import execute
+from llmfleet.reconcile.observe import observe
+from llmfleet.reconcile.plan import Plan, plan
+from llmfleet.render import RenderOptions
+from llmfleet.render.common import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
+
+log = logging.getLogger("llmfleet.operator")
+COALESCE_SECONDS = 0.2
+
+
+class Reconciler:
+    """Runs reconciles for CRs, at most one at a time per CR, in worker threads (the client is sync)."""
+
+    def __init__(self, port: KubePort, options: RenderOptions, clock: Callable[[], datetime]) -> None:
+        self.port = port
+        self.options = options
+        self.clock = clock
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._scheduled: set[tuple[str, str]] = set()
+
+    def _sync(self, namespace: str, name: str) -> Plan | None:
+        raw = self.port.get(API_VERSION, KIND, namespace, name)
+        if raw is None or raw["metadata"].get("deletionTimestamp"):
+            return None  # gone or going: garbage collection removes the children
+        raw.setdefault("apiVersion", API_VERSION)
+        raw.setdefault("kind", KIND)
+        snapshot = observe(self.port, namespace, name)
+        p = plan(raw, snapshot, self.clock(), self.options)
+        execute(self.port, raw, p)
+        return p
+
+    async def reconcile(self, namespace: str, name: str) -> Plan | None:
+        lock = self._locks.setdefault((namespace, name), asyncio.Lock())
+        async with lock:
+            return await asyncio.to_thread(self._sync, namespace, name)
+
+    def schedule(self, namespace: str, name: str) -> None:
+        """Reconcile soon; events arriving in the meantime for the same CR ride along."""
+        key = (namespace, name)
+        if key in self._scheduled:
+            return
+        self._scheduled.add(key)
+
+        async def later() -> None:
+            await asyncio.sleep(COALESCE_SECONDS)
+            self._scheduled.discard(key)
+            try:
+                await self.reconcile(namespace, name)
+            except KubeError as exc:
+                log.warning("%s/%s: reconcile after child change failed (%s); will retry on the next event",
+                            namespace, name, exc)
+
+        task = asyncio.get_running_loop().create_task(later())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[None]] = set()
+_reconciler: Reconciler | None = None
+
+
+def configure(reconciler: Reconciler) -> None:
+    global _reconciler
+    _reconciler = reconciler
+
+
+def _get() -> Reconciler:
+    if _reconciler is None:
+        raise kopf.PermanentError("operator not configured")
+    return _reconciler
+
+
+@kopf.on.startup()
+def _settings(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.level = logging.WARNING  # our own events say what happened; kopf's only warnings
+    if log.getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per child event is noise
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.execution.max_workers = int(os.environ.get("LLMFLEET_WORKERS", "16"))
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+
+
+async def _reconcile_or_raise(namespace: str, name: str) -> None:
+    try:
+        p = await _get().reconcile(namespace, name)
+    except KubeError as exc:
+        if exc.transient:
+            raise kopf.TemporaryError(f"transient API error: {exc}", delay=min(60, 2 + random.random() * 8)) from exc
+        raise kopf.TemporaryError(f"API error: {exc}", delay=30) from exc
+    if p is not None and p.error is not None:
+        raise kopf.PermanentError(f"invalid spec: {p.error}")
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+async def on_llmdeployment(namespace: str, name: str, **_: Any) -> None:
+    await _reconcile_or_raise(namespace, name)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def on_delete(namespace: str, name: str, **_: Any) -> None:
+    log.info("%s/%s deleted; Kubernetes garbage collection removes its children", namespace, name)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=120, initial_delay=120)
+async def periodic(namespace: str, name: str, **_: Any) -> None:
+    """A safety net for missed events (reads only when nothing changed)."""
+    await _get().reconcile(namespace, name)
+
+
+async def _child_changed(namespace: str | None, labels: dict[str, str], **_: Any) -> None:
+    owner = labels.get(DEPLOYMENT_LABEL)
+    if owner and namespace:
+        _get().schedule(namespace, owner)
+
+
+_OURS = {MANAGED_BY: MANAGER}
+for _group, _version, _plural in (
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("", "v1", "configmaps"),
+    ("", "v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("policy", "v1", "poddisruptionbudgets"),
+):
+    kopf.on.event(_group, _version, _plural, labels=_OURS, id=f"child-{_plural}")(_child_changed)
+kopf.on.event("", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT, "app.kubernetes.io/component": "engine"},
+              id="engine-pods")(_child_changed)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,135 @@
+"""Decide: a pure function from (CR, snapshot, clock) to what to apply, what to prune and the new status.
+
+A child is re-applied only when it is missing, its applied-hash annotation differs from the rendered
+one, or a field we set has drifted in the live object; so an unchanged CR plans zero writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from llmfleet.api.load import FieldError, SpecError, parse_spec
+from llmfleet.api.sizing import Sizing, SizingError, size
+from llmfleet.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ObjectMeta
+from llmfleet.kube.port import Obj, Ref
+from llmfleet.reconcile.observe import Snapshot
+from llmfleet.reconcile.status import compute_status, degraded_status
+from llmfleet.render import Manifest, PoolCounts, RenderOptions, render_all, split_replicas
+from llmfleet.render.common import stable_hash
+
+APPLIED_HASH = "llmfleet.io/applied-hash"
+
+
+@dataclass(frozen=True)
+class Plan:
+    to_apply: list[Manifest] = field(default_factory=list)
+    to_delete: list[tuple[Ref, str]] = field(default_factory=list)  # (ref, uid)
+    status: dict[str, Any] | None = None  # None: unchanged
+    details: list[str] = field(default_factory=list)  # human-readable, become Events
+    error: FieldError | None = None  # invalid spec: nothing is applied or deleted
+    desired: list[Manifest] = field(default_factory=list)
+
+
+def _empty(value: Any) -> bool:
+    return value in (None, "", [], {})
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """Every field we set has the same value live (server defaults may add more)."""
+    if isinstance(desired, dict):
+        if not isinstance(live, dict):
+            return False
+        return all(
+            (k not in live and _empty(v)) or (k in live and is_subset(v, live[k])) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(desired) == len(live) and all(map(is_subset, desired, live))
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return desired is live
+    if isinstance(desired, (int, float)) and isinstance(live, (int, float)):
+        return float(desired) == float(live)
+    return bool(desired == live)
+
+
+def with_hash(manifest: Manifest) -> Manifest:
+    h = stable_hash(manifest)
+    meta = {**manifest["metadata"], "annotations": {**manifest["metadata"].get("annotations", {}), APPLIED_HASH: h}}
+    return {**manifest, "metadata": meta}
+
+
+def needs_apply(desired: Manifest, live: Obj | None) -> str | None:
+    """Why this child must be applied, or None when the live object already matches."""
+    if live is None:
+        return "missing"
+    if live["metadata"].get("deletionTimestamp"):
+        return "being deleted"
+    live_hash = (live["metadata"].get("annotations") or {}).get(APPLIED_HASH)
+    if live_hash != desired["metadata"]["annotations"][APPLIED_HASH]:
+        return "out of date"
+    if not is_subset({k: v for k, v in desired.items() if k != "metadata"}, live):
+        return "drifted"
+    if not is_subset(desired["metadata"].get("labels", {}), live["metadata"].get("labels") or {}):
+        return "labels drifted"
+    return None
+
+
+def desired_counts(spec: LLMDeploymentSpec) -> PoolCounts:
+    """Total replicas: spec.replicas when set (clamped to the autoscaling range), else the minimum."""
+    a = spec.autoscaling
+    if spec.replicas is not None:
+        total = min(max(spec.replicas, a.min_replicas), a.max_replicas) if a.enabled else spec.replicas
+    else:
+        total = a.min_replicas if a.enabled else spec.pools.on_demand.min_replicas
+    return split_replicas(spec, total)
+
+
+def plan(raw: Obj, snapshot: Snapshot, now: datetime, options: RenderOptions | None = None) -> Plan:
+    meta = raw["metadata"]
+    previous = raw.get("status") or {}
+    generation = meta.get("generation")
+    try:
+        spec = parse_spec(raw.get("spec") or {})
+        obj = LLMDeployment(
+            apiVersion=raw["apiVersion"], kind=raw["kind"],
+            metadata=ObjectMeta(name=meta["name"], namespace=meta.get("namespace", "default"),
+                                uid=meta.get("uid"), generation=generation),
+            spec=spec,
+        )
+        sizing: Sizing = size(spec)
+    except SpecError as exc:
+        err = exc.errors[0]
+        return _invalid(previous, generation, now, "InvalidSpec", err)
+    except SizingError as exc:
+        return _invalid(previous, generation, now, "SizingFailed", FieldError(exc.field, str(exc)))
+
+    counts = desired_counts(spec)
+    desired = [with_hash(m) for m in render_all(obj, sizing, counts, options)]
+    to_apply, details = [], []
+    for m in desired:
+        live = snapshot.children.get((m["kind"], m["metadata"]["name"]))
+        reason = needs_apply(m, live)
+        if reason:
+            to_apply.append(m)
+            details.append(f"{m['kind']} {m['metadata']['name']}: {reason}")
+    wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
+    to_delete = []
+    uid = meta.get("uid")
+    for key, live in sorted(snapshot.children.items()):
+        owners = live["metadata"].get("ownerReferences") or []
+        ours = any(o.get("uid") == uid for o in owners)
+        if key not in wanted and ours and not live["metadata"].get("deletionTimestamp"):
+            to_delete.append((Ref.of(live), live["metadata"]["uid"]))
+            details.append(f"{key[0]} {key[1]}: no longer wanted, pruning")
+    status = compute_status(obj, sizing, counts, snapshot, previous, now)
+    return Plan(
+        to_apply=to_apply, to_delete=to_delete, status=None if status == previous else status,
+        details=details, desired=desired,
+    )
+
+
+def _invalid(previous: dict[str, Any], generation: int | None, now: datetime, reason: str, err: FieldError) -> Plan:
+    status = degraded_status(previous, generation, now, reason, str(err))
+    return Plan(status=None if status == previous else status, error=err,
+                details=[f"{reason}: {err}"])

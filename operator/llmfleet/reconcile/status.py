@@ -1,0 +1,132 @@
+"""Status as a pure function of the CR, its sizing, the planned pool counts and the observed children.
+
+Conditions follow metav1.Condition; a condition's lastTransitionTime only moves when its status does,
+so an unchanged world computes an identical status and the operator writes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from llmfleet.api.sizing import Sizing
+from llmfleet.api.v1alpha1 import LLMDeployment
+from llmfleet.kube.port import Obj
+from llmfleet.reconcile.observe import Snapshot
+from llmfleet.render import PoolCounts
+from llmfleet.render.common import POOL_LABEL
+from llmfleet.render.gateway import gateway_endpoint_for
+
+
+def _ts(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(previous: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
+              generation: int | None, now: datetime) -> dict[str, Any]:
+    old = next((c for c in previous if c.get("type") == type_), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") else _ts(now)
+    out: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": message,
+                           "lastTransitionTime": since}
+    if generation is not None:
+        out["observedGeneration"] = generation
+    return out
+
+
+def _deployment_ready(snapshot: Snapshot, name: str) -> tuple[int, bool]:
+    """(ready replicas, rollout finished) of a child Deployment."""
+    live = snapshot.children.get(("Deployment", name))
+    if live is None:
+        return 0, False
+    st = live.get("status") or {}
+    spec_replicas = (live.get("spec") or {}).get("replicas", 1)
+    done = (
+        st.get("observedGeneration", 0) >= live["metadata"].get("generation", 0)
+        and st.get("updatedReplicas", 0) >= spec_replicas
+        and st.get("replicas", 0) <= spec_replicas
+        and st.get("availableReplicas", 0) >= spec_replicas
+    )
+    return int(st.get("readyReplicas", 0) or 0), done
+
+
+def _pod_pending(pod: Obj) -> bool:
+    return (pod.get("status") or {}).get("phase", "Pending") == "Pending"
+
+
+def compute_status(obj: LLMDeployment, sizing: Sizing, counts: PoolCounts, snapshot: Snapshot,
+                   previous: dict[str, Any], now: datetime) -> dict[str, Any]:
+    name = obj.metadata.name
+    gen = obj.metadata.generation
+    prev_conditions = previous.get("conditions") or []
+    od_ready, od_done = _deployment_ready(snapshot, f"{name}-engine-ondemand")
+    spot_ready, spot_done = _deployment_ready(snapshot, f"{name}-engine-spot")
+    if not obj.spec.pools.spot.enabled:
+        spot_ready, spot_done = 0, True
+    gw_ready, gw_done = _deployment_ready(snapshot, f"{name}-gateway")
+    cache_needed = obj.spec.cache.any_enabled and obj.spec.cache.redis.mode == "managed"
+    cache_ready, cache_done = _deployment_ready(snapshot, f"{name}-cache") if cache_needed else (1, True)
+
+    live_pods = [p for p in snapshot.engine_pods if not p["metadata"].get("deletionTimestamp")]
+    pending = {pool: sum(1 for p in live_pods if p["metadata"].get("labels", {}).get(POOL_LABEL) == pool and _pod_pending(p))
+               for pool in ("spot", "on-demand")}
+    running = {pool: sum(1 for p in live_pods if p["metadata"].get("labels", {}).get(POOL_LABEL) == pool
+                         and not _pod_pending(p)) for pool in ("spot", "on-demand")}
+    od_ready, spot_ready = min(od_ready, counts.on_demand), min(spot_ready, counts.spot)
+    ready = od_ready + spot_ready
+    desired = counts.total
+
+    engines_ok = ready >= desired
+    serving = engines_ok and gw_ready >= 1 and cache_ready >= 1
+    if desired == 0:
+        ready_c = ("True", "ScaledToZero", "No engine replicas are wanted; requests wait for a scale-up.")
+    elif serving:
+        ready_c = ("True", "AllReplicasReady", f"{ready}/{desired} engine replicas ready; gateway serving.")
+    else:
+        parts = [f"{ready}/{desired} engine replicas ready"]
+        if pending["spot"] or pending["on-demand"]:
+            parts.append(f"{pending['spot']} spot and {pending['on-demand']} on-demand pending")
+        if gw_ready < 1:
+            parts.append("gateway not ready")
+        if cache_ready < 1:
+            parts.append("cache not ready")
+        ready_c = ("False", "ReplicasNotReady", "; ".join(parts) + ".")
+    rolling = not (od_done and spot_done and gw_done and cache_done)
+    progressing_c = (("True", "RollingOut", "Children are being created or updated.") if rolling
+                     else ("False", "Stable", "Every child matches the spec."))
+
+    cost = running["on-demand"] * sizing.on_demand_per_replica_hour + running["spot"] * sizing.spot_per_replica_hour
+    status: dict[str, Any] = {
+        "observedGeneration": gen,
+        "conditions": [
+            condition(prev_conditions, "Ready", *ready_c, gen, now),
+            condition(prev_conditions, "Progressing", *progressing_c, gen, now),
+            condition(prev_conditions, "Degraded", "False", "AsExpected", "The spec is valid and applied.", gen, now),
+        ],
+        "tensorParallelSize": sizing.tensor_parallel_size,
+        "replicas": {
+            "desired": desired,
+            "ready": ready,
+            "spot": {"desired": counts.spot, "ready": spot_ready, "pending": pending["spot"]},
+            "onDemand": {"desired": counts.on_demand, "ready": od_ready, "pending": pending["on-demand"]},
+        },
+        "ready": f"{ready}/{desired}",
+        "spot": f"{spot_ready}/{counts.spot}",
+        "selector": f"llmfleet.io/deployment={name},app.kubernetes.io/component=engine",
+        "endpoint": gateway_endpoint_for(name, obj.metadata.namespace),
+        "costPerHour": round(cost, 2),
+    }
+    for keep in ("metrics", "lastScale"):
+        if keep in previous:
+            status[keep] = previous[keep]
+    return status
+
+
+def degraded_status(previous: dict[str, Any], generation: int | None, now: datetime, reason: str,
+                    message: str) -> dict[str, Any]:
+    """Status for a spec the operator cannot act on: Degraded names the field; the rest is kept."""
+    prev_conditions = previous.get("conditions") or []
+    status = {k: v for k, v in previous.items() if k != "conditions"}
+    others = [c for c in prev_conditions if c.get("type") not in ("Degraded",)]
+    status["conditions"] = others + [condition(prev_conditions, "Degraded", "True", reason, message, generation, now)]
+    status["observedGeneration"] = generation
+    return status
