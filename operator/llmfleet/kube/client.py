@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from urllib3.exceptions import HTTPError
 
 from llmfleet.kube.port import FIELD_MANAGER, KubeError, NotFound, Obj, Ref
 
+USER_AGENT = "llmfleet-operator"
+
 
 def load_config(kubeconfig: str | None = None) -> client.ApiClient:
     """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG or the given path)."""
@@ -24,7 +27,9 @@ def load_config(kubeconfig: str | None = None) -> client.ApiClient:
         config.load_kube_config(config_file=kubeconfig)
     cfg = client.Configuration.get_default_copy()
     cfg.connection_pool_maxsize = 32
-    return client.ApiClient(cfg)
+    api = client.ApiClient(cfg)
+    api.user_agent = USER_AGENT
+    return api
 
 
 def _error(exc: Exception) -> KubeError:
@@ -130,7 +135,5 @@ class KubeClient:
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
         self._count()
-        try:
+        with contextlib.suppress(DynamicApiError, ApiException, HTTPError):  # best effort: never fail a reconcile
             self._resource("v1", "Event").create(body=body, namespace=meta["namespace"])
-        except (DynamicApiError, ApiException, HTTPError):
-            pass  # an event is best effort: never fail a reconcile for it

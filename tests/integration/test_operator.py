@@ -1,0 +1,191 @@
+"""The operator against a real API server (with controller-manager, scheduler and kwok GPU nodes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import EXAMPLES, ROOT
+from tests.integration.conftest import Cluster, eventually
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE_8B = ROOT / "manifests" / "examples" / "llama3-8b.yaml"
+CHILDREN = "app.kubernetes.io/managed-by=llmfleet"
+
+
+def example(namespace: str, path=EXAMPLE_8B, name: str | None = None) -> dict:
+    obj = yaml.safe_load(path.read_text())
+    obj["metadata"]["namespace"] = namespace
+    if name:
+        obj["metadata"]["name"] = name
+    return obj
+
+
+def rendered(obj: dict) -> list[dict]:
+    out = subprocess.run([sys.executable, "-m", "llmfleet", "render", "-f", "-"], input=yaml.safe_dump(obj),
+                         capture_output=True, text=True, check=True)
+    return list(yaml.safe_load_all(out.stdout))
+
+
+def status(cluster: Cluster, ns: str, name: str) -> dict:
+    obj = cluster.get("llmd", name, ns)
+    return (obj or {}).get("status") or {}
+
+
+def condition(st: dict, type_: str) -> dict:
+    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
+
+
+def wait_ready(cluster: Cluster, ns: str, name: str, timeout: float = 90) -> dict:
+    def ready():
+        st = status(cluster, ns, name)
+        return st if condition(st, "Ready").get("status") == "True" and condition(st, "Progressing").get("status") == "False" else None
+
+    return eventually(ready, timeout, what=f"{ns}/{name} Ready")  # type: ignore[return-value]
+
+
+def test_apply_example_creates_every_rendered_child_and_becomes_ready(cluster, operator, namespace) -> None:
+    obj = example(namespace)
+    assert cluster.apply(obj).returncode == 0
+    expected = {(m["kind"], m["metadata"]["name"]) for m in rendered(obj)}
+    kinds = "deployments,services,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets"
+
+    def children():
+        out = json.loads(cluster.kubectl("get", kinds, "-n", namespace, "-l", CHILDREN, "-o", "json").stdout)
+        got = {(i["kind"], i["metadata"]["name"]) for i in out["items"]}
+        return got if got == expected else None
+
+    eventually(children, 60, what="children")
+    engine = cluster.get("deployment", "llama3-8b-engine-ondemand", namespace)
+    want = next(m for m in rendered(obj) if m["metadata"]["name"] == "llama3-8b-engine-ondemand")
+    assert engine["spec"]["template"]["spec"]["containers"][0]["args"] == want["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert engine["metadata"]["ownerReferences"][0]["kind"] == "LLMDeployment"
+    st = wait_ready(cluster, namespace, "llama3-8b")
+    assert st["replicas"]["onDemand"]["ready"] == 1 and st["replicas"]["desired"] == 1
+    assert st["tensorParallelSize"] == 1 and st["ready"] == "1/1"
+    assert st["observedGeneration"] == 1
+    table = cluster.kubectl("get", "llmd", "-n", namespace).stdout
+    assert "llama3-8b" in table and "1/1" in table and "6.88" in table
+    described = cluster.kubectl("describe", "llmd", "llama3-8b", "-n", namespace).stdout
+    assert "AllReplicasReady" in described and "Reconciled" in described
+
+
+def test_spec_change_rolls_out_and_scale_splits_spot_first(cluster, operator, namespace) -> None:
+    obj = example(namespace)
+    cluster.apply(obj)
+    wait_ready(cluster, namespace, "llama3-8b")
+    obj["spec"]["model"]["maxModelLen"] = 4096
+    obj["spec"]["replicas"] = 4
+    assert cluster.apply(obj).returncode == 0
+
+    def rolled():
+        d = cluster.get("deployment", "llama3-8b-engine-ondemand", namespace)
+        s = cluster.get("deployment", "llama3-8b-engine-spot", namespace)
+        return "--max-model-len=4096" in d["spec"]["template"]["spec"]["containers"][0]["args"] and s["spec"]["replicas"] == 3
+
+    eventually(rolled, 60, what="rollout")
+    st = wait_ready(cluster, namespace, "llama3-8b")
+    assert st["replicas"]["spot"] == {"desired": 3, "ready": 3, "pending": 0}
+    assert st["observedGeneration"] == 2
+    assert st["spot"] == "3/3"
+
+
+def test_deleted_or_edited_child_is_restored(cluster, operator, namespace) -> None:
+    cluster.apply(example(namespace))
+    wait_ready(cluster, namespace, "llama3-8b")
+    uid = cluster.get("service", "llama3-8b-engine", namespace)["metadata"]["uid"]
+    cluster.kubectl("delete", "service", "llama3-8b-engine", "-n", namespace)
+    eventually(lambda: (cluster.get("service", "llama3-8b-engine", namespace) or {}).get("metadata", {}).get("uid") not in (None, uid),
+               60, what="service restored")
+    cluster.kubectl("scale", "deployment", "llama3-8b-engine-ondemand", "-n", namespace, "--replicas=5")
+    eventually(lambda: cluster.get("deployment", "llama3-8b-engine-ondemand", namespace)["spec"]["replicas"] == 1,
+               60, what="replicas restored")
+    cluster.kubectl("patch", "configmap", "llama3-8b-gateway", "-n", namespace, "--type=merge", "-p", '{"data":{"gateway.json":"{}"}}')
+    eventually(lambda: cluster.get("configmap", "llama3-8b-gateway", namespace)["data"]["gateway.json"] != "{}",
+               60, what="config restored")
+
+
+def test_deleting_the_cr_garbage_collects_every_child(cluster, operator, namespace) -> None:
+    cluster.apply(example(namespace))
+    wait_ready(cluster, namespace, "llama3-8b")
+    cluster.kubectl("delete", "llmd", "llama3-8b", "-n", namespace)
+    kinds = "deployments,services,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets,replicasets"
+    eventually(lambda: cluster.kubectl("get", kinds, "-n", namespace, "-l", "llmfleet.io/deployment=llama3-8b",
+                                       "-o", "name").stdout.strip() == "", 90, what="garbage collection")
+
+
+def test_invalid_cr_is_rejected_by_the_api_server_with_the_cel_message(cluster, namespace) -> None:
+    obj = example(namespace)
+    obj["spec"]["pools"]["onDemand"] = {"minReplicas": 5, "maxReplicas": 2}
+    obj["spec"]["engine"]["extraArgs"] = ["--port=9000"]
+    result = cluster.apply(obj)
+    assert result.returncode != 0
+    assert "spec.pools.onDemand.minReplicas: Invalid value" in result.stderr
+    assert "minReplicas must be <= maxReplicas" in result.stderr
+    assert "extraArgs may not set flags the operator owns" in result.stderr
+
+
+def test_spec_the_operator_cannot_size_is_degraded_and_nothing_is_deleted(cluster, operator, namespace) -> None:
+    obj = example(namespace)
+    cluster.apply(obj)
+    wait_ready(cluster, namespace, "llama3-8b")
+    before = cluster.names("deployments", namespace, CHILDREN)
+    obj["spec"]["model"]["name"] = "meta-llama/Llama-3.1-405B-Instruct"  # passes the CRD, cannot fit one node
+    cluster.apply(obj)
+
+    def degraded():
+        c = condition(status(cluster, namespace, "llama3-8b"), "Degraded")
+        return c if c.get("status") == "True" else None
+
+    c = eventually(degraded, 60, what="Degraded")
+    assert c["reason"] == "SizingFailed"
+    assert "spec.engine.tensorParallelSize" in c["message"] and "fp8" in c["message"]
+    assert cluster.names("deployments", namespace, CHILDREN) == before
+    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=InvalidSpec", "-o", "name").stdout
+    assert events.strip()
+
+
+def test_idle_reconciles_make_zero_writes(cluster, operator, namespace) -> None:
+    cluster.apply(example(namespace))
+    wait_ready(cluster, namespace, "llama3-8b")
+    time.sleep(2)  # let the last status write land
+    since = time.time()
+    # Poke the operator with child events that change nothing it owns: it must reconcile and write nothing.
+    for i in range(3):
+        cluster.kubectl("annotate", "deployment", "llama3-8b-gateway", "-n", namespace, f"poke=n{i}", "--overwrite")
+        time.sleep(1)
+    time.sleep(3)
+    writes = [w for w in cluster.audit_writes(since, ("llmfleet-operator", "kopf"))
+              if w.get("objectRef", {}).get("namespace") == namespace]
+    assert writes == [], [(w["verb"], w["objectRef"]) for w in writes]
+
+
+def test_operator_restart_converges_without_duplicates(cluster, operator, namespace) -> None:
+    obj = example(namespace)
+    cluster.apply(obj)
+    wait_ready(cluster, namespace, "llama3-8b")
+    operator.stop()
+    try:
+        # While it is down: a spec change, a deleted child and a new CR.
+        obj["spec"]["gateway"]["replicas"] = 3
+        cluster.apply(obj)
+        cluster.kubectl("delete", "deployment", "llama3-8b-engine-spot", "-n", namespace)
+        second = example(namespace, EXAMPLES[0], name="second")
+        cluster.apply(second)
+    finally:
+        operator.start()
+    eventually(lambda: cluster.get("deployment", "llama3-8b-engine-spot", namespace) is not None, 60, what="restored")
+    eventually(lambda: cluster.get("deployment", "llama3-8b-gateway", namespace)["spec"]["replicas"] == 3, 60,
+               what="gateway scaled")
+    wait_ready(cluster, namespace, "second")
+    names = cluster.names("deployments", namespace, CHILDREN)
+    assert names == sorted(
+        [f"llama3-8b-{s}" for s in ("cache", "engine-ondemand", "engine-spot", "gateway")]
+        + [f"second-{s}" for s in ("engine-ondemand", "engine-spot", "gateway")]
+    )
