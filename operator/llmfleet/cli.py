@@ -112,8 +112,19 @@ def cmd_operator(args: argparse.Namespace) -> int:
         priority=settings.priority if settings.priority is not None else random.randint(1, 1_000_000),
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
-        liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None,
+        liveness_endpoint=f"http://{settings.bind_host}:{settings.liveness_port}/healthz" if settings.liveness_port else None,
     )
+    return 0
+
+
+def cmd_pod_runner(args: argparse.Namespace) -> int:
+    import logging
+
+    from llmfleet.dev.podrunner import PodRunner
+    from llmfleet.kube.client import KubeClient, load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    PodRunner(KubeClient(load_config(args.kubeconfig)), Path(args.logs)).run()
     return 0
 
 
@@ -154,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", help="log level (default: INFO)")
     p.add_argument("--liveness-port", type=int, help="port of /healthz (default 8081; 0 disables)")
     p.set_defaults(func=cmd_operator)
+
+    dev = sub.add_parser("dev", help="local development helpers (a cluster without Docker)")
+    dev_sub = dev.add_subparsers(dest="dev_command", metavar="DEV_COMMAND")
+    p = dev_sub.add_parser("pod-runner", help="run pods scheduled on kwok nodes as local processes on their pod IPs",
+                           description="A stand-in for a kubelet: the llmfleet image runs `llmfleet <args>`, vLLM "
+                           "images run `llmfleet engine-sim`; ConfigMap/Secret volumes and env are materialised.")
+    p.add_argument("--kubeconfig", help="admin kubeconfig of the local cluster (default: KUBECONFIG)")
+    p.add_argument("--logs", default="build/pods", help="directory for per-pod logs (default: build/pods)")
+    p.set_defaults(func=cmd_pod_runner)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

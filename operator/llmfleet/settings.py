@@ -22,3 +22,5 @@ class OperatorSettings(BaseSettings):
     engine_command: list[str] | None = Field(default=None, description="Engine command override (dev clusters).")
     liveness_port: int | None = Field(default=8081, description="Port of /healthz; none to disable.")
     log_level: str = Field(default="INFO", description="Python log level.")
+    prometheus_url: str | None = Field(default=None, description="Default Prometheus for the autoscaler.")
+    bind_host: str = Field(default="0.0.0.0", description="Address the liveness endpoint listens on.")

@@ -137,3 +137,24 @@ class KubeClient:
         self._count()
         with contextlib.suppress(DynamicApiError, ApiException, HTTPError):  # best effort: never fail a reconcile
             self._resource("v1", "Event").create(body=body, namespace=meta["namespace"])
+
+    def service_account_kubeconfig(self, namespace: str, service_account: str, path: str) -> None:
+        """Write a kubeconfig that authenticates as a ServiceAccount (a TokenRequest, 1 h), for local pods."""
+        body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
+        self._count()
+        try:
+            token = client.CoreV1Api(self.api).create_namespaced_service_account_token(
+                service_account, namespace, body).status.token
+        except (ApiException, HTTPError) as exc:
+            raise _error(exc) from None
+        cfg = self.api.configuration
+        import yaml
+
+        doc = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "pod",
+            "clusters": [{"name": "local", "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert}}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "pod", "context": {"cluster": "local", "user": "sa", "namespace": namespace}}],
+        }
+        with open(path, "w") as f:
+            yaml.safe_dump(doc, f)

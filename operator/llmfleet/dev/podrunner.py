@@ -1,0 +1,200 @@
+"""A local stand-in for a kubelet: runs the process each pod on a kwok node asks for, on the pod's IP.
+
+kwok gives pods IPs from 127.0.0.0/8, so a process bound to the pod IP serves real traffic that the
+Service's EndpointSlices point at. Images are mapped to local commands (the llmfleet image runs
+``python -m llmfleet <args>``; a vLLM image runs ``llmfleet engine-sim`` with the same flags).
+ConfigMap and Secret volumes are written to a per-pod directory and paths in args are rewritten;
+env values are resolved (literal, secretKeyRef, configMapKeyRef, fieldRef); a pod whose service account
+matters gets a kubeconfig with a real service-account token, so RBAC is exercised for real.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmfleet.kube.client import KubeClient
+from llmfleet.kube.port import KubeError, Obj
+
+log = logging.getLogger("llmfleet.podrunner")
+
+
+def command_for(image: str, container: Obj, pod_ip: str) -> list[str] | None:
+    """The local command for a container, or None when this image is not run locally."""
+    repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+    args = [a.replace("0.0.0.0", pod_ip) for a in container.get("args", [])]
+    cmd = container.get("command") or []
+    if cmd[:2] == ["llmfleet", "engine-sim"] or repo.endswith("vllm-openai"):
+        return [sys.executable, "-m", "llmfleet", "engine-sim", *args]
+    if repo.endswith("/llmfleet") or repo == "llmfleet" or cmd[:1] == ["llmfleet"]:
+        return [sys.executable, "-m", "llmfleet", *cmd[1:], *args]
+    if repo in ("redis", "docker.io/library/redis") and os.environ.get("LLMFLEET_REDIS_SERVER"):
+        rargs = [a for a in args if a != "redis-server"]
+        return [os.environ["LLMFLEET_REDIS_SERVER"], *rargs, "--bind", pod_ip,
+                *(["--loadmodule", os.environ["LLMFLEET_REDIS_MODULE"]] if os.environ.get("LLMFLEET_REDIS_MODULE") else [])]
+    return None
+
+
+@dataclass
+class Running:
+    uid: str
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+    grace: float
+    log_file: Any = field(default=None)
+
+
+class PodRunner:
+    def __init__(self, kube: KubeClient, logs_dir: Path, node_label: str = "type=kwok") -> None:
+        self.kube = kube
+        self.logs_dir = logs_dir
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.node_label = node_label
+        self.running: dict[str, Running] = {}
+        self._nodes: set[str] = set()
+        self._nodes_at = 0.0
+
+    def _fake_nodes(self) -> set[str]:
+        if time.monotonic() - self._nodes_at > 5:
+            self._nodes = {n["metadata"]["name"] for n in self.kube.list("v1", "Node", "", self.node_label)}
+            self._nodes_at = time.monotonic()
+        return self._nodes
+
+    def _data(self, kind: str, namespace: str, name: str) -> dict[str, str]:
+        obj = self.kube.get("v1", kind, namespace, name) or {}
+        data = dict(obj.get("data") or {})
+        if kind == "Secret":
+            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+        return data
+
+    def _env(self, pod: Obj, container: Obj) -> dict[str, str]:
+        ns = pod["metadata"]["namespace"]
+        out: dict[str, str] = {}
+        for e in container.get("env", []):
+            if "value" in e:
+                out[e["name"]] = e["value"]
+                continue
+            src = e.get("valueFrom") or {}
+            if "secretKeyRef" in src:
+                ref = src["secretKeyRef"]
+                value = self._data("Secret", ns, ref["name"]).get(ref["key"])
+            elif "configMapKeyRef" in src:
+                ref = src["configMapKeyRef"]
+                value = self._data("ConfigMap", ns, ref["name"]).get(ref["key"])
+            elif "fieldRef" in src:
+                path = src["fieldRef"]["fieldPath"]
+                value = {"status.podIP": pod["status"].get("podIP"), "metadata.name": pod["metadata"]["name"],
+                         "metadata.namespace": ns}.get(path)
+            else:
+                value = None
+            if value is not None:
+                out[e["name"]] = value
+        return out
+
+    def _volumes(self, pod: Obj, container: Obj, workdir: Path) -> dict[str, str]:
+        """Write ConfigMap/Secret volumes under workdir; return mountPath → local path."""
+        ns = pod["metadata"]["namespace"]
+        vols = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+        mounts: dict[str, str] = {}
+        for m in container.get("volumeMounts", []):
+            vol = vols.get(m["name"], {})
+            local = workdir / m["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            if "configMap" in vol:
+                data = self._data("ConfigMap", ns, vol["configMap"]["name"])
+            elif "secret" in vol:
+                data = self._data("Secret", ns, vol["secret"]["secretName"])
+            else:
+                data = {}
+            for key, value in data.items():
+                (local / key).write_text(value)
+            mounts[m["mountPath"]] = str(local)
+        return mounts
+
+    def _start(self, pod: Obj) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        container = spec["containers"][0]
+        pod_ip = pod["status"]["podIP"]
+        cmd = command_for(container.get("image", ""), container, pod_ip)
+        if cmd is None:
+            return
+        workdir = Path(tempfile.mkdtemp(prefix=f"pod-{meta['name']}-"))
+        mounts = self._volumes(pod, container, workdir)
+        for mount_path, local in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+            cmd = [a.replace(mount_path, local) for a in cmd]
+        env = {**os.environ, **self._env(pod, container), "LLMFLEET_BIND_HOST": pod_ip, "LLMFLEET_POD_IP": pod_ip,
+               "PYTHONUNBUFFERED": "1"}
+        sa = spec.get("serviceAccountName")
+        if sa:
+            kcfg = workdir / "kubeconfig"
+            self.kube.service_account_kubeconfig(meta["namespace"], sa, str(kcfg))
+            env["KUBECONFIG"] = str(kcfg)
+        log_file = open(self.logs_dir / f"{meta['namespace']}_{meta['name']}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir,
+                                start_new_session=True)
+        self.running[key] = Running(meta["uid"], proc, workdir, float(spec.get("terminationGracePeriodSeconds", 30)),
+                                    log_file)
+        log.info("started %s on %s: %s", key, pod_ip, " ".join(cmd))
+
+    def _stop(self, key: str) -> None:
+        r = self.running.pop(key)
+        if r.proc.poll() is None:
+            os.killpg(r.proc.pid, signal.SIGTERM)
+            try:
+                r.proc.wait(timeout=min(r.grace, 30))
+            except subprocess.TimeoutExpired:
+                os.killpg(r.proc.pid, signal.SIGKILL)
+                r.proc.wait()
+        if r.log_file:
+            r.log_file.close()
+        log.info("stopped %s", key)
+
+    def sync(self) -> None:
+        nodes = self._fake_nodes()
+        pods = self.kube.list("v1", "Pod", "", "")
+        live: dict[str, Obj] = {}
+        for pod in pods:
+            meta, st = pod["metadata"], pod.get("status") or {}
+            if pod["spec"].get("nodeName") not in nodes or meta.get("deletionTimestamp"):
+                continue
+            if st.get("phase") != "Running" or not st.get("podIP"):
+                continue
+            live[f"{meta['namespace']}/{meta['name']}"] = pod
+        for key in [k for k, r in self.running.items() if k not in live or live[k]["metadata"]["uid"] != r.uid]:
+            self._stop(key)
+        for key, pod in live.items():
+            if key not in self.running:
+                try:
+                    self._start(pod)
+                except Exception:  # one bad pod must not stop the runner
+                    log.exception("could not start %s", key)
+
+    def run(self, interval: float = 0.5) -> None:
+        stop = False
+
+        def _term(*_: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, _term)
+        signal.signal(signal.SIGINT, _term)
+        try:
+            while not stop:
+                try:
+                    self.sync()
+                except KubeError as exc:
+                    log.warning("API not reachable (%s); retrying", exc)
+                time.sleep(interval)
+        finally:
+            for key in list(self.running):
+                self._stop(key)
