@@ -106,7 +106,7 @@ class Operator:
     def __init__(self, cluster: Cluster, *extra: str) -> None:
         self.cluster = cluster
         self.extra = extra
-        self.log = tempfile.NamedTemporaryFile(prefix="llmfleet-operator-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(prefix="llmfleet-operator-", suffix=".log", delete=False)  # noqa: SIM115
         self.start()
 
     def start(self) -> None:
