@@ -128,6 +128,22 @@ def cmd_pod_runner(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_engine_sim(args: argparse.Namespace) -> int:
+    from llmfleet.sim.engine import serve
+
+    serve(args)
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from llmfleet.gateway.server import serve
+
+    if args.config and not Path(args.config).is_file():
+        raise UserError(f"--config {args.config}: no such file")
+    serve(args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmfleet",
@@ -166,6 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--liveness-port", type=int, help="port of /healthz (default 8081; 0 disables)")
     p.set_defaults(func=cmd_operator)
 
+    from llmfleet.gateway.server import add_arguments as gateway_arguments
+    from llmfleet.sim.engine import add_arguments as engine_arguments
+
+    p = sub.add_parser("engine-sim", help="a vLLM-compatible server driven by a continuous-batching performance model",
+                       description="Serves the OpenAI API like `vllm serve` (same flags, SSE, /metrics names) with "
+                       "latency from a performance model of the given model and GPU. Unknown vLLM flags are ignored.")
+    engine_arguments(p)
+    p.set_defaults(func=cmd_engine_sim, allow_unknown=True)
+
+    p = sub.add_parser("gateway", help="the OpenAI-compatible streaming gateway (auth, limits, routing)",
+                       description="Serves /v1/chat/completions and /v1/completions in front of the engines: API keys, "
+                       "per-key limits, sensitivity routing (self-hosted vs external), prefix-affinity routing.")
+    gateway_arguments(p)
+    p.set_defaults(func=cmd_gateway)
+
     dev = sub.add_parser("dev", help="local development helpers (a cluster without Docker)")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="DEV_COMMAND")
     p = dev_sub.add_parser("pod-runner", help="run pods scheduled on kwok nodes as local processes on their pod IPs",
@@ -186,7 +217,9 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "allow_unknown", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -1,0 +1,454 @@
+"""The gateway's ASGI application: client ← SSE ← gateway ← engines (or the managed API for general traffic).
+
+Hot path, in order: auth (hash lookup) → body (size-capped) → one JSON parse → sensitivity → limits →
+cache → route → upstream (aiohttp keep-alive pool) → bytes passed through unchanged (streams are not
+re-serialised per chunk). A client disconnect closes the upstream connection at once, which aborts the
+request in vLLM. A request is retried on another replica only before its first byte reached the client.
+Raw ASGI, no middleware: Starlette's BaseHTTPMiddleware hides disconnects on streaming responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from prometheus_client import generate_latest
+
+from llmfleet.gateway.auth import Key, KeyStore
+from llmfleet.gateway.config import GatewayConfig
+from llmfleet.gateway.limits import Limiter
+from llmfleet.gateway.routing import Endpoint, Router
+from llmfleet.gateway.sensitivity import Classifier
+from llmfleet.gateway.telemetry import Telemetry, now_iso
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Request fields that could redirect traffic or smuggle credentials (LiteLLM-style and SDK-style names).
+FORBIDDEN_FIELDS = ("api_base", "base_url", "api_key", "api_version", "custom_llm_provider", "extra_headers",
+                    "organization", "user_config", "metadata_url")
+JSON = b"application/json"
+MAX_ATTEMPTS = 3
+RETRYABLE_STATUS = (502, 503, 504)
+
+
+def error_body(status: int, message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+class Reply(Exception):
+    """Stop handling and answer with this status and OpenAI-style error body."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.body, self.headers = status, error_body(status, message, type_, code, param), headers or []
+
+
+def message_text(body: dict[str, Any]) -> str:
+    """All user-visible text of a request (for detectors and prefix hashing)."""
+    msgs = body.get("messages")
+    if isinstance(msgs, list):
+        parts = []
+        for m in msgs:
+            if isinstance(m, dict):
+                c = m.get("content")
+                if isinstance(c, str):
+                    parts.append(c)
+                elif isinstance(c, list):
+                    parts.extend(str(p.get("text", "")) for p in c if isinstance(p, dict))
+        return "\n".join(parts)
+    prompt = body.get("prompt")
+    return prompt if isinstance(prompt, str) else ""
+
+
+@dataclass
+class Ctx:
+    request_id: str
+    key: Key | None
+    started: float
+    route: str = "self-hosted"
+    why: str = ""
+    status: int = 0
+    endpoint: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft: float | None = None
+    stream: bool = False
+    cache: str = "off"
+    sensitive: bool = True  # unclassified requests never leave the cluster
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig, keys: KeyStore, limiter: Limiter, router: Router,
+                 classifier: Classifier, telemetry: Telemetry, cache: Any = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.cfg, self.keys, self.limiter, self.router = cfg, keys, limiter, router
+        self.classifier, self.telemetry, self.cache, self.clock = classifier, telemetry, cache, clock
+        self.session: aiohttp.ClientSession | None = None
+        self.external_session: aiohttp.ClientSession | None = None
+        self.model_bytes = cfg.model
+        ext = cfg.external
+        self.external_key = ext.api_key or (os.environ.get(ext.api_key_env) if ext.api_key_env else None)
+        self.sensitivity_header = cfg.sensitivity.header.lower().encode()
+        self.on_startup: list[Callable[[], Awaitable[None]]] = []
+        self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def startup(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.cfg.upstream_timeout_seconds, sock_connect=2.0)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True),
+            timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
+        if self.cfg.external.use != "never" and self.cfg.external.base_url:
+            self.external_session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
+        for fn in self.on_startup:
+            await fn()
+
+    async def shutdown(self) -> None:
+        for fn in self.on_shutdown:
+            await fn()
+        for s in (self.session, self.external_session):
+            if s is not None:
+                await s.close()
+        self.telemetry.flush()
+
+    # ------------------------------------------------------------------ ASGI entry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t = scope["type"]
+        if t == "http":
+            await self.http(scope, receive, send)
+        elif t == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await self.startup()
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await self.shutdown()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    async def _plain(self, send: Send, status: int, body: bytes, ctype: bytes = JSON,
+                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *(headers or [])]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path in ("/v1/chat/completions", "/v1/completions") and method == "POST":
+            await self.completion(scope, receive, send, path)
+        elif path == "/health" or path == "/healthz":
+            await self._plain(send, 200, b"ok", b"text/plain")
+        elif path == "/metrics":
+            await self._plain(send, 200, generate_latest(self.telemetry.registry), b"text/plain; version=0.0.4")
+        elif path == "/v1/models" and method == "GET":
+            headers = dict(scope["headers"])
+            if self.keys.enabled and self._auth(headers) is None:
+                await self._plain(send, 401, _unauthorized().body)
+                return
+            body = {"object": "list", "data": [{"id": self.cfg.model, "object": "model", "created": 0, "owned_by": "llmfleet"}]}
+            await self._plain(send, 200, orjson.dumps(body))
+        else:
+            await self._plain(send, 404, error_body(404, f"Unknown route {method} {path}", "invalid_request_error",
+                                                    "not_found"))
+
+    def _auth(self, headers: dict[bytes, bytes]) -> Key | None:
+        raw = headers.get(b"authorization")
+        if not raw or raw[:7].lower() != b"bearer ":
+            return None
+        return self.keys.check(raw[7:].strip())
+
+    # ------------------------------------------------------------------ completions
+
+    async def completion(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        headers = dict(scope["headers"])
+        ctx = Ctx(request_id=(headers.get(b"x-request-id") or os.urandom(8).hex().encode()).decode("latin-1")[:64],
+                  key=None, started=self.clock())
+        tel = self.telemetry
+        tel.in_flight.inc()
+        reserved = 0
+        try:
+            if self.keys.enabled:
+                ctx.key = self._auth(headers)
+                if ctx.key is None:
+                    raise _unauthorized()
+            body_bytes = await self._read_body(headers, receive)
+            try:
+                body = orjson.loads(body_bytes)
+            except orjson.JSONDecodeError as exc:
+                raise Reply(400, f"We could not parse the JSON body of your request: {exc}") from None
+            if not isinstance(body, dict):
+                raise Reply(400, "The request body must be a JSON object.")
+            model = body.get("model")
+            if model != self.cfg.model:
+                raise Reply(404, f"The model `{model}` does not exist or you do not have access to it.",
+                            code="model_not_found", param="model")
+            if path.endswith("chat/completions") and not isinstance(body.get("messages"), list):
+                raise Reply(400, "'messages' is a required property and must be an array.", param="messages")
+            if any(f in body for f in FORBIDDEN_FIELDS):
+                for f in FORBIDDEN_FIELDS:
+                    body.pop(f, None)
+                body_bytes = orjson.dumps(body)
+            ctx.stream = bool(body.get("stream"))
+            max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 256
+            if not isinstance(max_tokens, int) or max_tokens < 1:
+                raise Reply(400, "max_tokens must be a positive integer.", param="max_tokens")
+            ctx.prompt_tokens = max(1, len(body_bytes) // 4)
+            text = message_text(body)
+
+            ext = self.cfg.external
+            if ext.use != "never":
+                ctx.route, ctx.why, ctx.sensitive = self._choose_route(headers, text)
+            tenant = ctx.key.name if ctx.key else "anonymous"
+            reserved = ctx.prompt_tokens + max_tokens
+            decision = await self.limiter.acquire(tenant, reserved)
+            rl_headers = decision.headers()
+            if not decision.allowed:
+                reserved = 0
+                kind = "requests" if decision.remaining_requests <= 0 else "tokens"
+                raise Reply(429, f"Rate limit reached for {kind} per minute on key '{tenant}'. "
+                            f"Please try again in {decision.retry_after:.1f}s.", kind, "rate_limit_exceeded",
+                            headers=rl_headers)
+            extra = [(b"x-request-id", ctx.request_id.encode()), *rl_headers]
+
+            if self.cache is not None:
+                served = await self.cache.serve(ctx, tenant, path, body, headers, send, extra)
+                if served:
+                    return
+            if ctx.route == "external":
+                await self._external(ctx, path, body, send, extra, receive)
+            else:
+                await self._self_hosted(ctx, path, body, body_bytes, text, send, extra, receive, tenant)
+        except Reply as r:
+            ctx.status = r.status
+            await self._plain(send, r.status, r.body, JSON, [(b"x-request-id", ctx.request_id.encode()), *r.headers])
+        finally:
+            tel.in_flight.dec()
+            if reserved:
+                tenant = ctx.key.name if ctx.key else "anonymous"
+                actual = ctx.prompt_tokens + ctx.completion_tokens if ctx.status == 200 else 0
+                await self.limiter.settle(tenant, reserved, actual)
+            self._finish(ctx)
+
+    async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        limit = self.cfg.max_body_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise Reply(413, f"Request body of {int(declared)} bytes exceeds the limit of {limit} bytes.",
+                        code="request_too_large")
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise Reply(499, "client disconnected")
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise Reply(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large")
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _choose_route(self, headers: dict[bytes, bytes], text: str) -> tuple[str, str, bool]:
+        """(route, why, sensitive). Sensitive traffic only ever goes to self-hosted engines."""
+        cls, why = self.classifier.classify(headers.get(self.sensitivity_header), text)
+        if cls == "sensitive":
+            return "self-hosted", why, True
+        if self.cfg.external.use == "general":
+            return "external", why, False
+        available = self.router.available()
+        limit = self.cfg.external.overflow_outstanding_per_replica * len(available)
+        if not available or self.router.total_outstanding() >= limit:
+            return "external", "overflow", False
+        return "self-hosted", why, False
+
+    # ------------------------------------------------------------------ upstreams
+
+    async def _self_hosted(self, ctx: Ctx, path: str, body: dict[str, Any], body_bytes: bytes, text: str,
+                           send: Send, extra: list[tuple[bytes, bytes]], receive: Receive, tenant: str) -> None:
+        assert self.session is not None
+        tel = self.telemetry
+        prefix = text[:512].encode()
+        tried: set[str] = set()
+        up_headers = {"Content-Type": "application/json", "X-Request-Id": ctx.request_id}
+        for _attempt in range(MAX_ATTEMPTS):
+            ep = self.router.pick(prefix, frozenset(tried))
+            if ep is None:
+                break
+            tried.add(ep.url)
+            ep.outstanding += 1
+            try:
+                resp = await self.session.post(ep.url + path, data=body_bytes, headers=up_headers)
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                ep.outstanding -= 1
+                self.router.fail(ep)
+                tel.child(tel.upstream_errors, "self-hosted", "connect").inc()
+                continue
+            if resp.status in RETRYABLE_STATUS:
+                resp.release()
+                ep.outstanding -= 1
+                self.router.fail(ep)
+                tel.child(tel.upstream_errors, "self-hosted", f"http_{resp.status}").inc()
+                continue
+            try:
+                ctx.endpoint = ep.url
+                await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"self-hosted")], receive,
+                                  tenant, path, body)
+                self.router.ok(ep)
+                ep.served += 1
+            finally:
+                ep.outstanding -= 1
+            return
+        # Nothing self-hosted could take it: general traffic may overflow, sensitive traffic fails closed.
+        if not ctx.sensitive and self.cfg.external.use != "never":
+            ctx.route, ctx.why = "external", "overflow"
+            await self._external(ctx, path, body, send, extra, receive)
+            return
+        raise Reply(503, "No self-hosted engine replica is available; sensitive requests are never sent to an "
+                    "external provider. Retry shortly.", "server_error", "no_healthy_upstream",
+                    headers=[(b"retry-after", b"2")])
+
+    async def _external(self, ctx: Ctx, path: str, body: dict[str, Any], send: Send,
+                        extra: list[tuple[bytes, bytes]], receive: Receive) -> None:
+        ext = self.cfg.external
+        if self.external_session is None or not ext.base_url:
+            raise Reply(503, "No external provider is configured.", "server_error", "no_healthy_upstream")
+        out = dict(body)
+        out["model"] = ext.model
+        headers = {"Content-Type": "application/json", "X-Request-Id": ctx.request_id}
+        if self.external_key:
+            headers["Authorization"] = f"Bearer {self.external_key}"
+        try:
+            resp = await self.external_session.post(ext.base_url.rstrip("/") + path[len("/v1"):], data=orjson.dumps(out),
+                                                    headers=headers)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            self.telemetry.child(self.telemetry.upstream_errors, "external", "connect").inc()
+            raise Reply(502, f"The external provider could not be reached: {type(exc).__name__}", "server_error",
+                        "upstream_unreachable") from None
+        ctx.endpoint = ext.base_url
+        await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"external")], receive, None, path, body)
+
+    async def _relay(self, ctx: Ctx, resp: aiohttp.ClientResponse, send: Send, extra: list[tuple[bytes, bytes]],
+                     receive: Receive, tenant: str | None, path: str, body: dict[str, Any]) -> None:
+        """Pass the upstream response to the client; close the upstream at once if the client goes away."""
+        ctx.status = resp.status
+        ctype = resp.headers.get("Content-Type", "application/json").encode()
+
+        async def watch() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    resp.close()  # drops the upstream connection: vLLM aborts the request
+                    return
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        captured: list[bytes] | None = [] if (self.cache is not None and resp.status == 200 and tenant) else None
+        complete = False
+        try:
+            if not ctx.stream or not ctype.startswith(b"text/event-stream"):
+                data = await resp.read()
+                ctx.ttft = self.clock() - ctx.started
+                await send({"type": "http.response.start", "status": resp.status, "headers": [
+                    (b"content-type", ctype), (b"content-length", str(len(data)).encode()), *extra]})
+                await send({"type": "http.response.body", "body": data})
+                if resp.status == 200:
+                    self._usage_from_json(ctx, data)
+                    if captured is not None:
+                        captured.append(data)
+                complete = True
+            else:
+                await send({"type": "http.response.start", "status": resp.status, "headers": [
+                    (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *extra]})
+                chunks = 0
+                last = b""
+                first_at = 0.0
+                async for chunk in resp.content.iter_any():
+                    if not first_at:
+                        first_at = self.clock()
+                        ctx.ttft = first_at - ctx.started
+                    chunks += chunk.count(b"data: ")
+                    last = chunk
+                    if captured is not None:
+                        captured.append(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                complete = last.rstrip().endswith(b"[DONE]")
+                ctx.completion_tokens = max(0, chunks - 2)
+                if b'"usage"' in last:
+                    self._usage_from_sse(ctx, last)
+                if chunks > 3 and first_at:
+                    self.telemetry.child(self.telemetry.itl, ctx.route).observe((self.clock() - first_at) / (chunks - 3))
+                if not complete:
+                    self.telemetry.child(self.telemetry.upstream_errors, ctx.route, "cut").inc()
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            ctx.status = 499 if watcher.done() else 502
+            self.telemetry.child(self.telemetry.upstream_errors, ctx.route, "cut").inc()
+        finally:
+            watcher.cancel()
+            resp.release()
+        if complete and captured is not None and self.cache is not None and tenant:
+            await self.cache.store(ctx, tenant, path, body, b"".join(captured))
+
+    @staticmethod
+    def _usage_from_json(ctx: Ctx, data: bytes) -> None:
+        try:
+            usage = orjson.loads(data).get("usage") or {}
+            ctx.prompt_tokens = int(usage.get("prompt_tokens", ctx.prompt_tokens))
+            ctx.completion_tokens = int(usage.get("completion_tokens", 0))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            pass
+
+    @staticmethod
+    def _usage_from_sse(ctx: Ctx, chunk: bytes) -> None:
+        for line in chunk.split(b"\n"):
+            if line.startswith(b"data: {") and b'"usage"' in line:
+                try:
+                    usage = orjson.loads(line[6:]).get("usage") or {}
+                    ctx.prompt_tokens = int(usage.get("prompt_tokens", ctx.prompt_tokens))
+                    ctx.completion_tokens = int(usage.get("completion_tokens", ctx.completion_tokens))
+                except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+                    pass
+
+    def _finish(self, ctx: Ctx) -> None:
+        tel = self.telemetry
+        duration = self.clock() - ctx.started
+        key_label = ctx.key.digest[:4].hex() if ctx.key else "-"
+        tel.child(tel.requests, ctx.route, str(ctx.status), key_label).inc()
+        tel.child(tel.duration, ctx.route).observe(duration)
+        if ctx.ttft is not None:
+            tel.child(tel.ttft, ctx.route).observe(ctx.ttft)
+        if ctx.status == 200:
+            tel.child(tel.tokens, ctx.route, "prompt").inc(ctx.prompt_tokens)
+            tel.child(tel.tokens, ctx.route, "completion").inc(ctx.completion_tokens)
+        if self.cfg.access_log:
+            tel.log({
+                "ts": now_iso(), "request_id": ctx.request_id, "key": key_label, "model": self.cfg.model,
+                "route": ctx.route, "why": ctx.why, "status": ctx.status, "stream": ctx.stream,
+                "endpoint": ctx.endpoint, "cache": ctx.cache, "prompt_tokens": ctx.prompt_tokens,
+                "completion_tokens": ctx.completion_tokens,
+                "ttft_ms": round(ctx.ttft * 1000, 2) if ctx.ttft is not None else None,
+                "duration_ms": round(duration * 1000, 2),
+            })
+
+
+def _unauthorized() -> Reply:
+    return Reply(401, "Incorrect API key provided. You can find your API key in your llmfleet Secret.",
+                 "invalid_request_error", "invalid_api_key")
+
+
+def set_static_endpoints(router: Router, urls: list[str]) -> None:
+    router.set_endpoints(u.rstrip("/") for u in urls)
+
+
+__all__ = ["Endpoint", "Gateway", "Reply", "set_static_endpoints"]

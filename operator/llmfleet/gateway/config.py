@@ -1,0 +1,84 @@
+"""The gateway's configuration: the JSON the operator renders into the gateway ConfigMap, plus local overrides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class Engines(_M):
+    service: str | None = None
+    endpoint_slice_selector: str | None = Field(default=None, alias="endpointSliceSelector")
+    port: int = 8000
+    static: list[str] = Field(default_factory=list, description="Static engine base URLs (no discovery).")
+
+
+class Auth(_M):
+    keys_dir: str | None = None
+    keys_file: str | None = None
+
+
+class Limits(_M):
+    requests_per_minute: int = 600
+    tokens_per_minute: int = 200_000
+
+
+class Sensitivity(_M):
+    header: str = "X-Data-Sensitivity"
+    detectors: list[str] = Field(default_factory=lambda: ["email", "credit-card", "ssn", "secret"])
+    default: Literal["sensitive", "general"] = "sensitive"
+
+
+class External(_M):
+    use: Literal["never", "overflow", "general"] = "never"
+    base_url: str | None = Field(default=None, alias="baseURL")
+    model: str | None = None
+    api_key_env: str | None = None
+    api_key: str | None = None  # local runs only; in a cluster the key comes from the env var
+    overflow_outstanding_per_replica: int = 32  # "queue is long": outstanding requests per ready replica
+
+
+class ExactCacheConfig(_M):
+    enabled: bool = True
+    ttl_seconds: float = 3600
+    replay: Literal["deterministic", "always"] = "deterministic"
+
+
+class SemanticCacheConfig(_M):
+    enabled: bool = True
+    threshold: float = 0.95
+    embedding_model: str = "all-MiniLM-L6-v2"
+
+
+class CacheConfig(_M):
+    redis_url: str | None = Field(default=None, alias="redisURL")
+    redis_url_env: str | None = Field(default=None, alias="redisURLEnv")
+    exact: ExactCacheConfig = Field(default_factory=ExactCacheConfig)
+    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
+
+
+class GatewayConfig(_M):
+    model: str = "default"
+    namespace: str = "default"
+    engines: Engines = Field(default_factory=Engines)
+    routing: Literal["least-outstanding", "prefix-affinity"] = "prefix-affinity"
+    auth: Auth = Field(default_factory=Auth)
+    limits: Limits = Field(default_factory=Limits)
+    sensitivity: Sensitivity = Field(default_factory=Sensitivity)
+    external: External = Field(default_factory=External)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    max_body_bytes: int = 4 * 1024 * 1024
+    access_log: bool = True
+    upstream_timeout_seconds: float = 600.0
+
+    @classmethod
+    def load(cls, path: str | Path) -> GatewayConfig:
+        return cls.model_validate(json.loads(Path(path).read_text()))

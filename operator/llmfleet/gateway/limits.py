@@ -1,0 +1,150 @@
+"""Per-key rate limits (requests and tokens per minute): in memory, or in Redis so replicas share them.
+
+A sliding window approximated by two fixed one-minute windows (the previous one weighted by how much of
+it still overlaps), the scheme most API gateways use. Tokens are reserved up front (prompt estimate +
+max_tokens) and settled with the real usage when the response ends.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+WINDOW = 60.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit_requests: int
+    remaining_requests: int
+    limit_tokens: int
+    remaining_tokens: int
+    retry_after: float  # seconds until the request would be allowed
+    reset_requests: float
+    reset_tokens: float
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        out = []
+        if self.limit_requests:
+            out += [(b"x-ratelimit-limit-requests", str(self.limit_requests).encode()),
+                    (b"x-ratelimit-remaining-requests", str(max(0, self.remaining_requests)).encode()),
+                    (b"x-ratelimit-reset-requests", f"{self.reset_requests:.3f}s".encode())]
+        if self.limit_tokens:
+            out += [(b"x-ratelimit-limit-tokens", str(self.limit_tokens).encode()),
+                    (b"x-ratelimit-remaining-tokens", str(max(0, self.remaining_tokens)).encode()),
+                    (b"x-ratelimit-reset-tokens", f"{self.reset_tokens:.3f}s".encode())]
+        if not self.allowed:
+            out.append((b"retry-after", str(max(1, math.ceil(self.retry_after))).encode()))
+        return out
+
+
+class Limiter(Protocol):
+    async def acquire(self, key: str, tokens: int) -> Decision: ...
+
+    async def settle(self, key: str, reserved: int, actual: int) -> None: ...
+
+
+def _weighted(prev: float, cur: float, elapsed: float) -> float:
+    return prev * (1 - elapsed / WINDOW) + cur
+
+
+class MemoryLimiter:
+    """In-process limits (one gateway replica, or when no Redis is configured)."""
+
+    def __init__(self, rpm: int, tpm: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rpm, self.tpm, self.clock = rpm, tpm, clock
+        self._state: dict[str, list[float]] = {}  # key -> [window_start, prev_req, cur_req, prev_tok, cur_tok]
+
+    def _roll(self, key: str) -> tuple[list[float], float]:
+        now = self.clock()
+        st = self._state.get(key)
+        window = now - now % WINDOW
+        if st is None:
+            st = self._state[key] = [window, 0.0, 0.0, 0.0, 0.0]
+        elif st[0] != window:
+            gap = window - st[0]
+            st[1], st[3] = (st[2], st[4]) if gap == WINDOW else (0.0, 0.0)
+            st[2] = st[4] = 0.0
+            st[0] = window
+        return st, now - window
+
+    async def acquire(self, key: str, tokens: int) -> Decision:
+        st, elapsed = self._roll(key)
+        used_req = _weighted(st[1], st[2], elapsed)
+        used_tok = _weighted(st[3], st[4], elapsed)
+        reset = WINDOW - elapsed
+        ok_req = not self.rpm or used_req + 1 <= self.rpm
+        ok_tok = not self.tpm or used_tok + tokens <= self.tpm or (used_tok == 0 and tokens > self.tpm)
+        allowed = ok_req and ok_tok
+        if allowed:
+            st[2] += 1
+            st[4] += tokens
+        retry = 0.0 if allowed else _retry_after(st, elapsed, self.rpm, self.tpm, tokens, ok_req, ok_tok)
+        return Decision(allowed, self.rpm, int(self.rpm - used_req - (1 if allowed else 0)),
+                        self.tpm, int(self.tpm - used_tok - (tokens if allowed else 0)), retry, reset, reset)
+
+    async def settle(self, key: str, reserved: int, actual: int) -> None:
+        st, _ = self._roll(key)
+        st[4] = max(0.0, st[4] + actual - reserved)
+
+
+def _retry_after(st: list[float], elapsed: float, rpm: int, tpm: int, tokens: int, ok_req: bool, ok_tok: bool) -> float:
+    """Seconds until the weighted usage drops enough (the previous window's share decays linearly)."""
+    waits = [WINDOW - elapsed]
+    if not ok_req and st[1] > 0:
+        excess = _weighted(st[1], st[2], elapsed) + 1 - rpm
+        waits.append(excess / st[1] * WINDOW)
+    if not ok_tok and st[3] > 0:
+        excess = _weighted(st[3], st[4], elapsed) + tokens - tpm
+        waits.append(excess / st[3] * WINDOW)
+    if (not ok_req and st[2] + 1 > rpm) or (not ok_tok and st[4] + tokens > tpm):
+        return WINDOW - elapsed + 0.001  # the current window alone is over: wait for it to roll
+    return max(0.001, min(waits))
+
+
+_LUA = """
+local now = tonumber(ARGV[1]); local window = now - (now % 60); local elapsed = now - window
+local rpm = tonumber(ARGV[2]); local tpm = tonumber(ARGV[3]); local tokens = tonumber(ARGV[4])
+local cur = KEYS[1] .. ':' .. window; local prev = KEYS[1] .. ':' .. (window - 60)
+local pr = tonumber(redis.call('HGET', prev, 'r') or '0'); local pt = tonumber(redis.call('HGET', prev, 't') or '0')
+local cr = tonumber(redis.call('HGET', cur, 'r') or '0'); local ct = tonumber(redis.call('HGET', cur, 't') or '0')
+local w = 1 - elapsed / 60
+local ur = pr * w + cr; local ut = pt * w + ct
+local okr = (rpm == 0) or (ur + 1 <= rpm)
+local okt = (tpm == 0) or (ut + tokens <= tpm) or (ut == 0 and tokens > tpm)
+if okr and okt then
+  redis.call('HINCRBY', cur, 'r', 1); redis.call('HINCRBY', cur, 't', tokens); redis.call('EXPIRE', cur, 130)
+  return {1, tostring(ur + 1), tostring(ut + tokens), tostring(elapsed), tostring(pr), tostring(pt), tostring(cr + 1), tostring(ct + tokens)}
+end
+return {0, tostring(ur), tostring(ut), tostring(elapsed), tostring(pr), tostring(pt), tostring(cr), tostring(ct)}
+"""
+
+
+class RedisLimiter:
+    """Limits shared by every gateway replica through one Redis (an atomic Lua script per request)."""
+
+    def __init__(self, redis: Any, rpm: int, tpm: int, prefix: str = "llmfleet:rl", clock: Callable[[], float] = time.time) -> None:
+        self.redis, self.rpm, self.tpm, self.prefix, self.clock = redis, rpm, tpm, prefix, clock
+        self._script = redis.register_script(_LUA)
+
+    async def acquire(self, key: str, tokens: int) -> Decision:
+        res = await self._script(keys=[f"{self.prefix}:{key}"], args=[self.clock(), self.rpm, self.tpm, tokens])
+        allowed = int(res[0]) == 1
+        used_r, used_t, elapsed = float(res[1]), float(res[2]), float(res[3])
+        st = [0.0, float(res[4]), float(res[6]), float(res[5]), float(res[7])]
+        retry = 0.0 if allowed else _retry_after(st, elapsed, self.rpm, self.tpm, tokens,
+                                                 not self.rpm or used_r + 1 <= self.rpm,
+                                                 not self.tpm or used_t + tokens <= self.tpm)
+        reset = WINDOW - elapsed
+        return Decision(allowed, self.rpm, int(self.rpm - used_r), self.tpm, int(self.tpm - used_t), retry, reset, reset)
+
+    async def settle(self, key: str, reserved: int, actual: int) -> None:
+        now = self.clock()
+        window = now - now % WINDOW
+        delta = actual - reserved
+        if delta:
+            await self.redis.hincrby(f"{self.prefix}:{key}:{int(window)}", "t", delta)

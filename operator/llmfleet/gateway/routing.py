@@ -1,0 +1,96 @@
+"""Routing across engine replicas: least-outstanding-requests, or prefix affinity (consistent hashing of the
+prompt prefix with a load bound, so vLLM's prefix cache hits while no replica overloads).
+
+The load bound follows "consistent hashing with bounded loads" (Mirrokni et al.): a replica may take a
+request only while its outstanding count is below ``ceil(c × (total + 1) / n)``; otherwise the next
+replica on the ring is tried. A replica that fails is ejected for a cool-down and then tried again.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+VNODES = 64
+PREFIX_CHARS = 512  # the stable part of a prompt: system prompt and the start of the conversation
+
+
+@dataclass(eq=False)
+class Endpoint:
+    url: str  # http://ip:port
+    outstanding: int = 0
+    ejected_until: float = 0.0
+    failures: int = 0
+    served: int = 0
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def available(self, now: float) -> bool:
+        return self.ejected_until <= now
+
+
+def _h(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+class Router:
+    def __init__(self, policy: str = "prefix-affinity", load_factor: float = 1.25, eject_seconds: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self.load_factor = load_factor
+        self.eject_seconds = eject_seconds
+        self.clock = clock
+        self.endpoints: dict[str, Endpoint] = {}
+        self._ring: list[int] = []
+        self._ring_eps: list[Endpoint] = []
+
+    def set_endpoints(self, urls: Iterable[str]) -> None:
+        """Replace the endpoint set (from discovery); keeps the counters of endpoints that stay."""
+        urls = sorted(set(urls))
+        self.endpoints = {u: self.endpoints.get(u) or Endpoint(u) for u in urls}
+        ring = sorted((_h(f"{u}#{i}".encode()), u) for u in urls for i in range(VNODES))
+        self._ring = [h for h, _ in ring]
+        self._ring_eps = [self.endpoints[u] for _, u in ring]
+
+    def total_outstanding(self) -> int:
+        return sum(e.outstanding for e in self.endpoints.values())
+
+    def available(self) -> list[Endpoint]:
+        now = self.clock()
+        return [e for e in self.endpoints.values() if e.available(now)]
+
+    def pick(self, prefix: bytes, exclude: frozenset[str] = frozenset()) -> Endpoint | None:
+        now = self.clock()
+        candidates = [e for e in self.endpoints.values() if e.available(now) and e.url not in exclude]
+        if not candidates:
+            # Everyone is ejected: try the least recently ejected rather than failing outright.
+            candidates = sorted((e for e in self.endpoints.values() if e.url not in exclude), key=lambda e: e.ejected_until)[:1]
+            if not candidates:
+                return None
+        if self.policy != "prefix-affinity" or len(candidates) == 1 or not prefix:
+            return min(candidates, key=lambda e: (e.outstanding, e.served))
+        bound = math.ceil(self.load_factor * (sum(e.outstanding for e in candidates) + 1) / len(candidates))
+        start = bisect.bisect(self._ring, _h(prefix[:PREFIX_CHARS]))
+        n = len(self._ring)
+        seen: set[str] = set()
+        for i in range(n):
+            ep = self._ring_eps[(start + i) % n]
+            if ep.url in seen:
+                continue
+            seen.add(ep.url)
+            if ep.url in exclude or not ep.available(now):
+                continue
+            if ep.outstanding < bound:
+                return ep
+        return min(candidates, key=lambda e: e.outstanding)
+
+    def fail(self, ep: Endpoint) -> None:
+        ep.failures += 1
+        ep.ejected_until = self.clock() + self.eject_seconds
+
+    def ok(self, ep: Endpoint) -> None:
+        ep.failures = 0
+        ep.ejected_until = 0.0

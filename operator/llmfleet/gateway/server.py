@@ -1,0 +1,89 @@
+"""`llmfleet gateway`: builds the gateway from its config and runs it on uvicorn (httptools + uvloop, one worker).
+
+The server stack was chosen by measurement (bench/gateway.py): uvicorn with httptools and uvloop and an
+aiohttp upstream pool; no ASGI framework on the hot path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from llmfleet.gateway.app import Gateway
+from llmfleet.gateway.auth import KeyStore
+from llmfleet.gateway.config import GatewayConfig
+from llmfleet.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
+from llmfleet.gateway.routing import Router
+from llmfleet.gateway.sensitivity import Classifier
+from llmfleet.gateway.telemetry import Telemetry
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="gateway JSON config (the operator renders it into a ConfigMap)")
+    p.add_argument("--host", default=None, help="bind address (default: $LLMFLEET_BIND_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--model", help="served model name (overrides the config)")
+    p.add_argument("--engine", action="append", default=[], help="static engine base URL (repeatable); no discovery")
+    p.add_argument("--keys-file", help="API keys, one `name: key` per line (overrides the config)")
+    p.add_argument("--redis-url", help="Redis for shared limits and the cache (overrides the config)")
+    p.add_argument("--no-access-log", action="store_true", help="disable the JSON access log")
+
+
+def redis_url(cfg: GatewayConfig) -> str | None:
+    if cfg.cache.redis_url_env and os.environ.get(cfg.cache.redis_url_env):
+        return os.environ[cfg.cache.redis_url_env]
+    return cfg.cache.redis_url
+
+
+def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
+    cfg = GatewayConfig.load(args.config) if args.config else GatewayConfig()
+    if args.model:
+        cfg.model = args.model
+    if args.engine:
+        cfg.engines.static = list(args.engine)
+    if args.keys_file:
+        cfg.auth.keys_file = args.keys_file
+    if args.redis_url:
+        cfg.cache.redis_url = args.redis_url
+    if args.no_access_log:
+        cfg.access_log = False
+    if cfg.auth.keys_file:
+        keys = KeyStore.from_file(cfg.auth.keys_file)
+    elif cfg.auth.keys_dir:
+        keys = KeyStore.from_dir(cfg.auth.keys_dir)
+    else:
+        keys = KeyStore([])
+    router = Router(cfg.routing)
+    url = redis_url(cfg)
+    redis_client = None
+    limiter: Limiter
+    if url:
+        import redis.asyncio as aioredis
+
+        redis_client = aioredis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        limiter = RedisLimiter(redis_client, cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute)
+    else:
+        limiter = MemoryLimiter(cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute)
+    classifier = Classifier(cfg.sensitivity.detectors, cfg.sensitivity.default, cfg.sensitivity.header)
+    gw = Gateway(cfg, keys, limiter, router, classifier, Telemetry())
+    if cfg.engines.static:
+        router.set_endpoints(u.rstrip("/") for u in cfg.engines.static)
+    elif cfg.engines.endpoint_slice_selector:
+        from llmfleet.gateway.discovery import EndpointSliceWatcher
+        from llmfleet.kube.client import KubeClient
+
+        watcher = EndpointSliceWatcher(KubeClient(), cfg.namespace, cfg.engines.endpoint_slice_selector,
+                                       cfg.engines.port, router)
+        gw.on_startup.append(watcher.start)
+        gw.on_shutdown.append(watcher.stop)
+    return gw, {"redis": redis_client}
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    gw, _ = build(args)
+    host = args.host or os.environ.get("LLMFLEET_BIND_HOST", "127.0.0.1")
+    uvicorn.run(gw, host=host, port=args.port, loop="uvloop", http="httptools", log_level="warning",
+                access_log=False, lifespan="on", timeout_graceful_shutdown=55, backlog=16384)

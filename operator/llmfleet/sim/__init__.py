@@ -1,0 +1,1 @@
+"""Simulation: the vLLM-compatible engine simulator (`llmfleet engine-sim`) and its continuous-batching performance model."""

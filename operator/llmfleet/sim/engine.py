@@ -1,0 +1,392 @@
+"""`llmfleet engine-sim`: a server that looks like `vllm serve` from outside, driven by the perf model.
+
+OpenAI API (chat and text completions, SSE streaming with usage, /v1/models, /health), vLLM's metric
+names on /metrics, deterministic output derived from the prompt (so caches can be tested), client
+disconnects abort the request, SIGTERM stops accepting and lets in-flight requests finish (uvicorn's
+graceful shutdown, bounded by --shutdown-timeout). Raw ASGI on uvicorn: no framework on the hot path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import itertools
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from llmfleet.sim.perfmodel import BLOCK_TOKENS, BatchEngine, EngineProfile, SimRequest
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+WORDS = ("the", "model", "serves", "tokens", "quickly", "while", "cache", "hits", "save", "prefill", "on",
+         "every", "replica", "and", "spot", "capacity", "keeps", "cost", "low", "for", "users", "who", "stream")
+CHARS_PER_TOKEN = 4
+TTFT_BUCKETS = (0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+ITL_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
+E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0)
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        parts = []
+        for m in body.get("messages") or []:
+            content = m.get("content")
+            if isinstance(content, list):
+                content = " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
+            parts.append(f"{m.get('role', '')}: {content or ''}")
+        return "\n".join(parts)
+    prompt = body.get("prompt", "")
+    return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+
+
+def count_tokens(text: str) -> int:
+    return max(1, len(text) // CHARS_PER_TOKEN)
+
+
+def prefix_blocks(text: str) -> tuple[int, ...]:
+    step = BLOCK_TOKENS * CHARS_PER_TOKEN
+    h = hashlib.blake2b(digest_size=8)
+    out = []
+    for i in range(0, len(text) - step + 1, step):
+        h.update(text[i:i + step].encode())
+        out.append(int.from_bytes(h.copy().digest(), "big"))
+    return tuple(out)
+
+
+def output_tokens(text: str, n: int) -> list[str]:
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+    return [(" " if i else "") + WORDS[(seed + i * 7) % len(WORDS)] for i in range(n)]
+
+
+class Metrics:
+    def __init__(self, model: str) -> None:
+        self.registry = CollectorRegistry()
+        r, labels = self.registry, ["model_name"]
+        self.running = Gauge("vllm:num_requests_running", "Requests in the running batch.", labels, registry=r).labels(model)
+        self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting to be scheduled.", labels, registry=r).labels(model)
+        self.kv = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage, 1 = full.", labels, registry=r).labels(model)
+        self.ttft = Histogram("vllm:time_to_first_token_seconds", "Time to first token.", labels,
+                              buckets=TTFT_BUCKETS, registry=r).labels(model)
+        self.itl = Histogram("vllm:inter_token_latency_seconds", "Inter-token latency.", labels,
+                             buckets=ITL_BUCKETS, registry=r).labels(model)
+        self.tpot = Histogram("vllm:time_per_output_token_seconds", "Time per output token.", labels,
+                              buckets=ITL_BUCKETS, registry=r).labels(model)
+        self.e2e = Histogram("vllm:e2e_request_latency_seconds", "End-to-end request latency.", labels,
+                             buckets=E2E_BUCKETS, registry=r).labels(model)
+        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prefill tokens processed.", labels, registry=r).labels(model)
+        self.generation_tokens = Counter("vllm:generation_tokens", "Generation tokens.", labels, registry=r).labels(model)
+        self.prefix_queries = Counter("vllm:prefix_cache_queries", "Prefix-cache queries, in tokens.", labels,
+                                      registry=r).labels(model)
+        self.prefix_hits = Counter("vllm:prefix_cache_hits", "Prefix-cache hits, in tokens.", labels,
+                                   registry=r).labels(model)
+        self.success = Counter("vllm:request_success", "Finished requests by reason.", ["model_name", "finished_reason"],
+                               registry=r)
+        self.model = model
+
+
+@dataclass
+class Pending:
+    req: SimRequest
+    queue: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
+    arrived: float = field(default_factory=time.perf_counter)
+    first_at: float | None = None
+    last_at: float | None = None
+    words: list[str] = field(default_factory=list)
+
+
+class EngineSim:
+    """The scheduling loop: steps the perf model in (sped-up) real time and feeds tokens to requests."""
+
+    def __init__(self, profile: EngineProfile, model: str, speedup: float = 1.0) -> None:
+        self.engine = BatchEngine(profile)
+        self.metrics = Metrics(model)
+        self.model = model
+        self.speedup = speedup
+        self.pending: dict[str, Pending] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ids = itertools.count()
+        self._prefix_seen = (0, 0)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def submit(self, text: str, max_tokens: int) -> Pending:
+        req = SimRequest(id=f"r{next(self._ids)}", prompt_tokens=count_tokens(text), max_tokens=max(1, max_tokens),
+                         prefix_blocks=prefix_blocks(text))
+        p = Pending(req=req, words=output_tokens(text, req.max_tokens))
+        self.pending[req.id] = p
+        self.engine.submit(req)
+        self.metrics.prompt_tokens.inc(req.prompt_tokens)
+        self._wake.set()
+        self.start()
+        return p
+
+    def abort(self, p: Pending) -> None:
+        if self.pending.pop(p.req.id, None) is not None and self.engine.abort(p.req.id):
+            self.metrics.success.labels(self.model, "abort").inc()
+
+    def _gauges(self) -> None:
+        self.metrics.running.set(len(self.engine.running))
+        self.metrics.waiting.set(len(self.engine.waiting))
+        self.metrics.kv.set(self.engine.kv_usage)
+        q, h = self.engine.prefix_queries, self.engine.prefix_hits
+        self.metrics.prefix_queries.inc(q - self._prefix_seen[0])
+        self.metrics.prefix_hits.inc(h - self._prefix_seen[1])
+        self._prefix_seen = (q, h)
+
+    async def _loop(self) -> None:
+        while True:
+            if self.engine.idle:
+                self._gauges()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            result = self.engine.step()
+            self._gauges()
+            await asyncio.sleep(result.duration_s / self.speedup)
+            now = time.perf_counter()
+            for rid in result.tokens:
+                p = self.pending.get(rid)
+                if p is None:
+                    continue
+                if p.first_at is None:
+                    p.first_at = now
+                    self.metrics.ttft.observe(now - p.arrived)
+                elif p.last_at is not None:
+                    self.metrics.itl.observe(now - p.last_at)
+                    self.metrics.tpot.observe(now - p.last_at)
+                p.last_at = now
+                p.queue.put_nowait(p.words[p.req.generated - 1])
+                self.metrics.generation_tokens.inc()
+            for rid in result.finished:
+                p = self.pending.pop(rid, None)
+                if p is not None:
+                    p.queue.put_nowait(None)
+                    self.metrics.e2e.observe(now - p.arrived)
+                    self.metrics.success.labels(self.model, "length").inc()
+
+
+def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None) -> tuple[int, bytes]:
+    return status, orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": None}})
+
+
+class EngineApp:
+    """The ASGI application."""
+
+    def __init__(self, sim: EngineSim, served_name: str, max_model_len: int, default_max_tokens: int = 128) -> None:
+        self.sim = sim
+        self.served_name = served_name
+        self.max_model_len = max_model_len
+        self.default_max_tokens = default_max_tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    self.sim.start()
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path == "/health":
+            await self._send(send, 200, b"", b"text/plain")
+        elif path == "/metrics":
+            await self._send(send, 200, generate_latest(self.sim.metrics.registry), b"text/plain; version=0.0.4")
+        elif path == "/v1/models" and method == "GET":
+            body = {"object": "list", "data": [{"id": self.served_name, "object": "model", "created": 0,
+                                                "owned_by": "llmfleet-engine-sim", "max_model_len": self.max_model_len}]}
+            await self._send(send, 200, orjson.dumps(body))
+        elif path in ("/v1/chat/completions", "/v1/completions") and method == "POST":
+            await self._complete(scope, receive, send, chat=path.endswith("chat/completions"))
+        else:
+            await self._send(send, *_error(404, f"no route {method} {path}", "not_found_error"))
+
+    async def _send(self, send: Send, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _complete(self, scope: Scope, receive: Receive, send: Send, chat: bool) -> None:
+        chunks = []
+        while True:
+            msg = await receive()
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body"):
+                break
+        try:
+            body = orjson.loads(b"".join(chunks))
+            if not isinstance(body, dict):
+                raise ValueError("body must be a JSON object")
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            await self._send(send, *_error(400, f"invalid JSON body: {exc}"))
+            return
+        if body.get("model") not in (self.served_name, None):
+            await self._send(send, *_error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError", "model"))
+            return
+        if chat and not isinstance(body.get("messages"), list):
+            await self._send(send, *_error(400, "messages must be a list", param="messages"))
+            return
+        text = prompt_text(body)
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or self.default_max_tokens
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            await self._send(send, *_error(400, "max_tokens must be a positive integer", param="max_tokens"))
+            return
+        prompt_tokens = count_tokens(text)
+        if prompt_tokens + max_tokens > self.max_model_len:
+            await self._send(send, *_error(
+                400, f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
+                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion).",
+                param="max_tokens"))
+            return
+        p = self.sim.submit(text, max_tokens)
+        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        created = int(time.time())
+        stream = bool(body.get("stream"))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        disconnected = asyncio.get_running_loop().create_future()
+
+        async def watch_disconnect() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    if not disconnected.done():
+                        disconnected.set_result(True)
+                    return
+
+        watcher = asyncio.get_running_loop().create_task(watch_disconnect())
+        try:
+            if stream:
+                await self._stream(send, p, rid, created, chat, include_usage, disconnected)
+            else:
+                words = []
+                while True:
+                    get = asyncio.ensure_future(p.queue.get())
+                    done, _ = await asyncio.wait({get, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+                    if get not in done:
+                        get.cancel()
+                        self.sim.abort(p)
+                        return
+                    word = get.result()
+                    if word is None:
+                        break
+                    words.append(word)
+                content = "".join(words)
+                usage = {"prompt_tokens": p.req.prompt_tokens, "completion_tokens": len(words),
+                         "total_tokens": p.req.prompt_tokens + len(words)}
+                choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
+                if chat:
+                    choice["message"] = {"role": "assistant", "content": content}
+                else:
+                    choice["text"] = content
+                out = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
+                       "model": self.served_name, "choices": [choice], "usage": usage}
+                await self._send(send, 200, orjson.dumps(out))
+        finally:
+            watcher.cancel()
+            if p.req.id in self.sim.pending:
+                self.sim.abort(p)
+
+    async def _stream(self, send: Send, p: Pending, rid: str, created: int, chat: bool, include_usage: bool,
+                      disconnected: asyncio.Future[bool]) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+        obj = "chat.completion.chunk" if chat else "text_completion"
+        n = 0
+        first = True
+        while True:
+            get = asyncio.ensure_future(p.queue.get())
+            done, _ = await asyncio.wait({get, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+            if get not in done:
+                get.cancel()
+                self.sim.abort(p)
+                return
+            word = get.result()
+            if word is None:
+                break
+            n += 1
+            if chat:
+                delta: dict[str, Any] = {"content": word}
+                if first:
+                    delta["role"] = "assistant"
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+            else:
+                choice = {"index": 0, "text": word, "logprobs": None, "finish_reason": None}
+            first = False
+            chunk = {"id": rid, "object": obj, "created": created, "model": self.served_name, "choices": [choice]}
+            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
+        final_choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
+        final_choice["delta" if chat else "text"] = {} if chat else ""
+        tail = [{"id": rid, "object": obj, "created": created, "model": self.served_name, "choices": [final_choice]}]
+        if include_usage:
+            tail.append({"id": rid, "object": obj, "created": created, "model": self.served_name, "choices": [],
+                         "usage": {"prompt_tokens": p.req.prompt_tokens, "completion_tokens": n,
+                                   "total_tokens": p.req.prompt_tokens + n}})
+        payload = b"".join(b"data: " + orjson.dumps(t) + b"\n\n" for t in tail) + b"data: [DONE]\n\n"
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="meta-llama/Meta-Llama-3-8B-Instruct", help="model (catalog name for sizing)")
+    p.add_argument("--served-model-name", help="name clients send as `model` (default: --model)")
+    p.add_argument("--host", default=None, help="bind address (default: $LLMFLEET_BIND_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--tensor-parallel-size", type=int, default=None)
+    p.add_argument("--max-model-len", type=int, default=8192)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--enable-prefix-caching", dest="prefix_caching", action="store_true", default=True)
+    p.add_argument("--no-enable-prefix-caching", dest="prefix_caching", action="store_false")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--quantization", default=None)
+    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
+    p.add_argument("--gpu", default="H100-80GB", help="GPU type from the catalog for the performance model")
+    p.add_argument("--speedup", type=float, default=1.0, help="run the model this many times faster than real time")
+    p.add_argument("--default-max-tokens", type=int, default=128)
+
+
+def build_app(args: argparse.Namespace) -> EngineApp:
+    from llmfleet.api.sizing import SizingError, size
+    from llmfleet.api.v1alpha1 import LLMDeploymentSpec
+
+    dtype = "fp8" if args.quantization == "fp8" else (args.dtype if args.dtype in ("float16", "bfloat16") else "bfloat16")
+    engine: dict[str, Any] = {"gpuMemoryUtilization": min(0.98, args.gpu_memory_utilization)}
+    if args.tensor_parallel_size in (1, 2, 4, 8):
+        engine["tensorParallelSize"] = args.tensor_parallel_size
+    spec_doc = {"model": {"name": args.model, "dtype": dtype, "maxModelLen": args.max_model_len},
+                "engine": engine, "accelerator": {"type": args.gpu}}
+    try:
+        sizing = size(LLMDeploymentSpec.model_validate(spec_doc))
+    except SizingError:
+        spec_doc["model"]["name"] = "meta-llama/Meta-Llama-3-8B-Instruct"  # unknown model: size as an 8B
+        sizing = size(LLMDeploymentSpec.model_validate(spec_doc))
+    profile = EngineProfile.from_sizing(sizing, args.max_num_seqs, args.prefix_caching)
+    served = args.served_model_name or args.model
+    return EngineApp(EngineSim(profile, served, args.speedup), served, args.max_model_len, args.default_max_tokens)
+
+
+def serve(args: argparse.Namespace) -> None:
+    import os
+
+    import uvicorn
+
+    app = build_app(args)
+    host = args.host or os.environ.get("LLMFLEET_BIND_HOST", "127.0.0.1")
+    if host == "0.0.0.0" and os.environ.get("LLMFLEET_BIND_HOST"):
+        host = os.environ["LLMFLEET_BIND_HOST"]
+    uvicorn.run(app, host=host, port=args.port, loop="uvloop", http="httptools", log_level="warning",
+                access_log=False, timeout_graceful_shutdown=int(args.shutdown_timeout), lifespan="on")
