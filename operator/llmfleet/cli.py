@@ -101,6 +101,9 @@ def cmd_operator(args: argparse.Namespace) -> int:
     settings = OperatorSettings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     port = KubeClient(load_config(settings.kubeconfig))
+    from llmfleet.reconcile.observe import CHILD_KINDS
+
+    port.warm([*CHILD_KINDS, ("v1", "Pod"), ("v1", "Event"), ("llmfleet.io/v1alpha1", "LLMDeployment")])
     options = RenderOptions(
         llmfleet_image=settings.llmfleet_image, engine_image=settings.engine_image,
         engine_command=tuple(settings.engine_command) if settings.engine_command else None,

@@ -43,6 +43,10 @@ def error_body(status: int, message: str, type_: str, code: str | None = None, p
     return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
+class RetryUpstream(Exception):
+    """The upstream failed before anything reached the client: another replica may take the request."""
+
+
 class Reply(Exception):
     """Stop handling and answer with this status and OpenAI-style error body."""
 
@@ -307,6 +311,10 @@ class Gateway:
                                   tenant, path, body)
                 self.router.ok(ep)
                 ep.served += 1
+            except RetryUpstream:
+                self.router.fail(ep)
+                tel.child(tel.upstream_errors, "self-hosted", "reset").inc()
+                continue
             finally:
                 ep.outstanding -= 1
             return
@@ -337,7 +345,11 @@ class Gateway:
             raise Reply(502, f"The external provider could not be reached: {type(exc).__name__}", "server_error",
                         "upstream_unreachable") from None
         ctx.endpoint = ext.base_url
-        await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"external")], receive, None, path, body)
+        try:
+            await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"external")], receive, None, path, body)
+        except RetryUpstream:
+            raise Reply(502, "The external provider closed the connection before answering.", "server_error",
+                        "upstream_reset") from None
 
     async def _relay(self, ctx: Ctx, resp: aiohttp.ClientResponse, send: Send, extra: list[tuple[bytes, bytes]],
                      receive: Receive, tenant: str | None, path: str, body: dict[str, Any]) -> None:
@@ -357,7 +369,12 @@ class Gateway:
         complete = False
         try:
             if not ctx.stream or not ctype.startswith(b"text/event-stream"):
-                data = await resp.read()
+                try:
+                    data = await resp.read()
+                except (TimeoutError, aiohttp.ClientError, OSError):
+                    if watcher.done():
+                        raise
+                    raise RetryUpstream() from None
                 ctx.ttft = self.clock() - ctx.started
                 await send({"type": "http.response.start", "status": resp.status, "headers": [
                     (b"content-type", ctype), (b"content-length", str(len(data)).encode()), *extra]})
@@ -368,12 +385,21 @@ class Gateway:
                         captured.append(data)
                 complete = True
             else:
+                # Hold the response start until the first chunk: until then a failed replica can be retried.
+                try:
+                    head = await resp.content.readany()
+                except (TimeoutError, aiohttp.ClientError, OSError):
+                    if watcher.done():
+                        raise
+                    raise RetryUpstream() from None
+                if not head:
+                    raise RetryUpstream()
                 await send({"type": "http.response.start", "status": resp.status, "headers": [
                     (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *extra]})
                 chunks = 0
                 last = b""
                 first_at = 0.0
-                async for chunk in resp.content.iter_any():
+                async for chunk in _chain(head, resp.content):
                     if not first_at:
                         first_at = self.clock()
                         ctx.ttft = first_at - ctx.started
@@ -440,6 +466,12 @@ class Gateway:
                 "ttft_ms": round(ctx.ttft * 1000, 2) if ctx.ttft is not None else None,
                 "duration_ms": round(duration * 1000, 2),
             })
+
+
+async def _chain(head: bytes, content: aiohttp.StreamReader) -> Any:
+    yield head
+    async for chunk in content.iter_any():
+        yield chunk
 
 
 def _unauthorized() -> Reply:

@@ -62,6 +62,14 @@ class KubeClient:
                 self._resources[key] = res
         return res
 
+    def warm(self, kinds: list[tuple[str, str]]) -> None:
+        """Resolve API discovery for these kinds now, not on the first reconcile."""
+        for api_version, kind in kinds:
+            try:
+                self._resource(api_version, kind)
+            except Exception:  # a kind the server lacks shows up again, with its error, where it is used
+                continue
+
     def _count(self) -> None:
         with self._lock:
             self.writes += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from llmfleet.api.v1alpha1 import API_VERSION, KIND
 from llmfleet.kube.port import KubePort, Obj
@@ -11,11 +12,16 @@ from llmfleet.reconcile.plan import Plan
 log = logging.getLogger("llmfleet.reconcile")
 
 
-def execute(port: KubePort, raw: Obj, plan: Plan) -> None:
-    """Carry out a plan. Children first, then prune, then status (so status describes what was applied)."""
+def execute(port: KubePort, raw: Obj, plan: Plan, pool: ThreadPoolExecutor | None = None) -> None:
+    """Carry out a plan. Children first (in parallel when a pool is given: they do not depend on each other),
+    then prune, then status (so status describes what was applied)."""
     meta = raw["metadata"]
-    for manifest in plan.to_apply:
-        port.apply(manifest)
+    if pool is not None and len(plan.to_apply) > 1:
+        for future in [pool.submit(port.apply, m) for m in plan.to_apply]:
+            future.result()  # re-raises the first failure; the next reconcile converges
+    else:
+        for manifest in plan.to_apply:
+            port.apply(manifest)
     for ref, uid in plan.to_delete:
         port.delete(ref, uid=uid)
     if plan.status is not None:

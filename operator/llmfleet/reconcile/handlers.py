@@ -14,6 +14,7 @@ import logging
 import os
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ import kopf
 from llmfleet.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from llmfleet.kube.port import KubeError, KubePort
 from llmfleet.reconcile.apply import execute
-from llmfleet.reconcile.observe import observe
+from llmfleet.reconcile.observe import ChildStore
 from llmfleet.reconcile.plan import Plan, plan
 from llmfleet.render import RenderOptions
 from llmfleet.render.common import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
@@ -34,28 +35,33 @@ COALESCE_SECONDS = 0.2
 class Reconciler:
     """Runs reconciles for CRs, at most one at a time per CR, in worker threads (the client is sync)."""
 
-    def __init__(self, port: KubePort, options: RenderOptions, clock: Callable[[], datetime]) -> None:
+    def __init__(self, port: KubePort, options: RenderOptions, clock: Callable[[], datetime],
+                 workers: int = 16) -> None:
         self.port = port
         self.options = options
         self.clock = clock
+        self.store = ChildStore()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._scheduled: set[tuple[str, str]] = set()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
+        self._apply_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply")
 
     def _sync(self, namespace: str, name: str) -> Plan | None:
         raw = self.port.get(API_VERSION, KIND, namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
+            self.store.forget(namespace, name)
             return None  # gone or going: garbage collection removes the children
         raw.setdefault("apiVersion", API_VERSION)
         raw.setdefault("kind", KIND)
-        snapshot = observe(self.port, namespace, name)
+        snapshot = self.store.snapshot(self.port, namespace, name)
         p = plan(raw, snapshot, self.clock(), self.options)
-        execute(self.port, raw, p)
+        execute(self.port, raw, p, self._apply_pool)
         return p
 
     async def reconcile(self, namespace: str, name: str) -> Plan | None:
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
-            return await asyncio.to_thread(self._sync, namespace, name)
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self._sync, namespace, name)
 
     def schedule(self, namespace: str, name: str) -> None:
         """Reconcile soon; events arriving in the meantime for the same CR ride along."""
@@ -135,10 +141,16 @@ async def periodic(namespace: str, name: str, **_: Any) -> None:
     await _get().reconcile(namespace, name)
 
 
-async def _child_changed(namespace: str | None, labels: dict[str, str], **_: Any) -> None:
+async def _child_changed(namespace: str | None, labels: dict[str, str], body: Any, type: str | None,
+                         resource: Any, **_: Any) -> None:
     owner = labels.get(DEPLOYMENT_LABEL)
     if owner and namespace:
-        _get().schedule(namespace, owner)
+        r = _get()
+        obj = dict(body)
+        obj.setdefault("kind", resource.kind)
+        obj.setdefault("apiVersion", f"{resource.group}/{resource.version}" if resource.group else resource.version)
+        r.store.event(namespace, owner, obj, deleted=type == "DELETED")
+        r.schedule(namespace, owner)
 
 
 _OURS = {MANAGED_BY: MANAGER}

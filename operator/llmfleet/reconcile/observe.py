@@ -39,3 +39,64 @@ def observe(port: KubePort, namespace: str, name: str) -> Snapshot:
             children[(kind, obj["metadata"]["name"])] = obj
     pods = port.list("v1", "Pod", namespace, f"{DEPLOYMENT_LABEL}={name},app.kubernetes.io/component=engine")
     return Snapshot(children=children, engine_pods=tuple(pods))
+
+
+def _rv(obj: Obj) -> int:
+    rv = obj["metadata"].get("resourceVersion") or "0"
+    return int(rv) if rv.isdigit() else 0
+
+
+class ChildStore:
+    """Children of each CR as last seen on the watch streams (an informer cache), so a reconcile reads nothing.
+
+    The first reconcile of a CR after start-up lists from the API (the watches may not have delivered
+    everything yet) and seeds the store; after that, watch events keep it current. Of two versions of an
+    object the one with the higher resourceVersion wins, so a late seed never overwrites a newer event.
+    """
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
+        self._pods: dict[tuple[str, str], dict[str, Obj]] = {}
+        self._warm: set[tuple[str, str]] = set()
+
+    def _put(self, bucket: dict, key: object, obj: Obj) -> None:  # type: ignore[type-arg]
+        old = bucket.get(key)
+        if old is None or _rv(obj) >= _rv(old):
+            bucket[key] = obj
+
+    def event(self, namespace: str, owner: str, obj: Obj, deleted: bool) -> None:
+        kind, name = obj.get("kind", ""), obj["metadata"]["name"]
+        if kind == "Pod":
+            pods = self._pods.setdefault((namespace, owner), {})
+            if deleted:
+                pods.pop(name, None)
+            else:
+                self._put(pods, name, obj)
+            return
+        children = self._children.setdefault((namespace, owner), {})
+        if deleted:
+            children.pop((kind, name), None)
+        else:
+            self._put(children, (kind, name), obj)
+
+    def snapshot(self, port: KubePort, namespace: str, name: str) -> Snapshot:
+        key = (namespace, name)
+        if key not in self._warm:
+            fresh = observe(port, namespace, name)
+            children = self._children.setdefault(key, {})
+            for k in [k for k in children if k not in fresh.children]:
+                del children[k]
+            for k, obj in fresh.children.items():
+                self._put(children, k, obj)
+            pods = self._pods.setdefault(key, {})
+            pods.clear()
+            for pod in fresh.engine_pods:
+                pods[pod["metadata"]["name"]] = pod
+            self._warm.add(key)
+        return Snapshot(children=dict(self._children.get(key, {})),
+                        engine_pods=tuple(self._pods.get(key, {}).values()))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._warm.discard((namespace, name))
+        self._children.pop((namespace, name), None)
+        self._pods.pop((namespace, name), None)

@@ -1,0 +1,140 @@
+"""Gateway logic without sockets: limits (injected clock), routing, sensitivity detectors, key store."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmfleet.gateway.auth import Key, KeyStore, digest
+from llmfleet.gateway.discovery import ready_urls
+from llmfleet.gateway.limits import MemoryLimiter
+from llmfleet.gateway.routing import Router
+from llmfleet.gateway.sensitivity import Classifier, luhn_ok
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_020.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_request_limit_blocks_then_recovers_as_the_window_slides() -> None:
+    clock = Clock()
+    lim = MemoryLimiter(rpm=3, tpm=0, clock=clock)
+    assert [run(lim.acquire("k", 10)).allowed for _ in range(4)] == [True, True, True, False]
+    blocked = run(lim.acquire("k", 10))
+    assert not blocked.allowed and blocked.retry_after > 0 and blocked.remaining_requests == 0
+    assert any(h[0] == b"retry-after" for h in blocked.headers())
+    clock.t += 60 + 40  # next window, two thirds through: the previous window weighs one third
+    assert run(lim.acquire("k", 10)).allowed
+    assert run(lim.acquire("other", 10)).allowed  # keys are independent
+
+
+def test_token_limit_reserves_and_settles() -> None:
+    clock = Clock()
+    lim = MemoryLimiter(rpm=0, tpm=1000, clock=clock)
+    assert run(lim.acquire("k", 900)).allowed
+    assert not run(lim.acquire("k", 200)).allowed
+    run(lim.settle("k", reserved=900, actual=100))  # the response was short
+    assert run(lim.acquire("k", 200)).allowed
+
+
+def test_a_single_request_larger_than_the_limit_is_not_starved() -> None:
+    lim = MemoryLimiter(rpm=0, tpm=100, clock=Clock())
+    assert run(lim.acquire("k", 500)).allowed
+
+
+def test_prefix_affinity_is_sticky_and_load_bounded() -> None:
+    r = Router("prefix-affinity")
+    r.set_endpoints([f"http://10.0.0.{i}:8000" for i in range(4)])
+    first = r.pick(b"system: you are a helpful assistant")
+    assert all(r.pick(b"system: you are a helpful assistant") is first for _ in range(5))
+    first.outstanding = 50  # overloaded: the bound moves the prefix to the next replica on the ring
+    other = r.pick(b"system: you are a helpful assistant")
+    assert other is not first
+    first.outstanding = 0
+    spread = {r.pick(f"prompt {i}".encode()).url for i in range(200)}
+    assert len(spread) == 4
+
+
+def test_least_outstanding_and_ejection() -> None:
+    clock = Clock()
+    r = Router("least-outstanding", clock=clock, eject_seconds=10)
+    r.set_endpoints(["http://a", "http://b"])
+    a, b = r.endpoints["http://a"], r.endpoints["http://b"]
+    a.outstanding = 3
+    assert r.pick(b"") is b
+    r.fail(b)
+    assert r.pick(b"") is a
+    clock.t += 11
+    assert r.pick(b"") is b
+
+
+@pytest.mark.parametrize("card", ["4111111111111111", "5500000000000004", "378282246310005", "6011111111111117"])
+def test_luhn_accepts_real_test_cards(card: str) -> None:
+    assert luhn_ok(card)
+
+
+@given(st.integers(10**12, 10**19 - 1))
+def test_detector_flags_a_number_as_card_only_when_luhn_passes(n: int) -> None:
+    c = Classifier(["credit-card"])
+    digits = str(n)
+    flagged = c.detect(f"my number is {digits}") == "credit-card"
+    assert flagged == (13 <= len(digits) <= 19 and luhn_ok(digits))
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("write to jane.doe+x@example.co.uk please", "email"),
+        ("ssn 123-45-6789", "ssn"),
+        ("key sk-proj-abcdefghijklmnop1234", "secret"),
+        ("AKIAABCDEFGHIJKLMNOP", "secret"),
+        ("password: hunter2hunter2", "secret"),
+        ("-----BEGIN RSA PRIVATE KEY-----", "secret"),
+        ("what is the capital of France?", None),
+        ("call 555-1234 tomorrow", None),
+    ],
+)
+def test_detectors(text: str, kind: str | None) -> None:
+    assert Classifier(["email", "credit-card", "ssn", "secret"]).detect(text) == kind
+
+
+def test_classification_order_sensitive_wins() -> None:
+    c = Classifier(["email"], default="general")
+    assert c.classify(b"sensitive", "hello") == ("sensitive", "header")
+    assert c.classify(b"general", "mail a@b.example") == ("sensitive", "detector:email")
+    assert c.classify(b"general", "hello") == ("general", "header")
+    assert c.classify(None, "hello") == ("general", "default")
+    assert Classifier([], default="sensitive").classify(None, "hello") == ("sensitive", "default")
+
+
+def test_keystore_accepts_plain_and_hashed_keys(tmp_path) -> None:
+    (tmp_path / "keys").write_text("alice: sk-a\nbob: sha256:" + hashlib.sha256(b"sk-b").hexdigest() + "\n")
+    ks = KeyStore.from_file(tmp_path / "keys")
+    assert ks.check(b"sk-a") == Key("alice", digest("sk-a"))
+    assert ks.check(b"sk-b").name == "bob"
+    assert ks.check(b"sk-c") is None
+    d = tmp_path / "secret"
+    d.mkdir()
+    (d / "carol").write_text("sk-c\n")
+    assert KeyStore.from_dir(d).check(b"sk-c").name == "carol"
+
+
+def test_endpoint_slices_to_ready_urls() -> None:
+    slices = [{"ports": [{"port": 8000}], "endpoints": [
+        {"addresses": ["127.64.0.2"], "conditions": {"ready": True}},
+        {"addresses": ["127.64.0.3"], "conditions": {"ready": False}},
+        {"addresses": ["127.64.0.4"], "conditions": {"ready": True, "terminating": True}},
+    ]}]
+    assert ready_urls(slices, 9999) == ["http://127.64.0.2:8000"]
