@@ -183,8 +183,9 @@ def main() -> int:
         if own_cluster:
             subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "down"], env=env, stdout=subprocess.DEVNULL)
         else:
-            subprocess.run([str(Path(env.get("LLMFLEET_KUBECTL", "kubectl"))), "delete", "namespace", NS,
-                            "--wait=false"], env=env, capture_output=True)
+            from llmfleet.kube.port import Ref
+
+            KubeClient(load_config(str(kubeconfig))).delete(Ref("v1", "Namespace", "", NS))
 
 
 if __name__ == "__main__":

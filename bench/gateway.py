@@ -1,0 +1,270 @@
+"""Benchmark: llmfleet gateway vs LiteLLM proxy vs the direct path, same upstream, same load, same run.
+
+Layout: each proxy pinned to CPU 1 (one worker), the upstream and the load generator on CPU 0. The
+upstream is a trivially fast OpenAI-compatible server (bench/harness.py), so what is measured is the
+gateway's own cost. Every llmfleet feature is on: API keys, per-key limits, prefix-affinity routing,
+sensitivity detectors with an external provider configured for overflow, metrics and the access log.
+LiteLLM runs with a master key (its auth) and one worker. Cases: concurrency 1, 16, 64 × stream
+false/true. One JSON line per case, then a summary line with the ratios.
+
+    python bench/gateway.py [--duration 10] [--quick] [--soak] [--no-litellm]
+
+--soak holds 10,000 concurrent streams (a token every 50 ms, 20 s each) through one gateway process and
+reports RSS per open stream and added TTFT p95 against the direct path. LiteLLM is installed into
+~/.cache/llmfleet/peers/litellm by hack/peers.sh (run it first, or pass --no-litellm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from harness import load, pct, run_upstream  # noqa: E402
+
+LITELLM = Path.home() / ".cache" / "llmfleet" / "peers" / "litellm" / "bin" / "litellm"
+KEY = "sk-bench-0123456789abcdef"
+PROXY_CPU, CLIENT_CPU = 1, 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(port: int, path: str = "/health", timeout: float = 120, headers: dict[str, str] | None = None) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status < 500:
+                    return
+        except Exception:
+            time.sleep(0.25)
+    raise RuntimeError(f"port {port}{path} not ready")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def taskset(cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", str(PROXY_CPU), *cmd] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else cmd
+
+
+def start_llmfleet(upstream: int, workdir: Path, ext_port: int) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    cfg = {
+        "model": "m",
+        "engines": {"static": [f"http://127.0.0.1:{upstream}"]},
+        "routing": "prefix-affinity",
+        "limits": {"requestsPerMinute": 100_000_000, "tokensPerMinute": 1_000_000_000},
+        "sensitivity": {"detectors": ["email", "credit-card", "ssn", "secret"], "default": "general"},
+        "external": {"use": "overflow", "baseURL": f"http://127.0.0.1:{ext_port}/v1", "model": "m",
+                     "overflowOutstandingPerReplica": 100000},
+    }
+    (workdir / "gw.json").write_text(json.dumps(cfg))
+    (workdir / "keys").write_text(f"bench: {KEY}\n")
+    log = open(workdir / "gateway-access.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(taskset([sys.executable, "-m", "llmfleet", "gateway", "--config", str(workdir / "gw.json"),
+                                     "--keys-file", str(workdir / "keys"), "--port", str(port)]),
+                            stdout=log, stderr=subprocess.STDOUT)
+    wait_http(port)
+    return proc, port
+
+
+def start_litellm(upstream: int, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    (workdir / "litellm.yaml").write_text(
+        "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/m\n"
+        f"      api_base: http://127.0.0.1:{upstream}/v1\n      api_key: dummy\n"
+        f"general_settings:\n  master_key: {KEY}\nlitellm_settings:\n  drop_params: true\n"
+        "  telemetry: false\n")
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_SCHEMA_UPDATE": "True",
+           "NO_DOCS": "True"}
+    log = open(workdir / "litellm.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(taskset([str(LITELLM), "--config", str(workdir / "litellm.yaml"), "--port", str(port),
+                                     "--num_workers", "1", "--host", "127.0.0.1"]),
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    wait_http(port, "/health/liveliness", timeout=180)
+    return proc, port
+
+
+def body(stream: bool) -> bytes:
+    msgs = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Summarise the benefits of continuous batching in two sentences."}]
+    return json.dumps({"model": "m", "messages": msgs, "max_tokens": 64, "stream": stream}).encode()
+
+
+def run_case(port: int, stream: bool, concurrency: int, duration: float) -> dict[str, float]:
+    import uvloop
+
+    res = uvloop.run(load("127.0.0.1", port, "/v1/chat/completions", body(stream),
+                          {"authorization": f"Bearer {KEY}"}, concurrency, duration))
+    ok = len(res.latencies)
+    return {
+        "rps": round(ok / res.elapsed, 1) if res.elapsed else 0.0,
+        "p50_ms": round(pct(res.latencies, 0.5) * 1000, 3),
+        "p99_ms": round(pct(res.latencies, 0.99) * 1000, 3),
+        "ttft_p50_ms": round(pct(res.ttfts, 0.5) * 1000, 3),
+        "ttft_p95_ms": round(pct(res.ttfts, 0.95) * 1000, 3),
+        "errors": res.errors,
+        "requests": ok,
+    }
+
+
+def soak(upstream_soak: int, gw_port: int, gw_pid: int, streams: int, seconds: float) -> dict[str, float]:
+    """N concurrent long streams direct, then through the gateway; RSS per open stream and added TTFT."""
+    import uvloop
+
+    async def hold(port: int, measure_pid: int | None) -> tuple[object, int, int]:
+        base = rss_kib(measure_pid) if measure_pid else 0
+        peak = 0
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                await asyncio.sleep(0.5)
+                if measure_pid:
+                    peak = max(peak, rss_kib(measure_pid))
+
+        sampler = asyncio.get_running_loop().create_task(sample())
+        res = await load("127.0.0.1", port, "/v1/chat/completions", body(True), {"authorization": f"Bearer {KEY}"},
+                         streams, duration=0.1, max_requests=streams)
+        sampler.cancel()
+        return res, base, peak
+
+    direct, _, _ = uvloop.run(hold(upstream_soak, None))
+    through, base, peak = uvloop.run(hold(gw_port, gw_pid))
+    added = pct(through.ttfts, 0.95) - pct(direct.ttfts, 0.95)  # type: ignore[attr-defined]
+    done = len(through.latencies)  # type: ignore[attr-defined]
+    return {
+        "case": "soak",
+        "target": "llmfleet",
+        "concurrent_streams": streams,
+        "stream_seconds": seconds,
+        "completed": done,
+        "errors": through.errors + (streams - done - through.errors if done + through.errors < streams else 0),  # type: ignore[attr-defined]
+        "rss_base_kib": base,
+        "rss_peak_kib": peak,
+        "rss_kib_per_stream": round((peak - base) / streams, 2),
+        "ttft_direct_p95_ms": round(pct(direct.ttfts, 0.95) * 1000, 2),  # type: ignore[attr-defined]
+        "ttft_gateway_p95_ms": round(pct(through.ttfts, 0.95) * 1000, 2),  # type: ignore[attr-defined]
+        "ttft_added_p95_ms": round(added * 1000, 2),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per case")
+    ap.add_argument("--quick", action="store_true", help="2 s per case, no soak (under two minutes)")
+    ap.add_argument("--soak", action="store_true", help="also run the 10,000-stream soak")
+    ap.add_argument("--soak-streams", type=int, default=10_000)
+    ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
+    args = ap.parse_args()
+    if args.quick:
+        args.duration, args.soak = 2.0, False
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 20), hard))  # for this run only
+    if os.cpu_count() and os.cpu_count() > 1:
+        os.sched_setaffinity(0, {CLIENT_CPU})
+    use_litellm = not args.no_litellm and LITELLM.exists()
+    if not args.no_litellm and not use_litellm:
+        print(json.dumps({"warning": f"LiteLLM not found at {LITELLM}; run hack/peers.sh"}), flush=True)
+
+    workdir = Path(tempfile.mkdtemp(prefix="llmfleet-bench-gw-"))
+    ctx = multiprocessing.get_context("spawn")
+    up_port, soak_port = free_port(), free_port()
+    procs: list[multiprocessing.process.BaseProcess] = [
+        ctx.Process(target=run_upstream, args=(up_port, 32, 0.0, CLIENT_CPU), daemon=True),
+    ]
+    if args.soak:
+        procs.append(ctx.Process(target=run_upstream, args=(soak_port, 400, 0.05, CLIENT_CPU), daemon=True))
+    for p in procs:
+        p.start()
+    time.sleep(1)
+    servers: dict[str, tuple[subprocess.Popen[bytes] | None, int]] = {"direct": (None, up_port)}
+    try:
+        servers["llmfleet"] = start_llmfleet(up_port, workdir, up_port)
+        if use_litellm:
+            servers["litellm"] = start_litellm(up_port, workdir)
+        results: dict[tuple[str, bool, int], dict[str, float]] = {}
+        for stream in (False, True):
+            for conc in (1, 16, 64):
+                for target, (proc, port) in servers.items():
+                    run_case(port, stream, conc, min(1.0, args.duration / 4))  # warm-up
+                    cpu0 = cpu_seconds(proc.pid) if proc else 0.0
+                    figures = run_case(port, stream, conc, args.duration)
+                    cpu = (cpu_seconds(proc.pid) - cpu0) if proc else 0.0
+                    n = figures["requests"] or 1
+                    line = {"target": target, "stream": stream, "concurrency": conc, **figures,
+                            "gateway_cpu_s": round(cpu, 2), "cpu_us_per_request": round(cpu / n * 1e6, 1) if proc else None}
+                    results[(target, stream, conc)] = line
+                    print(json.dumps(line), flush=True)
+
+        def get(t: str, s: bool, c: int, k: str) -> float:
+            return results.get((t, s, c), {}).get(k, float("nan"))
+
+        summary = {
+            "summary": True,
+            "added_p50_ms": round(get("llmfleet", False, 1, "p50_ms") - get("direct", False, 1, "p50_ms"), 3),
+            "added_p99_ms": round(get("llmfleet", False, 1, "p99_ms") - get("direct", False, 1, "p99_ms"), 3),
+            "stream_ttft_added_p50_ms": round(get("llmfleet", True, 1, "ttft_p50_ms") - get("direct", True, 1, "ttft_p50_ms"), 3),
+            "share_of_direct": round(get("llmfleet", False, 64, "rps") / get("direct", False, 64, "rps"), 3),
+            "stream_share_of_direct": round(get("llmfleet", True, 64, "rps") / get("direct", True, 64, "rps"), 3),
+        }
+        if use_litellm:
+            summary["rps_ratio_vs_litellm"] = round(get("llmfleet", False, 64, "rps") / get("litellm", False, 64, "rps"), 2)
+            summary["stream_rps_ratio_vs_litellm"] = round(get("llmfleet", True, 64, "rps") / get("litellm", True, 64, "rps"), 2)
+            summary["litellm_added_p50_ms"] = round(get("litellm", False, 1, "p50_ms") - get("direct", False, 1, "p50_ms"), 3)
+        print(json.dumps(summary), flush=True)
+        if args.soak:
+            gw_proc, _ = servers.pop("llmfleet")
+            assert gw_proc is not None
+            gw_proc.send_signal(signal.SIGTERM)
+            gw_proc.wait(timeout=60)
+            soak_proc, soak_gw = start_llmfleet(soak_port, workdir, soak_port)
+            servers["llmfleet-soak"] = (soak_proc, soak_gw)
+            print(json.dumps(soak(soak_port, soak_gw, soak_proc.pid, args.soak_streams, 400 * 0.05)), flush=True)
+        errors = sum(int(v.get("errors", 0)) for v in results.values())
+        return 0 if errors == 0 else 1
+    finally:
+        for proc, _ in servers.values():
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        for p in procs:
+            p.terminate()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
