@@ -88,6 +88,8 @@ class Ctx:
     stream: bool = False
     cache: str = "off"
     sensitive: bool = True  # unclassified requests never leave the cluster
+    cache_store: bool = False  # the response may be stored in the cache once complete
+    cache_embedding: Any = None  # (vector, query, context) computed at lookup, reused when storing
 
 
 class Gateway:
@@ -230,6 +232,7 @@ class Gateway:
                 served = await self.cache.serve(ctx, tenant, path, body, headers, send, extra)
                 if served:
                     return
+                extra.append((b"x-llmfleet-cache", ctx.cache.encode()))
             if ctx.route == "external":
                 await self._external(ctx, path, body, send, extra, receive)
             else:
@@ -365,7 +368,7 @@ class Gateway:
                     return
 
         watcher = asyncio.get_running_loop().create_task(watch())
-        captured: list[bytes] | None = [] if (self.cache is not None and resp.status == 200 and tenant) else None
+        captured: list[bytes] | None = [] if (ctx.cache_store and resp.status == 200 and tenant) else None
         complete = False
         try:
             if not ctx.stream or not ctype.startswith(b"text/event-stream"):

