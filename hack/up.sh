@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One command on a fresh machine: set everything up, then run the main job.
-# Main job today: size and render the example LLMDeployments (llmfleet plan / render).
+# Main job: size the examples (llmfleet plan), then `llmfleet dev up`: a local Kubernetes control plane
+# (built from Go modules), the operator, engine/gateway/cache pods run as local processes, one
+# LLMDeployment reconciled to Ready and a streaming completion served through its gateway.
+# Pass --keep to leave the stack running (see the printed KUBECONFIG).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/setup.sh
@@ -8,6 +11,4 @@ for f in manifests/examples/*.yaml; do
   .venv/bin/llmfleet plan -f "$f"
   echo
 done
-mkdir -p build
-.venv/bin/llmfleet render -f manifests/examples/llama3-8b.yaml > build/llama3-8b.rendered.yaml
-echo "rendered $(grep -c '^kind:' build/llama3-8b.rendered.yaml) objects into build/llama3-8b.rendered.yaml"
+exec .venv/bin/llmfleet dev up "$@"

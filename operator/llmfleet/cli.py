@@ -107,6 +107,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
     options = RenderOptions(
         llmfleet_image=settings.llmfleet_image, engine_image=settings.engine_image,
         engine_command=tuple(settings.engine_command) if settings.engine_command else None,
+        engine_discovery=settings.engine_discovery,
     )
     handlers.configure(handlers.Reconciler(port, options, handlers.utcnow))
     kopf.run(
@@ -144,6 +145,32 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if args.config and not Path(args.config).is_file():
         raise UserError(f"--config {args.config}: no such file")
     serve(args)
+    return 0
+
+
+def cmd_dev_up(args: argparse.Namespace) -> int:
+    from llmfleet.dev.demo import run
+
+    example = Path(args.file)
+    if not example.is_file():
+        raise UserError(f"{args.file}: no such file")
+    load_documents(example.read_text(), str(example))  # a bad example is a user error, before any start-up
+    return run(example, args.keep, Path(args.run_dir).resolve())
+
+
+def cmd_prefix_cache(args: argparse.Namespace) -> int:
+    from llmfleet.prefixcache import GUIDE, report, scrape
+
+    if not args.metrics:
+        print(GUIDE)
+        return 0
+    stats = []
+    for url in args.metrics:
+        try:
+            stats.append(scrape(url))
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--metrics {url}: cannot read vLLM metrics: {exc}") from None
+    print(report(stats), end="")
     return 0
 
 
@@ -200,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     gateway_arguments(p)
     p.set_defaults(func=cmd_gateway)
 
+    p = sub.add_parser("prefix-cache", help="prefix-cache hit rate from vLLM metrics, and how to order prompts",
+                       description="Reads vllm:prefix_cache_queries_total and vllm:prefix_cache_hits_total from each "
+                       "engine's /metrics and prints the hit rate, with guidance on prompt ordering.")
+    p.add_argument("--metrics", action="append", default=[], help="engine base or /metrics URL (repeatable)")
+    p.set_defaults(func=cmd_prefix_cache)
+
     dev = sub.add_parser("dev", help="local development helpers (a cluster without Docker)")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="DEV_COMMAND")
     p = dev_sub.add_parser("pod-runner", help="run pods scheduled on kwok nodes as local processes on their pod IPs",
@@ -208,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="admin kubeconfig of the local cluster (default: KUBECONFIG)")
     p.add_argument("--logs", default="build/pods", help="directory for per-pod logs (default: build/pods)")
     p.set_defaults(func=cmd_pod_runner)
+    p = dev_sub.add_parser("up", help="the whole stack locally: control plane, operator, pods as processes, a request",
+                           description="Start the local control plane, the operator and the pod runner, apply an "
+                           "LLMDeployment, wait for Ready and stream a completion through its gateway.")
+    p.add_argument("-f", "--file", default="manifests/examples/llama3-8b.yaml", help="LLMDeployment to apply")
+    p.add_argument("--keep", action="store_true", help="leave everything running")
+    p.add_argument("--run-dir", default="build/dev-cluster", help="where the cluster keeps its state")
+    p.set_defaults(func=cmd_dev_up)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

@@ -20,6 +20,8 @@ class OperatorSettings(BaseSettings):
     llmfleet_image: str | None = Field(default=None, description="Gateway image for every CR (overrides the spec).")
     engine_image: str | None = Field(default=None, description="Engine image for every CR (e.g. engine-sim in dev).")
     engine_command: list[str] | None = Field(default=None, description="Engine command override (dev clusters).")
+    engine_discovery: str = Field(default="endpointslices", description="How gateways find engines: "
+                                  "endpointslices, or pods (dev clusters with loopback pod IPs).")
     liveness_port: int | None = Field(default=8081, description="Port of /healthz; none to disable.")
     log_level: str = Field(default="INFO", description="Python log level.")
     prometheus_url: str | None = Field(default=None, description="Default Prometheus for the autoscaler.")

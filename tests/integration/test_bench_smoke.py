@@ -46,3 +46,42 @@ def test_reconcile_bench_quick_on_the_session_cluster(cluster, operator) -> None
     assert {"all_ready_s", "apply_to_children_p50_s", "apply_to_children_p95_s", "idle_writes_per_min",
             "operator_rss_mib"} <= line.keys()
     assert line["idle_writes_per_min"] == 0
+
+
+def test_cache_bench_threshold_curve_prints_its_contract() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "cache.py"), "--skip-servers"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = json_lines(r.stdout)
+    points = [x for x in lines if "threshold" in x and "hit_rate" in x and "pairs" in x]
+    assert [p["threshold"] for p in points][0] == 0.8 and points[-1]["threshold"] == 0.98
+    rates = [p["hit_rate"] for p in points]
+    assert rates == sorted(rates, reverse=True)  # a stricter threshold never hits more
+    assert any(x.get("recommendation") for x in lines)
+
+
+def test_cache_bench_names_a_missing_pairs_file() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "cache.py"), "--pairs", "/nope.json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--pairs /nope.json: no such file" in r.stderr
+
+
+def test_prefix_cache_report_reads_engine_counters() -> None:
+    from tests.integration.servers import engine
+
+    e = engine("m", 50.0)
+    try:
+        import httpx
+
+        for _ in range(3):
+            httpx.post(e.url + "/v1/chat/completions", json={"model": "m", "max_tokens": 2, "messages": [
+                {"role": "system", "content": "A long stable system prompt. " * 20}, {"role": "user", "content": "q"}]})
+        r = subprocess.run([sys.executable, "-m", "llmfleet", "prefix-cache", "--metrics", e.url], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        row = next(line for line in r.stdout.splitlines() if line.startswith("http"))
+        rate = float(row.split()[-1].rstrip("%"))
+        assert 0 < rate < 100
+        assert "system prompt first" in r.stdout
+    finally:
+        e.stop()

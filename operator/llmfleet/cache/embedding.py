@@ -125,6 +125,12 @@ class MiniLMEmbedder:
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if len(texts) > 32:  # bounded batches of similar lengths: attention memory grows with batch × length²
+            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+            parts = np.concatenate([self.embed([texts[j] for j in order[i:i + 32]]) for i in range(0, len(texts), 32)])
+            out = np.empty_like(parts)
+            out[order] = parts
+            return out
         enc = self.tok.encode_batch(texts)
         ids = np.array([e.ids for e in enc], dtype=np.int64)
         mask = np.array([e.attention_mask for e in enc], dtype=np.int64)

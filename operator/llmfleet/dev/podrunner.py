@@ -120,6 +120,22 @@ class PodRunner:
             mounts[m["mountPath"]] = str(local)
         return mounts
 
+    def _service_hosts(self, namespace: str) -> str:
+        """There is no cluster DNS here (and EndpointSlices refuse loopback pod IPs): map each Service name
+        to the IP of a running pod its selector matches (name=ip,...)."""
+        pods = [p for p in self.kube.list("v1", "Pod", namespace, "")
+                if (p.get("status") or {}).get("podIP") and (p.get("status") or {}).get("phase") == "Running"]
+        pairs = []
+        for svc in self.kube.list("v1", "Service", namespace, ""):
+            sel = (svc.get("spec") or {}).get("selector") or {}
+            name = svc["metadata"]["name"]
+            for p in pods:
+                labels = p["metadata"].get("labels") or {}
+                if sel and all(labels.get(k) == v for k, v in sel.items()):
+                    pairs += [f"{name}={p['status']['podIP']}", f"{name}.{namespace}.svc={p['status']['podIP']}"]
+                    break
+        return ",".join(pairs)
+
     def _start(self, pod: Obj) -> None:
         meta, spec = pod["metadata"], pod["spec"]
         key = f"{meta['namespace']}/{meta['name']}"
@@ -132,8 +148,14 @@ class PodRunner:
         mounts = self._volumes(pod, container, workdir)
         for mount_path, local in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
             cmd = [a.replace(mount_path, local) for a in cmd]
+            # Config files that name other mounts (the gateway config names its keys directory) follow too.
+            for f in workdir.rglob("*"):
+                if f.is_file():
+                    text = f.read_text(errors="replace")
+                    if mount_path in text:
+                        f.write_text(text.replace(mount_path, local))
         env = {**os.environ, **self._env(pod, container), "LLMFLEET_BIND_HOST": pod_ip, "LLMFLEET_POD_IP": pod_ip,
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", "LLMFLEET_HOST_OVERRIDES": self._service_hosts(meta["namespace"])}
         sa = spec.get("serviceAccountName")
         if sa:
             kcfg = workdir / "kubeconfig"

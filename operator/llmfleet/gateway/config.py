@@ -19,6 +19,8 @@ class Engines(_M):
     endpoint_slice_selector: str | None = Field(default=None, alias="endpointSliceSelector")
     port: int = 8000
     static: list[str] = Field(default_factory=list, description="Static engine base URLs (no discovery).")
+    discovery: Literal["endpointslices", "pods"] = "endpointslices"
+    pod_selector: str | None = Field(default=None, alias="podSelector")
 
 
 class Auth(_M):

@@ -27,12 +27,26 @@ def ready_urls(slices: list[Obj], port: int) -> list[str]:
     return sorted(set(urls))
 
 
+def ready_pod_urls(pods: list[Obj], port: int) -> list[str]:
+    """Engine pods that are Ready and not terminating (the pod-discovery mode of local dev clusters)."""
+    urls = []
+    for p in pods:
+        st = p.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or [])
+        if ready and st.get("podIP") and not p["metadata"].get("deletionTimestamp"):
+            urls.append(f"http://{st['podIP']}:{port}")
+    return sorted(set(urls))
+
+
 class EndpointSliceWatcher:
     """Polls EndpointSlices of the engine Service (a read every interval; no writes)."""
 
     def __init__(self, kube: KubePort, namespace: str, selector: str, port: int, router: Router,
-                 interval: float = 2.0, on_change: Callable[[list[str]], None] | None = None) -> None:
+                 interval: float = 2.0, on_change: Callable[[list[str]], None] | None = None,
+                 pod_selector: str | None = None) -> None:
         self.kube, self.namespace, self.selector, self.port = kube, namespace, selector, port
+        # Pod mode: EndpointSlices refuse loopback addresses, so dev clusters with 127.x pod IPs list pods.
+        self.pod_selector = pod_selector
         self.router, self.interval, self.on_change = router, interval, on_change
         self._task: asyncio.Task[None] | None = None
         self.current: list[str] = []
@@ -47,12 +61,16 @@ class EndpointSliceWatcher:
 
     async def refresh(self) -> None:
         try:
-            slices = await asyncio.to_thread(self.kube.list, "discovery.k8s.io/v1", "EndpointSlice", self.namespace,
-                                             self.selector)
+            if self.pod_selector:
+                pods = await asyncio.to_thread(self.kube.list, "v1", "Pod", self.namespace, self.pod_selector)
+                urls = ready_pod_urls(pods, self.port)
+            else:
+                slices = await asyncio.to_thread(self.kube.list, "discovery.k8s.io/v1", "EndpointSlice",
+                                                 self.namespace, self.selector)
+                urls = ready_urls(slices, self.port)
         except KubeError as exc:
             log.warning("endpoint discovery failed (%s); keeping %d endpoints", exc, len(self.current))
             return
-        urls = ready_urls(slices, self.port)
         if urls != self.current:
             log.info("engine endpoints: %s", urls)
             self.current = urls

@@ -33,7 +33,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def redis_url(cfg: GatewayConfig) -> str | None:
     if cfg.cache.redis_url_env and os.environ.get(cfg.cache.redis_url_env):
         return os.environ[cfg.cache.redis_url_env]
-    return cfg.cache.redis_url
+    url = cfg.cache.redis_url
+    # Local dev clusters have no DNS: the pod runner passes Service name → IP overrides.
+    overrides = dict(p.split("=", 1) for p in os.environ.get("LLMFLEET_HOST_OVERRIDES", "").split(",") if "=" in p)
+    if url and overrides:
+        from urllib.parse import urlsplit
+
+        host = urlsplit(url).hostname
+        if host in overrides:
+            url = url.replace(f"//{host}", f"//{overrides[host]}", 1)
+    return url
 
 
 def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
@@ -85,8 +94,9 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
         from llmfleet.gateway.discovery import EndpointSliceWatcher
         from llmfleet.kube.client import KubeClient
 
+        pod_selector = cfg.engines.pod_selector if cfg.engines.discovery == "pods" else None
         watcher = EndpointSliceWatcher(KubeClient(), cfg.namespace, cfg.engines.endpoint_slice_selector,
-                                       cfg.engines.port, router)
+                                       cfg.engines.port, router, pod_selector=pod_selector)
         gw.on_startup.append(watcher.start)
         gw.on_shutdown.append(watcher.stop)
     return gw, {"redis": redis_client}

@@ -45,6 +45,9 @@ class RenderOptions:
     engine_image: str | None = None  # overrides spec.engine.image (e.g. engine-sim in a dev cluster)
     engine_command: tuple[str, ...] | None = None  # e.g. ("llmfleet", "engine-sim") instead of vLLM
     cluster_domain: str = "cluster.local"
+    # "pods" lets gateways list engine pods instead of EndpointSlices (dev clusters whose pod IPs are loopback
+    # addresses, which EndpointSlices refuse).
+    engine_discovery: str = "endpointslices"
     extra_labels: dict[str, str] = field(default_factory=dict)
 
 

@@ -36,6 +36,8 @@ def gateway_config(inp: RenderInput) -> dict[str, Any]:
             "service": f"{inp.name}-engine",
             "endpointSliceSelector": f"kubernetes.io/service-name={inp.name}-engine",
             "port": ENGINE_PORT,
+            "discovery": inp.options.engine_discovery,
+            "podSelector": f"llmfleet.io/deployment={inp.name},app.kubernetes.io/component=engine",
         },
         "routing": gw.routing,
         "auth": {"keysDir": KEYS_DIR if gw.auth.api_keys_secret_ref else None},
@@ -86,7 +88,9 @@ def gateway_role(inp: RenderInput) -> Manifest:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": metadata(inp, f"{inp.name}-gateway", COMPONENT),
-        "rules": [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}],
+        "rules": [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}]
+        + ([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+           if inp.options.engine_discovery == "pods" else []),
     }
 
 
