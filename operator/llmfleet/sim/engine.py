@@ -177,6 +177,10 @@ class EngineSim:
                     self.metrics.success.labels(self.model, "length").inc()
 
 
+class _ClientGone(Exception):
+    pass
+
+
 def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None) -> tuple[int, bytes]:
     return status, orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": None}})
 
@@ -274,16 +278,7 @@ class EngineApp:
                 await self._stream(send, p, rid, created, chat, include_usage, disconnected)
             else:
                 words = []
-                while True:
-                    get = asyncio.ensure_future(p.queue.get())
-                    done, _ = await asyncio.wait({get, disconnected}, return_when=asyncio.FIRST_COMPLETED)
-                    if get not in done:
-                        get.cancel()
-                        self.sim.abort(p)
-                        return
-                    word = get.result()
-                    if word is None:
-                        break
+                while (word := await self._next_token(p, disconnected)) is not None:
                     words.append(word)
                 content = "".join(words)
                 usage = {"prompt_tokens": p.req.prompt_tokens, "completion_tokens": len(words),
@@ -296,10 +291,22 @@ class EngineApp:
                 out = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
                        "model": self.served_name, "choices": [choice], "usage": usage}
                 await self._send(send, 200, orjson.dumps(out))
+        except _ClientGone:
+            pass  # aborted and counted; nobody is listening for an answer
         finally:
             watcher.cancel()
             if p.req.id in self.sim.pending:
                 self.sim.abort(p)
+
+    async def _next_token(self, p: Pending, disconnected: asyncio.Future[bool]) -> str | None:
+        """The next token, None at the end; a client that went away aborts the request."""
+        get = asyncio.ensure_future(p.queue.get())
+        done, _ = await asyncio.wait({get, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        if get not in done:
+            get.cancel()
+            self.sim.abort(p)
+            raise _ClientGone()
+        return get.result()
 
     async def _stream(self, send: Send, p: Pending, rid: str, created: int, chat: bool, include_usage: bool,
                       disconnected: asyncio.Future[bool]) -> None:
@@ -308,16 +315,7 @@ class EngineApp:
         obj = "chat.completion.chunk" if chat else "text_completion"
         n = 0
         first = True
-        while True:
-            get = asyncio.ensure_future(p.queue.get())
-            done, _ = await asyncio.wait({get, disconnected}, return_when=asyncio.FIRST_COMPLETED)
-            if get not in done:
-                get.cancel()
-                self.sim.abort(p)
-                return
-            word = get.result()
-            if word is None:
-                break
+        while (word := await self._next_token(p, disconnected)) is not None:
             n += 1
             if chat:
                 delta: dict[str, Any] = {"content": word}
