@@ -57,6 +57,11 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def audit_writes(audit: Path, since: float) -> int:
     n = 0
     with audit.open() as f:
@@ -173,6 +178,7 @@ def main() -> int:
             "idle_window_s": args.idle,
             "idle_writes_per_min": round(writes * 60 / args.idle, 2),
             "operator_rss_mib": round(rss_mib(operator.pid), 1),
+            "operator_cpu_s": round(cpu_s(operator.pid), 2),
         }
         print(json.dumps(figures), flush=True)
         return 0 if figures["ready_crs"] == len(names) else 1
