@@ -155,8 +155,9 @@ def soak(upstream_soak: int, gw_port: int, gw_pid: int, streams: int, seconds: f
                     peak = max(peak, rss_kib(measure_pid))
 
         sampler = asyncio.get_running_loop().create_task(sample())
+        # Every connection sends exactly one long stream (max_requests), however long opening them all takes.
         res = await load("127.0.0.1", port, "/v1/chat/completions", body(True), {"authorization": f"Bearer {KEY}"},
-                         streams, duration=0.1, max_requests=streams)
+                         streams, duration=600, max_requests=streams)
         sampler.cancel()
         return res, base, peak
 
@@ -170,7 +171,7 @@ def soak(upstream_soak: int, gw_port: int, gw_pid: int, streams: int, seconds: f
         "concurrent_streams": streams,
         "stream_seconds": seconds,
         "completed": done,
-        "errors": through.errors + (streams - done - through.errors if done + through.errors < streams else 0),  # type: ignore[attr-defined]
+        "errors": streams - done,  # every stream that did not complete with status 200
         "rss_base_kib": base,
         "rss_peak_kib": peak,
         "rss_kib_per_stream": round((peak - base) / streams, 2),
@@ -186,12 +187,22 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 s per case, no soak (under two minutes)")
     ap.add_argument("--soak", action="store_true", help="also run the 10,000-stream soak")
     ap.add_argument("--soak-streams", type=int, default=10_000)
+    ap.add_argument("--soak-interval", type=float, default=0.05, help="seconds between tokens of a soak stream")
+    ap.add_argument("--soak-tokens", type=int, default=400, help="tokens per soak stream")
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
+    ap.add_argument("--soak-only", action="store_true", help="only the soak case")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.soak = 2.0, False
+    if args.soak_only:
+        args.soak, args.no_litellm = True, True
+    # For this run only (children inherit it): a gateway holding N streams needs 2N descriptors. Raising
+    # the hard limit needs privileges; without them, the soft limit goes as high as the hard one.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 1 << 20), hard))  # for this run only
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (262144, max(hard, 262144)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {CLIENT_CPU})
     use_litellm = not args.no_litellm and LITELLM.exists()
@@ -205,7 +216,8 @@ def main() -> int:
         ctx.Process(target=run_upstream, args=(up_port, 32, 0.0, CLIENT_CPU), daemon=True),
     ]
     if args.soak:
-        procs.append(ctx.Process(target=run_upstream, args=(soak_port, 400, 0.05, CLIENT_CPU), daemon=True))
+        procs.append(ctx.Process(target=run_upstream, args=(soak_port, args.soak_tokens, args.soak_interval, CLIENT_CPU),
+                                 daemon=True))
     for p in procs:
         p.start()
     time.sleep(1)
@@ -215,7 +227,7 @@ def main() -> int:
         if use_litellm:
             servers["litellm"] = start_litellm(up_port, workdir)
         results: dict[tuple[str, bool, int], dict[str, float]] = {}
-        for stream in (False, True):
+        for stream in (() if args.soak_only else (False, True)):
             for conc in (1, 16, 64):
                 for target, (proc, port) in servers.items():
                     run_case(port, stream, conc, min(1.0, args.duration / 4))  # warm-up
@@ -243,15 +255,18 @@ def main() -> int:
             summary["rps_ratio_vs_litellm"] = round(get("llmfleet", False, 64, "rps") / get("litellm", False, 64, "rps"), 2)
             summary["stream_rps_ratio_vs_litellm"] = round(get("llmfleet", True, 64, "rps") / get("litellm", True, 64, "rps"), 2)
             summary["litellm_added_p50_ms"] = round(get("litellm", False, 1, "p50_ms") - get("direct", False, 1, "p50_ms"), 3)
-        print(json.dumps(summary), flush=True)
+        if not args.soak_only:
+            print(json.dumps(summary), flush=True)
         if args.soak:
             gw_proc, _ = servers.pop("llmfleet")
-            assert gw_proc is not None
-            gw_proc.send_signal(signal.SIGTERM)
-            gw_proc.wait(timeout=60)
+            if gw_proc is not None:
+                gw_proc.send_signal(signal.SIGTERM)
+                gw_proc.wait(timeout=60)
             soak_proc, soak_gw = start_llmfleet(soak_port, workdir, soak_port)
             servers["llmfleet-soak"] = (soak_proc, soak_gw)
-            print(json.dumps(soak(soak_port, soak_gw, soak_proc.pid, args.soak_streams, 400 * 0.05)), flush=True)
+            print(json.dumps({**soak(soak_port, soak_gw, soak_proc.pid, args.soak_streams,
+                                     args.soak_tokens * args.soak_interval),
+                              "token_interval_s": args.soak_interval, "tokens_per_stream": args.soak_tokens}), flush=True)
         errors = sum(int(v.get("errors", 0)) for v in results.values())
         return 0 if errors == 0 else 1
     finally:

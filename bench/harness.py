@@ -150,7 +150,7 @@ async def _read_response(reader: asyncio.StreamReader, t0: float, res: Result) -
 
 
 async def load(host: str, port: int, path: str, body: bytes, headers: dict[str, str], concurrency: int,
-               duration: float, max_requests: int | None = None) -> Result:
+               duration: float, max_requests: int | None = None, read_timeout: float = 120.0) -> Result:
     res = Result()
     req = request_bytes(host, port, path, body, headers)
     deadline = time.perf_counter() + duration
@@ -169,8 +169,8 @@ async def load(host: str, port: int, path: str, body: bytes, headers: dict[str, 
                 t0 = time.perf_counter()
                 writer.write(req)
                 try:
-                    await _read_response(reader, t0, res)
-                except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+                    await asyncio.wait_for(_read_response(reader, t0, res), read_timeout)
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError):
                     res.errors += 1
                     return
                 res.latencies.append(time.perf_counter() - t0)
