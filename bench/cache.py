@@ -194,12 +194,16 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-servers", action="store_true", help="only the threshold curve")
+    ap.add_argument("--latency-only", action="store_true", help="only the hit/miss latency")
     args = ap.parse_args()
     pairs_path = Path(args.pairs)
     if not pairs_path.is_file():
         print(f"bench/cache.py: error: --pairs {pairs_path}: no such file", file=sys.stderr)
         return 2
     pairs = json.loads(pairs_path.read_text())
+    if args.latency_only:
+        print(json.dumps(asyncio.run(latency(args, pairs))), flush=True)
+        return 0
     emb = MiniLMEmbedder()
     points = curve(pairs, emb)
     for p in points:
