@@ -100,7 +100,6 @@ class Gateway:
         self.classifier, self.telemetry, self.cache, self.clock = classifier, telemetry, cache, clock
         self.session: aiohttp.ClientSession | None = None
         self.external_session: aiohttp.ClientSession | None = None
-        self.model_bytes = cfg.model
         ext = cfg.external
         self.external_key = ext.api_key or (os.environ.get(ext.api_key_env) if ext.api_key_env else None)
         self.sensitivity_header = cfg.sensitivity.header.lower().encode()
@@ -482,8 +481,4 @@ def _unauthorized() -> Reply:
                  "invalid_request_error", "invalid_api_key")
 
 
-def set_static_endpoints(router: Router, urls: list[str]) -> None:
-    router.set_endpoints(u.rstrip("/") for u in urls)
-
-
-__all__ = ["Endpoint", "Gateway", "Reply", "set_static_endpoints"]
+__all__ = ["Endpoint", "Gateway", "Reply"]

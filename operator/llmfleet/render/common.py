@@ -44,7 +44,6 @@ class RenderOptions:
     llmfleet_image: str | None = None  # overrides spec.gateway.image
     engine_image: str | None = None  # overrides spec.engine.image (e.g. engine-sim in a dev cluster)
     engine_command: tuple[str, ...] | None = None  # e.g. ("llmfleet", "engine-sim") instead of vLLM
-    cluster_domain: str = "cluster.local"
     # "pods" lets gateways list engine pods instead of EndpointSlices (dev clusters whose pod IPs are loopback
     # addresses, which EndpointSlices refuse).
     engine_discovery: str = "endpointslices"
@@ -113,6 +112,3 @@ def stable_hash(value: Any) -> str:
     """A short hash of a JSON-able value, stable across runs (for 'is this child out of date?')."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
-
-def service_host(inp: RenderInput, service: str) -> str:
-    return f"{service}.{inp.namespace}.svc.{inp.options.cluster_domain}"
