@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from harness import load, pct, run_upstream  # noqa: E402
+from harness import proc_cpu_seconds as cpu_seconds  # noqa: E402
+from harness import proc_rss_kib as rss_kib  # noqa: E402
 
 LITELLM = Path.home() / ".cache" / "llmfleet" / "peers" / "litellm" / "bin" / "litellm"
 KEY = "sk-bench-0123456789abcdef"
@@ -60,18 +62,6 @@ def wait_http(port: int, path: str = "/health", timeout: float = 120, headers: d
         except Exception:
             time.sleep(0.25)
     raise RuntimeError(f"port {port}{path} not ready")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def taskset(cmd: list[str]) -> list[str]:

@@ -183,6 +183,24 @@ async def load(host: str, port: int, path: str, body: bytes, headers: dict[str, 
     return res
 
 
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc)."""
+    from pathlib import Path
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_kib(pid: int) -> int:
+    """Resident memory of a process in KiB (from /proc)."""
+    from pathlib import Path
+
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")

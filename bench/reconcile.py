@@ -27,9 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "operator"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import yaml  # noqa: E402
 
+from harness import pct, proc_cpu_seconds, proc_rss_kib  # noqa: E402
 from llmfleet.api.load import parse_object  # noqa: E402
 from llmfleet.api.sizing import size  # noqa: E402
 from llmfleet.kube.client import KubeClient, load_config  # noqa: E402
@@ -43,23 +45,6 @@ def cr(name: str) -> dict:
     obj["metadata"] = {"name": name, "namespace": NS}
     obj["spec"]["engine"].pop("env", None)
     return obj
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def audit_writes(audit: Path, since: float) -> int:
@@ -177,8 +162,8 @@ def main() -> int:
             if latencies else None,
             "idle_window_s": args.idle,
             "idle_writes_per_min": round(writes * 60 / args.idle, 2),
-            "operator_rss_mib": round(rss_mib(operator.pid), 1),
-            "operator_cpu_s": round(cpu_s(operator.pid), 2),
+            "operator_rss_mib": round(proc_rss_kib(operator.pid) / 1024, 1),
+            "operator_cpu_s": round(proc_cpu_seconds(operator.pid), 2),
         }
         print(json.dumps(figures), flush=True)
         return 0 if figures["ready_crs"] == len(names) else 1
