@@ -58,6 +58,7 @@ class SemanticCacheConfig(_M):
     enabled: bool = True
     threshold: float = 0.95
     embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_threads: int = Field(default=2, ge=1, le=16)
 
 
 class CacheConfig(_M):

@@ -81,7 +81,7 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
         from llmfleet.cache.embedding import load_embedder
         from llmfleet.cache.store import ResponseCache
 
-        embedder = load_embedder(cfg.cache.semantic.embedding_model) if cfg.cache.semantic.enabled else None
+        embedder = load_embedder(cfg.cache.semantic.embedding_model, cfg.cache.semantic.embedding_threads) if cfg.cache.semantic.enabled else None
         cache = ResponseCache(redis_client, cfg.model, telemetry, exact=cfg.cache.exact.enabled,
                               semantic=cfg.cache.semantic.enabled, ttl_seconds=cfg.cache.exact.ttl_seconds,
                               threshold=cfg.cache.semantic.threshold, replay=cfg.cache.exact.replay, embedder=embedder)

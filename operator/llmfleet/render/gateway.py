@@ -61,6 +61,7 @@ def gateway_config(inp: RenderInput) -> dict[str, Any]:
                 "enabled": cache.semantic.enabled,
                 "threshold": cache.semantic.threshold,
                 "embeddingModel": cache.semantic.embedding.model,
+                "embeddingThreads": cache.semantic.embedding.threads,
             },
         },
     }
