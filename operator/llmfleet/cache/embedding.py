@@ -100,7 +100,7 @@ class MiniLMEmbedder:
 
     def _onnx_session(self, threads: int) -> Any:
         """The encoder as an ONNX graph (opset 17) over the loaded weights: same ops, same order as ``_forward``."""
-        import onnxruntime as ort
+        import onnxruntime as ort  # type: ignore[import-untyped]
         from onnx import TensorProto, helper, numpy_helper
 
         w = self.w
