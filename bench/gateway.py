@@ -9,8 +9,9 @@ false/true. One JSON line per case, then a summary line with the ratios.
 
     python bench/gateway.py [--duration 10] [--quick] [--soak] [--no-litellm]
 
---soak holds 10,000 concurrent streams (a token every 50 ms, 20 s each) through one gateway process and
-reports RSS per open stream and added TTFT p95 against the direct path. LiteLLM is installed into
+--soak holds 10,000 concurrent streams (a token every 50 ms, 20 s each, opened over 10 s so that all are
+open together from then on) through one gateway process and reports RSS per open stream and added TTFT
+p95 against the direct path. LiteLLM is installed into
 ~/.cache/llmfleet/peers/litellm by hack/peers.sh (run it first, or pass --no-litellm).
 """
 
@@ -34,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import load, pct, run_upstream  # noqa: E402
+from harness import hold_streams, load, pct, run_asgi_upstream, run_upstream  # noqa: E402
 from harness import proc_cpu_seconds as cpu_seconds  # noqa: E402
 from harness import proc_rss_kib as rss_kib  # noqa: E402
 
@@ -129,7 +130,7 @@ def run_case(port: int, stream: bool, concurrency: int, duration: float) -> dict
     }
 
 
-def soak(upstream_soak: int, gw_port: int, gw_pid: int, streams: int, seconds: float) -> dict[str, float]:
+def soak(upstream_soak: int, gw_port: int, gw_pid: int, streams: int, seconds: float, ramp: float) -> dict[str, float]:
     """N concurrent long streams direct, then through the gateway; RSS per open stream and added TTFT."""
     import uvloop
 
@@ -145,14 +146,15 @@ def soak(upstream_soak: int, gw_port: int, gw_pid: int, streams: int, seconds: f
                     peak = max(peak, rss_kib(measure_pid))
 
         sampler = asyncio.get_running_loop().create_task(sample())
-        # Every connection sends exactly one long stream (max_requests), however long opening them all takes.
-        res = await load("127.0.0.1", port, "/v1/chat/completions", body(True), {"authorization": f"Bearer {KEY}"},
-                         streams, duration=600, max_requests=streams)
+        res = await hold_streams("127.0.0.1", port, "/v1/chat/completions", body(True),
+                                 {"authorization": f"Bearer {KEY}"}, streams, ramp, timeout=ramp + seconds + 120)
         sampler.cancel()
         return res, base, peak
 
     direct, _, _ = uvloop.run(hold(upstream_soak, None))
+    cpu0 = cpu_seconds(gw_pid)
     through, base, peak = uvloop.run(hold(gw_port, gw_pid))
+    cpu = cpu_seconds(gw_pid) - cpu0
     added = pct(through.ttfts, 0.95) - pct(direct.ttfts, 0.95)  # type: ignore[attr-defined]
     done = len(through.latencies)  # type: ignore[attr-defined]
     return {
@@ -160,6 +162,8 @@ def soak(upstream_soak: int, gw_port: int, gw_pid: int, streams: int, seconds: f
         "target": "llmfleet",
         "concurrent_streams": streams,
         "stream_seconds": seconds,
+        "ramp_seconds": ramp,
+        "peak_open_streams_at_least": streams if ramp <= seconds else round(streams * seconds / ramp),
         "completed": done,
         "errors": streams - done,  # every stream that did not complete with status 200
         "rss_base_kib": base,
@@ -168,6 +172,12 @@ def soak(upstream_soak: int, gw_port: int, gw_pid: int, streams: int, seconds: f
         "ttft_direct_p95_ms": round(pct(direct.ttfts, 0.95) * 1000, 2),  # type: ignore[attr-defined]
         "ttft_gateway_p95_ms": round(pct(through.ttfts, 0.95) * 1000, 2),  # type: ignore[attr-defined]
         "ttft_added_p95_ms": round(added * 1000, 2),
+        "ttft_gateway_p50_ms": round(pct(through.ttfts, 0.5) * 1000, 2),  # type: ignore[attr-defined]
+        "ttft_gateway_p99_ms": round(pct(through.ttfts, 0.99) * 1000, 2),  # type: ignore[attr-defined]
+        "statuses": through.statuses,  # type: ignore[attr-defined]
+        "direct_statuses": direct.statuses,  # type: ignore[attr-defined]
+        "gateway_cpu_s": round(cpu, 1),
+        "gateway_cpu_share": round(cpu / through.elapsed, 2),  # type: ignore[attr-defined]
     }
 
 
@@ -179,7 +189,12 @@ def main() -> int:
     ap.add_argument("--soak-streams", type=int, default=10_000)
     ap.add_argument("--soak-interval", type=float, default=0.05, help="seconds between tokens of a soak stream")
     ap.add_argument("--soak-tokens", type=int, default=400, help="tokens per soak stream")
+    ap.add_argument("--soak-ramp", type=float, default=10.0, help="seconds over which the soak streams open")
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
+    ap.add_argument("--upstream", choices=("raw", "uvicorn"), default="raw",
+                    help="the fast upstream: a raw asyncio protocol (the default; far cheaper than any Python "
+                    "HTTP server) or an ASGI app on uvicorn, as a Python engine server such as vLLM is "
+                    "(its one-message streams make the direct streaming path much faster)")
     ap.add_argument("--soak-only", action="store_true", help="only the soak case")
     args = ap.parse_args()
     if args.quick:
@@ -193,6 +208,10 @@ def main() -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (262144, max(hard, 262144)))
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # One gateway process holds two descriptors per stream (client and upstream). Where the hard limit cannot
+    # be raised (no CAP_SYS_RESOURCE, as in this container: 20,000), the soak holds as many as fit and says so.
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    soak_streams = min(args.soak_streams, (fd_limit - 64) // 2)
     if os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {CLIENT_CPU})
     use_litellm = not args.no_litellm and LITELLM.exists()
@@ -203,7 +222,8 @@ def main() -> int:
     ctx = multiprocessing.get_context("spawn")
     up_port, soak_port = free_port(), free_port()
     procs: list[multiprocessing.process.BaseProcess] = [
-        ctx.Process(target=run_upstream, args=(up_port, 32, 0.0, CLIENT_CPU), daemon=True),
+        ctx.Process(target=run_asgi_upstream, args=(up_port, 32, CLIENT_CPU), daemon=True) if args.upstream == "uvicorn"
+        else ctx.Process(target=run_upstream, args=(up_port, 32, 0.0, CLIENT_CPU), daemon=True),
     ]
     if args.soak:
         procs.append(ctx.Process(target=run_upstream, args=(soak_port, args.soak_tokens, args.soak_interval, CLIENT_CPU),
@@ -235,6 +255,7 @@ def main() -> int:
 
         summary = {
             "summary": True,
+            "upstream": args.upstream,
             "added_p50_ms": round(get("llmfleet", False, 1, "p50_ms") - get("direct", False, 1, "p50_ms"), 3),
             "added_p99_ms": round(get("llmfleet", False, 1, "p99_ms") - get("direct", False, 1, "p99_ms"), 3),
             "stream_ttft_added_p50_ms": round(get("llmfleet", True, 1, "ttft_p50_ms") - get("direct", True, 1, "ttft_p50_ms"), 3),
@@ -254,8 +275,9 @@ def main() -> int:
                 gw_proc.wait(timeout=60)
             soak_proc, soak_gw = start_llmfleet(soak_port, workdir, soak_port)
             servers["llmfleet-soak"] = (soak_proc, soak_gw)
-            print(json.dumps({**soak(soak_port, soak_gw, soak_proc.pid, args.soak_streams,
-                                     args.soak_tokens * args.soak_interval),
+            print(json.dumps({**soak(soak_port, soak_gw, soak_proc.pid, soak_streams,
+                                     args.soak_tokens * args.soak_interval, args.soak_ramp),
+                              "streams_requested": args.soak_streams, "fd_limit": fd_limit,
                               "token_interval_s": args.soak_interval, "tokens_per_stream": args.soak_tokens}), flush=True)
         errors = sum(int(v.get("errors", 0)) for v in results.values())
         return 0 if errors == 0 else 1

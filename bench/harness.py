@@ -31,9 +31,51 @@ def _chunked(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
-class UpstreamProtocol(asyncio.Protocol):
-    def __init__(self, chunks: int, interval: float) -> None:
+class Ticker:
+    """The clock of every slow stream of a server. A stream's first chunk goes out at once (TTFT then measures
+    the path, not the clock); after that each stream gets a chunk every ``interval``. Streams are spread over
+    ``slots`` phases, as the sequences of many engines stepping independently would be, and one timer serves
+    them all instead of one sleeping task per stream."""
+
+    def __init__(self, chunks: int, interval: float, slots: int = 10) -> None:
         self.chunks, self.interval = chunks, interval
+        self.slots: list[dict[asyncio.Transport, int]] = [{} for _ in range(slots)]
+        self.added = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, transport: asyncio.Transport) -> None:
+        self.write(self.slots[self.added % len(self.slots)], transport, 0)
+        self.added += 1
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def write(self, slot: dict[asyncio.Transport, int], transport: asyncio.Transport, i: int) -> None:
+        if i + 1 >= self.chunks:
+            transport.write(_chunked(sse_chunk(i)) + _chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+            slot.pop(transport, None)
+        else:
+            transport.write(_chunked(sse_chunk(i)))
+            slot[transport] = i + 1
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        step = self.interval / len(self.slots)
+        next_tick, n = loop.time(), 0
+        while True:
+            next_tick += step
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            slot = self.slots[n % len(self.slots)]
+            n += 1
+            for transport, i in list(slot.items()):
+                if transport.is_closing():
+                    del slot[transport]
+                else:
+                    self.write(slot, transport, i)
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    def __init__(self, chunks: int, interval: float, ticker: Ticker | None = None) -> None:
+        self.chunks, self.interval, self.ticker = chunks, interval, ticker
         self.buf = b""
         self.transport: asyncio.Transport | None = None
 
@@ -76,21 +118,15 @@ class UpstreamProtocol(asyncio.Protocol):
                 self.transport.write(_chunked(sse_chunk(i)))
             self.transport.write(_chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         else:
-            asyncio.get_running_loop().create_task(self._slow_stream())
-
-    async def _slow_stream(self) -> None:
-        assert self.transport is not None
-        for i in range(self.chunks):
-            await asyncio.sleep(self.interval)
-            if self.transport.is_closing():
-                return
-            self.transport.write(_chunked(sse_chunk(i)))
-        self.transport.write(_chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+            assert self.ticker is not None
+            self.ticker.add(self.transport)
 
 
 async def serve_upstream(port: int, chunks: int = 32, interval: float = 0.0) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: UpstreamProtocol(chunks, interval), "127.0.0.1", port, backlog=16384)
+    ticker = Ticker(chunks, interval) if interval > 0 else None
+    return await loop.create_server(lambda: UpstreamProtocol(chunks, interval, ticker), "127.0.0.1", port,
+                                    backlog=16384)
 
 
 def run_upstream(port: int, chunks: int, interval: float, cpu: int | None) -> None:
@@ -108,12 +144,56 @@ def run_upstream(port: int, chunks: int, interval: float, cpu: int | None) -> No
     uvloop.run(main())
 
 
+def asgi_upstream(chunks: int) -> object:
+    """The same fast upstream as an ASGI app for uvicorn (httptools, uvloop): how a Python engine server such as
+    vLLM's (FastAPI on uvicorn) meets its clients. A stream's chunks go out in one body message."""
+    stream_body = b"".join(sse_chunk(i) for i in range(chunks)) + b"data: [DONE]\n\n"
+    models = b'{"object":"list","data":[{"id":"m","object":"model"}]}'
+
+    async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                await send({"type": msg["type"] + ".complete"})
+                if msg["type"] == "lifespan.shutdown":
+                    return
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        if scope["path"].endswith("/models") or scope["path"] == "/health":
+            data, ctype = models, b"application/json"
+        elif b'"stream":true' in body.replace(b" ", b""):
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")]})
+            await send({"type": "http.response.body", "body": stream_body})
+            return
+        else:
+            data, ctype = COMPLETION, b"application/json"
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", ctype), (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+    return app
+
+
+def run_asgi_upstream(port: int, chunks: int, cpu: int | None) -> None:
+    """Process entry point (multiprocessing): uvicorn serving ``asgi_upstream`` forever."""
+    import uvicorn
+
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    uvicorn.run(asgi_upstream(chunks), host="127.0.0.1", port=port, loop="uvloop", http="httptools",  # type: ignore[arg-type]
+                log_level="warning", access_log=False, backlog=16384)
+
+
 @dataclass
 class Result:
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
     errors: int = 0
-    statuses: dict[int, int] = field(default_factory=dict)
+    statuses: dict[int | str, int] = field(default_factory=dict)  # HTTP status, or how a connection failed
     elapsed: float = 0.0
 
 
@@ -179,6 +259,97 @@ async def load(host: str, port: int, path: str, body: bytes, headers: dict[str, 
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    res.elapsed = time.perf_counter() - start
+    return res
+
+
+class _HeldStream(asyncio.Protocol):
+    """One streaming request on its own connection; notes the first body byte and the final chunk, parses
+    nothing in between (so the load generator costs little per token)."""
+
+    def __init__(self, req: bytes, res: Result, done: asyncio.Future[None]) -> None:
+        self.req, self.res, self.done = req, res, done
+        self.t0 = time.perf_counter()
+        self.head = b""
+        self.body_seen = False
+        self.tail = b""
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.t0 = time.perf_counter()
+        transport.write(self.req)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.body_seen:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = int(self.head[9:12])
+            self.res.statuses[status] = self.res.statuses.get(status, 0) + 1
+            data = self.head[end + 4:]
+            self.body_seen = True
+            if status != 200:
+                self._finish(ok=False)
+                return
+        if data and not self.tail:
+            self.res.ttfts.append(time.perf_counter() - self.t0)
+        self.tail = (self.tail + data)[-5:]
+        if self.tail == b"0\r\n\r\n":
+            self._finish(ok=True)
+
+    def _finish(self, ok: bool) -> None:
+        if self.done.done():
+            return
+        if ok:
+            self.res.latencies.append(time.perf_counter() - self.t0)
+        else:
+            self.res.errors += 1
+        self.done.set_result(None)
+        assert self.transport is not None
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.res.errors += 1
+            self.res.statuses["lost"] = self.res.statuses.get("lost", 0) + 1
+            self.done.set_result(None)
+
+
+async def hold_streams(host: str, port: int, path: str, body: bytes, headers: dict[str, str], streams: int,
+                       ramp: float, timeout: float) -> Result:
+    """Open ``streams`` streaming requests, one per connection, evenly over ``ramp`` seconds (users arrive;
+    they do not all click in the same millisecond), and wait until every one has ended or ``timeout``.
+
+    Connections come from 127.0.0.2-127.0.0.9 in turn: tens of thousands of connections to one port from one
+    address (with the TIME_WAIT of an earlier phase) would exhaust the ephemeral ports of a single source."""
+    loop = asyncio.get_running_loop()
+    sources = [f"127.0.0.{i}" for i in range(2, 10)]
+    res = Result()
+    req = request_bytes(host, port, path, body, headers)
+    futures: list[asyncio.Future[None]] = []
+
+    async def open_one(source: str) -> None:
+        done = loop.create_future()
+        futures.append(done)
+        try:
+            await loop.create_connection(lambda: _HeldStream(req, res, done), host, port, local_addr=(source, 0))
+        except OSError as exc:
+            res.errors += 1
+            res.statuses[f"connect {exc.errno}"] = res.statuses.get(f"connect {exc.errno}", 0) + 1
+            done.set_result(None)
+
+    start = time.perf_counter()
+    opening = []
+    for i in range(streams):
+        delay = start + ramp * i / streams - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        opening.append(loop.create_task(open_one(sources[i % len(sources)])))
+    await asyncio.gather(*opening)
+    _, pending = await asyncio.wait(futures, timeout=max(1.0, timeout - (time.perf_counter() - start)))
+    res.errors += len(pending)
     res.elapsed = time.perf_counter() - start
     return res
 

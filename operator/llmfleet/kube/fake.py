@@ -1,4 +1,4 @@
-"""An in-memory KubePort for unit tests: stores objects, applies by replacing our fields, counts writes."""
+"""An in-memory KubePort for unit tests: stores objects, applies by replacing our fields, counts reads and writes."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class FakeKube:
         self.objects: dict[tuple[str, str, str, str], Obj] = {}
         self.events: list[tuple[str, str, str]] = []
         self.writes = 0
+        self.reads = 0
         self.fail_next: KubeError | None = None
         self._uids = itertools.count(1)
         self._rv = itertools.count(1)
@@ -45,17 +46,19 @@ class FakeKube:
         return obj
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        self.reads += 1
         obj = self.objects.get(self._key(api_version, kind, namespace, name))
         return copy.deepcopy(obj) if obj else None
 
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[Obj]:
+        self.reads += 1
         return [
             copy.deepcopy(o) for (av, k, ns, _), o in sorted(self.objects.items())
             if av == api_version and k == kind and ns == namespace
             and _matches(o["metadata"].get("labels", {}), label_selector)
         ]
 
-    def apply(self, manifest: Obj) -> Obj:
+    def apply(self, manifest: Obj) -> None:
         self._maybe_fail()
         self.writes += 1
         meta = manifest["metadata"]
@@ -68,8 +71,8 @@ class FakeKube:
                 obj["status"] = live["status"]
             obj["metadata"]["resourceVersion"] = str(next(self._rv))
             self.objects[key] = obj
-            return copy.deepcopy(obj)
-        return self.add(obj)
+            return
+        self.add(obj)
 
     def delete(self, ref: Ref, uid: str | None = None) -> None:
         self._maybe_fail()

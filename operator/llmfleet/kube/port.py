@@ -49,7 +49,7 @@ class KubePort(Protocol):
 
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[Obj]: ...
 
-    def apply(self, manifest: Obj) -> Obj:
+    def apply(self, manifest: Obj) -> None:
         """Server-side apply under field manager ``llmfleet``, forcing ownership of our fields."""
         ...
 

@@ -15,21 +15,30 @@ import os
 import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
 
 from llmfleet.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from llmfleet.kube.port import KubeError, KubePort
+from llmfleet.kube.port import KubeError, KubePort, Obj
 from llmfleet.reconcile.apply import execute
 from llmfleet.reconcile.observe import ChildStore
+from llmfleet.reconcile.observe import resource_version as _rv
 from llmfleet.reconcile.plan import Plan, plan
 from llmfleet.render import RenderOptions
 from llmfleet.render.common import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
 
 log = logging.getLogger("llmfleet.operator")
 COALESCE_SECONDS = 0.2
+WATCH_GRACE_SECONDS = 10.0
+
+
+def _created_after(raw: Obj, when: datetime) -> bool:
+    stamp = raw["metadata"].get("creationTimestamp")
+    if not stamp:
+        return False
+    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) > when
 
 
 class Reconciler:
@@ -41,13 +50,23 @@ class Reconciler:
         self.options = options
         self.clock = clock
         self.store = ChildStore()
+        # CRs created this long after start-up find every child watch running: their children need no listing.
+        self.watches_up_at = clock() + timedelta(seconds=WATCH_GRACE_SECONDS)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._scheduled: set[tuple[str, str]] = set()
+        # Spec changes (create/update/resume) and child-triggered follow-ups (mostly status) run in separate
+        # pools, so that during a burst the follow-ups of early CRs never queue ahead of the creation of later ones.
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
+        self._follow_pool = ThreadPoolExecutor(max_workers=max(2, workers // 4), thread_name_prefix="follow")
         self._apply_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply")
 
-    def _sync(self, namespace: str, name: str) -> Plan | None:
-        raw = self.port.get(API_VERSION, KIND, namespace, name)
+    def _sync(self, namespace: str, name: str, body: Obj | None) -> Plan | None:
+        stored = self.store.cr(namespace, name)
+        if body is None or (stored is not None and _rv(stored) > _rv(body)):
+            body = stored  # the newest copy seen on the watch (our own status writes included)
+        raw = body or self.port.get(API_VERSION, KIND, namespace, name)
+        if raw is not None and _created_after(raw, self.watches_up_at):
+            self.store.mark_new(namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             self.store.forget(namespace, name)
             return None  # gone or going: garbage collection removes the children
@@ -58,10 +77,12 @@ class Reconciler:
         execute(self.port, raw, p, self._apply_pool)
         return p
 
-    async def reconcile(self, namespace: str, name: str) -> Plan | None:
+    async def reconcile(self, namespace: str, name: str, body: Obj | None = None, follow_up: bool = False) -> Plan | None:
+        """``body``: the CR as the triggering event delivered it (else the store's copy, else a GET)."""
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, self._sync, namespace, name)
+            pool = self._follow_pool if follow_up else self._pool
+            return await asyncio.get_running_loop().run_in_executor(pool, self._sync, namespace, name, body)
 
     def schedule(self, namespace: str, name: str) -> None:
         """Reconcile soon; events arriving in the meantime for the same CR ride along."""
@@ -74,7 +95,7 @@ class Reconciler:
             await asyncio.sleep(COALESCE_SECONDS)
             self._scheduled.discard(key)
             try:
-                await self.reconcile(namespace, name)
+                await self.reconcile(namespace, name, follow_up=True)
             except KubeError as exc:
                 log.warning("%s/%s: reconcile after child change failed (%s); will retry on the next event",
                             namespace, name, exc)
@@ -112,9 +133,9 @@ def _settings(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
 
 
-async def _reconcile_or_raise(namespace: str, name: str) -> None:
+async def _reconcile_or_raise(namespace: str, name: str, body: Obj | None = None) -> None:
     try:
-        p = await _get().reconcile(namespace, name)
+        p = await _get().reconcile(namespace, name, body)
     except KubeError as exc:
         if exc.transient:
             raise kopf.TemporaryError(f"transient API error: {exc}", delay=min(60, 2 + random.random() * 8)) from exc
@@ -126,8 +147,8 @@ async def _reconcile_or_raise(namespace: str, name: str) -> None:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def on_llmdeployment(namespace: str, name: str, **_: Any) -> None:
-    await _reconcile_or_raise(namespace, name)
+async def on_llmdeployment(namespace: str, name: str, body: Any, **_: Any) -> None:
+    await _reconcile_or_raise(namespace, name, _plain(body))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
@@ -139,6 +160,21 @@ def on_delete(namespace: str, name: str, **_: Any) -> None:
 async def periodic(namespace: str, name: str, **_: Any) -> None:
     """A safety net for missed events (reads only when nothing changed)."""
     await _get().reconcile(namespace, name)
+
+
+def _plain(body: Any) -> Obj:
+    """kopf's body view as a plain dict with apiVersion and kind (what the planner reads)."""
+    obj = dict(body)
+    obj.setdefault("apiVersion", API_VERSION)
+    obj.setdefault("kind", KIND)
+    return obj
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="cr-store")
+def _cr_changed(body: Any, type: str | None, **_: Any) -> None:
+    """Keep the CR store current (no API call): child-triggered reconciles read the CR from here."""
+    if _reconciler is not None and body.get("metadata", {}).get("namespace"):
+        _reconciler.store.cr_event(_plain(body), deleted=type == "DELETED")
 
 
 async def _child_changed(namespace: str | None, labels: dict[str, str], body: Any, type: str | None,

@@ -41,7 +41,7 @@ def observe(port: KubePort, namespace: str, name: str) -> Snapshot:
     return Snapshot(children=children, engine_pods=tuple(pods))
 
 
-def _rv(obj: Obj) -> int:
+def resource_version(obj: Obj) -> int:
     rv = obj["metadata"].get("resourceVersion") or "0"
     return int(rv) if rv.isdigit() else 0
 
@@ -49,19 +49,26 @@ def _rv(obj: Obj) -> int:
 class ChildStore:
     """Children of each CR as last seen on the watch streams (an informer cache), so a reconcile reads nothing.
 
-    The first reconcile of a CR after start-up lists from the API (the watches may not have delivered
-    everything yet) and seeds the store; after that, watch events keep it current. Of two versions of an
-    object the one with the higher resourceVersion wins, so a late seed never overwrites a newer event.
+    The first reconcile of a CR that existed before the operator started lists from the API (the watches
+    may not have delivered everything yet) and seeds the store; a CR created after the watches were up
+    needs no listing: every child it has was made by us and reaches the store through the watches (a
+    snapshot missing a child can only under-prune or under-report for one reconcile, never delete).
+    After that, watch events keep the store current. Of two versions of an object the one with the higher
+    resourceVersion wins, so a late seed never overwrites a newer event.
+
+    The CRs themselves are kept the same way (``cr_event``), so a reconcile triggered by a child event does
+    not read its CR back from the API either.
     """
 
     def __init__(self) -> None:
         self._children: dict[tuple[str, str], dict[tuple[str, str], Obj]] = {}
         self._pods: dict[tuple[str, str], dict[str, Obj]] = {}
         self._warm: set[tuple[str, str]] = set()
+        self._crs: dict[tuple[str, str], Obj] = {}
 
     def _put(self, bucket: dict, key: object, obj: Obj) -> None:  # type: ignore[type-arg]
         old = bucket.get(key)
-        if old is None or _rv(obj) >= _rv(old):
+        if old is None or resource_version(obj) >= resource_version(old):
             bucket[key] = obj
 
     def event(self, namespace: str, owner: str, obj: Obj, deleted: bool) -> None:
@@ -78,6 +85,20 @@ class ChildStore:
             children.pop((kind, name), None)
         else:
             self._put(children, (kind, name), obj)
+
+    def cr_event(self, obj: Obj, deleted: bool) -> None:
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if deleted:
+            self._crs.pop(key, None)
+        else:
+            self._put(self._crs, key, obj)
+
+    def cr(self, namespace: str, name: str) -> Obj | None:
+        return self._crs.get((namespace, name))
+
+    def mark_new(self, namespace: str, name: str) -> None:
+        """This CR was created after the watches started: nothing to list."""
+        self._warm.add((namespace, name))
 
     def snapshot(self, port: KubePort, namespace: str, name: str) -> Snapshot:
         key = (namespace, name)
@@ -98,5 +119,6 @@ class ChildStore:
 
     def forget(self, namespace: str, name: str) -> None:
         self._warm.discard((namespace, name))
+        self._crs.pop((namespace, name), None)
         self._children.pop((namespace, name), None)
         self._pods.pop((namespace, name), None)
