@@ -49,6 +49,12 @@ def _error(exc: Exception) -> KubeError:
     return KubeError(int(status), message[:500])
 
 
+def _drain(resp: Any) -> None:
+    """Read an unparsed response to its end: only then does urllib3 return the connection to the pool (an
+    unread one would cost a new TLS connection, client and API server side, for the next request)."""
+    _ = resp.data
+
+
 class KubeClient:
     """The real KubePort. ``writes`` counts mutating calls (for idempotence checks and benchmarks)."""
 
@@ -104,10 +110,10 @@ class KubeClient:
         meta = manifest["metadata"]
         self._count()
         try:
-            self._resource(manifest["apiVersion"], manifest["kind"]).server_side_apply(
+            _drain(self._resource(manifest["apiVersion"], manifest["kind"]).server_side_apply(
                 body=manifest, name=meta["name"], namespace=meta.get("namespace"),
                 field_manager=FIELD_MANAGER, force_conflicts=True, serialize=False,
-            )
+            ))
         except (DynamicApiError, ApiException, HTTPError) as exc:
             raise _error(exc) from None
 
@@ -126,10 +132,10 @@ class KubeClient:
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: Obj) -> None:
         self._count()
         try:
-            self._resource(api_version, kind).status.patch(
+            _drain(self._resource(api_version, kind).status.patch(
                 body={"status": status}, name=name, namespace=namespace,
                 content_type="application/merge-patch+json", serialize=False,
-            )
+            ))
         except (DynamicApiError, ApiException, HTTPError) as exc:
             raise _error(exc) from None
 
@@ -151,7 +157,7 @@ class KubeClient:
         }
         self._count()
         with contextlib.suppress(DynamicApiError, ApiException, HTTPError):  # best effort: never fail a reconcile
-            self._resource("v1", "Event").create(body=body, namespace=meta["namespace"], serialize=False)
+            _drain(self._resource("v1", "Event").create(body=body, namespace=meta["namespace"], serialize=False))
 
     def service_account_kubeconfig(self, namespace: str, service_account: str, path: str) -> None:
         """Write a kubeconfig that authenticates as a ServiceAccount (a TokenRequest, 1 h), for local pods."""
