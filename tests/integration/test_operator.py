@@ -189,3 +189,29 @@ def test_operator_restart_converges_without_duplicates(cluster, operator, namesp
         [f"llama3-8b-{s}" for s in ("cache", "engine-ondemand", "engine-spot", "gateway")]
         + [f"second-{s}" for s in ("engine-ondemand", "engine-spot", "gateway")]
     )
+
+
+def test_kube_client_reuses_its_connections(cluster, namespace) -> None:
+    """Every write on one pooled TLS connection: an unread response would cost a handshake per request."""
+    import urllib3.connectionpool
+
+    from llmfleet.kube.client import KubeClient, load_config
+
+    kube = KubeClient(load_config(str(cluster.kubeconfig)))
+    made = []
+    original = urllib3.connectionpool.HTTPSConnectionPool._new_conn
+
+    def counting(pool):  # type: ignore[no-untyped-def]
+        made.append(1)
+        return original(pool)
+
+    urllib3.connectionpool.HTTPSConnectionPool._new_conn = counting  # type: ignore[method-assign]
+    try:
+        for i in range(20):
+            kube.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "reuse", "namespace": namespace},
+                        "data": {"i": str(i)}})
+            assert kube.get("v1", "ConfigMap", namespace, "reuse")["data"]["i"] == str(i)
+        assert kube.list("v1", "ConfigMap", namespace, "")
+    finally:
+        urllib3.connectionpool.HTTPSConnectionPool._new_conn = original  # type: ignore[method-assign]
+    assert len(made) <= 1, f"{len(made)} new connections for 41 requests"
