@@ -9,7 +9,7 @@ false/true. One JSON line per case, then a summary line with the ratios.
 
     python bench/gateway.py [--duration 10] [--quick] [--soak] [--no-litellm]
 
---soak holds 10,000 concurrent streams (a token every 50 ms, 20 s each, opened over 10 s so that all are
+--soak holds 10,000 concurrent streams (a token every 50 ms, 20 s each, opened over 15 s so that all are
 open together from then on) through one gateway process and reports RSS per open stream and added TTFT
 p95 against the direct path. LiteLLM is installed into
 ~/.cache/llmfleet/peers/litellm by hack/peers.sh (run it first, or pass --no-litellm).
@@ -189,7 +189,7 @@ def main() -> int:
     ap.add_argument("--soak-streams", type=int, default=10_000)
     ap.add_argument("--soak-interval", type=float, default=0.05, help="seconds between tokens of a soak stream")
     ap.add_argument("--soak-tokens", type=int, default=400, help="tokens per soak stream")
-    ap.add_argument("--soak-ramp", type=float, default=10.0, help="seconds over which the soak streams open")
+    ap.add_argument("--soak-ramp", type=float, default=15.0, help="seconds over which the soak streams open")
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
     ap.add_argument("--upstream", choices=("raw", "uvicorn"), default="raw",
                     help="the fast upstream: a raw asyncio protocol (the default; far cheaper than any Python "

@@ -36,15 +36,16 @@ def test_gateway_bench_quick_prints_its_contract() -> None:
 def test_reconcile_bench_quick_on_the_session_cluster(cluster, operator) -> None:
     operator.stop()  # the bench runs its own operator
     try:
-        r = subprocess.run([sys.executable, str(ROOT / "bench" / "reconcile.py"), "--quick", "--crs", "3", "--idle", "3",
-                            "--kubeconfig", str(cluster.kubeconfig)], capture_output=True, text=True, timeout=600,
-                           env=cluster.env)
+        r = subprocess.run([sys.executable, str(ROOT / "bench" / "reconcile.py"), "--quick", "--crs", "3",
+                            "--latency", "3", "--idle", "3", "--kubeconfig", str(cluster.kubeconfig)],
+                           capture_output=True, text=True, timeout=600, env=cluster.env)
     finally:
         operator.start()
     (line,) = [x for x in json_lines(r.stdout) if x.get("bench") == "reconcile"]
     assert line["crs"] == 3 and line["ready_crs"] == 3
+    assert line["latency_crs"] == line["latency_ready_crs"] == 3
     assert {"all_ready_s", "apply_to_children_p50_s", "apply_to_children_p95_s", "idle_writes_per_min",
-            "operator_rss_mib"} <= line.keys()
+            "operator_rss_mib", "burst_apply_to_children_p50_s", "burst_apply_to_children_p95_s"} <= line.keys()
     assert line["idle_writes_per_min"] == 0
 
 
