@@ -72,5 +72,13 @@ class Telemetry:
                 pass
 
 
+_stamp: tuple[int, str] = (0, "")
+
+
 def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """UTC timestamp for the access log, formatted once per second (it is on every request's path)."""
+    global _stamp
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _stamp[1]
