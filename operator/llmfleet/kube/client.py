@@ -1,8 +1,9 @@
 """KubePort over the official `kubernetes` client (dynamic client, server-side apply), with write counting.
 
-Responses are parsed with orjson straight into dicts (``serialize=False``): the dynamic client's own
-ResourceInstance wrapping and ``to_dict()`` cost more CPU than the request itself, and the operator only
-ever wants plain dicts. Apply and status responses are not parsed at all.
+Responses are parsed with orjson straight into dicts (``serialize=False``): the operator only ever wants
+plain dicts, so the dynamic client's ResourceInstance wrapping and ``to_dict()`` were CPU for nothing.
+Apply, status and event responses are read to the end (so the connection goes back to the pool) but not
+parsed.
 """
 
 from __future__ import annotations
