@@ -9,9 +9,9 @@ false/true. One JSON line per case, then a summary line with the ratios.
 
     python bench/gateway.py [--duration 10] [--quick] [--soak] [--no-litellm]
 
---soak holds 10,000 concurrent streams (a token every 50 ms, 20 s each, opened over 15 s so that all are
-open together from then on) through one gateway process and reports RSS per open stream and added TTFT
-p95 against the direct path. LiteLLM is installed into
+--soak holds 10,000 concurrent streams (a token every 50 ms, 20 s each, opened over 15 s, so all of them
+are open together from 15 s until the first ends at 20 s) through one gateway process and reports RSS per
+open stream and added TTFT p95 against the direct path. LiteLLM is installed into
 ~/.cache/llmfleet/peers/litellm by hack/peers.sh (run it first, or pass --no-litellm).
 """
 
