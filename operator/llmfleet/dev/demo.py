@@ -36,6 +36,7 @@ def _redis_env() -> dict[str, str]:
 
 def run(example: Path, keep: bool, run_dir: Path) -> int:
     from llmfleet.kube.client import KubeClient, load_config
+    from llmfleet.render.common import label_selector
 
     env = {**os.environ, "LLMFLEET_CLUSTER_DIR": str(run_dir)}
     _say("starting the local control plane (first run compiles it: several minutes)")
@@ -83,7 +84,7 @@ def run(example: Path, keep: bool, run_dir: Path) -> int:
             return 1
         _say(f"Ready: {status.get('ready')} engine replicas, TP {status.get('tensorParallelSize')}, "
              f"${status.get('costPerHour')}/h")
-        pods = kube.list("v1", "Pod", ns, f"llmfleet.io/deployment={name},app.kubernetes.io/component=gateway")
+        pods = kube.list("v1", "Pod", ns, label_selector(name, "gateway"))
         ip = next(p["status"]["podIP"] for p in pods if (p.get("status") or {}).get("podIP"))
         url = f"http://{ip}:8080/v1/chat/completions"
         served = obj["spec"]["model"].get("servedName") or name

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from llmfleet.kube.port import KubePort, Obj
 from llmfleet.render.common import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
+from llmfleet.render.engine import engine_pod_selector
 
 # Every kind a CR can own, in (apiVersion, kind) form: what prune looks at.
 CHILD_KINDS: tuple[tuple[str, str], ...] = (
@@ -37,7 +38,7 @@ def observe(port: KubePort, namespace: str, name: str) -> Snapshot:
             obj.setdefault("apiVersion", api_version)
             obj.setdefault("kind", kind)
             children[(kind, obj["metadata"]["name"])] = obj
-    pods = port.list("v1", "Pod", namespace, f"{DEPLOYMENT_LABEL}={name},app.kubernetes.io/component=engine")
+    pods = port.list("v1", "Pod", namespace, engine_pod_selector(name))
     return Snapshot(children=children, engine_pods=tuple(pods))
 
 

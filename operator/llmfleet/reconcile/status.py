@@ -15,6 +15,7 @@ from llmfleet.kube.port import Obj
 from llmfleet.reconcile.observe import Snapshot
 from llmfleet.render import PoolCounts
 from llmfleet.render.common import POOL_LABEL
+from llmfleet.render.engine import engine_pod_selector
 from llmfleet.render.gateway import gateway_endpoint_for
 
 
@@ -111,7 +112,7 @@ def compute_status(obj: LLMDeployment, sizing: Sizing, counts: PoolCounts, snaps
         },
         "ready": f"{ready}/{desired}",
         "spot": f"{spot_ready}/{counts.spot}",
-        "selector": f"llmfleet.io/deployment={name},app.kubernetes.io/component=engine",
+        "selector": engine_pod_selector(name),
         "endpoint": gateway_endpoint_for(name, obj.metadata.namespace),
         "costPerHour": round(cost, 2),
     }

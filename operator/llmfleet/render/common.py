@@ -70,6 +70,11 @@ def selector_labels(name: str, component: str) -> dict[str, str]:
     return {DEPLOYMENT_LABEL: name, COMPONENT_LABEL: component}
 
 
+def label_selector(name: str, component: str) -> str:
+    """``selector_labels`` as a Kubernetes label selector string."""
+    return ",".join(f"{k}={v}" for k, v in selector_labels(name, component).items())
+
+
 def labels(inp: RenderInput, component: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     out = {
         MANAGED_BY: MANAGER,

@@ -14,6 +14,7 @@ from llmfleet.render.common import (
     Manifest,
     PoolCounts,
     RenderInput,
+    label_selector,
     metadata,
     selector_labels,
     stable_hash,
@@ -21,6 +22,11 @@ from llmfleet.render.common import (
 
 Pool = Literal["spot", "on-demand"]
 COMPONENT = "engine"
+
+
+def engine_pod_selector(name: str) -> str:
+    """The label selector of a CR's engine pods (gateway discovery, status.selector, the operator's pod reads)."""
+    return label_selector(name, COMPONENT)
 
 # Taints cloud providers (and our dev cluster) put on spot nodes; the spot pool tolerates them all.
 SPOT_TAINTS = (

@@ -17,6 +17,7 @@ from llmfleet.render.common import (
     selector_labels,
     stable_hash,
 )
+from llmfleet.render.engine import engine_pod_selector
 
 COMPONENT = "gateway"
 CONFIG_KEY = "gateway.json"
@@ -37,7 +38,7 @@ def gateway_config(inp: RenderInput) -> dict[str, Any]:
             "endpointSliceSelector": f"kubernetes.io/service-name={inp.name}-engine",
             "port": ENGINE_PORT,
             "discovery": inp.options.engine_discovery,
-            "podSelector": f"llmfleet.io/deployment={inp.name},app.kubernetes.io/component=engine",
+            "podSelector": engine_pod_selector(inp.name),
         },
         "routing": gw.routing,
         "auth": {"keysDir": KEYS_DIR if gw.auth.api_keys_secret_ref else None},
