@@ -63,7 +63,7 @@ async def latency(args: argparse.Namespace, pairs: list[dict[str, str]]) -> dict
     import multiprocessing
 
     import httpx
-    from tests.integration.servers import engine, gateway
+    from tests.integration.servers import engine, free_port, gateway
     from tests.integration.test_cache import Redis
 
     from harness import run_upstream
@@ -74,10 +74,7 @@ async def latency(args: argparse.Namespace, pairs: list[dict[str, str]]) -> dict
                   "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0},
                   "cache": {"redisURL": rds.url, "exact": {"enabled": True}, "semantic": {"enabled": True,
                             "threshold": 0.95, "embeddingModel": "all-MiniLM-L6-v2"}}}, {"bench": "sk-bench-cache"}, "--no-access-log")
-    up_port = __import__("socket").socket()
-    up_port.bind(("127.0.0.1", 0))
-    port = up_port.getsockname()[1]
-    up_port.close()
+    port = free_port()
     fast = multiprocessing.get_context("spawn").Process(target=run_upstream, args=(port, 32, 0.0, None), daemon=True)
     fast.start()
     headers = {"Authorization": "Bearer sk-bench-cache"}

@@ -74,8 +74,8 @@ class Ticker:
 
 
 class UpstreamProtocol(asyncio.Protocol):
-    def __init__(self, chunks: int, interval: float, ticker: Ticker | None = None) -> None:
-        self.chunks, self.interval, self.ticker = chunks, interval, ticker
+    def __init__(self, chunks: int, ticker: Ticker | None = None) -> None:
+        self.chunks, self.ticker = chunks, ticker
         self.buf = b""
         self.transport: asyncio.Transport | None = None
 
@@ -113,7 +113,7 @@ class UpstreamProtocol(asyncio.Protocol):
                                  + str(len(COMPLETION)).encode() + b"\r\n\r\n" + COMPLETION)
             return
         self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
-        if self.interval <= 0:
+        if self.ticker is None:
             for i in range(self.chunks):
                 self.transport.write(_chunked(sse_chunk(i)))
             self.transport.write(_chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
@@ -125,7 +125,7 @@ class UpstreamProtocol(asyncio.Protocol):
 async def serve_upstream(port: int, chunks: int = 32, interval: float = 0.0) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
     ticker = Ticker(chunks, interval) if interval > 0 else None
-    return await loop.create_server(lambda: UpstreamProtocol(chunks, interval, ticker), "127.0.0.1", port,
+    return await loop.create_server(lambda: UpstreamProtocol(chunks, ticker), "127.0.0.1", port,
                                     backlog=16384)
 
 
@@ -230,22 +230,19 @@ async def _read_response(reader: asyncio.StreamReader, t0: float, res: Result) -
 
 
 async def load(host: str, port: int, path: str, body: bytes, headers: dict[str, str], concurrency: int,
-               duration: float, max_requests: int | None = None, read_timeout: float = 120.0) -> Result:
+               duration: float, read_timeout: float = 120.0) -> Result:
     res = Result()
     req = request_bytes(host, port, path, body, headers)
     deadline = time.perf_counter() + duration
-    sent = 0
 
     async def worker() -> None:
-        nonlocal sent
         try:
             reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
         except OSError:
             res.errors += 1
             return
         try:
-            while time.perf_counter() < deadline and (max_requests is None or sent < max_requests):
-                sent += 1
+            while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
                 writer.write(req)
                 try:

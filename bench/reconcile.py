@@ -42,7 +42,9 @@ from harness import pct, proc_cpu_seconds, proc_rss_kib  # noqa: E402
 from llmfleet.api.load import parse_object  # noqa: E402
 from llmfleet.api.sizing import size  # noqa: E402
 from llmfleet.kube.client import KubeClient, load_config  # noqa: E402
+from llmfleet.reconcile.observe import CHILD_KINDS  # noqa: E402
 from llmfleet.render import render_all  # noqa: E402
+from llmfleet.render.common import DEPLOYMENT_LABEL  # noqa: E402
 
 NS = "bench-reconcile"
 
@@ -62,10 +64,6 @@ def expected_children(obj: dict) -> set[tuple[str, str]]:
 class ChildWatch:
     """Watches every child kind in the namespace; notes when each CR's last expected child appeared."""
 
-    KINDS = (("v1", "ServiceAccount"), ("rbac.authorization.k8s.io/v1", "Role"),
-             ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("v1", "ConfigMap"), ("v1", "Service"),
-             ("policy/v1", "PodDisruptionBudget"), ("apps/v1", "Deployment"))
-
     def __init__(self, kube: KubeClient) -> None:
         self.kube = kube
         self.seen: dict[str, dict[tuple[str, str], float]] = {}
@@ -73,7 +71,7 @@ class ChildWatch:
         self.complete: dict[str, float] = {}
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        for api_version, kind in self.KINDS:
+        for api_version, kind in CHILD_KINDS:
             threading.Thread(target=self._watch, args=(api_version, kind), daemon=True).start()
 
     def expect(self, name: str, children: set[tuple[str, str]]) -> None:
@@ -96,7 +94,7 @@ class ChildWatch:
                     continue
                 now = time.perf_counter()
                 meta = event["object"].metadata
-                owner = (meta.labels or {}).get("llmfleet.io/deployment")
+                owner = (meta.labels or {}).get(DEPLOYMENT_LABEL)
                 if owner:
                     with self.lock:
                         self.seen.setdefault(owner, {}).setdefault((kind, meta.name), now)
