@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from llmfleet.gateway.auth import Key, KeyStore, digest
@@ -138,3 +138,25 @@ def test_endpoint_slices_to_ready_urls() -> None:
         {"addresses": ["127.64.0.4"], "conditions": {"ready": True, "terminating": True}},
     ]}]
     assert ready_urls(slices, 9999) == ["http://127.64.0.2:8000"]
+
+
+_PIECES = st.sampled_from(["a", " ", "x", "@", "b.example", "4111 1111 1111 1111", "123-45-6789", "sk-", "proj-",
+                           "abcdefghijklmnop1234", "AKIA", "ABCDEFGHIJKLMNOP", "ghp_", "A" * 30, "xoxb-", "0123456789",
+                           "-----BEGIN RSA PRIVATE KEY-----", "password", "token", ": ", "=", "hunter2hunter2", "password: hunter2hunter2", "token=abcdefgh", "_", "\n",
+                           "٣", "jane.doe", ".co.uk"])
+
+
+@settings(max_examples=400)
+@example("password: hunter2hunter2", {"secret"})
+@example("token=abcdefgh1", {"secret"})
+@example("ghp_" + "A" * 30, {"secret"})
+@example("xoxb-0123456789", {"secret"})
+@example("4111 1111 1111 1111", {"credit-card"})
+@example("123-45-6789", {"ssn"})
+@example("jane.doe@b.example", {"email"})
+@given(st.lists(_PIECES, max_size=12).map("".join),
+       st.sets(st.sampled_from(["email", "credit-card", "ssn", "secret"])))
+def test_detector_prefilter_never_hides_a_match(text: str, detectors: set[str]) -> None:
+    """The substring/digit prefilter only skips texts that the full pattern would not match anyway."""
+    c = Classifier(sorted(detectors))
+    assert c.detect(text) == (c._scan(text) if c._regex is not None else None)

@@ -17,6 +17,14 @@ SECRET = (r"(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[
 
 PATTERNS = {"email": EMAIL, "credit-card": CARD, "ssn": SSN, "secret": SECRET}
 
+# What each pattern cannot match without: substrings (found by C substring search) and, for the digit
+# patterns, a digit. Most prompts contain none of them, and the combined pattern costs ~20 µs per 100
+# characters (every position starts an e-mail and a card attempt), so it runs only when a hint is present.
+_SUBSTRINGS = {"email": ("@",), "credit-card": (), "ssn": (), "secret": ("sk-", "AKIA", "xox", "-----BEGIN", ":", "=")}
+_NEEDS_DIGIT = {"credit-card", "ssn"}
+_DIGIT = re.compile(r"\d")
+_GITHUB_TOKEN = re.compile(r"gh[pousr]_")
+
 
 def luhn_ok(digits: str) -> bool:
     total, parity = 0, len(digits) % 2
@@ -37,11 +45,28 @@ class Classifier:
         self.header = header.lower().encode()
         names = [d for d in self.detectors if d in PATTERNS]
         self._regex = re.compile("|".join(f"(?P<{n.replace('-', '_')}>{PATTERNS[n]})" for n in names)) if names else None
+        self._substrings = tuple(h for n in names for h in _SUBSTRINGS[n])
+        self._digits = any(n in _NEEDS_DIGIT for n in names)
+        self._github = "secret" in names
+
+    def _hinted(self, text: str) -> bool:
+        """False only when no enabled pattern can match the text."""
+        for h in self._substrings:
+            if h in text:
+                return True
+        if self._digits and _DIGIT.search(text):
+            return True
+        return self._github and "_" in text and _GITHUB_TOKEN.search(text) is not None
 
     def detect(self, text: str) -> str | None:
         """The first detector that fires on the text, or None."""
-        if self._regex is None:
+        if self._regex is None or not self._hinted(text):
             return None
+        return self._scan(text)
+
+    def _scan(self, text: str) -> str | None:
+        """The full pattern over the text (what `detect` does when the prefilter lets the text through)."""
+        assert self._regex is not None
         for m in self._regex.finditer(text):
             kind = m.lastgroup or ""
             if kind == "credit_card":
