@@ -1,7 +1,7 @@
 """The gateway's ASGI application: client ← SSE ← gateway ← engines (or the managed API for general traffic).
 
 Hot path, in order: auth (hash lookup) → body (size-capped) → one JSON parse → sensitivity → limits →
-cache → route → upstream (aiohttp keep-alive pool) → bytes passed through unchanged (streams are not
+cache → route → upstream (gateway.upstream's keep-alive pool; aiohttp for the managed API) → bytes passed through unchanged (streams are not
 re-serialised per chunk). A client disconnect closes the upstream connection at once, which aborts the
 request in vLLM. A request is retried on another replica only before its first byte reached the client.
 Raw ASGI, no middleware: Starlette's BaseHTTPMiddleware hides disconnects on streaming responses.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from llmfleet.gateway.limits import Limiter
 from llmfleet.gateway.routing import Endpoint, Router
 from llmfleet.gateway.sensitivity import Classifier
 from llmfleet.gateway.telemetry import Telemetry, now_iso
+from llmfleet.gateway.upstream import Pool, Response
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -92,13 +94,35 @@ class Ctx:
     cache_embedding: Any = None  # (vector, query, context) computed at lookup, reused when storing
 
 
+class ExternalResponse:
+    """The managed API's aiohttp response behind the interface of `upstream.Response` (what `_relay` uses)."""
+
+    __slots__ = ("_r", "content_type", "status")
+
+    def __init__(self, r: aiohttp.ClientResponse) -> None:
+        self._r, self.status = r, r.status
+        self.content_type = r.headers.get("Content-Type", "application/json").encode()
+
+    async def read(self) -> bytes:
+        return await self._r.read()
+
+    async def readany(self) -> bytes:
+        return await self._r.content.readany()
+
+    def close(self) -> None:
+        self._r.close()
+
+    def release(self) -> None:
+        self._r.release()
+
+
 class Gateway:
     def __init__(self, cfg: GatewayConfig, keys: KeyStore, limiter: Limiter, router: Router,
                  classifier: Classifier, telemetry: Telemetry, cache: Any = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.cfg, self.keys, self.limiter, self.router = cfg, keys, limiter, router
         self.classifier, self.telemetry, self.cache, self.clock = classifier, telemetry, cache, clock
-        self.session: aiohttp.ClientSession | None = None
+        self.pool: Pool | None = None
         self.external_session: aiohttp.ClientSession | None = None
         ext = cfg.external
         self.external_key = ext.api_key or (os.environ.get(ext.api_key_env) if ext.api_key_env else None)
@@ -109,10 +133,8 @@ class Gateway:
     # ------------------------------------------------------------------ lifecycle
 
     async def startup(self) -> None:
+        self.pool = Pool(self.cfg.upstream_timeout_seconds, connect_timeout=2.0)
         timeout = aiohttp.ClientTimeout(total=self.cfg.upstream_timeout_seconds, sock_connect=2.0)
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True),
-            timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"))
         if self.cfg.external.use != "never" and self.cfg.external.base_url:
             self.external_session = aiohttp.ClientSession(timeout=timeout, auto_decompress=False)
         for fn in self.on_startup:
@@ -121,9 +143,10 @@ class Gateway:
     async def shutdown(self) -> None:
         for fn in self.on_shutdown:
             await fn()
-        for s in (self.session, self.external_session):
-            if s is not None:
-                await s.close()
+        if self.pool is not None:
+            self.pool.close()
+        if self.external_session is not None:
+            await self.external_session.close()
         self.telemetry.flush()
 
     # ------------------------------------------------------------------ ASGI entry
@@ -178,8 +201,10 @@ class Gateway:
 
     async def completion(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         headers = dict(scope["headers"])
-        ctx = Ctx(request_id=(headers.get(b"x-request-id") or os.urandom(8).hex().encode()).decode("latin-1")[:64],
-                  key=None, started=self.clock())
+        rid = headers.get(b"x-request-id")
+        # A new ID is a 64-bit random hex string: not a secret, so no getrandom() syscall per request.
+        ctx = Ctx(request_id=rid.decode("latin-1")[:64] if rid else f"{random.getrandbits(64):016x}", key=None,
+                  started=self.clock())
         tel = self.telemetry
         tel.in_flight.inc()
         reserved = 0
@@ -283,11 +308,10 @@ class Gateway:
 
     async def _self_hosted(self, ctx: Ctx, path: str, body: dict[str, Any], body_bytes: bytes, text: str,
                            send: Send, extra: list[tuple[bytes, bytes]], receive: Receive, tenant: str) -> None:
-        assert self.session is not None
+        assert self.pool is not None
         tel = self.telemetry
         prefix = text[:512].encode()
         tried: set[str] = set()
-        up_headers = {"Content-Type": "application/json", "X-Request-Id": ctx.request_id}
         for _attempt in range(MAX_ATTEMPTS):
             ep = self.router.pick(prefix, frozenset(tried))
             if ep is None:
@@ -295,8 +319,8 @@ class Gateway:
             tried.add(ep.url)
             ep.outstanding += 1
             try:
-                resp = await self.session.post(ep.url + path, data=body_bytes, headers=up_headers)
-            except (TimeoutError, aiohttp.ClientError, OSError):
+                resp = await self.pool.post(ep.url, path, body_bytes, ctx.request_id)
+            except (TimeoutError, OSError):
                 ep.outstanding -= 1
                 self.router.fail(ep)
                 tel.child(tel.upstream_errors, "self-hosted", "connect").inc()
@@ -340,8 +364,8 @@ class Gateway:
         if self.external_key:
             headers["Authorization"] = f"Bearer {self.external_key}"
         try:
-            resp = await self.external_session.post(ext.base_url.rstrip("/") + path[len("/v1"):], data=orjson.dumps(out),
-                                                    headers=headers)
+            resp = ExternalResponse(await self.external_session.post(ext.base_url.rstrip("/") + path[len("/v1"):],
+                                                                     data=orjson.dumps(out), headers=headers))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.telemetry.child(self.telemetry.upstream_errors, "external", "connect").inc()
             raise Reply(502, f"The external provider could not be reached: {type(exc).__name__}", "server_error",
@@ -353,11 +377,11 @@ class Gateway:
             raise Reply(502, "The external provider closed the connection before answering.", "server_error",
                         "upstream_reset") from None
 
-    async def _relay(self, ctx: Ctx, resp: aiohttp.ClientResponse, send: Send, extra: list[tuple[bytes, bytes]],
+    async def _relay(self, ctx: Ctx, resp: Response | ExternalResponse, send: Send, extra: list[tuple[bytes, bytes]],
                      receive: Receive, tenant: str | None, path: str, body: dict[str, Any]) -> None:
         """Pass the upstream response to the client; close the upstream at once if the client goes away."""
         ctx.status = resp.status
-        ctype = resp.headers.get("Content-Type", "application/json").encode()
+        ctype = resp.content_type
 
         async def watch() -> None:
             while True:
@@ -389,7 +413,7 @@ class Gateway:
             else:
                 # Hold the response start until the first chunk: until then a failed replica can be retried.
                 try:
-                    head = await resp.content.readany()
+                    head = await resp.readany()
                 except (TimeoutError, aiohttp.ClientError, OSError):
                     if watcher.done():
                         raise
@@ -401,7 +425,8 @@ class Gateway:
                 chunks = 0
                 last = b""
                 first_at = 0.0
-                async for chunk in _chain(head, resp.content):
+                chunk = head
+                while chunk:
                     if not first_at:
                         first_at = self.clock()
                         ctx.ttft = first_at - ctx.started
@@ -410,6 +435,7 @@ class Gateway:
                     if captured is not None:
                         captured.append(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    chunk = await resp.readany()
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 complete = last.rstrip().endswith(b"[DONE]")
                 ctx.completion_tokens = max(0, chunks - 2)
@@ -468,12 +494,6 @@ class Gateway:
                 "ttft_ms": round(ctx.ttft * 1000, 2) if ctx.ttft is not None else None,
                 "duration_ms": round(duration * 1000, 2),
             })
-
-
-async def _chain(head: bytes, content: aiohttp.StreamReader) -> Any:
-    yield head
-    async for chunk in content.iter_any():
-        yield chunk
 
 
 def _unauthorized() -> Reply:

@@ -10,20 +10,32 @@ import re
 from collections.abc import Iterable
 
 EMAIL = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
-CARD = r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"
-SSN = r"(?<!\d)(?!000|666|9\d\d)\d{3}[- ](?!00)\d{2}[- ](?!0000)\d{4}(?!\d)"
+# A run of 13 or more digits, single spaces or dashes between them; `card_in` looks for the number inside it.
+# The digit patterns start with a digit (not a lookbehind) so the regex engine skips other characters in C:
+# 3-4x faster per character. The checks that need the whole match are code (`card_in`, `ssn_ok`).
+CARD = r"\d(?<!\d\d)(?:[ -]?\d){12,}(?!\d)"
+SSN = r"\d(?<!\d\d)\d\d[- ]\d\d[- ]\d{4}(?!\d)"
 SECRET = (r"(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9-]{10,}"
           r"|-----BEGIN [A-Z ]*PRIVATE KEY-----|(?i:(?:password|passwd|secret|api[_-]?key|token)\s*[:=]\s*\S{6,}))")
 
 PATTERNS = {"email": EMAIL, "credit-card": CARD, "ssn": SSN, "secret": SECRET}
 
 # What each pattern cannot match without: substrings (found by C substring search) and, for the digit
-# patterns, a digit. Most prompts contain none of them, and the combined pattern costs ~20 µs per 100
-# characters (every position starts an e-mail and a card attempt), so it runs only when a hint is present.
+# patterns, a digit. Most prompts contain none of them, and each pattern costs 10-50 µs per 1,000
+# characters, so a pattern runs only on texts that hold its hint.
 _SUBSTRINGS = {"email": ("@",), "credit-card": (), "ssn": (), "secret": ("sk-", "AKIA", "xox", "-----BEGIN", ":", "=")}
 _NEEDS_DIGIT = {"credit-card", "ssn"}
 _DIGIT = re.compile(r"\d")
 _GITHUB_TOKEN = re.compile(r"gh[pousr]_")
+
+
+def _hinted(name: str, text: str) -> bool:
+    """False only when the named pattern cannot match the text."""
+    if name in _NEEDS_DIGIT:
+        return _DIGIT.search(text) is not None
+    if any(h in text for h in _SUBSTRINGS[name]):
+        return True
+    return name == "secret" and "_" in text and _GITHUB_TOKEN.search(text) is not None
 
 
 def luhn_ok(digits: str) -> bool:
@@ -38,43 +50,53 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def ssn_ok(m: str) -> bool:
+    """Area 000, 666 and 9xx, group 00 and serial 0000 are never issued."""
+    area, group, serial = m[:3], m[4:6], m[7:]
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def card_in(run: str) -> bool:
+    """Whether whole digit groups of the run form a 13-19-digit number that passes the Luhn check: the card in
+    "1 4111 1111 1111 1111" or "4111-1111-1111-1111 42" is found, a single 17-digit number is judged whole."""
+    groups = [g for g in re.split(r"[ -]", run) if g]
+    for i in range(len(groups)):
+        digits = ""
+        for g in groups[i:]:
+            digits += g
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and luhn_ok(digits):
+                return True
+    return False
+
+
 class Classifier:
     def __init__(self, detectors: Iterable[str], default: str = "sensitive", header: str = "x-data-sensitivity") -> None:
         self.detectors = tuple(detectors)
         self.default = default
         self.header = header.lower().encode()
         names = [d for d in self.detectors if d in PATTERNS]
-        self._regex = re.compile("|".join(f"(?P<{n.replace('-', '_')}>{PATTERNS[n]})" for n in names)) if names else None
-        self._substrings = tuple(h for n in names for h in _SUBSTRINGS[n])
-        self._digits = any(n in _NEEDS_DIGIT for n in names)
-        self._github = "secret" in names
-
-    def _hinted(self, text: str) -> bool:
-        """False only when no enabled pattern can match the text."""
-        for h in self._substrings:
-            if h in text:
-                return True
-        if self._digits and _DIGIT.search(text):
-            return True
-        return self._github and "_" in text and _GITHUB_TOKEN.search(text) is not None
+        # One pattern per detector, not one alternation: a digit run that is no card must not hide an SSN in it.
+        self._patterns = [(n, re.compile(PATTERNS[n])) for n in names]
 
     def detect(self, text: str) -> str | None:
-        """The first detector that fires on the text, or None."""
-        if self._regex is None or not self._hinted(text):
-            return None
-        return self._scan(text)
+        """The detector whose first real match starts earliest in the text, or None."""
+        return self._scan(text, hints=True)
 
-    def _scan(self, text: str) -> str | None:
-        """The full pattern over the text (what `detect` does when the prefilter lets the text through)."""
-        assert self._regex is not None
-        for m in self._regex.finditer(text):
-            kind = m.lastgroup or ""
-            if kind == "credit_card":
-                digits = re.sub(r"\D", "", m.group(0))
-                if not (13 <= len(digits) <= 19 and luhn_ok(digits)):
+    def _scan(self, text: str, hints: bool = False) -> str | None:
+        """Every pattern over the text, or with `hints` only those whose hint the text holds."""
+        first: tuple[int, str] | None = None
+        for name, rx in self._patterns:
+            if hints and not _hinted(name, text):
+                continue
+            for m in rx.finditer(text):
+                if (name == "credit-card" and not card_in(m.group(0))) or (name == "ssn" and not ssn_ok(m.group(0))):
                     continue
-            return kind.replace("_", "-")
-        return None
+                if first is None or m.start() < first[0]:
+                    first = (m.start(), name)
+                break
+        return first[1] if first else None
 
     def classify(self, header_value: bytes | None, text: str, key_policy: str | None = None) -> tuple[str, str]:
         """(class, why). Sensitive wins: any signal that says sensitive makes the request sensitive."""

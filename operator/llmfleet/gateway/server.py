@@ -1,7 +1,7 @@
 """`llmfleet gateway`: builds the gateway from its config and runs it on uvicorn (httptools + uvloop, one worker).
 
 The server stack was chosen by measurement (bench/gateway.py): uvicorn with httptools and uvloop and an
-aiohttp upstream pool; no ASGI framework on the hot path.
+its own keep-alive upstream pool (gateway.upstream); no ASGI framework on the hot path.
 """
 
 from __future__ import annotations

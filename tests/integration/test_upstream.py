@@ -1,0 +1,230 @@
+"""The gateway's engine client (gateway.upstream) against real sockets: the engine-sim for the happy paths,
+small scripted asyncio servers on loopback for the failures a real engine shows only now and then."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import orjson
+import pytest
+
+from llmfleet.gateway.upstream import HIGH_WATER, Pool, UpstreamError
+from tests.integration.servers import engine, free_port
+
+CHAT = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8})
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+async def read_request(r: asyncio.StreamReader) -> bytes:
+    head = await r.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    return head + await r.readexactly(length)
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def scripted(handler: Handler) -> tuple[asyncio.Server, str, list[int]]:
+    """A server that numbers its connections and lets `handler` script each one."""
+    count: list[int] = []
+
+    async def on_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        count.append(1)
+        try:
+            await handler(r, w, len(count))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            w.close()
+
+    port = free_port()
+    server = await asyncio.start_server(on_conn, "127.0.0.1", port)
+    return server, f"http://127.0.0.1:{port}", count
+
+
+@pytest.fixture(scope="module")
+def sim():
+    s = engine()
+    yield s
+    s.stop()
+
+
+def test_keeps_one_connection_alive_across_sequential_requests(sim) -> None:
+    async def go() -> None:
+        pool = Pool(timeout=30)
+        for i in range(20):
+            resp = await pool.post(sim.url, "/v1/chat/completions", CHAT, f"req-{i}")
+            body = orjson.loads(await resp.read())
+            resp.release()
+            assert resp.status == 200 and body["usage"]["completion_tokens"] == 8
+        assert pool.opened == 1
+        pool.close()
+
+    asyncio.run(go())
+
+
+def test_streams_arrive_piece_by_piece_de_chunked(sim) -> None:
+    stream = orjson.dumps({**orjson.loads(CHAT), "stream": True, "max_tokens": 12})
+
+    async def go() -> None:
+        pool = Pool(timeout=30)
+        resp = await pool.post(sim.url, "/v1/chat/completions", stream, "s")
+        assert resp.status == 200 and resp.content_type.startswith(b"text/event-stream")
+        pieces = []
+        while piece := await resp.readany():
+            pieces.append(piece)
+        resp.release()
+        text = b"".join(pieces)
+        assert len(pieces) > 1  # the engine-sim paces tokens: they cannot all come in one read
+        assert text.count(b"data: ") == 12 + 2 and text.rstrip().endswith(b"data: [DONE]")
+        assert b"\r\n" not in text.replace(b"\r\n\r\n", b"")  # no chunk-size lines leaked into the body
+        resp2 = await pool.post(sim.url, "/v1/chat/completions", CHAT, "after-stream")
+        await resp2.read()
+        resp2.release()
+        assert pool.opened == 1
+        pool.close()
+
+    asyncio.run(go())
+
+
+def test_a_kept_alive_connection_that_died_is_replaced_without_failing_the_request() -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        w.write(ok(b'{"n": %d}' % n))
+        await w.drain()
+        if n == 1:
+            await read_request(r)  # the second request on the first connection: hang up without a byte
+            return
+        while True:
+            await read_request(r)
+            w.write(ok(b'{"n": %d}' % n))
+
+    async def go() -> None:
+        server, url, count = await scripted(handler)
+        pool = Pool(timeout=30)
+        answers = []
+        for i in range(3):
+            resp = await pool.post(url, "/v1/completions", b"{}", str(i))
+            answers.append(orjson.loads(await resp.read())["n"])
+            resp.release()
+        assert answers == [1, 2, 2] and len(count) == 2
+        pool.close()
+        server.close()
+
+    asyncio.run(go())
+
+
+def test_a_fresh_connection_that_dies_before_answering_fails_the_request() -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+
+    async def go() -> None:
+        server, url, count = await scripted(handler)
+        with pytest.raises(UpstreamError):
+            await Pool(timeout=30).post(url, "/v1/completions", b"{}", "x")
+        assert len(count) == 1  # not retried: only a reused connection may be stale
+        server.close()
+
+    asyncio.run(go())
+
+
+def test_a_body_cut_short_raises_instead_of_returning_part_of_it() -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        await w.drain()
+
+    async def go() -> None:
+        server, url, _ = await scripted(handler)
+        resp = await Pool(timeout=30).post(url, "/v1/completions", b"{}", "x")
+        with pytest.raises(UpstreamError):
+            await resp.read()
+        resp.release()
+        server.close()
+
+    asyncio.run(go())
+
+
+def test_the_total_deadline_drops_an_engine_that_never_answers() -> None:
+    async def go() -> None:
+        seen_eof = asyncio.Event()
+
+        async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+            await read_request(r)
+            await r.read()  # returns once the client has dropped the connection
+            seen_eof.set()
+
+        server, url, _ = await scripted(handler)
+        with pytest.raises(TimeoutError):
+            await Pool(timeout=0.3).post(url, "/v1/completions", b"{}", "x")
+        await asyncio.wait_for(seen_eof.wait(), 10)
+        server.close()
+
+    asyncio.run(go())
+
+
+def test_close_drops_the_connection_so_the_engine_sees_the_client_leave() -> None:
+    async def go() -> None:
+        gone = asyncio.Event()
+
+        async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+            await read_request(r)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"6\r\ndata: \r\n")
+            await w.drain()
+            await r.read()
+            gone.set()
+
+        server, url, _ = await scripted(handler)
+        pool = Pool(timeout=30)
+        resp = await pool.post(url, "/v1/completions", b"{}", "x")
+        assert await resp.readany() == b"data: "
+        resp.close()
+        await asyncio.wait_for(gone.wait(), 10)
+        with pytest.raises(UpstreamError):
+            await resp.readany()
+        resp.release()
+        assert not pool._idle.get(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        server.close()
+
+    asyncio.run(go())
+
+
+def test_a_slow_reader_pauses_the_engine_socket_and_still_gets_every_byte() -> None:
+    payload = bytes(range(256)) * (4 * HIGH_WATER // 256)
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        w.write(ok(payload))
+        await w.drain()
+        await r.read()
+
+    async def go() -> None:
+        server, url, _ = await scripted(handler)
+        resp = await Pool(timeout=30).post(url, "/v1/completions", b"{}", "x")
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if resp._buffered > HIGH_WATER:
+                break
+        assert resp._conn is not None and resp._conn.transport is not None
+        assert not resp._conn.transport.is_reading()
+        got = b""
+        while piece := await resp.readany():
+            got += piece
+        assert got == payload
+        resp.release()
+        server.close()
+
+    asyncio.run(go())
+
+
+def test_nothing_listening_is_an_oserror_and_a_bad_url_a_valueerror() -> None:
+    async def go() -> None:
+        with pytest.raises(OSError):
+            await Pool(timeout=5).post(f"http://127.0.0.1:{free_port()}", "/v1/completions", b"{}", "x")
+        with pytest.raises(ValueError, match="http://host:port"):
+            await Pool(timeout=5).post("https://example.com", "/v1/completions", b"{}", "x")
+
+    asyncio.run(go())
