@@ -7,7 +7,7 @@ sensitivity detectors with an external provider configured for overflow, metrics
 LiteLLM runs with a master key (its auth) and one worker. Cases: concurrency 1, 16, 64 × stream
 false/true. One JSON line per case, then a summary line with the ratios.
 
-    python bench/gateway.py [--duration 10] [--quick] [--soak] [--no-litellm]
+    python bench/gateway.py [--duration 10] [--quick] [--soak] [--no-litellm] [--relay-floor]
 
 --soak holds 10,000 concurrent streams (a token every 50 ms, 20 s each, opened over 15 s, so all of them
 are open together from 15 s until the first ends at 20 s) through one gateway process and reports RSS per
@@ -107,6 +107,15 @@ def start_litellm(upstream: int, workdir: Path) -> tuple[subprocess.Popen[bytes]
     return proc, port
 
 
+def start_relay(upstream: int) -> tuple[subprocess.Popen[bytes], int]:
+    """The byte-relay floor (harness.serve_relay), pinned like the proxies: no Python proxy can cost less."""
+    port = free_port()
+    code = f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import harness; harness.run_relay({port}, {upstream})"
+    proc = subprocess.Popen(taskset([sys.executable, "-c", code]))
+    wait_http(port)
+    return proc, port
+
+
 def body(stream: bool) -> bytes:
     msgs = [{"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "Summarise the benefits of continuous batching in two sentences."}]
@@ -191,6 +200,8 @@ def main() -> int:
     ap.add_argument("--soak-tokens", type=int, default=400, help="tokens per soak stream")
     ap.add_argument("--soak-ramp", type=float, default=15.0, help="seconds over which the soak streams open")
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
+    ap.add_argument("--relay-floor", action="store_true", help="also measure a byte relay that parses nothing "
+                    "(target relay-floor): the least any Python proxy pinned to one core can cost here")
     ap.add_argument("--upstream", choices=("raw", "uvicorn"), default="raw",
                     help="the fast upstream: a raw asyncio protocol (the default; far cheaper than any Python "
                     "HTTP server) or an ASGI app on uvicorn, as a Python engine server such as vLLM is "
@@ -236,6 +247,8 @@ def main() -> int:
         servers["llmfleet"] = start_llmfleet(up_port, workdir, up_port)
         if use_litellm:
             servers["litellm"] = start_litellm(up_port, workdir)
+        if args.relay_floor:
+            servers["relay-floor"] = start_relay(up_port)
         results: dict[tuple[str, bool, int], dict[str, float]] = {}
         for stream in (() if args.soak_only else (False, True)):
             for conc in (1, 16, 64):
@@ -266,6 +279,9 @@ def main() -> int:
             summary["rps_ratio_vs_litellm"] = round(get("llmfleet", False, 64, "rps") / get("litellm", False, 64, "rps"), 2)
             summary["stream_rps_ratio_vs_litellm"] = round(get("llmfleet", True, 64, "rps") / get("litellm", True, 64, "rps"), 2)
             summary["litellm_added_p50_ms"] = round(get("litellm", False, 1, "p50_ms") - get("direct", False, 1, "p50_ms"), 3)
+        if args.relay_floor:
+            summary["relay_floor_share_of_direct"] = round(get("relay-floor", False, 64, "rps") / get("direct", False, 64, "rps"), 3)
+            summary["relay_floor_stream_share_of_direct"] = round(get("relay-floor", True, 64, "rps") / get("direct", True, 64, "rps"), 3)
         if not args.soak_only:
             print(json.dumps(summary), flush=True)
         if args.soak:

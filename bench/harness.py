@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 COMPLETION = json.dumps({
@@ -129,19 +130,70 @@ async def serve_upstream(port: int, chunks: int = 32, interval: float = 0.0) -> 
                                     backlog=16384)
 
 
-def run_upstream(port: int, chunks: int, interval: float, cpu: int | None) -> None:
-    """Process entry point (multiprocessing): serve forever."""
+def _serve_forever(cpu: int | None, start: Callable[[], Awaitable[asyncio.AbstractServer]]) -> None:
     import uvloop
 
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
 
     async def main() -> None:
-        server = await serve_upstream(port, chunks, interval)
+        server = await start()
         async with server:
             await server.serve_forever()
 
     uvloop.run(main())
+
+
+def run_upstream(port: int, chunks: int, interval: float, cpu: int | None) -> None:
+    """Process entry point (multiprocessing): serve forever."""
+    _serve_forever(cpu, lambda: serve_upstream(port, chunks, interval))
+
+
+class _RelaySide(asyncio.Protocol):
+    """One side of a byte relay: what it receives is written to its peer, unparsed."""
+
+    def __init__(self, peer: _RelaySide | None = None) -> None:
+        self.peer, self.transport, self.pending = peer, None, []  # type: ignore[var-annotated]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)  # type: ignore[attr-defined]
+        else:
+            self.pending.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()  # type: ignore[attr-defined]
+
+
+async def serve_relay(port: int, upstream_port: int) -> asyncio.AbstractServer:
+    """The floor of any Python proxy here: each client connection gets its own upstream connection and bytes
+    are copied both ways unparsed, two reads and two writes per request (a gateway that parses has five)."""
+    loop = asyncio.get_running_loop()
+
+    def client_side() -> _RelaySide:
+        client = _RelaySide()
+
+        async def connect() -> None:
+            _, up = await loop.create_connection(lambda: _RelaySide(client), "127.0.0.1", upstream_port)
+            client.peer = up
+            for data in client.pending:
+                up.transport.write(data)  # type: ignore[attr-defined]
+            client.pending.clear()
+
+        loop.create_task(connect())
+        return client
+
+    return await loop.create_server(client_side, "127.0.0.1", port, backlog=16384)
+
+
+def run_relay(port: int, upstream_port: int, cpu: int | None = None) -> None:
+    """Process entry point: relay forever."""
+    _serve_forever(cpu, lambda: serve_relay(port, upstream_port))
 
 
 def asgi_upstream(chunks: int) -> object:

@@ -19,17 +19,19 @@ def json_lines(out: str) -> list[dict]:
 
 
 def test_gateway_bench_quick_prints_its_contract() -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gateway.py"), "--quick", "--no-litellm", "--duration", "1"],
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gateway.py"), "--quick", "--no-litellm", "--relay-floor",
+                        "--duration", "1"],
                        capture_output=True, text=True, timeout=600)
     lines = json_lines(r.stdout)
     cases = [line for line in lines if "target" in line]
     assert {(c["target"], c["stream"], c["concurrency"]) for c in cases} >= {
-        (t, s, c) for t in ("direct", "llmfleet") for s in (False, True) for c in (1, 16, 64)}
+        (t, s, c) for t in ("direct", "llmfleet", "relay-floor") for s in (False, True) for c in (1, 16, 64)}
     for c in cases:
         assert {"rps", "p50_ms", "p99_ms", "ttft_p50_ms", "errors"} <= c.keys()
         assert c["errors"] == 0 and c["rps"] > 0
     summary = lines[-1]
-    assert summary["summary"] and {"added_p50_ms", "added_p99_ms", "share_of_direct", "stream_share_of_direct"} <= summary.keys()
+    assert summary["summary"] and {"added_p50_ms", "added_p99_ms", "share_of_direct", "stream_share_of_direct",
+                                   "relay_floor_share_of_direct"} <= summary.keys()
     assert r.returncode == 0, r.stderr
 
 

@@ -88,6 +88,18 @@ def test_streamed_tokens_arrive_incrementally(engines) -> None:
         slow.stop()
 
 
+def engine_aborted_one(url: str, within: float = 10) -> bool:
+    """Whether the engine counts an aborted request and runs none any more, polling up to `within` seconds."""
+    def aborted() -> bool:
+        m = httpx.get(url + "/metrics").text
+        return metric(m, "vllm:request_success_total", finished_reason="abort") >= 1 and \
+            metric(m, "vllm:num_requests_running") == 0
+    deadline = time.monotonic() + within
+    while not aborted() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return aborted()
+
+
 def test_client_disconnect_aborts_the_upstream_request(engines) -> None:
     slow = engine("m", 1.0)
     s = gateway(config(engines, engines={"static": [slow.url]}, external={"use": "never"}), {"alice": KEY})
@@ -96,16 +108,26 @@ def test_client_disconnect_aborts_the_upstream_request(engines) -> None:
             for chunk in r.iter_raw():
                 if b"data: " in chunk:
                     break  # leave after the first token
-        def aborted() -> bool:
-            m = httpx.get(slow.url + "/metrics").text
-            return metric(m, "vllm:request_success_total", finished_reason="abort") >= 1 and \
-                metric(m, "vllm:num_requests_running") == 0
-        deadline = time.monotonic() + 10
-        while not aborted() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert aborted()
+        assert engine_aborted_one(slow.url)
         gen = metric(httpx.get(slow.url + "/metrics").text, "vllm:generation_tokens_total")
         assert gen < 4000  # it stopped generating
+    finally:
+        s.stop()
+        slow.stop()
+
+
+def test_client_leaving_a_non_streaming_request_aborts_it_before_any_answer(engines) -> None:
+    # A non-streaming answer arrives in one piece at the end, so the gateway must watch the client while it
+    # waits for the engine's response head, not only while relaying a body.
+    slow = engine("m", 1.0)
+    s = gateway(config(engines, engines={"static": [slow.url]}, external={"use": "never"}), {"alice": KEY})
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(s.url + "/v1/chat/completions", json=chat(max_tokens=4000), headers=AUTH, timeout=1.0)
+
+        assert engine_aborted_one(slow.url)
+        assert metric(httpx.get(slow.url + "/metrics").text, "vllm:generation_tokens_total") < 4000
+        assert '"status":499' in s.output().replace(" ", "")
     finally:
         s.stop()
         slow.stop()

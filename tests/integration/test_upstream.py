@@ -228,3 +228,27 @@ def test_nothing_listening_is_an_oserror_and_a_bad_url_a_valueerror() -> None:
             await Pool(timeout=5).post("https://example.com", "/v1/completions", b"{}", "x")
 
     asyncio.run(go())
+
+
+def test_a_request_closed_by_the_gateway_is_not_sent_again() -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            req = await read_request(r)
+            if b"slow" in req:
+                await r.read()  # never answers; returns when the gateway drops the connection
+                return
+            w.write(ok(b"{}"))
+
+    async def go() -> None:
+        server, url, count = await scripted(handler)
+        pool = Pool(timeout=30)
+        resp = await pool.post(url, "/v1/completions", b"{}", "fast")
+        await resp.read()
+        resp.release()  # now a kept-alive connection waits in the pool
+        slow = asyncio.create_task(pool.post(url, "/v1/completions", b'"slow"', "slow", sent=lambda r: r.close()))
+        with pytest.raises(UpstreamError):
+            await slow
+        assert len(count) == 1  # the closed request was not retried on a new connection
+        server.close()
+
+    asyncio.run(go())

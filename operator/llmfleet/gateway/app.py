@@ -92,6 +92,13 @@ class Ctx:
     sensitive: bool = True  # unclassified requests never leave the cluster
     cache_store: bool = False  # the response may be stored in the cache once complete
     cache_embedding: Any = None  # (vector, query, context) computed at lookup, reused when storing
+    upstream: Any = None  # the upstream response in progress (closed at once if the client leaves)
+    gone: bool = False  # the client disconnected
+
+    def set_upstream(self, resp: Any) -> None:
+        self.upstream = resp
+        if self.gone:
+            resp.close()
 
 
 class ExternalResponse:
@@ -257,10 +264,16 @@ class Gateway:
                 if served:
                     return
                 extra.append((b"x-llmfleet-cache", ctx.cache.encode()))
-            if ctx.route == "external":
-                await self._external(ctx, path, body, send, extra, receive)
-            else:
-                await self._self_hosted(ctx, path, body, body_bytes, text, send, extra, receive, tenant)
+            # From here until the answer is sent, a client that leaves closes the upstream request at once (vLLM
+            # aborts it), also while waiting for a non-streaming answer, which arrives in one piece at the end.
+            watcher = asyncio.get_running_loop().create_task(self._watch(ctx, receive))
+            try:
+                if ctx.route == "external":
+                    await self._external(ctx, path, body, send, extra)
+                else:
+                    await self._self_hosted(ctx, path, body, body_bytes, text, send, extra, tenant)
+            finally:
+                watcher.cancel()
         except Reply as r:
             ctx.status = r.status
             await self._plain(send, r.status, r.body, JSON, [(b"x-request-id", ctx.request_id.encode()), *r.headers])
@@ -306,22 +319,38 @@ class Gateway:
 
     # ------------------------------------------------------------------ upstreams
 
+    @staticmethod
+    async def _watch(ctx: Ctx, receive: Receive) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                ctx.gone = True
+                if ctx.upstream is not None:
+                    ctx.upstream.close()  # drops the upstream connection: vLLM aborts the request
+                return
+
     async def _self_hosted(self, ctx: Ctx, path: str, body: dict[str, Any], body_bytes: bytes, text: str,
-                           send: Send, extra: list[tuple[bytes, bytes]], receive: Receive, tenant: str) -> None:
+                           send: Send, extra: list[tuple[bytes, bytes]], tenant: str) -> None:
         assert self.pool is not None
         tel = self.telemetry
         prefix = text[:512].encode()
         tried: set[str] = set()
         for _attempt in range(MAX_ATTEMPTS):
+            if ctx.gone:
+                ctx.status = 499
+                return
             ep = self.router.pick(prefix, frozenset(tried))
             if ep is None:
                 break
             tried.add(ep.url)
             ep.outstanding += 1
             try:
-                resp = await self.pool.post(ep.url, path, body_bytes, ctx.request_id)
+                resp = await self.pool.post(ep.url, path, body_bytes, ctx.request_id, ctx.set_upstream)
             except (TimeoutError, OSError):
                 ep.outstanding -= 1
+                if ctx.gone:  # closed by the watcher: the engine is fine, the client left
+                    ctx.status = 499
+                    return
                 self.router.fail(ep)
                 tel.child(tel.upstream_errors, "self-hosted", "connect").inc()
                 continue
@@ -333,8 +362,7 @@ class Gateway:
                 continue
             try:
                 ctx.endpoint = ep.url
-                await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"self-hosted")], receive,
-                                  tenant, path, body)
+                await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"self-hosted")], tenant, path, body)
                 self.router.ok(ep)
                 ep.served += 1
             except RetryUpstream:
@@ -347,14 +375,14 @@ class Gateway:
         # Nothing self-hosted could take it: general traffic may overflow, sensitive traffic fails closed.
         if not ctx.sensitive and self.cfg.external.use != "never":
             ctx.route, ctx.why = "external", "overflow"
-            await self._external(ctx, path, body, send, extra, receive)
+            await self._external(ctx, path, body, send, extra)
             return
         raise Reply(503, "No self-hosted engine replica is available; sensitive requests are never sent to an "
                     "external provider. Retry shortly.", "server_error", "no_healthy_upstream",
                     headers=[(b"retry-after", b"2")])
 
     async def _external(self, ctx: Ctx, path: str, body: dict[str, Any], send: Send,
-                        extra: list[tuple[bytes, bytes]], receive: Receive) -> None:
+                        extra: list[tuple[bytes, bytes]]) -> None:
         ext = self.cfg.external
         if self.external_session is None or not ext.base_url:
             raise Reply(503, "No external provider is configured.", "server_error", "no_healthy_upstream")
@@ -372,25 +400,19 @@ class Gateway:
                         "upstream_unreachable") from None
         ctx.endpoint = ext.base_url
         try:
-            await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"external")], receive, None, path, body)
+            await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"external")], None, path, body)
         except RetryUpstream:
             raise Reply(502, "The external provider closed the connection before answering.", "server_error",
                         "upstream_reset") from None
 
     async def _relay(self, ctx: Ctx, resp: Response | ExternalResponse, send: Send, extra: list[tuple[bytes, bytes]],
-                     receive: Receive, tenant: str | None, path: str, body: dict[str, Any]) -> None:
-        """Pass the upstream response to the client; close the upstream at once if the client goes away."""
+                     tenant: str | None, path: str, body: dict[str, Any]) -> None:
+        """Pass the upstream response to the client (the watcher closes it if the client goes away)."""
         ctx.status = resp.status
         ctype = resp.content_type
-
-        async def watch() -> None:
-            while True:
-                msg = await receive()
-                if msg["type"] == "http.disconnect":
-                    resp.close()  # drops the upstream connection: vLLM aborts the request
-                    return
-
-        watcher = asyncio.get_running_loop().create_task(watch())
+        ctx.upstream = resp
+        if ctx.gone:
+            resp.close()
         captured: list[bytes] | None = [] if (ctx.cache_store and resp.status == 200 and tenant) else None
         complete = False
         try:
@@ -398,7 +420,7 @@ class Gateway:
                 try:
                     data = await resp.read()
                 except (TimeoutError, aiohttp.ClientError, OSError):
-                    if watcher.done():
+                    if ctx.gone:
                         raise
                     raise RetryUpstream() from None
                 ctx.ttft = self.clock() - ctx.started
@@ -415,7 +437,7 @@ class Gateway:
                 try:
                     head = await resp.readany()
                 except (TimeoutError, aiohttp.ClientError, OSError):
-                    if watcher.done():
+                    if ctx.gone:
                         raise
                     raise RetryUpstream() from None
                 if not head:
@@ -446,10 +468,9 @@ class Gateway:
                 if not complete:
                     self.telemetry.child(self.telemetry.upstream_errors, ctx.route, "cut").inc()
         except (TimeoutError, aiohttp.ClientError, OSError):
-            ctx.status = 499 if watcher.done() else 502
+            ctx.status = 499 if ctx.gone else 502
             self.telemetry.child(self.telemetry.upstream_errors, ctx.route, "cut").inc()
         finally:
-            watcher.cancel()
             resp.release()
         if complete and captured is not None and self.cache is not None and tenant:
             await self.cache.store(ctx, tenant, path, body, b"".join(captured))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -30,13 +31,15 @@ class UpstreamError(ConnectionError):
 class Response:
     """One response: status and headers once the head has arrived, then the body as it comes."""
 
-    __slots__ = ("_buf", "_buffered", "_conn", "_done", "_error", "_timer", "_waiter", "got_bytes", "headers", "status")
+    __slots__ = ("_buf", "_buffered", "_conn", "_done", "_error", "_timer", "_waiter", "aborted", "got_bytes", "headers",
+                 "status")
 
     def __init__(self, conn: _Conn) -> None:
         self._conn: _Conn | None = conn
         self.status = 0
         self.headers: dict[bytes, bytes] = {}
         self.got_bytes = False  # any byte of the response arrived (a reused connection that died before: retry)
+        self.aborted = False  # closed by the gateway (the client left): never retried
         self._buf: list[bytes] = []
         self._buffered = 0
         self._done = False
@@ -115,6 +118,8 @@ class Response:
 
     def close(self) -> None:
         """Drop the connection now (the engine sees it close and aborts the request)."""
+        if not self._done:
+            self.aborted = True
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.drop()
@@ -260,9 +265,11 @@ class Pool:
             conn.drop()
         resp._finish(TimeoutError(f"no complete answer from the engine within {self.timeout:.0f} s"))
 
-    async def post(self, base: str, path: str, body: bytes, request_id: str) -> Response:
-        """Send a JSON POST and return once status and headers are in. Raises UpstreamError (an OSError) or
-        TimeoutError; a kept-alive connection that turns out dead before any answer is replaced once."""
+    async def post(self, base: str, path: str, body: bytes, request_id: str,
+                   sent: Callable[[Response], None] | None = None) -> Response:
+        """Send a JSON POST and return once status and headers are in; `sent` gets the response as soon as the
+        request is written (whoever holds it may close it). Raises UpstreamError (an OSError) or TimeoutError;
+        a kept-alive connection that turns out dead before any answer is replaced once."""
         key, host = self._target(base)
         request = b"".join((b"POST ", path.encode(), b" HTTP/1.1\r\nHost: ", host,
                             b"\r\nContent-Type: application/json\r\nX-Request-Id: ", request_id.encode("latin-1"),
@@ -270,17 +277,22 @@ class Pool:
         conn = self._checkout(key)
         if conn is not None:
             resp = self._send(conn, request)
+            if sent is not None:
+                sent(resp)
             try:
                 await resp.head()
                 return resp
             except UpstreamError:
+                stale = not resp.got_bytes and not resp.aborted
                 resp.close()
-                if resp.got_bytes:
+                if not stale:
                     raise
             except BaseException:
                 resp.close()
                 raise
         resp = self._send(await self._open(key), request)
+        if sent is not None:
+            sent(resp)
         try:
             await resp.head()
         except BaseException:
