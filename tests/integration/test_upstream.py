@@ -252,3 +252,50 @@ def test_a_request_closed_by_the_gateway_is_not_sent_again() -> None:
         server.close()
 
     asyncio.run(go())
+
+
+def test_idle_connections_the_engine_closes_leave_the_pool() -> None:
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        w.write(ok(b"{}"))
+        await w.drain()  # then close: a keep-alive timeout, or a pod that went away
+
+    async def go() -> None:
+        server, url, _ = await scripted(handler)
+        pool = Pool(timeout=30)
+        resps = await asyncio.gather(*(pool.post(url, "/v1/completions", b"{}", str(i)) for i in range(5)))
+        for resp in resps:
+            await resp.read()
+            resp.release()
+        for _ in range(200):
+            if not pool._idle:
+                break
+            await asyncio.sleep(0.01)
+        assert pool._idle == {}
+        server.close()
+
+    asyncio.run(go())
+
+
+def test_an_ipv6_engine_gets_its_address_in_brackets_in_the_host_header() -> None:
+    async def go() -> None:
+        hosts: list[bytes] = []
+
+        async def on_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            req = await read_request(r)
+            hosts.extend(line.split(b": ", 1)[1] for line in req.split(b"\r\n") if line.lower().startswith(b"host:"))
+            w.write(ok(b"{}"))
+            await w.drain()
+            w.close()
+
+        try:
+            server = await asyncio.start_server(on_conn, "::1", 0)
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        port = server.sockets[0].getsockname()[1]
+        resp = await Pool(timeout=30).post(f"http://[::1]:{port}", "/v1/completions", b"{}", "x")
+        assert resp.status == 200 and hosts == [f"[::1]:{port}".encode()]
+        resp.release()
+        server.close()
+
+    asyncio.run(go())

@@ -12,6 +12,10 @@ from llmfleet.kube.port import KubeError, KubePort, Obj
 log = logging.getLogger("llmfleet.gateway.discovery")
 
 
+def engine_url(addr: str, port: int) -> str:
+    return f"http://[{addr}]:{port}" if ":" in addr else f"http://{addr}:{port}"
+
+
 def ready_urls(slices: list[Obj], port: int) -> list[str]:
     urls = []
     for s in slices:
@@ -22,8 +26,7 @@ def ready_urls(slices: list[Obj], port: int) -> list[str]:
             if cond.get("ready") is False or cond.get("terminating"):
                 continue
             for addr in ep.get("addresses") or []:
-                host = f"[{addr}]" if ":" in addr else addr
-                urls.append(f"http://{host}:{use_port}")
+                urls.append(engine_url(addr, use_port))
     return sorted(set(urls))
 
 
@@ -34,7 +37,7 @@ def ready_pod_urls(pods: list[Obj], port: int) -> list[str]:
         st = p.get("status") or {}
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or [])
         if ready and st.get("podIP") and not p["metadata"].get("deletionTimestamp"):
-            urls.append(f"http://{st['podIP']}:{port}")
+            urls.append(engine_url(st["podIP"], port))
     return sorted(set(urls))
 
 

@@ -170,6 +170,12 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         resp, self.resp = self.resp, None
+        if resp is None:  # an idle connection the engine closed (keep-alive timeout, pod gone): forget it
+            idle = self.pool._idle.get(self.key)
+            if idle is not None and self in idle:
+                idle.remove(self)
+                if not idle:
+                    del self.pool._idle[self.key]
         if resp is not None and not resp._done:
             if resp.status and b"content-length" not in resp.headers and b"transfer-encoding" not in resp.headers:
                 resp._finish(None)  # a body delimited by the connection's end
@@ -225,8 +231,8 @@ class Pool:
             u = urlsplit(base)
             if u.scheme != "http" or not u.hostname:
                 raise ValueError(f"engine URL must be http://host:port, got {base!r}")
-            port = u.port or 80
-            t = self._targets[base] = ((u.hostname, port), f"{u.hostname}:{port}".encode())
+            # netloc keeps an IPv6 address in its brackets, as the Host header needs it
+            t = self._targets[base] = ((u.hostname, u.port or 80), u.netloc.encode("idna"))
         return t
 
     def _checkout(self, key: tuple[str, int]) -> _Conn | None:
