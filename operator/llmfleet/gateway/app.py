@@ -1,9 +1,9 @@
 """The gateway's ASGI application: client ← SSE ← gateway ← engines (or the managed API for general traffic).
 
 Hot path, in order: auth (hash lookup) → body (size-capped) → one JSON parse → sensitivity → limits →
-cache → route → upstream (gateway.upstream's keep-alive pool; aiohttp for the managed API) → bytes passed through unchanged (streams are not
-re-serialised per chunk). A client disconnect closes the upstream connection at once, which aborts the
-request in vLLM. A request is retried on another replica only before its first byte reached the client.
+cache → route → upstream (gateway.upstream's keep-alive pool; aiohttp for the managed API) → bytes passed
+through unchanged (streams are not re-serialised per chunk). A client disconnect closes the upstream
+connection at once, which aborts the request in vLLM. A request is retried on another replica only before its first byte reached the client.
 Raw ASGI, no middleware: Starlette's BaseHTTPMiddleware hides disconnects on streaming responses.
 """
 
