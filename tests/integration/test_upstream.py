@@ -65,19 +65,20 @@ def test_keeps_one_connection_alive_across_sequential_requests(sim) -> None:
     asyncio.run(go())
 
 
-def test_streams_arrive_piece_by_piece_de_chunked(sim) -> None:
+def test_streams_arrive_piece_by_piece_de_chunked() -> None:
     stream = orjson.dumps({**orjson.loads(CHAT), "stream": True, "max_tokens": 12})
+    sim = engine("m", 1.0)  # real-time pacing: the stream lasts several inter-token latencies
 
     async def go() -> None:
         pool = Pool(timeout=30)
         resp = await pool.post(sim.url, "/v1/chat/completions", stream, "s")
         assert resp.status == 200 and resp.content_type.startswith(b"text/event-stream")
-        pieces = []
+        pieces = [await resp.readany()]
+        assert not resp._done  # the first piece is handed over while the engine is still generating
         while piece := await resp.readany():
             pieces.append(piece)
         resp.release()
         text = b"".join(pieces)
-        assert len(pieces) > 1  # the engine-sim paces tokens: they cannot all come in one read
         assert text.count(b"data: ") == 12 + 2 and text.rstrip().endswith(b"data: [DONE]")
         assert b"\r\n" not in text.replace(b"\r\n\r\n", b"")  # no chunk-size lines leaked into the body
         resp2 = await pool.post(sim.url, "/v1/chat/completions", CHAT, "after-stream")
@@ -86,7 +87,10 @@ def test_streams_arrive_piece_by_piece_de_chunked(sim) -> None:
         assert pool.opened == 1
         pool.close()
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    finally:
+        sim.stop()
 
 
 def test_a_kept_alive_connection_that_died_is_replaced_without_failing_the_request() -> None:
