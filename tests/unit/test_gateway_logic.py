@@ -166,3 +166,35 @@ def test_detector_prefilter_never_hides_a_match(text: str, detectors: set[str]) 
     """The substring/digit prefilter only skips texts that the full pattern would not match anyway."""
     c = Classifier(sorted(detectors))
     assert c.detect(text) == c._scan(text)
+
+
+def test_telemetry_exposes_prometheus_families_with_cumulative_buckets() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from llmfleet.gateway.telemetry import Telemetry
+
+    tel = Telemetry()
+    for v in (0.004, 0.005, 0.3, 200.0):  # 0.005 sits on a bound: "le" includes it
+        tel.child(tel.ttft, "self-hosted").observe(v)
+    tel.child(tel.requests, "self-hosted", "200", "abcd").inc()
+    tel.child(tel.requests, "self-hosted", "200", "abcd").inc()
+    tel.child(tel.tokens, "external", "prompt").inc(17)
+    tel.in_flight.inc()
+    tel.in_flight.inc()
+    tel.in_flight.dec()
+    tel.cache_similarity.observe(0.97)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(generate_latest(tel.registry).decode()) for s in fam.samples}
+
+    def bucket(le: str) -> float:
+        return samples[("llmfleet_gateway_ttft_seconds_bucket", (("le", le), ("route", "self-hosted")))]
+
+    assert [bucket("0.005"), bucket("0.25"), bucket("0.5"), bucket("120.0"), bucket("+Inf")] == [2, 2, 3, 3, 4]
+    assert samples[("llmfleet_gateway_ttft_seconds_count", (("route", "self-hosted"),))] == 4
+    assert abs(samples[("llmfleet_gateway_ttft_seconds_sum", (("route", "self-hosted"),))] - 200.309) < 1e-9
+    assert samples[("llmfleet_gateway_requests_total", (("key", "abcd"), ("route", "self-hosted"), ("status", "200")))] == 2
+    assert samples[("llmfleet_gateway_tokens_total", (("kind", "prompt"), ("route", "external")))] == 17
+    assert samples[("llmfleet_gateway_in_flight", ())] == 1
+    assert samples[("llmfleet_gateway_cache_similarity_bucket", (("le", "0.96"),))] == 0
+    assert samples[("llmfleet_gateway_cache_similarity_bucket", (("le", "0.97"),))] == 1

@@ -100,6 +100,11 @@ class Ctx:
         if self.gone:
             resp.close()
 
+    def client_left(self) -> None:
+        self.gone = True
+        if self.upstream is not None:
+            self.upstream.close()  # drops the upstream connection: vLLM aborts the request
+
 
 class ExternalResponse:
     """The managed API's aiohttp response behind the interface of `upstream.Response` (what `_relay` uses)."""
@@ -266,14 +271,21 @@ class Gateway:
                 extra.append((b"x-llmfleet-cache", ctx.cache.encode()))
             # From here until the answer is sent, a client that leaves closes the upstream request at once (vLLM
             # aborts it), also while waiting for a non-streaming answer, which arrives in one piece at the end.
-            watcher = asyncio.get_running_loop().create_task(self._watch(ctx, receive))
+            # Our server (gateway.http) calls back on a disconnect; on another ASGI server a task watches.
+            on_disconnect = scope.get("extensions", {}).get("llmfleet.on_disconnect")
+            watcher = None
+            if on_disconnect is not None:
+                on_disconnect(ctx.client_left)
+            else:
+                watcher = asyncio.get_running_loop().create_task(self._watch(ctx, receive))
             try:
                 if ctx.route == "external":
                     await self._external(ctx, path, body, send, extra)
                 else:
                     await self._self_hosted(ctx, path, body, body_bytes, text, send, extra, tenant)
             finally:
-                watcher.cancel()
+                if watcher is not None:
+                    watcher.cancel()
         except Reply as r:
             ctx.status = r.status
             await self._plain(send, r.status, r.body, JSON, [(b"x-request-id", ctx.request_id.encode()), *r.headers])
@@ -324,9 +336,7 @@ class Gateway:
         while True:
             msg = await receive()
             if msg["type"] == "http.disconnect":
-                ctx.gone = True
-                if ctx.upstream is not None:
-                    ctx.upstream.close()  # drops the upstream connection: vLLM aborts the request
+                ctx.client_left()
                 return
 
     async def _self_hosted(self, ctx: Ctx, path: str, body: dict[str, Any], body_bytes: bytes, text: str,

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 WINDOW = 60.0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Decision:
     allowed: bool
     limit_requests: int

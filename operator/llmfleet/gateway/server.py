@@ -1,7 +1,9 @@
-"""`llmfleet gateway`: builds the gateway from its config and runs it on uvicorn (httptools + uvloop, one worker).
+"""`llmfleet gateway`: builds the gateway from its config and runs it on its own HTTP/1.1 server
+(gateway.http: httptools + uvloop, one worker).
 
-The server stack was chosen by measurement (bench/gateway.py): uvicorn with httptools and uvloop and an
-its own keep-alive upstream pool (gateway.upstream); no ASGI framework on the hot path.
+The server stack was chosen by measurement (bench/gateway.py): the gateway's own server and keep-alive
+upstream pool (gateway.upstream) on httptools and uvloop instead of uvicorn and aiohttp; no ASGI framework
+on the hot path.
 """
 
 from __future__ import annotations
@@ -119,11 +121,25 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+SERVER_ERROR_CODES = {400: "bad_request", 413: "request_too_large", 431: "request_header_fields_too_large",
+                      500: "internal_error"}
+
+
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
+    import uvloop
+
+    from llmfleet.gateway.app import error_body
+    from llmfleet.gateway.http import HttpServer
 
     gw, _ = build(args)
     tune_gc()
     host = args.host or os.environ.get("LLMFLEET_BIND_HOST", "127.0.0.1")
-    uvicorn.run(gw, host=host, port=args.port, loop="uvloop", http="httptools", log_level="warning",
-                access_log=False, lifespan="on", timeout_graceful_shutdown=55, backlog=16384)
+
+    def refusal(status: int, message: str) -> bytes:
+        """OpenAI-style bodies for what the server refuses before the gateway sees a request."""
+        return error_body(status, message, "invalid_request_error" if status < 500 else "server_error",
+                          SERVER_ERROR_CODES.get(status))
+
+    server = HttpServer(gw, max_body=gw.cfg.max_body_bytes, error_body=refusal, on_startup=gw.startup,
+                        on_shutdown=gw.shutdown)
+    uvloop.run(server.serve(host, args.port, grace=55.0))
