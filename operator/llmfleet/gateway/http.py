@@ -80,7 +80,6 @@ class _Cycle:
         if not self.started:
             if message["type"] != "http.response.start":
                 raise RuntimeError(f"expected http.response.start, got {message['type']}")
-            self.started = True
             status = message["status"]
             parts = [_status_line(status)]
             length = False
@@ -95,6 +94,7 @@ class _Cycle:
             lines = len(headers) + 1
             if block.count(b"\r") != lines or block.count(b"\n") != lines:
                 raise RuntimeError("invalid response header")
+            self.started = True
             parts = [block]
             if not length and status not in (204, 304) and self.scope["method"] != "HEAD":
                 self.chunked = True

@@ -1,0 +1,227 @@
+"""The gateway's HTTP/1.1 server (gateway.http) on a real loopback socket, with small ASGI apps: framing,
+keep-alive, pipelining, limits, errors, disconnects, back-pressure and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from llmfleet.gateway.http import MAX_HEAD_BYTES, HttpServer
+from tests.integration.servers import free_port
+
+App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+def error_body(status: int, message: str) -> bytes:
+    return json.dumps({"error": {"message": message, "code": status}}).encode()
+
+
+async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers with the method, path, query and body it got; `?sleep=S` waits S seconds first."""
+    msg = await receive()
+    query = dict(p.split("=") for p in scope["query_string"].decode().split("&") if "=" in p)
+    if "sleep" in query:
+        await asyncio.sleep(float(query["sleep"]))
+    body = json.dumps({"method": scope["method"], "path": scope["path"], "body": msg["body"].decode()}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def started(app: App, **kw: Any) -> tuple[HttpServer, asyncio.Event, asyncio.Task[None], int]:
+    port = free_port()
+    grace = kw.pop("grace", 5.0)
+    server = HttpServer(app, max_body=kw.pop("max_body", 1000), error_body=error_body, **kw)
+    stop = asyncio.Event()
+    task = asyncio.create_task(server.serve("127.0.0.1", port, stop=stop, grace=grace))
+    for _ in range(200):
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            break
+        except OSError:
+            await asyncio.sleep(0.01)
+    return server, stop, task, port
+
+
+async def read_response(r: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = (await r.readuntil(b"\r\n\r\n")).decode()
+    lines = head.split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:] if line)}
+    if "content-length" in headers:
+        body = await r.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        parts = []
+        while True:
+            size = int((await r.readuntil(b"\r\n")).strip(), 16)
+            chunk = await r.readexactly(size + 2)
+            if size == 0:
+                break
+            parts.append(chunk[:-2])
+        body = b"".join(parts)
+    else:
+        body = await r.read()
+    return status, headers, body
+
+
+def post(path: str, body: bytes = b"{}", extra: str = "") -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+def run(coro: Awaitable[None]) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order() -> None:
+    async def go() -> None:
+        server, stop, task, port = await started(echo)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(post("/a?sleep=0.2", b"first") + post("/b%20c", b"second"))  # the slow one first, one write
+        first, second = await read_response(r), await read_response(r)
+        assert json.loads(first[2])["body"] == "first" and json.loads(second[2]) == {
+            "method": "POST", "path": "/b c", "body": "second"}
+        w.write(post("/again", b"third"))  # the same connection still serves
+        assert json.loads((await read_response(r))[2])["body"] == "third"
+        w.close()
+        stop.set()
+        await task
+
+    run(go())
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_read() -> None:
+    async def go() -> None:
+        seen: list[str] = []
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            seen.append(scope["path"])
+            await echo(scope, receive, send)
+
+        server, stop, task, port = await started(app, max_body=100)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")  # the body never comes
+        status, headers, body = await read_response(r)
+        assert status == 413 and "5000" in json.loads(body)["error"]["message"]
+        assert headers.get("connection") == "close" and await r.read() == b""
+        r, w = await asyncio.open_connection("127.0.0.1", port)  # a chunked body that grows past the limit
+        w.write(b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"40\r\n" + b"x" * 64
+                + b"\r\n" + b"40\r\n" + b"y" * 64 + b"\r\n0\r\n\r\n")
+        assert (await read_response(r))[0] == 413
+        assert seen == []
+        stop.set()
+        await task
+
+    run(go())
+
+
+def test_expect_100_continue_a_head_too_large_and_garbage() -> None:
+    async def go() -> None:
+        server, stop, task, port = await started(echo)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        assert await r.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        w.write(b"hi")
+        assert json.loads((await read_response(r))[2])["body"] == "hi"
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET /x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 10) + b"\r\n\r\n")
+        assert (await read_response(r))[0] == 431
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"THIS IS NOT HTTP\r\n\r\n")
+        status, _, body = await read_response(r)
+        assert status == 400 and "Malformed" in json.loads(body)["error"]["message"]
+        stop.set()
+        await task
+
+    run(go())
+
+
+def test_app_failures_answer_500_and_bad_headers_never_reach_the_wire() -> None:
+    async def go() -> None:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await receive()
+            if scope["path"] == "/split":
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"x-id", b"a\r\nset-cookie: evil=1")]})
+            raise ValueError("boom")
+
+        server, stop, task, port = await started(app)
+        for path in ("/boom", "/split"):
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(post(path))
+            status, headers, body = await read_response(r)
+            assert status == 500 and "set-cookie" not in headers and b"evil" not in body
+        stop.set()
+        await task
+
+    run(go())
+
+
+def test_a_client_that_leaves_is_reported_to_the_app_at_once() -> None:
+    async def go() -> None:
+        left = asyncio.Event()
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await receive()
+            scope["extensions"]["llmfleet.on_disconnect"](left.set)
+            await asyncio.sleep(30)  # an engine that takes long: only the callback can end this
+
+        server, stop, task, port = await started(app, grace=0.5)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(post("/slow"))
+        await asyncio.sleep(0.1)
+        w.close()
+        await asyncio.wait_for(left.wait(), 5)
+        stop.set()
+        await task
+
+    run(go())
+
+
+def test_a_slow_reader_holds_the_app_back_instead_of_filling_memory() -> None:
+    piece, pieces = b"x" * 65536, 1024  # 64 MiB if nothing pushed back
+    sent = 0
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal sent
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for _ in range(pieces):
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            sent += 1
+        await send({"type": "http.response.body", "body": b""})
+
+    async def go() -> None:
+        server, stop, task, port = await started(app)
+        r, w = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
+        w.write(post("/stream"))
+        await asyncio.sleep(0.5)  # read nothing for a while
+        assert 0 < sent < pieces // 4
+        _, _, body = await read_response(r)
+        assert len(body) == len(piece) * pieces and sent == pieces
+        stop.set()
+        await task
+
+    run(go())
+
+
+def test_idle_connections_close_and_shutdown_lets_in_flight_requests_finish() -> None:
+    async def go() -> None:
+        server, stop, task, port = await started(echo, keepalive=0.2)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(r.read(), 5) == b""  # closed by the idle timeout
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(post("/slow?sleep=0.5", b"in flight"))
+        await asyncio.sleep(0.1)
+        stop.set()
+        status, headers, body = await read_response(r)
+        assert status == 200 and json.loads(body)["body"] == "in flight" and headers["connection"] == "close"
+        await task
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+
+    run(go())
