@@ -36,6 +36,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 # Request fields that could redirect traffic or smuggle credentials (LiteLLM-style and SDK-style names).
 FORBIDDEN_FIELDS = ("api_base", "base_url", "api_key", "api_version", "custom_llm_provider", "extra_headers",
                     "organization", "user_config", "metadata_url")
+FORBIDDEN = frozenset(FORBIDDEN_FIELDS)
 JSON = b"application/json"
 MAX_ATTEMPTS = 3
 RETRYABLE_STATUS = (502, 503, 504)
@@ -238,7 +239,7 @@ class Gateway:
                             code="model_not_found", param="model")
             if path.endswith("chat/completions") and not isinstance(body.get("messages"), list):
                 raise Reply(400, "'messages' is a required property and must be an array.", param="messages")
-            if any(f in body for f in FORBIDDEN_FIELDS):
+            if not FORBIDDEN.isdisjoint(body):
                 for f in FORBIDDEN_FIELDS:
                     body.pop(f, None)
                 body_bytes = orjson.dumps(body)
@@ -349,7 +350,7 @@ class Gateway:
             if ctx.gone:
                 ctx.status = 499
                 return
-            ep = self.router.pick(prefix, frozenset(tried))
+            ep = self.router.pick(prefix, tried)
             if ep is None:
                 break
             tried.add(ep.url)

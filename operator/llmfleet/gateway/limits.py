@@ -31,15 +31,15 @@ class Decision:
     def headers(self) -> list[tuple[bytes, bytes]]:
         out = []
         if self.limit_requests:
-            out += [(b"x-ratelimit-limit-requests", str(self.limit_requests).encode()),
-                    (b"x-ratelimit-remaining-requests", str(max(0, self.remaining_requests)).encode()),
-                    (b"x-ratelimit-reset-requests", f"{self.reset_requests:.3f}s".encode())]
+            out += [(b"x-ratelimit-limit-requests", b"%d" % self.limit_requests),
+                    (b"x-ratelimit-remaining-requests", b"%d" % max(0, self.remaining_requests)),
+                    (b"x-ratelimit-reset-requests", b"%.3fs" % self.reset_requests)]
         if self.limit_tokens:
-            out += [(b"x-ratelimit-limit-tokens", str(self.limit_tokens).encode()),
-                    (b"x-ratelimit-remaining-tokens", str(max(0, self.remaining_tokens)).encode()),
-                    (b"x-ratelimit-reset-tokens", f"{self.reset_tokens:.3f}s".encode())]
+            out += [(b"x-ratelimit-limit-tokens", b"%d" % self.limit_tokens),
+                    (b"x-ratelimit-remaining-tokens", b"%d" % max(0, self.remaining_tokens)),
+                    (b"x-ratelimit-reset-tokens", b"%.3fs" % self.reset_tokens)]
         if not self.allowed:
-            out.append((b"retry-after", str(max(1, math.ceil(self.retry_after))).encode()))
+            out.append((b"retry-after", b"%d" % max(1, math.ceil(self.retry_after))))
         return out
 
 

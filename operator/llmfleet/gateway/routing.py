@@ -13,6 +13,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 VNODES = 64
@@ -44,6 +45,9 @@ class Router:
         self.eject_seconds = eject_seconds
         self.clock = clock
         self.endpoints: dict[str, Endpoint] = {}
+        self._eps: list[Endpoint] = []
+        # No endpoint is ejected past this time: until then `available` and `pick` filter, after it they need not.
+        self._ejected_until = 0.0
         self._ring: list[int] = []
         self._ring_eps: list[Endpoint] = []
 
@@ -51,6 +55,8 @@ class Router:
         """Replace the endpoint set (from discovery); keeps the counters of endpoints that stay."""
         urls = sorted(set(urls))
         self.endpoints = {u: self.endpoints.get(u) or Endpoint(u) for u in urls}
+        self._eps = list(self.endpoints.values())
+        self._ejected_until = max((e.ejected_until for e in self._eps), default=0.0)
         ring = sorted((_h(f"{u}#{i}".encode()), u) for u in urls for i in range(VNODES))
         self._ring = [h for h, _ in ring]
         self._ring_eps = [self.endpoints[u] for _, u in ring]
@@ -59,12 +65,18 @@ class Router:
         return sum(e.outstanding for e in self.endpoints.values())
 
     def available(self) -> list[Endpoint]:
+        """The endpoints not ejected now (do not modify the list)."""
         now = self.clock()
-        return [e for e in self.endpoints.values() if e.available(now)]
+        if self._ejected_until <= now:
+            return self._eps
+        return [e for e in self._eps if e.available(now)]
 
-    def pick(self, prefix: bytes, exclude: frozenset[str] = frozenset()) -> Endpoint | None:
+    def pick(self, prefix: bytes, exclude: AbstractSet[str] = frozenset()) -> Endpoint | None:
         now = self.clock()
-        candidates = [e for e in self.endpoints.values() if e.available(now) and e.url not in exclude]
+        if not exclude and self._ejected_until <= now:
+            candidates = self._eps
+        else:
+            candidates = [e for e in self._eps if e.available(now) and e.url not in exclude]
         if not candidates:
             # Everyone is ejected: try the least recently ejected rather than failing outright.
             candidates = sorted((e for e in self.endpoints.values() if e.url not in exclude), key=lambda e: e.ejected_until)[:1]
@@ -90,6 +102,7 @@ class Router:
     def fail(self, ep: Endpoint) -> None:
         ep.failures += 1
         ep.ejected_until = self.clock() + self.eject_seconds
+        self._ejected_until = max(self._ejected_until, ep.ejected_until)
 
     def ok(self, ep: Endpoint) -> None:
         ep.failures = 0

@@ -29,10 +29,10 @@ _DIGIT = re.compile(r"\d")
 _GITHUB_TOKEN = re.compile(r"gh[pousr]_")
 
 
-def _hinted(name: str, text: str) -> bool:
+def _hinted(name: str, text: str, has_digit: bool) -> bool:
     """False only when the named pattern cannot match the text."""
     if name in _NEEDS_DIGIT:
-        return _DIGIT.search(text) is not None
+        return has_digit
     for h in _SUBSTRINGS[name]:
         if h in text:
             return True
@@ -88,8 +88,9 @@ class Classifier:
     def _scan(self, text: str, hints: bool = False) -> str | None:
         """Every pattern over the text, or with `hints` only those whose hint the text holds."""
         first: tuple[int, str] | None = None
+        has_digit = hints and _DIGIT.search(text) is not None
         for name, rx in self._patterns:
-            if hints and not _hinted(name, text):
+            if hints and not _hinted(name, text, has_digit):
                 continue
             for m in rx.finditer(text):
                 if (name == "credit-card" and not card_in(m.group(0))) or (name == "ssn" and not ssn_ok(m.group(0))):
