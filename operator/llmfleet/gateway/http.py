@@ -48,7 +48,7 @@ class _Cycle:
     """One request and its response."""
 
     __slots__ = ("app", "body", "body_sent", "chunked", "complete", "conn", "head", "keep_alive", "on_disconnect",
-                 "scope", "started")
+                 "scope", "started", "task")
 
     def __init__(self, conn: _Connection, scope: dict[str, Any], body: bytes, keep_alive: bool,
                  app: App | None = None) -> None:
@@ -60,6 +60,7 @@ class _Cycle:
         self.chunked = False
         self.head: bytes | None = None  # written with the first piece of the body
         self.on_disconnect: list[Callable[[], None]] = []
+        self.task: asyncio.Task[None] | None = None  # held here: the loop keeps only weak references to tasks
         scope["extensions"] = {"llmfleet.on_disconnect": self.on_disconnect.append}
 
     async def receive(self) -> dict[str, Any]:
@@ -262,13 +263,17 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.broken:
             return
-        parsed = httptools.parse_url(self.url)
-        raw_path = parsed.path
+        url = self.url
+        if b"?" in url or b"%" in url or b"#" in url or not url.startswith(b"/"):
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path, parsed.query or b""
+        else:
+            raw_path, query = url, b""
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": self.parser.get_http_version(),
             "method": self.parser.get_method().decode("ascii"), "scheme": "http",
             "path": unquote(raw_path.decode("latin-1")) if b"%" in raw_path else raw_path.decode("latin-1"),
-            "raw_path": raw_path, "query_string": parsed.query or b"", "root_path": "", "headers": self.headers,
+            "raw_path": raw_path, "query_string": query, "root_path": "", "headers": self.headers,
             "server": self.server.sockname, "client": None,
         }
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
@@ -287,9 +292,8 @@ class _Connection(asyncio.Protocol):
 
     def _start(self, cycle: _Cycle) -> None:
         self.active = cycle
-        task = self.loop.create_task(self._run(cycle))
-        self.server.tasks.add(task)
-        task.add_done_callback(self.server.tasks.discard)
+        self.server.running += 1
+        cycle.task = self.loop.create_task(self._run(cycle))
 
     async def _run(self, cycle: _Cycle) -> None:
         try:
@@ -302,6 +306,8 @@ class _Connection(asyncio.Protocol):
                                   "headers": [(b"content-type", b"application/json")]})
                 await cycle.send({"type": "http.response.body",
                                   "body": self.server.error_body(500, "Internal server error.")})
+        finally:
+            self.server.running -= 1
         if not cycle.complete and not self.disconnected:
             log.error("the application returned without completing the response to %s", cycle.scope["path"])
             if self.transport is not None:
@@ -357,7 +363,7 @@ class HttpServer:
         self.on_startup, self.on_shutdown = on_startup, on_shutdown
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.connections: set[_Connection] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.running = 0  # requests whose application call has not returned
         self.closing = False
         self.sockname: tuple[str, int] | None = None
 
@@ -384,12 +390,10 @@ class HttpServer:
             if conn.active is None and not conn.queue and conn.transport is not None:
                 conn.transport.close()
         deadline = self.loop.time() + grace
-        while self.tasks and self.loop.time() < deadline:
+        while self.running and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
-        for conn in list(self.connections):
+        for conn in list(self.connections):  # past the grace period: whatever is left is cut
             if conn.transport is not None:
                 conn.transport.abort()
-        for task in list(self.tasks):
-            task.cancel()
         if self.on_shutdown is not None:
             await self.on_shutdown()

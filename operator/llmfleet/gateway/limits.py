@@ -29,15 +29,16 @@ class Decision:
     reset_tokens: float
 
     def headers(self) -> list[tuple[bytes, bytes]]:
+        """OpenAI's rate-limit headers; resets as whole milliseconds ("1250ms"), a duration OpenAI's SDKs parse."""
         out = []
         if self.limit_requests:
             out += [(b"x-ratelimit-limit-requests", b"%d" % self.limit_requests),
                     (b"x-ratelimit-remaining-requests", b"%d" % max(0, self.remaining_requests)),
-                    (b"x-ratelimit-reset-requests", b"%.3fs" % self.reset_requests)]
+                    (b"x-ratelimit-reset-requests", b"%dms" % (self.reset_requests * 1000))]
         if self.limit_tokens:
             out += [(b"x-ratelimit-limit-tokens", b"%d" % self.limit_tokens),
                     (b"x-ratelimit-remaining-tokens", b"%d" % max(0, self.remaining_tokens)),
-                    (b"x-ratelimit-reset-tokens", b"%.3fs" % self.reset_tokens)]
+                    (b"x-ratelimit-reset-tokens", b"%dms" % (self.reset_tokens * 1000))]
         if not self.allowed:
             out.append((b"retry-after", b"%d" % max(1, math.ceil(self.retry_after))))
         return out
