@@ -31,11 +31,12 @@ class UpstreamError(ConnectionError):
 class Response:
     """One response: status and headers once the head has arrived, then the body as it comes."""
 
-    __slots__ = ("_buf", "_buffered", "_conn", "_done", "_error", "_timer", "_waiter", "aborted", "got_bytes", "headers",
-                 "status")
+    __slots__ = ("_buf", "_buffered", "_conn", "_done", "_error", "_loop", "_timer", "_waiter", "aborted", "got_bytes",
+                 "headers", "status")
 
-    def __init__(self, conn: _Conn) -> None:
+    def __init__(self, conn: _Conn, loop: asyncio.AbstractEventLoop) -> None:
         self._conn: _Conn | None = conn
+        self._loop = loop
         self.status = 0
         self.headers: dict[bytes, bytes] = {}
         self.got_bytes = False  # any byte of the response arrived (a reused connection that died before: retry)
@@ -80,7 +81,7 @@ class Response:
     # --------------------------------------------------------------- read by the gateway
 
     async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._loop.create_future()
         await self._waiter
 
     async def head(self) -> None:
@@ -224,6 +225,9 @@ class Pool:
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
         self._targets: dict[str, tuple[tuple[str, int], bytes]] = {}
         self.opened = 0  # connections opened so far (tests check that keep-alive holds)
+        # Bound on first use. asyncio.get_running_loop() makes a getpid() syscall each time (CPython checks for a
+        # fork): measured twice per request with strace before the pool kept its loop.
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def _target(self, base: str) -> tuple[tuple[str, int], bytes]:
         t = self._targets.get(base)
@@ -246,9 +250,9 @@ class Pool:
         return None
 
     async def _open(self, key: tuple[str, int]) -> _Conn:
-        loop = asyncio.get_running_loop()
+        assert self.loop is not None
         try:
-            _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Conn(self, key), key[0], key[1]),
+            _, conn = await asyncio.wait_for(self.loop.create_connection(lambda: _Conn(self, key), key[0], key[1]),
                                              self.connect_timeout)
         except TimeoutError:
             raise UpstreamError(f"connect to {key[0]}:{key[1]} timed out") from None
@@ -258,10 +262,11 @@ class Pool:
     def _send(self, conn: _Conn, request: bytes) -> Response:
         """Write the request and start its total deadline (past it the connection is dropped and the reader
         gets TimeoutError). A connection reaches here only after a complete response, so its parser is clean."""
-        resp = conn.resp = Response(conn)
-        assert conn.transport is not None
+        loop = self.loop
+        assert loop is not None and conn.transport is not None
+        resp = conn.resp = Response(conn, loop)
         conn.transport.write(request)
-        resp._timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, resp)
+        resp._timer = loop.call_later(self.timeout, self._expire, resp)
         return resp
 
     def _expire(self, resp: Response) -> None:
@@ -276,6 +281,8 @@ class Pool:
         """Send a JSON POST and return once status and headers are in; `sent` gets the response as soon as the
         request is written (whoever holds it may close it). Raises UpstreamError (an OSError) or TimeoutError;
         a kept-alive connection that turns out dead before any answer is replaced once."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
         key, host = self._target(base)
         request = b"".join((b"POST ", path.encode(), b" HTTP/1.1\r\nHost: ", host,
                             b"\r\nContent-Type: application/json\r\nX-Request-Id: ", request_id.encode("latin-1"),
