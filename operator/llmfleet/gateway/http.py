@@ -161,6 +161,8 @@ class _Connection(asyncio.Protocol):
         self.head_size = 0
         self.body: list[bytes] = []
         self.body_size = 0
+        self.declared: bytes | None = None  # Content-Length as sent
+        self.expect = False  # Expect: 100-continue
 
     # ------------------------------------------------------------------ transport events
 
@@ -240,16 +242,21 @@ class _Connection(asyncio.Protocol):
         if self.head_size > MAX_HEAD_BYTES:
             self._reject(431, "Request header fields too large.")
             return
-        self.headers.append((name.lower(), value))
+        name = name.lower()
+        self.headers.append((name, value))
+        if name == b"content-length":
+            self.declared = value
+        elif name == b"expect":
+            self.expect = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
         if self.broken:
             return
-        declared = next((v for n, v in self.headers if n == b"content-length"), None)
+        declared = self.declared
         if declared is not None and declared.isdigit() and int(declared) > self.server.max_body:
             self._reject(413, f"Request body of {int(declared)} bytes exceeds the limit of {self.server.max_body} bytes.")
             return
-        if any(n == b"expect" and v.lower() == b"100-continue" for n, v in self.headers):
+        if self.expect:
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
