@@ -172,7 +172,8 @@ class _RelaySide(asyncio.Protocol):
 
 async def serve_relay(port: int, upstream_port: int) -> asyncio.AbstractServer:
     """The floor of any Python proxy here: each client connection gets its own upstream connection and bytes
-    are copied both ways unparsed, two reads and two writes per request (a gateway that parses has five)."""
+    are copied both ways unparsed: the same two reads and two writes per request as the gateway makes, and
+    nothing between them."""
     loop = asyncio.get_running_loop()
 
     def client_side() -> _RelaySide:
