@@ -176,10 +176,10 @@ def test_telemetry_exposes_prometheus_families_with_cumulative_buckets() -> None
 
     tel = Telemetry()
     for v in (0.004, 0.005, 0.3, 200.0):  # 0.005 sits on a bound: "le" includes it
-        tel.child(tel.ttft, "self-hosted").observe(v)
-    tel.child(tel.requests, "self-hosted", "200", "abcd").inc()
-    tel.child(tel.requests, "self-hosted", "200", "abcd").inc()
-    tel.child(tel.tokens, "external", "prompt").inc(17)
+        tel.ttft.labels("self-hosted").observe(v)
+    tel.requests.labels("self-hosted", "200", "abcd").inc()
+    tel.requests.labels("self-hosted", "200", "abcd").inc()
+    tel.tokens.labels("external", "prompt").inc(17)
     tel.in_flight.inc()
     tel.in_flight.inc()
     tel.in_flight.dec()

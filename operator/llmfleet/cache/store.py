@@ -85,7 +85,7 @@ class ResponseCache:
             return await asyncio.wait_for(coro, timeout)
         except Exception as exc:  # noqa: BLE001
             self.breaker.fail(exc)
-            self.tel.child(self.tel.cache, "error").inc()
+            self.tel.cache.labels("error").inc()
             return None
 
     # ------------------------------------------------------------------ lookup
@@ -102,7 +102,7 @@ class ResponseCache:
             return False
         if not self.breaker.closed:
             ctx.cache = "bypass"
-            self.tel.child(self.tel.cache, "bypass").inc()
+            self.tel.cache.labels("bypass").inc()
             return False
         if self.exact_enabled:
             key = exact_key(tenant, self.model, path, body)
@@ -112,7 +112,7 @@ class ResponseCache:
                     entry = entries.decode(raw)
                 except entries.CorruptEntry:
                     await self._call(self.redis.delete(key), self.timeout)
-                    self.tel.child(self.tel.cache, "corrupt").inc()
+                    self.tel.cache.labels("corrupt").inc()
                 else:
                     await self._reply(ctx, "exact", entry, body, send, extra)
                     return True
@@ -129,7 +129,7 @@ class ResponseCache:
                     await self._reply(ctx, "semantic", entry, body, send, extra)
                     return True
         ctx.cache = "miss"
-        self.tel.child(self.tel.cache, "miss").inc()
+        self.tel.cache.labels("miss").inc()
         return False
 
     def _embed(self, text: str) -> np.ndarray:
@@ -154,7 +154,7 @@ class ResponseCache:
             return entries.decode(row["entry"]), similarity
         except (entries.CorruptEntry, KeyError):
             await self._call(self.redis.delete(row["id"]), self.timeout)
-            self.tel.child(self.tel.cache, "corrupt").inc()
+            self.tel.cache.labels("corrupt").inc()
             return None
 
     async def _reply(self, ctx: Any, kind: str, entry: dict[str, Any], body: dict[str, Any], send: Send,
@@ -164,7 +164,7 @@ class ResponseCache:
         ctx.status = 200
         ctx.prompt_tokens = entry["prompt_tokens"]
         ctx.completion_tokens = 0  # nothing generated: the per-key token budget is not charged for output
-        self.tel.child(self.tel.cache, kind).inc()
+        self.tel.cache.labels(kind).inc()
         self.tel.cache_saved_tokens.inc(entry["completion_tokens"])
         headers = [(b"x-llmfleet-cache", kind.encode()), (b"x-llmfleet-route", b"cache"), *extra]
         if body.get("stream"):

@@ -363,13 +363,13 @@ class Gateway:
                     ctx.status = 499
                     return
                 self.router.fail(ep)
-                tel.child(tel.upstream_errors, "self-hosted", "connect").inc()
+                tel.upstream_errors.labels("self-hosted", "connect").inc()
                 continue
             if resp.status in RETRYABLE_STATUS:
                 resp.release()
                 ep.outstanding -= 1
                 self.router.fail(ep)
-                tel.child(tel.upstream_errors, "self-hosted", f"http_{resp.status}").inc()
+                tel.upstream_errors.labels("self-hosted", f"http_{resp.status}").inc()
                 continue
             try:
                 ctx.endpoint = ep.url
@@ -378,7 +378,7 @@ class Gateway:
                 ep.served += 1
             except RetryUpstream:
                 self.router.fail(ep)
-                tel.child(tel.upstream_errors, "self-hosted", "reset").inc()
+                tel.upstream_errors.labels("self-hosted", "reset").inc()
                 continue
             finally:
                 ep.outstanding -= 1
@@ -406,7 +406,7 @@ class Gateway:
             resp = ExternalResponse(await self.external_session.post(ext.base_url.rstrip("/") + path[len("/v1"):],
                                                                      data=orjson.dumps(out), headers=headers))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            self.telemetry.child(self.telemetry.upstream_errors, "external", "connect").inc()
+            self.telemetry.upstream_errors.labels("external", "connect").inc()
             raise Reply(502, f"The external provider could not be reached: {type(exc).__name__}", "server_error",
                         "upstream_unreachable") from None
         ctx.endpoint = ext.base_url
@@ -475,12 +475,12 @@ class Gateway:
                 if b'"usage"' in last:
                     self._usage_from_sse(ctx, last)
                 if chunks > 3 and first_at:
-                    self.telemetry.child(self.telemetry.itl, ctx.route).observe((self.clock() - first_at) / (chunks - 3))
+                    self.telemetry.itl.labels(ctx.route).observe((self.clock() - first_at) / (chunks - 3))
                 if not complete:
-                    self.telemetry.child(self.telemetry.upstream_errors, ctx.route, "cut").inc()
+                    self.telemetry.upstream_errors.labels(ctx.route, "cut").inc()
         except (TimeoutError, aiohttp.ClientError, OSError):
             ctx.status = 499 if ctx.gone else 502
-            self.telemetry.child(self.telemetry.upstream_errors, ctx.route, "cut").inc()
+            self.telemetry.upstream_errors.labels(ctx.route, "cut").inc()
         finally:
             resp.release()
         if complete and captured is not None and self.cache is not None and tenant:
@@ -510,13 +510,13 @@ class Gateway:
         tel = self.telemetry
         duration = self.clock() - ctx.started
         key_label = ctx.key.digest[:4].hex() if ctx.key else "-"
-        tel.child(tel.requests, ctx.route, str(ctx.status), key_label).inc()
-        tel.child(tel.duration, ctx.route).observe(duration)
+        tel.requests.labels(ctx.route, str(ctx.status), key_label).inc()
+        tel.duration.labels(ctx.route).observe(duration)
         if ctx.ttft is not None:
-            tel.child(tel.ttft, ctx.route).observe(ctx.ttft)
+            tel.ttft.labels(ctx.route).observe(ctx.ttft)
         if ctx.status == 200:
-            tel.child(tel.tokens, ctx.route, "prompt").inc(ctx.prompt_tokens)
-            tel.child(tel.tokens, ctx.route, "completion").inc(ctx.completion_tokens)
+            tel.tokens.labels(ctx.route, "prompt").inc(ctx.prompt_tokens)
+            tel.tokens.labels(ctx.route, "completion").inc(ctx.completion_tokens)
         if self.cfg.access_log:
             tel.log({
                 "ts": now_iso(), "request_id": ctx.request_id, "key": key_label, "model": self.cfg.model,

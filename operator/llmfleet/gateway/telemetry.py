@@ -3,9 +3,9 @@
 Metrics are plain numbers on the hot path (the gateway is one event loop: no locks) and become Prometheus
 families only when `/metrics` is scraped, through a collector on the registry: prometheus_client's own
 metric objects cost ~1 µs per counter increment and ~2 µs per histogram observation (a lock and a Python
-loop over the buckets), seven of them per request. Label children are cached so the hot path does one
-dict lookup per metric; the access log is written through a buffer flushed every 100 ms rather than with
-the logging module.
+loop over the buckets), seven of them per request. Label children are kept by their label values, so the
+hot path does one dict lookup per metric; the access log is written through a buffer flushed every 100 ms
+rather than with the logging module.
 """
 
 from __future__ import annotations
@@ -134,10 +134,6 @@ class Telemetry:
         self._log = access_log if access_log is not None else sys.stdout.buffer
         self._buf: list[bytes] = []
         self._flusher: asyncio.Task[None] | None = None
-
-    @staticmethod
-    def child(metric: _Family, *labels: str) -> Any:
-        return metric.labels(*labels)
 
     def log(self, record: dict[str, Any]) -> None:
         self._buf.append(orjson.dumps(record) + b"\n")
