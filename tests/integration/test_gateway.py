@@ -1,4 +1,5 @@
-"""The gateway and engine-sim as real processes over real sockets (uvicorn on loopback)."""
+"""The gateway and engine-sim as real processes over real sockets on loopback (the gateway on its own HTTP
+server, engine-sim on uvicorn)."""
 
 from __future__ import annotations
 

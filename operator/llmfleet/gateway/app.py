@@ -3,13 +3,13 @@
 Hot path, in order: auth (hash lookup) → body (size-capped) → one JSON parse → sensitivity → limits →
 cache → route → upstream (gateway.upstream's keep-alive pool; aiohttp for the managed API) → bytes passed
 through unchanged (streams are not re-serialised per chunk). A client disconnect closes the upstream
-connection at once, which aborts the request in vLLM. A request is retried on another replica only before its first byte reached the client.
-Raw ASGI, no middleware: Starlette's BaseHTTPMiddleware hides disconnects on streaming responses.
+connection at once, which aborts the request in vLLM. A request is retried on another replica only before
+its first byte reached the client. ASGI-shaped http calls, no middleware, served by gateway.http, which also
+reports a client's disconnect by callback (``llmfleet.on_disconnect``) and runs startup/shutdown itself.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import time
@@ -165,19 +165,7 @@ class Gateway:
     # ------------------------------------------------------------------ ASGI entry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        t = scope["type"]
-        if t == "http":
-            await self.http(scope, receive, send)
-        elif t == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await self.startup()
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await self.shutdown()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+        await self.http(scope, receive, send)
 
     async def _plain(self, send: Send, status: int, body: bytes, ctype: bytes = JSON,
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -272,21 +260,11 @@ class Gateway:
                 extra.append((b"x-llmfleet-cache", ctx.cache.encode()))
             # From here until the answer is sent, a client that leaves closes the upstream request at once (vLLM
             # aborts it), also while waiting for a non-streaming answer, which arrives in one piece at the end.
-            # Our server (gateway.http) calls back on a disconnect; on another ASGI server a task watches.
-            on_disconnect = scope.get("extensions", {}).get("llmfleet.on_disconnect")
-            watcher = None
-            if on_disconnect is not None:
-                on_disconnect(ctx.client_left)
+            scope["extensions"]["llmfleet.on_disconnect"](ctx.client_left)
+            if ctx.route == "external":
+                await self._external(ctx, path, body, send, extra)
             else:
-                watcher = asyncio.get_running_loop().create_task(self._watch(ctx, receive))
-            try:
-                if ctx.route == "external":
-                    await self._external(ctx, path, body, send, extra)
-                else:
-                    await self._self_hosted(ctx, path, body, body_bytes, text, send, extra, tenant)
-            finally:
-                if watcher is not None:
-                    watcher.cancel()
+                await self._self_hosted(ctx, path, body, body_bytes, text, send, extra, tenant)
         except Reply as r:
             ctx.status = r.status
             await self._plain(send, r.status, r.body, JSON, [(b"x-request-id", ctx.request_id.encode()), *r.headers])
@@ -332,14 +310,6 @@ class Gateway:
 
     # ------------------------------------------------------------------ upstreams
 
-    @staticmethod
-    async def _watch(ctx: Ctx, receive: Receive) -> None:
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                ctx.client_left()
-                return
-
     async def _self_hosted(self, ctx: Ctx, path: str, body: dict[str, Any], body_bytes: bytes, text: str,
                            send: Send, extra: list[tuple[bytes, bytes]], tenant: str) -> None:
         assert self.pool is not None
@@ -359,7 +329,7 @@ class Gateway:
                 resp = await self.pool.post(ep.url, path, body_bytes, ctx.request_id, ctx.set_upstream)
             except (TimeoutError, OSError):
                 ep.outstanding -= 1
-                if ctx.gone:  # closed by the watcher: the engine is fine, the client left
+                if ctx.gone:  # closed because the client left: the engine is fine
                     ctx.status = 499
                     return
                 self.router.fail(ep)
@@ -418,7 +388,7 @@ class Gateway:
 
     async def _relay(self, ctx: Ctx, resp: Response | ExternalResponse, send: Send, extra: list[tuple[bytes, bytes]],
                      tenant: str | None, path: str, body: dict[str, Any]) -> None:
-        """Pass the upstream response to the client (the watcher closes it if the client goes away)."""
+        """Pass the upstream response to the client (closed at once if the client goes away: Ctx.client_left)."""
         ctx.status = resp.status
         ctype = resp.content_type
         ctx.upstream = resp
