@@ -5,11 +5,11 @@ Why not uvicorn: measured on bench/gateway.py (non-streaming, concurrency 64, sa
 equal) the gateway cost 107 µs of CPU per request on uvicorn and 90 µs on a first version of this server;
 it also writes a response head with its body (one send instead of two) and tells the application of a
 client's disconnect by callback instead of a watcher task per request. What it does, and only that:
-keep-alive with an idle timeout, pipelined requests answered in order, request bodies up to a limit (413,
-checked on the declared length before reading and while reading), `Expect: 100-continue`, a limit on the
-request head (431), malformed requests (400), write back-pressure, the response head written together
-with the first piece of the body, and a graceful shutdown (stop accepting, let in-flight requests finish
-within a grace period, then close what is left).
+keep-alive with an idle timeout (one periodic sweep, not a timer per response), pipelined requests
+answered in order, request bodies up to a limit (413, checked on the declared length before reading and
+while reading), `Expect: 100-continue`, a limit on the request head (431), malformed requests (400), write
+back-pressure, the response head written together with the first piece of the body, and a graceful
+shutdown (stop accepting, let in-flight requests finish within a grace period, then close what is left).
 
 Extension for the application: ``scope["extensions"]["llmfleet.on_disconnect"](callback)`` registers a
 callback run once if the client goes away before the response is complete.
@@ -150,7 +150,7 @@ class _Connection(asyncio.Protocol):
         self._closed: asyncio.Future[None] | None = None
         self.active: _Cycle | None = None
         self.queue: collections.deque[_Cycle] = collections.deque()
-        self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0  # loop time since when nothing is in flight or being received; 0 while busy
         self.reading_paused = False
         self.broken = False  # an error answer is queued: nothing more from this client is read or parsed
         self._reset_request()
@@ -169,13 +169,11 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.connections.add(self)
-        self._arm_idle()
+        self.idle_since = self.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disconnected = True
         self.server.connections.discard(self)
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
         for cycle in ([self.active] if self.active else []) + list(self.queue):
             cycle.disconnected()
         for w in self._drain_waiters:
@@ -186,9 +184,7 @@ class _Connection(asyncio.Protocol):
             self._closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self.idle_since = 0.0
         if self.broken:
             return
         try:
@@ -334,16 +330,7 @@ class _Connection(asyncio.Protocol):
                 self.reading_paused = False
                 self.transport.resume_reading()
         else:
-            self._arm_idle()
-
-    def _arm_idle(self) -> None:
-        if self.server.keepalive > 0:
-            self.idle_timer = self.loop.call_later(self.server.keepalive, self._idle_timeout)
-
-    def _idle_timeout(self) -> None:
-        self.idle_timer = None
-        if self.active is None and not self.queue and self.transport is not None:
-            self.transport.close()
+            self.idle_since = self.loop.time()
 
     def _reject(self, status: int, message: str) -> None:
         """Answer with an error (in order, after the requests before it), read nothing more, then close."""
@@ -374,6 +361,11 @@ class HttpServer:
         self.running = 0  # requests whose application call has not returned
         self.closing = False
         self.sockname: tuple[str, int] | None = None
+        # Idle keep-alive connections are closed by one sweep over the connections rather than a timer per
+        # response (uvloop's call_later + cancel cost 2.7 µs, ~4% of the gateway's CPU per request): an idle
+        # connection goes between `keepalive` and `keepalive` + `_sweep_every` after its last response.
+        self._sweep_every = min(1.0, keepalive / 4)
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def serve(self, host: str, port: int, *, backlog: int = 16384, grace: float = 55.0,
                     stop: asyncio.Event | None = None) -> None:
@@ -388,11 +380,23 @@ class HttpServer:
         server = await self.loop.create_server(lambda: _Connection(self), host, port, backlog=backlog)
         sock = server.sockets[0].getsockname()
         self.sockname = (sock[0], sock[1])
+        if self.keepalive > 0:
+            self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
         await stop.wait()
         await self.shutdown(server, grace)
 
+    def _sweep(self) -> None:
+        horizon = self.loop.time() - self.keepalive
+        for conn in [c for c in self.connections if 0 < c.idle_since <= horizon]:
+            if conn.active is None and not conn.queue and conn.transport is not None:
+                conn.transport.close()
+        self._sweeper = None if self.closing else self.loop.call_later(self._sweep_every, self._sweep)
+
     async def shutdown(self, server: asyncio.AbstractServer, grace: float) -> None:
         self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         server.close()
         for conn in list(self.connections):  # idle keep-alive connections go at once
             if conn.active is None and not conn.queue and conn.transport is not None:

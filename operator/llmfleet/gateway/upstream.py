@@ -31,12 +31,14 @@ class UpstreamError(ConnectionError):
 class Response:
     """One response: status and headers once the head has arrived, then the body as it comes."""
 
-    __slots__ = ("_buf", "_buffered", "_conn", "_done", "_error", "_loop", "_timer", "_waiter", "aborted", "got_bytes",
-                 "headers", "status")
+    __slots__ = ("_buf", "_buffered", "_conn", "_deadline", "_done", "_error", "_loop", "_pool", "_waiter", "aborted",
+                 "got_bytes", "headers", "status")
 
-    def __init__(self, conn: _Conn, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, conn: _Conn, pool: Pool, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         self._conn: _Conn | None = conn
+        self._pool: Pool | None = pool  # until the response ends: the pool's deadline sweep watches it
         self._loop = loop
+        self._deadline = deadline
         self.status = 0
         self.headers: dict[bytes, bytes] = {}
         self.got_bytes = False  # any byte of the response arrived (a reused connection that died before: retry)
@@ -46,7 +48,6 @@ class Response:
         self._done = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def content_type(self) -> bytes:
@@ -73,9 +74,9 @@ class Response:
             return
         self._done = True
         self._error = error
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool._inflight.discard(self)
         self._wake()
 
     # --------------------------------------------------------------- read by the gateway
@@ -225,6 +226,12 @@ class Pool:
         self._idle: dict[tuple[str, int], list[_Conn]] = {}
         self._targets: dict[str, tuple[tuple[str, int], bytes]] = {}
         self.opened = 0  # connections opened so far (tests check that keep-alive holds)
+        # Deadlines: one timer sweeps the requests in flight, instead of a timer per request (uvloop's
+        # call_later + cancel cost 2.7 µs, measured: ~4% of the gateway's CPU per request). A request is cut
+        # between `timeout` and `timeout` + `_sweep_every` after it was sent.
+        self._inflight: set[Response] = set()
+        self._sweep_every = min(1.0, timeout / 4)
+        self._sweeper: asyncio.TimerHandle | None = None
         # Bound on first use. asyncio.get_running_loop() makes a getpid() syscall each time (CPython checks for a
         # fork): measured twice per request with strace before the pool kept its loop.
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -264,17 +271,26 @@ class Pool:
         gets TimeoutError). A connection reaches here only after a complete response, so its parser is clean."""
         loop = self.loop
         assert loop is not None and conn.transport is not None
-        resp = conn.resp = Response(conn, loop)
+        resp = conn.resp = Response(conn, self, loop, loop.time() + self.timeout)
         conn.transport.write(request)
-        resp._timer = loop.call_later(self.timeout, self._expire, resp)
+        self._inflight.add(resp)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._sweep_every, self._sweep)
         return resp
 
+    def _sweep(self) -> None:
+        """Expire the responses past their deadline; re-armed while any request is in flight."""
+        assert self.loop is not None
+        now = self.loop.time()
+        for resp in [r for r in self._inflight if r._deadline <= now]:
+            self._expire(resp)
+        self._sweeper = self.loop.call_later(self._sweep_every, self._sweep) if self._inflight else None
+
     def _expire(self, resp: Response) -> None:
-        resp._timer = None
         conn, resp._conn = resp._conn, None
         if conn is not None:
             conn.drop()
-        resp._finish(TimeoutError(f"no complete answer from the engine within {self.timeout:.0f} s"))
+        resp._finish(TimeoutError(f"no complete answer from the engine within {self.timeout:g} s"))
 
     async def post(self, base: str, path: str, body: bytes, request_id: str,
                    sent: Callable[[Response], None] | None = None) -> Response:
@@ -314,6 +330,9 @@ class Pool:
         return resp
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conns in self._idle.values():
             for c in conns:
                 c.drop()
