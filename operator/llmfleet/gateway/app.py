@@ -76,7 +76,7 @@ def message_text(body: dict[str, Any]) -> str:
     return prompt if isinstance(prompt, str) else ""
 
 
-@dataclass
+@dataclass(slots=True)
 class Ctx:
     request_id: str
     key: Key | None
@@ -304,7 +304,7 @@ class Gateway:
             return "external", why, False
         available = self.router.available()
         limit = self.cfg.external.overflow_outstanding_per_replica * len(available)
-        if not available or self.router.total_outstanding() >= limit:
+        if not available or self.router.outstanding >= limit:
             return "external", "overflow", False
         return "self-hosted", why, False
 
@@ -324,11 +324,11 @@ class Gateway:
             if ep is None:
                 break
             tried.add(ep.url)
-            ep.outstanding += 1
+            self.router.begin(ep)
             try:
                 resp = await self.pool.post(ep.url, path, body_bytes, ctx.request_id, ctx.set_upstream)
             except (TimeoutError, OSError):
-                ep.outstanding -= 1
+                self.router.end(ep)
                 if ctx.gone:  # closed because the client left: the engine is fine
                     ctx.status = 499
                     return
@@ -337,7 +337,7 @@ class Gateway:
                 continue
             if resp.status in RETRYABLE_STATUS:
                 resp.release()
-                ep.outstanding -= 1
+                self.router.end(ep)
                 self.router.fail(ep)
                 tel.upstream_errors.labels("self-hosted", f"http_{resp.status}").inc()
                 continue
@@ -351,7 +351,7 @@ class Gateway:
                 tel.upstream_errors.labels("self-hosted", "reset").inc()
                 continue
             finally:
-                ep.outstanding -= 1
+                self.router.end(ep)
             return
         # Nothing self-hosted could take it: general traffic may overflow, sensitive traffic fails closed.
         if not ctx.sensitive and self.cfg.external.use != "never":
@@ -479,14 +479,15 @@ class Gateway:
     def _finish(self, ctx: Ctx) -> None:
         tel = self.telemetry
         duration = self.clock() - ctx.started
-        key_label = ctx.key.digest[:4].hex() if ctx.key else "-"
+        key_label = ctx.key.label if ctx.key else "-"
         tel.requests.labels(ctx.route, str(ctx.status), key_label).inc()
-        tel.duration.labels(ctx.route).observe(duration)
+        rt = tel.route(ctx.route)
+        rt.duration.observe(duration)
         if ctx.ttft is not None:
-            tel.ttft.labels(ctx.route).observe(ctx.ttft)
+            rt.ttft.observe(ctx.ttft)
         if ctx.status == 200:
-            tel.tokens.labels(ctx.route, "prompt").inc(ctx.prompt_tokens)
-            tel.tokens.labels(ctx.route, "completion").inc(ctx.completion_tokens)
+            rt.prompt_tokens.inc(ctx.prompt_tokens)
+            rt.completion_tokens.inc(ctx.completion_tokens)
         if self.cfg.access_log:
             tel.log({
                 "ts": now_iso(), "request_id": ctx.request_id, "key": key_label, "model": self.cfg.model,

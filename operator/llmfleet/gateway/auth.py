@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 
@@ -12,6 +13,11 @@ from pathlib import Path
 class Key:
     name: str  # the tenant: cache partitions and limits are per key name
     digest: bytes
+
+    @cached_property
+    def label(self) -> str:
+        """How metrics and logs name the key: the first 4 bytes of its hash, never the key."""
+        return self.digest[:4].hex()
 
 
 def digest(secret: str | bytes) -> bytes:

@@ -50,6 +50,17 @@ class Router:
         self._ejected_until = 0.0
         self._ring: list[int] = []
         self._ring_eps: list[Endpoint] = []
+        self.outstanding = 0  # requests in flight on all endpoints (begin/end), read on every request
+
+    def begin(self, ep: Endpoint) -> None:
+        """A request goes to `ep`."""
+        ep.outstanding += 1
+        self.outstanding += 1
+
+    def end(self, ep: Endpoint) -> None:
+        """A request to `ep` is over (answered, failed or cut)."""
+        ep.outstanding -= 1
+        self.outstanding -= 1
 
     def set_endpoints(self, urls: Iterable[str]) -> None:
         """Replace the endpoint set (from discovery); keeps the counters of endpoints that stay."""
@@ -60,9 +71,6 @@ class Router:
         ring = sorted((_h(f"{u}#{i}".encode()), u) for u in urls for i in range(VNODES))
         self._ring = [h for h, _ in ring]
         self._ring_eps = [self.endpoints[u] for _, u in ring]
-
-    def total_outstanding(self) -> int:
-        return sum(e.outstanding for e in self.endpoints.values())
 
     def available(self) -> list[Endpoint]:
         """The endpoints not ejected now (do not modify the list)."""

@@ -96,6 +96,17 @@ class _Family:
         return fam
 
 
+class _RouteMetrics:
+    """The per-route children a finished request updates, found with one lookup instead of four."""
+
+    __slots__ = ("completion_tokens", "duration", "prompt_tokens", "ttft")
+
+    def __init__(self, tel: Telemetry, route: str) -> None:
+        self.duration, self.ttft = tel.duration.labels(route), tel.ttft.labels(route)
+        self.prompt_tokens = tel.tokens.labels(route, "prompt")
+        self.completion_tokens = tel.tokens.labels(route, "completion")
+
+
 class _Collector:
     def __init__(self, families: list[_Family]) -> None:
         self.families = families
@@ -131,9 +142,16 @@ class Telemetry:
         self.registry.register(_Collector([
             self.requests, self.ttft, self.itl, self.duration, self.tokens, self.upstream_errors, self.in_flight,
             self.cache, self.cache_similarity, self.cache_saved_tokens]))
+        self._routes: dict[str, _RouteMetrics] = {}
         self._log = access_log if access_log is not None else sys.stdout.buffer
         self._buf: list[bytes] = []
         self._flusher: asyncio.Task[None] | None = None
+
+    def route(self, route: str) -> _RouteMetrics:
+        r = self._routes.get(route)
+        if r is None:
+            r = self._routes[route] = _RouteMetrics(self, route)
+        return r
 
     def log(self, record: dict[str, Any]) -> None:
         self._buf.append(orjson.dumps(record) + b"\n")
