@@ -198,3 +198,25 @@ def test_telemetry_exposes_prometheus_families_with_cumulative_buckets() -> None
     assert samples[("llmfleet_gateway_in_flight", ())] == 1
     assert samples[("llmfleet_gateway_cache_similarity_bucket", (("le", "0.96"),))] == 0
     assert samples[("llmfleet_gateway_cache_similarity_bucket", (("le", "0.97"),))] == 1
+
+
+def test_general_traffic_overflows_to_the_external_provider_only_while_the_queue_is_long() -> None:
+    from llmfleet.gateway.app import Gateway
+    from llmfleet.gateway.config import GatewayConfig
+    from llmfleet.gateway.telemetry import Telemetry
+
+    cfg = GatewayConfig.model_validate({"model": "m", "external": {
+        "use": "overflow", "baseURL": "http://ext/v1", "model": "x", "overflowOutstandingPerReplica": 2}})
+    router = Router("least-outstanding")
+    router.set_endpoints(["http://a:8000", "http://b:8000"])
+    gw = Gateway(cfg, KeyStore([]), MemoryLimiter(0, 0), router, Classifier(["email"], "general"), Telemetry())
+    a, b = router.endpoints.values()
+    for ep in (a, a, b):
+        router.begin(ep)
+    assert gw._choose_route({}, "what is 2+2?")[0] == "self-hosted"  # 3 in flight < 2 per replica × 2
+    router.begin(b)
+    assert gw._choose_route({}, "what is 2+2?")[:2] == ("external", "overflow")
+    assert gw._choose_route({}, "mail a@b.example")[0] == "self-hosted"  # sensitive never overflows
+    router.end(a)
+    assert gw._choose_route({}, "what is 2+2?")[0] == "self-hosted"
+    assert router.outstanding == 3 and (a.outstanding, b.outstanding) == (1, 2)
