@@ -225,3 +225,20 @@ def test_idle_connections_close_and_shutdown_lets_in_flight_requests_finish() ->
             await asyncio.open_connection("127.0.0.1", port)
 
     run(go())
+
+
+def test_a_request_not_received_in_whole_in_time_gets_408_and_the_connection_closes() -> None:
+    async def go() -> None:
+        server, stop, task, port = await started(echo, request_timeout=0.3)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(post("/echo", b"complete"))
+        status, _, body = await read_response(r)
+        assert status == 200 and json.loads(body)["body"] == "complete"  # a whole request is not affected
+        w.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf")  # and then nothing more
+        status, headers, body = await asyncio.wait_for(read_response(r), 5)
+        assert status == 408 and "not received in whole" in json.loads(body)["error"]["message"]
+        assert await asyncio.wait_for(r.read(), 5) == b""
+        stop.set()
+        await task
+
+    run(go())

@@ -5,11 +5,12 @@ Why not uvicorn: measured on bench/gateway.py (non-streaming, concurrency 64, sa
 equal) the gateway cost 107 µs of CPU per request on uvicorn and 90 µs on a first version of this server;
 it also writes a response head with its body (one send instead of two) and tells the application of a
 client's disconnect by callback instead of a watcher task per request. What it does, and only that:
-keep-alive with an idle timeout (one periodic sweep, not a timer per response), pipelined requests
-answered in order, request bodies up to a limit (413, checked on the declared length before reading and
-while reading), `Expect: 100-continue`, a limit on the request head (431), malformed requests (400), write
-back-pressure, the response head written together with the first piece of the body, and a graceful
-shutdown (stop accepting, let in-flight requests finish within a grace period, then close what is left).
+keep-alive with an idle timeout and a 408 for a request not received in whole within a time limit (one
+periodic sweep, not a timer per response), pipelined requests answered in order, request bodies up to a
+limit (413, checked on the declared length before reading and while reading), `Expect: 100-continue`, a
+limit on the request head (431), malformed requests (400), write back-pressure, the response head written
+together with the first piece of the body, and a graceful shutdown (stop accepting, let in-flight requests
+finish within a grace period, then close what is left).
 
 Extension for the application: ``scope["extensions"]["llmfleet.on_disconnect"](callback)`` registers a
 callback run once if the client goes away before the response is complete.
@@ -151,6 +152,7 @@ class _Connection(asyncio.Protocol):
         self.active: _Cycle | None = None
         self.queue: collections.deque[_Cycle] = collections.deque()
         self.idle_since = 0.0  # loop time since when nothing is in flight or being received; 0 while busy
+        self.receiving_since = 0.0  # loop time the request being received began; 0 between requests
         self.reading_paused = False
         self.broken = False  # an error answer is queued: nothing more from this client is read or parsed
         self._reset_request()
@@ -222,6 +224,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._reset_request()
+        self.receiving_since = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         if self.broken:
@@ -265,6 +268,7 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.receiving_since = 0.0
         if self.broken:
             return
         url = self.url
@@ -352,19 +356,22 @@ class _Connection(asyncio.Protocol):
 
 class HttpServer:
     def __init__(self, app: App, *, max_body: int, error_body: ErrorBody, keepalive: float = 5.0,
+                 request_timeout: float = 60.0,
                  on_startup: Callable[[], Awaitable[None]] | None = None,
                  on_shutdown: Callable[[], Awaitable[None]] | None = None) -> None:
         self.app, self.max_body, self.error_body, self.keepalive = app, max_body, error_body, keepalive
+        self.request_timeout = request_timeout
         self.on_startup, self.on_shutdown = on_startup, on_shutdown
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.connections: set[_Connection] = set()
         self.running = 0  # requests whose application call has not returned
         self.closing = False
         self.sockname: tuple[str, int] | None = None
-        # Idle keep-alive connections are closed by one sweep over the connections rather than a timer per
-        # response (uvloop's call_later + cancel cost 2.7 µs, ~4% of the gateway's CPU per request): an idle
-        # connection goes between `keepalive` and `keepalive` + `_sweep_every` after its last response.
-        self._sweep_every = min(1.0, keepalive / 4)
+        # Timeouts are kept by one sweep over the connections rather than a timer per response (uvloop's
+        # call_later + cancel cost 2.7 µs, ~4% of the gateway's CPU per request): an idle connection goes
+        # between `keepalive` and `keepalive` + `_sweep_every` after its last response, and a request that is
+        # not in whole `request_timeout` after its first byte (a slow or stalled client) gets a 408.
+        self._sweep_every = min(1.0, *(t / 4 for t in (keepalive, request_timeout) if t > 0))
         self._sweeper: asyncio.TimerHandle | None = None
 
     async def serve(self, host: str, port: int, *, backlog: int = 16384, grace: float = 55.0,
@@ -380,16 +387,22 @@ class HttpServer:
         server = await self.loop.create_server(lambda: _Connection(self), host, port, backlog=backlog)
         sock = server.sockets[0].getsockname()
         self.sockname = (sock[0], sock[1])
-        if self.keepalive > 0:
+        if self.keepalive > 0 or self.request_timeout > 0:
             self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
         await stop.wait()
         await self.shutdown(server, grace)
 
     def _sweep(self) -> None:
-        horizon = self.loop.time() - self.keepalive
-        for conn in [c for c in self.connections if 0 < c.idle_since <= horizon]:
-            if conn.active is None and not conn.queue and conn.transport is not None:
-                conn.transport.close()
+        now = self.loop.time()
+        if self.keepalive > 0:
+            horizon = now - self.keepalive
+            for conn in [c for c in self.connections if 0 < c.idle_since <= horizon]:
+                if conn.active is None and not conn.queue and conn.transport is not None:
+                    conn.transport.close()
+        if self.request_timeout > 0:
+            horizon = now - self.request_timeout
+            for conn in [c for c in self.connections if 0 < c.receiving_since <= horizon and not c.broken]:
+                conn._reject(408, f"The request was not received in whole within {self.request_timeout:g} s.")
         self._sweeper = None if self.closing else self.loop.call_later(self._sweep_every, self._sweep)
 
     async def shutdown(self, server: asyncio.AbstractServer, grace: float) -> None:

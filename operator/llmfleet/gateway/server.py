@@ -121,8 +121,8 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-SERVER_ERROR_CODES = {400: "bad_request", 413: "request_too_large", 431: "request_header_fields_too_large",
-                      500: "internal_error"}
+SERVER_ERROR_CODES = {400: "bad_request", 408: "request_timeout", 413: "request_too_large",
+                      431: "request_header_fields_too_large", 500: "internal_error"}
 
 
 def serve(args: argparse.Namespace) -> None:
