@@ -117,11 +117,17 @@ def test_client_disconnect_aborts_the_upstream_request(engines) -> None:
         slow.stop()
 
 
-def test_client_leaving_a_non_streaming_request_aborts_it_before_any_answer(engines) -> None:
+@pytest.mark.parametrize("route", ["self-hosted", "external"])
+def test_client_leaving_a_non_streaming_request_aborts_it_before_any_answer(engines, route) -> None:
     # A non-streaming answer arrives in one piece at the end, so the gateway must watch the client while it
-    # waits for the engine's response head, not only while relaying a body.
+    # waits for the upstream's response head, not only while relaying a body: on both routes (for the managed
+    # API, a generation nobody reads is still billed).
     slow = engine("m", 1.0)
-    s = gateway(config(engines, engines={"static": [slow.url]}, external={"use": "never"}), {"alice": KEY})
+    if route == "self-hosted":
+        cfg = config(engines, engines={"static": [slow.url]}, external={"use": "never"})
+    else:
+        cfg = config(engines, external={"use": "general", "baseURL": slow.url + "/v1", "model": "m"})
+    s = gateway(cfg, {"alice": KEY})
     try:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(s.url + "/v1/chat/completions", json=chat(max_tokens=4000), headers=AUTH, timeout=1.0)
@@ -129,7 +135,8 @@ def test_client_leaving_a_non_streaming_request_aborts_it_before_any_answer(engi
         assert engine_aborted_one(slow.url)
         assert metric(httpx.get(slow.url + "/metrics").text, "vllm:generation_tokens_total") < 4000
         s.stop()  # the access log is flushed in batches; stopping flushes it
-        assert '"status":499' in s.output().replace(" ", "")
+        log = s.output().replace(" ", "")
+        assert '"status":499' in log and f'"route":"{route}"' in log
     finally:
         s.stop()
         slow.stop()

@@ -10,6 +10,7 @@ reports a client's disconnect by callback (``llmfleet.on_disconnect``) and runs 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -105,6 +106,20 @@ class Ctx:
         self.gone = True
         if self.upstream is not None:
             self.upstream.close()  # drops the upstream connection: vLLM aborts the request
+
+
+class _TaskCanceller:
+    """Stands for a request to the managed API until its response head is in: closing it cancels the task."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
 
 
 class ExternalResponse:
@@ -372,9 +387,17 @@ class Gateway:
         headers = {"Content-Type": "application/json", "X-Request-Id": ctx.request_id}
         if self.external_key:
             headers["Authorization"] = f"Bearer {self.external_key}"
+        # Until the provider's response head arrives (for a non-streaming request, the whole generation), a
+        # client that leaves cancels the request task here: aiohttp then closes the provider's connection.
+        ctx.set_upstream(_TaskCanceller(asyncio.current_task()))
         try:
             resp = ExternalResponse(await self.external_session.post(ext.base_url.rstrip("/") + path[len("/v1"):],
                                                                      data=orjson.dumps(out), headers=headers))
+        except asyncio.CancelledError:
+            if not ctx.gone:
+                raise
+            ctx.status = 499
+            return
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.telemetry.upstream_errors.labels("external", "connect").inc()
             raise Reply(502, f"The external provider could not be reached: {type(exc).__name__}", "server_error",
