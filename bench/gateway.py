@@ -11,7 +11,9 @@ false/true. One JSON line per case, then a summary line with the ratios.
 
 --soak holds 10,000 concurrent streams (a token every 50 ms, 20 s each, opened over 15 s, so all of them
 are open together from 15 s until the first ends at 20 s) through one gateway process and reports RSS per
-open stream and added TTFT p95 against the direct path. LiteLLM is installed into
+open stream and added TTFT p95 against the direct path (with --relay-floor, the same soak through the byte
+relay too: what any Python proxy on one core manages at that cadence). A stream lasts --soak-seconds; its
+token count follows from the interval unless --soak-tokens is given. LiteLLM is installed into
 ~/.cache/llmfleet/peers/litellm by hack/peers.sh (run it first, or pass --no-litellm).
 """
 
@@ -139,8 +141,10 @@ def run_case(port: int, stream: bool, concurrency: int, duration: float) -> dict
     }
 
 
-def soak(upstream_soak: int, gw_port: int, gw_pid: int, streams: int, seconds: float, ramp: float) -> dict[str, float]:
-    """N concurrent long streams direct, then through the gateway; RSS per open stream and added TTFT."""
+def soak(upstream_soak: int, targets: dict[str, tuple[int, int]], streams: int, seconds: float,
+         ramp: float) -> list[dict[str, object]]:
+    """N concurrent long streams direct, then through each target (name -> (port, pid)) in turn; a line per
+    target with its RSS per open stream and TTFT added to the direct path's."""
     import uvloop
 
     async def hold(port: int, measure_pid: int | None) -> tuple[object, int, int]:
@@ -161,33 +165,36 @@ def soak(upstream_soak: int, gw_port: int, gw_pid: int, streams: int, seconds: f
         return res, base, peak
 
     direct, _, _ = uvloop.run(hold(upstream_soak, None))
-    cpu0 = cpu_seconds(gw_pid)
-    through, base, peak = uvloop.run(hold(gw_port, gw_pid))
-    cpu = cpu_seconds(gw_pid) - cpu0
-    added = pct(through.ttfts, 0.95) - pct(direct.ttfts, 0.95)  # type: ignore[attr-defined]
-    done = len(through.latencies)  # type: ignore[attr-defined]
-    return {
-        "case": "soak",
-        "target": "llmfleet",
-        "concurrent_streams": streams,
-        "stream_seconds": seconds,
-        "ramp_seconds": ramp,
-        "peak_open_streams_at_least": streams if ramp <= seconds else round(streams * seconds / ramp),
-        "completed": done,
-        "errors": streams - done,  # every stream that did not complete with status 200
-        "rss_base_kib": base,
-        "rss_peak_kib": peak,
-        "rss_kib_per_stream": round((peak - base) / streams, 2),
-        "ttft_direct_p95_ms": round(pct(direct.ttfts, 0.95) * 1000, 2),  # type: ignore[attr-defined]
-        "ttft_gateway_p95_ms": round(pct(through.ttfts, 0.95) * 1000, 2),  # type: ignore[attr-defined]
-        "ttft_added_p95_ms": round(added * 1000, 2),
-        "ttft_gateway_p50_ms": round(pct(through.ttfts, 0.5) * 1000, 2),  # type: ignore[attr-defined]
-        "ttft_gateway_p99_ms": round(pct(through.ttfts, 0.99) * 1000, 2),  # type: ignore[attr-defined]
-        "statuses": through.statuses,  # type: ignore[attr-defined]
-        "direct_statuses": direct.statuses,  # type: ignore[attr-defined]
-        "gateway_cpu_s": round(cpu, 1),
-        "gateway_cpu_share": round(cpu / through.elapsed, 2),  # type: ignore[attr-defined]
-    }
+    lines = []
+    for target, (port, pid) in targets.items():
+        cpu0 = cpu_seconds(pid)
+        through, base, peak = uvloop.run(hold(port, pid))
+        cpu = cpu_seconds(pid) - cpu0
+        added = pct(through.ttfts, 0.95) - pct(direct.ttfts, 0.95)  # type: ignore[attr-defined]
+        done = len(through.latencies)  # type: ignore[attr-defined]
+        lines.append({
+            "case": "soak",
+            "target": target,
+            "concurrent_streams": streams,
+            "stream_seconds": seconds,
+            "ramp_seconds": ramp,
+            "peak_open_streams_at_least": streams if ramp <= seconds else round(streams * seconds / ramp),
+            "completed": done,
+            "errors": streams - done,  # every stream that did not complete with status 200
+            "rss_base_kib": base,
+            "rss_peak_kib": peak,
+            "rss_kib_per_stream": round((peak - base) / streams, 2),
+            "ttft_direct_p95_ms": round(pct(direct.ttfts, 0.95) * 1000, 2),  # type: ignore[attr-defined]
+            "ttft_gateway_p95_ms": round(pct(through.ttfts, 0.95) * 1000, 2),  # type: ignore[attr-defined]
+            "ttft_added_p95_ms": round(added * 1000, 2),
+            "ttft_gateway_p50_ms": round(pct(through.ttfts, 0.5) * 1000, 2),  # type: ignore[attr-defined]
+            "ttft_gateway_p99_ms": round(pct(through.ttfts, 0.99) * 1000, 2),  # type: ignore[attr-defined]
+            "statuses": through.statuses,  # type: ignore[attr-defined]
+            "direct_statuses": direct.statuses,  # type: ignore[attr-defined]
+            "gateway_cpu_s": round(cpu, 1),
+            "gateway_cpu_share": round(cpu / through.elapsed, 2),  # type: ignore[attr-defined]
+        })
+    return lines
 
 
 def main() -> int:
@@ -197,7 +204,9 @@ def main() -> int:
     ap.add_argument("--soak", action="store_true", help="also run the 10,000-stream soak")
     ap.add_argument("--soak-streams", type=int, default=10_000)
     ap.add_argument("--soak-interval", type=float, default=0.05, help="seconds between tokens of a soak stream")
-    ap.add_argument("--soak-tokens", type=int, default=400, help="tokens per soak stream")
+    ap.add_argument("--soak-seconds", type=float, default=20.0, help="length of a soak stream")
+    ap.add_argument("--soak-tokens", type=int, default=None,
+                    help="tokens per soak stream (default: --soak-seconds / --soak-interval)")
     ap.add_argument("--soak-ramp", type=float, default=15.0, help="seconds over which the soak streams open")
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
     ap.add_argument("--relay-floor", action="store_true", help="also measure a byte relay that parses nothing "
@@ -212,6 +221,8 @@ def main() -> int:
         args.duration, args.soak = 2.0, False
     if args.soak_only:
         args.soak, args.no_litellm = True, True
+    if args.soak_tokens is None:
+        args.soak_tokens = max(1, round(args.soak_seconds / args.soak_interval))
     # For this run only (children inherit it): a gateway holding N streams needs 2N descriptors. Raising
     # the hard limit needs privileges; without them, the soft limit goes as high as the hard one.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -291,10 +302,15 @@ def main() -> int:
                 gw_proc.wait(timeout=60)
             soak_proc, soak_gw = start_llmfleet(soak_port, workdir, soak_port)
             servers["llmfleet-soak"] = (soak_proc, soak_gw)
-            print(json.dumps({**soak(soak_port, soak_gw, soak_proc.pid, soak_streams,
-                                     args.soak_tokens * args.soak_interval, args.soak_ramp),
-                              "streams_requested": args.soak_streams, "fd_limit": fd_limit,
-                              "token_interval_s": args.soak_interval, "tokens_per_stream": args.soak_tokens}), flush=True)
+            targets = {"llmfleet": (soak_gw, soak_proc.pid)}
+            if args.relay_floor:  # the same soak through the byte relay: what any Python proxy manages here
+                relay_proc, relay_port = start_relay(soak_port)
+                servers["relay-floor-soak"] = (relay_proc, relay_port)
+                targets["relay-floor"] = (relay_port, relay_proc.pid)
+            for line in soak(soak_port, targets, soak_streams, args.soak_tokens * args.soak_interval, args.soak_ramp):
+                print(json.dumps({**line, "streams_requested": args.soak_streams, "fd_limit": fd_limit,
+                                  "token_interval_s": args.soak_interval, "tokens_per_stream": args.soak_tokens}),
+                      flush=True)
         errors = sum(int(v.get("errors", 0)) for v in results.values())
         return 0 if errors == 0 else 1
     finally:

@@ -37,12 +37,15 @@ def test_gateway_bench_quick_prints_its_contract() -> None:
 
 def test_gateway_soak_holds_every_stream_to_the_end_and_prints_its_contract() -> None:
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "gateway.py"), "--soak-only", "--soak-streams", "200",
-                        "--soak-interval", "0.1", "--soak-tokens", "10", "--soak-ramp", "0.5"],
+                        "--soak-interval", "0.1", "--soak-seconds", "1", "--soak-ramp", "0.5", "--relay-floor"],
                        capture_output=True, text=True, timeout=600)
-    (line,) = [x for x in json_lines(r.stdout) if x.get("case") == "soak"]
-    assert {"concurrent_streams", "errors", "rss_kib_per_stream", "ttft_added_p95_ms", "fd_limit"} <= line.keys()
-    assert line["concurrent_streams"] == 200 and line["completed"] == 200 and line["errors"] == 0, line
-    assert line["statuses"] == {"200": 200} and line["direct_statuses"] == {"200": 200}
+    lines = {x["target"]: x for x in json_lines(r.stdout) if x.get("case") == "soak"}
+    assert lines.keys() == {"llmfleet", "relay-floor"}, r.stdout + r.stderr
+    for line in lines.values():
+        assert {"concurrent_streams", "errors", "rss_kib_per_stream", "ttft_added_p95_ms", "fd_limit"} <= line.keys()
+        assert line["concurrent_streams"] == 200 and line["completed"] == 200 and line["errors"] == 0, line
+        assert line["statuses"] == {"200": 200} and line["direct_statuses"] == {"200": 200}
+        assert line["tokens_per_stream"] == 10
 
 
 def test_reconcile_bench_quick_on_the_session_cluster(cluster, operator) -> None:
