@@ -242,3 +242,16 @@ def test_a_request_not_received_in_whole_in_time_gets_408_and_the_connection_clo
         await task
 
     run(go())
+
+
+def test_timeouts_can_be_switched_off() -> None:
+    async def go() -> None:
+        server, stop, task, port = await started(echo, keepalive=0, request_timeout=0)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(post("/echo", b"x"))
+        status, _, _ = await read_response(r)
+        assert status == 200 and server._sweeper is None  # nothing to sweep for
+        stop.set()
+        await task
+
+    run(go())
