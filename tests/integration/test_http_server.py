@@ -255,3 +255,32 @@ def test_timeouts_can_be_switched_off() -> None:
         await task
 
     run(go())
+
+
+def test_http10_clients_get_a_close_delimited_stream_and_keep_alive_when_they_ask() -> None:
+    async def streamer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        if scope["path"] == "/fixed":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for i in range(3):
+            await send({"type": "http.response.body", "body": b"data: %d\n\n" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def go() -> None:
+        server, stop, task, port = await started(streamer)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"POST /fixed HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+        head = (await r.readuntil(b"\r\n\r\n")).lower()
+        assert b"connection: keep-alive" in head and await r.readexactly(2) == b"ok"
+        w.write(b"POST /stream HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")  # same connection
+        data = await asyncio.wait_for(r.read(), 5)  # to the end of the connection
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert b"transfer-encoding" not in head.lower() and b"connection: close" in head.lower()
+        assert body == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+        stop.set()
+        await task
+
+    run(go())

@@ -99,12 +99,18 @@ class _Cycle:
                 raise RuntimeError("invalid response header")
             self.started = True
             parts = [block]
+            http10 = self.scope.get("http_version") == "1.0"
             if not length and status not in (204, 304) and self.scope["method"] != "HEAD":
-                self.chunked = True
-                parts.append(b"transfer-encoding: chunked\r\n")
+                if http10:  # no chunked encoding in HTTP/1.0: the body ends when the connection closes
+                    self.keep_alive = False
+                else:
+                    self.chunked = True
+                    parts.append(b"transfer-encoding: chunked\r\n")
             if not self.keep_alive or conn.server.closing:
                 self.keep_alive = False
                 parts.append(b"connection: close\r\n")
+            elif http10:  # an HTTP/1.0 client that asked to keep the connection is told it is kept
+                parts.append(b"connection: keep-alive\r\n")
             parts.append(b"\r\n")
             self.head = b"".join(parts)
             return
