@@ -27,7 +27,7 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout
 
 
-def test_mypy_strict_on_pure_packages() -> None:
+def test_mypy_strict_on_the_api_renderers_and_gateway() -> None:
     result = tool("mypy")
     assert result.returncode == 0, result.stdout
 
