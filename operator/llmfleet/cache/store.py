@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
+import orjson
 
 from llmfleet.cache import entries
 from llmfleet.cache.embedding import Embedder
@@ -190,7 +191,7 @@ class ResponseCache:
         entry = entries.from_sse(data, chat) if body.get("stream") else entries.from_json_response(data, chat)
         if entry is None:
             return
-        raw = entries.orjson.dumps(entry)
+        raw = orjson.dumps(entry)
         if self.exact_enabled:
             await self._call(self.redis.set(exact_key(tenant, self.model, path, body), raw, ex=self.ttl), self.timeout)
         cached = getattr(ctx, "cache_embedding", None)
