@@ -1,11 +1,12 @@
 """The gateway's ASGI application: client ← SSE ← gateway ← engines (or the managed API for general traffic).
 
-Hot path, in order: auth (hash lookup) → body (size-capped) → one JSON parse → sensitivity → limits →
-cache → route → upstream (gateway.upstream's keep-alive pool; aiohttp for the managed API) → bytes passed
-through unchanged (streams are not re-serialised per chunk). A client disconnect closes the upstream
+Hot path, in order: auth (hash lookup) → body (whole, size-capped by the server) → one JSON parse →
+sensitivity → limits → cache → route → upstream (gateway.upstream's keep-alive pool; aiohttp for the
+managed API) → bytes passed through unchanged (streams are not re-serialised per chunk). A client disconnect closes the upstream
 connection at once, which aborts the request in vLLM. A request is retried on another replica only before
 its first byte reached the client. ASGI-shaped http calls, no middleware, served by gateway.http, which also
-reports a client's disconnect by callback (``llmfleet.on_disconnect``) and runs startup/shutdown itself.
+hands over the whole request body (``llmfleet.body``), reports a client's disconnect by callback
+(``llmfleet.on_disconnect``) and runs startup/shutdown itself.
 """
 
 from __future__ import annotations
@@ -179,9 +180,6 @@ class Gateway:
 
     # ------------------------------------------------------------------ ASGI entry
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.http(scope, receive, send)
-
     async def _plain(self, send: Send, status: int, body: bytes, ctype: bytes = JSON,
                      headers: list[tuple[bytes, bytes]] | None = None) -> None:
         await send({"type": "http.response.start", "status": status,
@@ -191,7 +189,7 @@ class Gateway:
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         if path in ("/v1/chat/completions", "/v1/completions") and method == "POST":
-            await self.completion(scope, receive, send, path)
+            await self.completion(scope, send, path)
         elif path == "/health" or path == "/healthz":
             await self._plain(send, 200, b"ok", b"text/plain")
         elif path == "/metrics":
@@ -207,6 +205,8 @@ class Gateway:
             await self._plain(send, 404, error_body(404, f"Unknown route {method} {path}", "invalid_request_error",
                                                     "not_found"))
 
+    __call__ = http  # the server calls the instance: no extra coroutine layer per request
+
     def _auth(self, headers: dict[bytes, bytes]) -> Key | None:
         raw = headers.get(b"authorization")
         if not raw or raw[:7].lower() != b"bearer ":
@@ -215,7 +215,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ completions
 
-    async def completion(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    async def completion(self, scope: Scope, send: Send, path: str) -> None:
         headers = dict(scope["headers"])
         rid = headers.get(b"x-request-id")
         # A new ID is a 64-bit random hex string: not a secret, so no getrandom() syscall per request.
@@ -229,7 +229,7 @@ class Gateway:
                 ctx.key = self._auth(headers)
                 if ctx.key is None:
                     raise _unauthorized()
-            body_bytes = await self._read_body(headers, receive)
+            body_bytes: bytes = scope["extensions"]["llmfleet.body"]  # whole, within max_body (gateway.http: 413)
             try:
                 body = orjson.loads(body_bytes)
             except orjson.JSONDecodeError as exc:
@@ -290,25 +290,6 @@ class Gateway:
                 actual = ctx.prompt_tokens + ctx.completion_tokens if ctx.status == 200 else 0
                 await self.limiter.settle(tenant, reserved, actual)
             self._finish(ctx)
-
-    async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        limit = self.cfg.max_body_bytes
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise Reply(413, f"Request body of {int(declared)} bytes exceeds the limit of {limit} bytes.",
-                        code="request_too_large")
-        chunks, size = [], 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise Reply(499, "client disconnected")
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise Reply(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large")
-            chunks.append(chunk)
-            if not msg.get("more_body"):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _choose_route(self, headers: dict[bytes, bytes], text: str) -> tuple[str, str, bool]:
         """(route, why, sensitive). Sensitive traffic only ever goes to self-hosted engines."""

@@ -12,8 +12,10 @@ limit on the request head (431), malformed requests (400), write back-pressure, 
 together with the first piece of the body, and a graceful shutdown (stop accepting, let in-flight requests
 finish within a grace period, then close what is left).
 
-Extension for the application: ``scope["extensions"]["llmfleet.on_disconnect"](callback)`` registers a
-callback run once if the client goes away before the response is complete.
+Extensions for the application: ``scope["extensions"]["llmfleet.on_disconnect"](callback)`` registers a
+callback run once if the client goes away before the response is complete; ``scope["extensions"]
+["llmfleet.body"]`` is the whole request body (the server reads it, within the limit, before it calls the
+application), so the application need not go through ``receive``.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ class _Cycle:
         self.head: bytes | None = None  # written with the first piece of the body
         self.on_disconnect: list[Callable[[], None]] = []
         self.task: asyncio.Task[None] | None = None  # held here: the loop keeps only weak references to tasks
-        scope["extensions"] = {"llmfleet.on_disconnect": self.on_disconnect.append}
+        scope["extensions"] = {"llmfleet.on_disconnect": self.on_disconnect.append, "llmfleet.body": body}
 
     async def receive(self) -> dict[str, Any]:
         if not self.body_sent:
