@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -260,7 +261,7 @@ def main() -> int:
             servers["litellm"] = start_litellm(up_port, workdir)
         if args.relay_floor:
             servers["relay-floor"] = start_relay(up_port)
-        results: dict[tuple[str, bool, int], dict[str, float]] = {}
+        results: dict[tuple[str, bool, int], dict[str, Any]] = {}
         for stream in (() if args.soak_only else (False, True)):
             for conc in (1, 16, 64):
                 for target, (proc, port) in servers.items():
@@ -311,6 +312,7 @@ def main() -> int:
                 print(json.dumps({**line, "streams_requested": args.soak_streams, "fd_limit": fd_limit,
                                   "token_interval_s": args.soak_interval, "tokens_per_stream": args.soak_tokens}),
                       flush=True)
+                results[(f"soak {line['target']}", True, soak_streams)] = line  # its errors count in the exit code
         errors = sum(int(v.get("errors", 0)) for v in results.values())
         return 0 if errors == 0 else 1
     finally:

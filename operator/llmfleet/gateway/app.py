@@ -2,11 +2,11 @@
 
 Hot path, in order: auth (hash lookup) → body (whole, size-capped by the server) → one JSON parse →
 sensitivity → limits → cache → route → upstream (gateway.upstream's keep-alive pool; aiohttp for the
-managed API) → bytes passed through unchanged (streams are not re-serialised per chunk). A client disconnect closes the upstream
-connection at once, which aborts the request in vLLM. A request is retried on another replica only before
-its first byte reached the client. ASGI-shaped http calls, no middleware, served by gateway.http, which also
-hands over the whole request body (``llmfleet.body``), reports a client's disconnect by callback
-(``llmfleet.on_disconnect``) and runs startup/shutdown itself.
+managed API) → bytes passed through unchanged (streams are not re-serialised per chunk). A client
+disconnect closes the upstream connection at once, which aborts the request in vLLM. A request is retried
+on another replica only before its first byte reached the client. ASGI-shaped http calls, no middleware,
+served by gateway.http, which also hands over the whole request body (``llmfleet.body``), reports a
+client's disconnect by callback (``llmfleet.on_disconnect``) and runs startup/shutdown itself.
 """
 
 from __future__ import annotations
@@ -370,7 +370,8 @@ class Gateway:
             headers["Authorization"] = f"Bearer {self.external_key}"
         # Until the provider's response head arrives (for a non-streaming request, the whole generation), a
         # client that leaves cancels the request task here: aiohttp then closes the provider's connection.
-        ctx.set_upstream(_TaskCanceller(asyncio.current_task()))
+        canceller = _TaskCanceller(asyncio.current_task())
+        ctx.set_upstream(canceller)
         try:
             resp = ExternalResponse(await self.external_session.post(ext.base_url.rstrip("/") + path[len("/v1"):],
                                                                      data=orjson.dumps(out), headers=headers))
@@ -383,6 +384,8 @@ class Gateway:
             self.telemetry.upstream_errors.labels("external", "connect").inc()
             raise Reply(502, f"The external provider could not be reached: {type(exc).__name__}", "server_error",
                         "upstream_unreachable") from None
+        finally:
+            canceller.task = None  # from here on, a client that leaves cancels nothing (the response is closed)
         ctx.endpoint = ext.base_url
         try:
             await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"external")], None, path, body)
