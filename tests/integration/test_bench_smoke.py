@@ -46,6 +46,7 @@ def test_gateway_soak_holds_every_stream_to_the_end_and_prints_its_contract() ->
         assert line["concurrent_streams"] == 200 and line["completed"] == 200 and line["errors"] == 0, line
         assert line["statuses"] == {"200": 200} and line["direct_statuses"] == {"200": 200}
         assert line["tokens_per_stream"] == 10
+    assert r.returncode == 0, r.stderr  # soak errors would make it 1
 
 
 def test_reconcile_bench_quick_on_the_session_cluster(cluster, operator) -> None:
