@@ -398,9 +398,7 @@ class Gateway:
         """Pass the upstream response to the client (closed at once if the client goes away: Ctx.client_left)."""
         ctx.status = resp.status
         ctype = resp.content_type
-        ctx.upstream = resp
-        if ctx.gone:
-            resp.close()
+        ctx.set_upstream(resp)
         captured: list[bytes] | None = [] if (ctx.cache_store and resp.status == 200 and tenant) else None
         complete = False
         try:

@@ -118,25 +118,30 @@ class Response:
         self._buf = []
         return data
 
+    def _cut(self, error: BaseException) -> None:
+        """Drop the connection (the engine sees it close and aborts the request) and end the response with
+        `error`, unless it had already ended."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.drop()
+        self._finish(self._error or error)
+
     def close(self) -> None:
         """Drop the connection now (the engine sees it close and aborts the request)."""
         if not self._done:
             self.aborted = True
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.drop()
-        self._finish(self._error or UpstreamError("closed by the gateway"))
+        self._cut(UpstreamError("closed by the gateway"))
 
     def release(self) -> None:
         """Done with the response: a complete one hands its connection back to the pool, anything else closes it."""
-        conn, self._conn = self._conn, None
+        conn = self._conn
         if conn is None:
             return
         if self._done and self._error is None and conn.reusable():
+            self._conn = None
             conn.to_pool()
         else:
-            conn.drop()
-            self._finish(self._error or UpstreamError("released before the end of the body"))
+            self._cut(UpstreamError("released before the end of the body"))
 
 
 class _Conn(asyncio.Protocol):
@@ -163,8 +168,7 @@ class _Conn(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self.drop()
-            resp._finish(UpstreamError(f"malformed response from the engine: {exc}"))
+            resp._cut(UpstreamError(f"malformed response from the engine: {exc}"))
 
     def eof_received(self) -> bool | None:
         return False  # close the transport; connection_lost settles the response
@@ -287,10 +291,7 @@ class Pool:
         self._sweeper = self.loop.call_later(self._sweep_every, self._sweep) if self._inflight else None
 
     def _expire(self, resp: Response) -> None:
-        conn, resp._conn = resp._conn, None
-        if conn is not None:
-            conn.drop()
-        resp._finish(TimeoutError(f"no complete answer from the engine within {self.timeout:g} s"))
+        resp._cut(TimeoutError(f"no complete answer from the engine within {self.timeout:g} s"))
 
     async def post(self, base: str, path: str, body: bytes, request_id: str,
                    sent: Callable[[Response], None] | None = None) -> Response:
