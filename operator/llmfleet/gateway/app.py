@@ -410,9 +410,7 @@ class Gateway:
                         raise
                     raise RetryUpstream() from None
                 ctx.ttft = self.clock() - ctx.started
-                await send({"type": "http.response.start", "status": resp.status, "headers": [
-                    (b"content-type", ctype), (b"content-length", str(len(data)).encode()), *extra]})
-                await send({"type": "http.response.body", "body": data})
+                await self._plain(send, resp.status, data, ctype, extra)
                 if resp.status == 200:
                     self._usage_from_json(ctx, data)
                     if captured is not None:
