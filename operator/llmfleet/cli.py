@@ -109,7 +109,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         engine_command=tuple(settings.engine_command) if settings.engine_command else None,
         engine_discovery=settings.engine_discovery,
     )
-    handlers.configure(handlers.Reconciler(port, options, handlers.utcnow))
+    handlers.configure(handlers.Reconciler(port, options, handlers.utcnow, prometheus_url=settings.prometheus_url))
     kopf.run(
         standalone=settings.peering is None,
         peering_name=settings.peering,

@@ -24,5 +24,8 @@ class OperatorSettings(BaseSettings):
                                   "endpointslices, or pods (dev clusters with loopback pod IPs).")
     liveness_port: int | None = Field(default=8081, description="Port of /healthz; none to disable.")
     log_level: str = Field(default="INFO", description="Python log level.")
-    prometheus_url: str | None = Field(default=None, description="Default Prometheus for the autoscaler.")
+    prometheus_url: str | None = Field(
+        default=None, description="Prometheus for every CR that does not set spec.autoscaling.prometheus.url.")
+    autoscale_interval: float = Field(
+        default=15.0, gt=0, description="Seconds between autoscaler ticks per CR (read when the handlers load).")
     bind_host: str = Field(default="0.0.0.0", description="Address the liveness endpoint listens on.")

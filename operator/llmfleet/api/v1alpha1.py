@@ -477,7 +477,10 @@ class ReplicaStatus(BaseModel):
 class MetricsStatus(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
     queue_depth: float | None = Field(default=None, description="Waiting requests across replicas.")
-    ttft_p95: float | None = Field(default=None, description="TTFT p95 in seconds.")
+    running: float | None = Field(default=None, description="Requests in the engines' running batches.")
+    ready_replicas: int | None = Field(default=None, description="Engine replicas reporting metrics.")
+    ttft_p95: float | None = Field(default=None, description="TTFT p95 in seconds over the last minute.")
+    kv_cache_usage: float | None = Field(default=None, description="Mean KV-cache usage of the replicas, 0 to 1.")
 
 
 class LastScale(BaseModel):

@@ -20,7 +20,10 @@ from typing import Any
 
 import kopf
 
-from llmfleet.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from llmfleet.api.load import SpecError, parse_spec
+from llmfleet.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION, PrometheusRef
+from llmfleet.autoscale.loop import Autoscaler
+from llmfleet.autoscale.metrics import MetricsSource, Observed, PrometheusSource
 from llmfleet.kube.port import KubeError, KubePort, Obj
 from llmfleet.reconcile.apply import execute
 from llmfleet.reconcile.observe import ChildStore
@@ -30,6 +33,9 @@ from llmfleet.render import RenderOptions
 from llmfleet.render.common import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
 
 log = logging.getLogger("llmfleet.operator")
+# kopf fixes a timer's interval when the handler is declared, so it is read here, at import.
+DEFAULT_PROMETHEUS_URL = PrometheusRef().url
+AUTOSCALE_INTERVAL = float(os.environ.get("LLMFLEET_AUTOSCALE_INTERVAL", "15"))
 COALESCE_SECONDS = 0.2
 WATCH_GRACE_SECONDS = 10.0
 
@@ -45,10 +51,13 @@ class Reconciler:
     """Runs reconciles for CRs, at most one at a time per CR, in worker threads (the client is sync)."""
 
     def __init__(self, port: KubePort, options: RenderOptions, clock: Callable[[], datetime],
-                 workers: int = 16) -> None:
+                 workers: int = 16, metrics: MetricsSource | None = None, prometheus_url: str | None = None) -> None:
         self.port = port
         self.options = options
         self.clock = clock
+        self.autoscaler = Autoscaler()
+        self.metrics: MetricsSource = metrics or PrometheusSource()
+        self.prometheus_url = prometheus_url  # replaces the spec's default URL (not one the user wrote)
         self.store = ChildStore()
         # CRs created this long after start-up find every child watch running: their children need no listing.
         self.watches_up_at = clock() + timedelta(seconds=WATCH_GRACE_SECONDS)
@@ -60,7 +69,7 @@ class Reconciler:
         self._follow_pool = ThreadPoolExecutor(max_workers=max(2, workers // 4), thread_name_prefix="follow")
         self._apply_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply")
 
-    def _sync(self, namespace: str, name: str, body: Obj | None) -> Plan | None:
+    def _sync(self, namespace: str, name: str, body: Obj | None, observed: Observed | None = None) -> Plan | None:
         stored = self.store.cr(namespace, name)
         if body is None or (stored is not None and _rv(stored) > _rv(body)):
             body = stored  # the newest copy seen on the watch (our own status writes included)
@@ -69,20 +78,48 @@ class Reconciler:
             self.store.mark_new(namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             self.store.forget(namespace, name)
+            self.autoscaler.forget((namespace, name))
             return None  # gone or going: garbage collection removes the children
         raw.setdefault("apiVersion", API_VERSION)
         raw.setdefault("kind", KIND)
         snapshot = self.store.snapshot(self.port, namespace, name)
-        p = plan(raw, snapshot, self.clock(), self.options)
+        now = self.clock()
+        scale = None
+        try:
+            spec = parse_spec(raw.get("spec") or {})
+        except SpecError:
+            pass  # plan() reports it as a Degraded condition
+        else:
+            scale = self.autoscaler.step((namespace, name), spec, raw.get("status") or {}, now, observed)
+        p = plan(raw, snapshot, now, self.options, scale)
         execute(self.port, raw, p, self._apply_pool)
         return p
 
-    async def reconcile(self, namespace: str, name: str, body: Obj | None = None, follow_up: bool = False) -> Plan | None:
-        """``body``: the CR as the triggering event delivered it (else the store's copy, else a GET)."""
+    async def reconcile(self, namespace: str, name: str, body: Obj | None = None, follow_up: bool = False,
+                        observed: Observed | None = None) -> Plan | None:
+        """``body``: the CR as the triggering event delivered it (else the store's copy, else a GET);
+        ``observed``: fresh fleet figures for the autoscaler (a metrics tick)."""
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
             pool = self._follow_pool if follow_up else self._pool
-            return await asyncio.get_running_loop().run_in_executor(pool, self._sync, namespace, name, body)
+            return await asyncio.get_running_loop().run_in_executor(pool, self._sync, namespace, name, body, observed)
+
+    async def autoscale(self, namespace: str, name: str, raw_spec: dict[str, Any]) -> Plan | None:
+        """One autoscaler tick: read the fleet's figures, then reconcile with them. It also re-plans CRs without
+        autoscaling, so time-based decisions (the spot pendingTimeout) are taken without waiting for an event."""
+        try:
+            spec = parse_spec(raw_spec)
+        except SpecError:
+            return None
+        observed = None
+        if spec.autoscaling.enabled:
+            url = spec.autoscaling.prometheus.url
+            if self.prometheus_url and url == DEFAULT_PROMETHEUS_URL:
+                url = self.prometheus_url
+            model = spec.model.served_name or name
+            target = self.autoscaler.target((namespace, name))
+            observed = await self.metrics.observe(url, namespace, model, expect_engines=target != 0)
+        return await self.reconcile(namespace, name, follow_up=True, observed=observed)
 
     def schedule(self, namespace: str, name: str) -> None:
         """Reconcile soon; events arriving in the meantime for the same CR ride along."""
@@ -156,10 +193,13 @@ def on_delete(namespace: str, name: str, **_: Any) -> None:
     log.info("%s/%s deleted; Kubernetes garbage collection removes its children", namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=120, initial_delay=120)
-async def periodic(namespace: str, name: str, **_: Any) -> None:
-    """A safety net for missed events (reads only when nothing changed)."""
-    await _get().reconcile(namespace, name)
+@kopf.timer(GROUP, VERSION, PLURAL, interval=AUTOSCALE_INTERVAL, initial_delay=AUTOSCALE_INTERVAL, id="autoscale")
+async def autoscale(namespace: str, name: str, spec: Any, **_: Any) -> None:
+    """The autoscaler's tick; also the safety net for missed events (reads only when nothing changed)."""
+    try:
+        await _get().autoscale(namespace, name, dict(spec))
+    except KubeError as exc:
+        log.warning("%s/%s: autoscaler tick failed (%s); the next tick retries", namespace, name, exc)
 
 
 def _plain(body: Any) -> Obj:

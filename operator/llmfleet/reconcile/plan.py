@@ -11,13 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from llmfleet.api.load import FieldError, SpecError, parse_spec
+from llmfleet.api.quantity import parse_duration
 from llmfleet.api.sizing import Sizing, SizingError, size
 from llmfleet.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ObjectMeta
 from llmfleet.kube.port import Obj, Ref
 from llmfleet.reconcile.observe import Snapshot
-from llmfleet.reconcile.status import compute_status, degraded_status
-from llmfleet.render import Manifest, PoolCounts, RenderOptions, render_all, split_replicas
-from llmfleet.render.common import stable_hash
+from llmfleet.reconcile.status import ScaleInput, compute_status, degraded_status
+from llmfleet.render import Manifest, RenderOptions, render_all, split_replicas
+from llmfleet.render.common import POOL_LABEL, stable_hash
 
 APPLIED_HASH = "llmfleet.io/applied-hash"
 
@@ -75,17 +76,49 @@ def needs_apply(desired: Manifest, live: Obj | None) -> str | None:
     return None
 
 
-def desired_counts(spec: LLMDeploymentSpec) -> PoolCounts:
-    """Total replicas: spec.replicas when set (clamped to the autoscaling range), else the minimum."""
+def desired_total(spec: LLMDeploymentSpec, scale: ScaleInput | None = None) -> int:
+    """The autoscaler's target when it runs; else spec.replicas (clamped to the autoscaling range), else the minimum."""
     a = spec.autoscaling
+    if scale is not None and a.enabled:
+        return scale.target
     if spec.replicas is not None:
-        total = min(max(spec.replicas, a.min_replicas), a.max_replicas) if a.enabled else spec.replicas
-    else:
-        total = a.min_replicas if a.enabled else spec.pools.on_demand.min_replicas
-    return split_replicas(spec, total)
+        return min(max(spec.replicas, a.min_replicas), a.max_replicas) if a.enabled else spec.replicas
+    return a.min_replicas if a.enabled else spec.pools.on_demand.min_replicas
 
 
-def plan(raw: Obj, snapshot: Snapshot, now: datetime, options: RenderOptions | None = None) -> Plan:
+def _created(obj: Obj) -> datetime | None:
+    stamp = obj["metadata"].get("creationTimestamp")
+    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
+
+
+def _pod_ready(pod: Obj) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def spot_shortfall(spec: LLMDeploymentSpec, pods: tuple[Obj, ...], now: datetime) -> int:
+    """Spot engine pods that have not become ready within pools.spot.pendingTimeout of their creation.
+
+    Unscheduled (no spot capacity) and scheduled-but-starting pods count alike once past the timeout: the
+    on-demand stand-ins stay until spot replicas actually serve, so a spot pod that just got a node does not
+    pull its stand-in away minutes before it is ready.
+    """
+    if not spec.pools.spot.enabled:
+        return 0
+    timeout = parse_duration(spec.pools.spot.pending_timeout)
+    late = 0
+    for pod in pods:
+        meta = pod["metadata"]
+        if meta.get("labels", {}).get(POOL_LABEL) != "spot" or meta.get("deletionTimestamp") or _pod_ready(pod):
+            continue
+        created = _created(pod)
+        if created is not None and (now - created).total_seconds() >= timeout:
+            late += 1
+    return late
+
+
+def plan(raw: Obj, snapshot: Snapshot, now: datetime, options: RenderOptions | None = None,
+         scale: ScaleInput | None = None) -> Plan:
     meta = raw["metadata"]
     previous = raw.get("status") or {}
     generation = meta.get("generation")
@@ -104,7 +137,8 @@ def plan(raw: Obj, snapshot: Snapshot, now: datetime, options: RenderOptions | N
     except SizingError as exc:
         return _invalid(previous, generation, now, "SizingFailed", FieldError(exc.field, str(exc)))
 
-    counts = desired_counts(spec)
+    late_spot = spot_shortfall(spec, snapshot.engine_pods, now)
+    counts = split_replicas(spec, desired_total(spec, scale), late_spot)
     desired = [with_hash(m) for m in render_all(obj, sizing, counts, options)]
     to_apply, details = [], []
     for m in desired:
@@ -122,7 +156,7 @@ def plan(raw: Obj, snapshot: Snapshot, now: datetime, options: RenderOptions | N
         if key not in wanted and ours and not live["metadata"].get("deletionTimestamp"):
             to_delete.append((Ref.of(live), live["metadata"]["uid"]))
             details.append(f"{key[0]} {key[1]}: no longer wanted, pruning")
-    status = compute_status(obj, sizing, counts, snapshot, previous, now)
+    status = compute_status(obj, sizing, counts, snapshot, previous, now, scale, late_spot)
     return Plan(
         to_apply=to_apply, to_delete=to_delete, status=None if status == previous else status,
         details=details, desired=desired,

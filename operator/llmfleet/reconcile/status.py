@@ -6,6 +6,7 @@ so an unchanged world computes an identical status and the operator writes nothi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,16 @@ from llmfleet.render import PoolCounts
 from llmfleet.render.common import POOL_LABEL
 from llmfleet.render.engine import engine_pod_selector
 from llmfleet.render.gateway import gateway_endpoint_for
+
+
+@dataclass(frozen=True)
+class ScaleInput:
+    """What the autoscaler hands one reconcile: the replica target and the figures it decided on."""
+
+    target: int
+    metrics: dict[str, Any] | None = None  # status.metrics
+    last_scale: dict[str, Any] | None = None  # status.lastScale
+    metrics_available: tuple[str, str, str] | None = None  # MetricsAvailable: (status, reason, message)
 
 
 def _ts(now: datetime) -> str:
@@ -54,8 +65,25 @@ def _pod_pending(pod: Obj) -> bool:
     return (pod.get("status") or {}).get("phase", "Pending") == "Pending"
 
 
+def _spot_fallback(obj: LLMDeployment, counts: PoolCounts, late_spot: int) -> tuple[str, str, str]:
+    sp = obj.spec.pools.spot
+    if not sp.enabled:
+        return "False", "SpotDisabled", "pools.spot is disabled; every replica runs on-demand."
+    if late_spot == 0:
+        return "False", "SpotAvailable", "Spot replicas start within pools.spot.pendingTimeout."
+    late = f"{late_spot} spot replica{'s' if late_spot != 1 else ''} not ready after {sp.pending_timeout}"
+    if not sp.fallback_to_on_demand:
+        return "False", "FallbackDisabled", f"{late}; pools.spot.fallbackToOnDemand is off, so they wait for spot capacity."
+    if counts.fallback < late_spot:
+        return ("True", "OnDemandAtMax", f"{late}; {counts.fallback} on-demand stand-in(s) run, "
+                f"pools.onDemand.maxReplicas ({obj.spec.pools.on_demand.max_replicas}) allows no more.")
+    return "True", "SpotCapacityUnavailable", (f"{late}; {counts.fallback} on-demand replica(s) stand in until "
+                                               "spot capacity returns.")
+
+
 def compute_status(obj: LLMDeployment, sizing: Sizing, counts: PoolCounts, snapshot: Snapshot,
-                   previous: dict[str, Any], now: datetime) -> dict[str, Any]:
+                   previous: dict[str, Any], now: datetime, scale: ScaleInput | None = None,
+                   late_spot: int = 0) -> dict[str, Any]:
     name = obj.metadata.name
     gen = obj.metadata.generation
     prev_conditions = previous.get("conditions") or []
@@ -73,8 +101,8 @@ def compute_status(obj: LLMDeployment, sizing: Sizing, counts: PoolCounts, snaps
     running = {pool: sum(1 for p in live_pods if p["metadata"].get("labels", {}).get(POOL_LABEL) == pool
                          and not _pod_pending(p)) for pool in ("spot", "on-demand")}
     od_ready, spot_ready = min(od_ready, counts.on_demand), min(spot_ready, counts.spot)
-    ready = od_ready + spot_ready
-    desired = counts.total
+    desired = counts.target
+    ready = min(od_ready + spot_ready, desired)
 
     engines_ok = ready >= desired
     serving = engines_ok and gw_ready >= 1 and cache_ready >= 1
@@ -102,6 +130,7 @@ def compute_status(obj: LLMDeployment, sizing: Sizing, counts: PoolCounts, snaps
             condition(prev_conditions, "Ready", *ready_c, gen, now),
             condition(prev_conditions, "Progressing", *progressing_c, gen, now),
             condition(prev_conditions, "Degraded", "False", "AsExpected", "The spec is valid and applied.", gen, now),
+            condition(prev_conditions, "SpotFallback", *_spot_fallback(obj, counts, late_spot), gen, now),
         ],
         "tensorParallelSize": sizing.tensor_parallel_size,
         "replicas": {
@@ -116,9 +145,18 @@ def compute_status(obj: LLMDeployment, sizing: Sizing, counts: PoolCounts, snaps
         "endpoint": gateway_endpoint_for(name, obj.metadata.namespace),
         "costPerHour": round(cost, 2),
     }
-    for keep in ("metrics", "lastScale"):
-        if keep in previous:
-            status[keep] = previous[keep]
+    if scale is not None and scale.metrics_available is not None:
+        status["conditions"].append(condition(prev_conditions, "MetricsAvailable", *scale.metrics_available, gen, now))
+    elif not obj.spec.autoscaling.enabled:
+        status["conditions"].append(condition(prev_conditions, "MetricsAvailable", "False", "AutoscalingDisabled",
+                                              "spec.autoscaling.enabled is false; spec.replicas sets the size.", gen, now))
+    else:
+        status["conditions"].extend(c for c in prev_conditions if c.get("type") == "MetricsAvailable")
+    for key, value in (("metrics", scale.metrics if scale else None), ("lastScale", scale.last_scale if scale else None)):
+        if value is not None:
+            status[key] = value
+        elif key in previous:
+            status[key] = previous[key]
     return status
 
 

@@ -27,14 +27,24 @@ REDIS_PORT = 6379
 
 @dataclass(frozen=True)
 class PoolCounts:
-    """Desired replicas per pool (from the autoscaler, or the spec's minimum)."""
+    """Desired replicas per pool (from the autoscaler, or the spec's minimum).
+
+    ``fallback`` of the on-demand replicas stand in for spot replicas that could not start within
+    ``pools.spot.pendingTimeout``; they go once the spot replicas are ready.
+    """
 
     on_demand: int
     spot: int
+    fallback: int = 0
 
     @property
     def total(self) -> int:
         return self.on_demand + self.spot
+
+    @property
+    def target(self) -> int:
+        """Replicas the fleet should serve with (the stand-ins not counted twice)."""
+        return self.total - self.fallback
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,13 @@ SPOT_NODE_LABELS = (
 )
 
 
-def split_replicas(spec: LLMDeploymentSpec, total: int | None = None) -> PoolCounts:
-    """Spread a total over the pools: the on-demand minimum first, then spot, then on-demand fallback."""
+def split_replicas(spec: LLMDeploymentSpec, total: int | None = None, spot_shortfall: int = 0) -> PoolCounts:
+    """Spread a total over the pools: the on-demand minimum first, then spot, then on-demand.
+
+    ``spot_shortfall``: spot replicas that have not become ready within ``pendingTimeout``; with
+    ``fallbackToOnDemand`` as many on-demand replicas are added (within ``onDemand.maxReplicas``) while the
+    spot ones stay wanted, so they take spot capacity as soon as it comes back.
+    """
     if total is None:
         if spec.autoscaling.enabled or spec.replicas is None:
             total = spec.autoscaling.min_replicas if spec.autoscaling.enabled else spec.pools.on_demand.min_replicas
@@ -55,7 +60,9 @@ def split_replicas(spec: LLMDeploymentSpec, total: int | None = None) -> PoolCou
     spot_cap = sp.max_replicas if sp.enabled else 0
     total = max(0, min(total, od.max_replicas + spot_cap))
     on_demand = min(od.max_replicas, max(min(od.min_replicas, total), total - spot_cap))
-    return PoolCounts(on_demand=on_demand, spot=total - on_demand)
+    spot = total - on_demand
+    fallback = min(spot_shortfall, spot, od.max_replicas - on_demand) if sp.fallback_to_on_demand else 0
+    return PoolCounts(on_demand=on_demand + fallback, spot=spot, fallback=max(0, fallback))
 
 
 def vllm_args(inp: RenderInput) -> list[str]:

@@ -1,0 +1,82 @@
+"""Gather for the autoscaler: one deployment's fleet figures from Prometheus' HTTP API (``/api/v1/query``).
+
+Series are selected by ``namespace`` and vLLM's own ``model_name`` label (the served name), which any
+Prometheus scraping the engine pods has (kube-prometheus' PodMonitor and our dev scrape config both add
+``namespace``). Every failure becomes a ``MetricsAvailable=False`` condition naming the cause; the policy
+then holds the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+
+from llmfleet.autoscale.policy import Observation
+
+QUERY_TIMEOUT_SECONDS = 5.0
+Condition = tuple[str, str, str]  # (status, reason, message)
+
+
+@dataclass(frozen=True)
+class Observed:
+    observation: Observation | None  # None: nothing to decide on
+    available: Condition
+
+
+class MetricsSource(Protocol):
+    async def observe(self, url: str, namespace: str, model: str, expect_engines: bool) -> Observed: ...
+
+
+def queries(namespace: str, model: str) -> dict[str, str]:
+    sel = f'namespace="{namespace}",model_name="{model}"'
+    return {
+        "waiting": f"sum(vllm:num_requests_waiting{{{sel}}})",
+        "running": f"sum(vllm:num_requests_running{{{sel}}})",
+        "ready": f"count(vllm:num_requests_waiting{{{sel}}})",
+        "kv": f"avg(vllm:kv_cache_usage_perc{{{sel}}})",
+        "ttft": f"histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{{{sel}}}[1m])))",
+    }
+
+
+def _scalar(body: dict[str, object]) -> float | None:
+    """The value of a one-element instant vector; None for no series or NaN (no requests in the window)."""
+    data = body.get("data")
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(result, list) or not result:
+        return None
+    value = float(result[0]["value"][1])
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+class PrometheusSource:
+    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+        self.client = client or httpx.AsyncClient(timeout=QUERY_TIMEOUT_SECONDS)
+
+    async def _query(self, url: str, promql: str) -> float | None:
+        r = await self.client.get(f"{url.rstrip('/')}/api/v1/query", params={"query": promql})
+        r.raise_for_status()
+        body = r.json()
+        if body.get("status") != "success":
+            raise ValueError(body.get("error") or "query failed")
+        return _scalar(body)
+
+    async def observe(self, url: str, namespace: str, model: str, expect_engines: bool) -> Observed:
+        q = queries(namespace, model)
+        try:
+            values = await asyncio.gather(*(self._query(url, promql) for promql in q.values()))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            return Observed(None, ("False", "PrometheusUnreachable",
+                                   f"Querying {url} failed ({type(exc).__name__}: {exc}); holding the replica count."))
+        got = dict(zip(q, values, strict=True))
+        ready = int(got["ready"] or 0)
+        if ready == 0 and expect_engines:
+            return Observed(None, ("False", "NoEngineSeries",
+                                   f"{url} has no vllm:num_requests_waiting series with namespace={namespace!r} and "
+                                   f"model_name={model!r} (engines starting, or not scraped); holding the replica count."))
+        obs = Observation(waiting=got["waiting"] or 0.0, running=got["running"] or 0.0, ready=ready,
+                          ttft_p95=got["ttft"], kv_usage=got["kv"])
+        return Observed(obs, ("True", "MetricsRead", f"Queue depth, TTFT p95 and KV-cache usage read from {url}."))

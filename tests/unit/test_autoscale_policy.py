@@ -1,0 +1,136 @@
+"""The autoscaler policy as a specification: figures + state + an injected clock → the replica target."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from llmfleet.api.v1alpha1 import AutoscalingSpec
+from llmfleet.autoscale.policy import Observation, ScaleState, decide, initial_state, recommend
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def spec(**kw: object) -> AutoscalingSpec:
+    base: dict[str, object] = {"minReplicas": 1, "maxReplicas": 12, "targetQueueDepthPerReplica": 4,
+                               "ttftP95Target": "500ms", "scaleUpWindow": "30s", "scaleDownWindow": "5m"}
+    return AutoscalingSpec.model_validate({**base, **kw})
+
+
+def obs(waiting: float = 0, running: float = 0, ready: int = 2, ttft: float | None = 0.1,
+        kv: float | None = 0.3, arrivals: float | None = None) -> Observation:
+    return Observation(waiting=waiting, running=running, ready=ready, ttft_p95=ttft, kv_usage=kv, arrivals=arrivals)
+
+
+def run(s: AutoscalingSpec, state: ScaleState, figures: list[Observation], step: float = 15,
+        start: datetime = T0) -> list[int]:
+    """Targets after each tick, ``step`` seconds apart."""
+    out = []
+    for i, o in enumerate(figures):
+        d = decide(s, state, o, start + timedelta(seconds=step * i))
+        state = d.state
+        out.append(d.target)
+    return out
+
+
+@pytest.mark.parametrize(("figures", "current", "want", "why"), [
+    (obs(waiting=40), 2, 10, "queue depth 40 > 4×2"),
+    (obs(waiting=8), 2, 2, "load fits 2"),  # at the target exactly: no change
+    (obs(waiting=0, running=20, ttft=0.9, ready=2), 2, 4, "TTFT p95 900ms > 500ms"),
+    (obs(waiting=0, running=20, ttft=0.55, ready=4), 4, 5, "TTFT p95 550ms"),  # at least one more
+    (obs(waiting=0, running=20, ttft=0.9, ready=1), 4, 2, "TTFT"),  # replicas still starting count
+    (obs(waiting=0, running=20, ttft=0.4, kv=0.1), 4, 4, "near the 500ms target"),  # hysteresis
+    (obs(waiting=0, running=4, ttft=0.1, kv=0.1, ready=4), 4, 1, "load fits 1"),
+    (obs(waiting=0, running=30, ttft=0.1, kv=0.6, ready=4), 4, 4, "load fits 4"),  # 4×0.6/0.75 = 3.2 → 4
+    (obs(waiting=0, running=30, ttft=0.1, kv=0.5, ready=4), 4, 3, "load fits 3"),
+    (obs(waiting=0, running=5, ttft=0.1, kv=None), 3, 3, "no KV-cache usage"),
+    (obs(waiting=0, running=0, ttft=None, kv=0.0), 3, 0, "load fits 0"),
+    (obs(waiting=3, ready=0), 0, 1, "requests arrived while scaled to zero"),
+    (obs(waiting=0, ready=0, ttft=None, kv=None), 0, 0, "no requests"),
+])
+def test_recommendation_table(figures: Observation, current: int, want: int, why: str) -> None:
+    rec, reason = recommend(spec(), figures, current)
+    assert rec == want and why in reason, reason
+
+
+def test_queue_spike_shorter_than_the_up_window_moves_nothing() -> None:
+    s = spec()
+    targets = run(s, ScaleState(target=2), [obs(), obs(waiting=40), obs(), obs(), obs()])
+    assert targets == [2, 2, 2, 2, 2]
+
+
+def test_sustained_queue_scales_up_once_the_up_window_is_covered() -> None:
+    s = spec()
+    targets = run(s, ScaleState(target=2), [obs()] + [obs(waiting=40)] * 4)
+    # High from t=15 on; the 30 s window holds only high recommendations from t=45. The queue wants 10, growth
+    # is capped at max(2×2, 2+4) = 6 from 2 replicas; at t=60 the window still holds the 6s.
+    assert targets == [2, 2, 2, 6, 6]
+    d = decide(s, ScaleState(target=2), obs(waiting=40), T0)
+    assert "waiting out scaleUpWindow 30s" in d.reason
+
+
+def test_zero_up_window_scales_at_once_with_growth_capped() -> None:
+    s = spec(scaleUpWindow="0s")
+    d = decide(s, ScaleState(target=2), obs(waiting=400), T0)
+    assert d.target == 6 and "growth capped at 6" in d.reason and d.changed
+
+
+def test_scale_down_waits_for_the_whole_down_window_of_low_recommendations() -> None:
+    s = spec(scaleUpWindow="0s")
+    low = obs(running=2, kv=0.05, ready=6)
+    state = ScaleState(target=6)
+    targets = run(s, state, [low] * 21)  # 0..300 s
+    assert targets[:20] == [6] * 20 and targets[20] == 1
+    busy_once = [low] * 10 + [obs(running=60, kv=0.7, ready=6)] + [low] * 10
+    assert run(s, state, busy_once)[-1] == 6  # the busy tick sits in the window
+
+
+def test_bounds_and_max_replicas() -> None:
+    s = spec(scaleUpWindow="0s", maxReplicas=5)
+    assert decide(s, ScaleState(target=4), obs(waiting=400, ready=4), T0).target == 5
+    d = decide(s, ScaleState(target=9), obs(), T0)
+    assert d.target == 5 and "minReplicas..maxReplicas" in d.reason
+
+
+def test_missing_metrics_hold_the_target() -> None:
+    d = decide(spec(), ScaleState(target=3), None, T0)
+    assert d.target == 3 and not d.changed and "no metrics" in d.reason
+
+
+def test_manual_scale_through_spec_replicas_resets_the_target_and_the_history() -> None:
+    s = spec()
+    state = ScaleState(target=2, history=((T0, 2),), spec_replicas=None)
+    d = decide(s, state, obs(), T0 + timedelta(seconds=15), spec_replicas=7)
+    assert d.target == 7 and d.reason == "spec.replicas set to 7" and d.state.history == ()
+    again = decide(s, d.state, None, T0 + timedelta(seconds=30), spec_replicas=7)
+    assert again.target == 7 and not again.changed
+
+
+def test_scale_to_zero_after_idle_after_and_wake_on_the_first_request() -> None:
+    s = spec(scaleToZero={"enabled": True, "idleAfter": "10m"})
+    idle = obs(waiting=0, running=0, ttft=None, kv=0.0, ready=1)
+    state = ScaleState(target=1, active_at=T0)
+    d = decide(s, state, idle, T0 + timedelta(minutes=9))
+    assert d.target == 1
+    d = decide(s, d.state, idle, T0 + timedelta(minutes=10))
+    assert d.target == 0 and "no requests for 10m" in d.reason
+    d = decide(s, d.state, obs(waiting=0, ready=0, ttft=None, kv=None), T0 + timedelta(minutes=11))
+    assert d.target == 0
+    d = decide(s, d.state, obs(waiting=9, ready=0, ttft=None, kv=None), T0 + timedelta(minutes=12))
+    assert d.target == 3 and "scaled to zero" in d.reason  # no up window when waking
+
+
+def test_without_scale_to_zero_an_idle_fleet_keeps_min_replicas() -> None:
+    s = spec(scaleUpWindow="0s", scaleDownWindow="0s", minReplicas=2)
+    d = decide(s, ScaleState(target=4), obs(running=0, ttft=None, kv=0.0, ready=4), T0)
+    assert d.target == 2
+
+
+def test_initial_state_prefers_the_last_target_then_spec_replicas_then_min() -> None:
+    s = spec(minReplicas=2, maxReplicas=8)
+    assert initial_state(s, 5, 7, T0).target == 7
+    assert initial_state(s, 5, None, T0).target == 5
+    assert initial_state(s, None, None, T0).target == 2
+    assert initial_state(s, 50, None, T0).target == 8
+    assert initial_state(s, 5, 7, T0).spec_replicas == 5  # not a manual scale on the next decision

@@ -1,0 +1,164 @@
+"""The autoscaler and the spot fallback inside reconciliation: FakeKube, a scripted metrics source, a clock."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from llmfleet.autoscale.metrics import Observed
+from llmfleet.autoscale.policy import Observation
+from llmfleet.kube.fake import FakeKube
+from llmfleet.reconcile.apply import execute
+from llmfleet.reconcile.handlers import Reconciler
+from llmfleet.reconcile.observe import observe
+from llmfleet.reconcile.plan import plan
+from llmfleet.render import RenderOptions
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CR = ("llmfleet.io/v1alpha1", "LLMDeployment", "ml", "demo")
+OK = ("True", "MetricsRead", "read")
+
+
+def stamp(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def replicas(kube: FakeKube) -> tuple[int, int]:
+    od = kube.objects[("apps/v1", "Deployment", "ml", "demo-engine-ondemand")]["spec"]["replicas"]
+    spot = kube.objects[("apps/v1", "Deployment", "ml", "demo-engine-spot")]["spec"]["replicas"]
+    return od, spot
+
+
+def condition(kube: FakeKube, type_: str) -> dict:
+    return next(c for c in kube.objects[CR]["status"]["conditions"] if c["type"] == type_)
+
+
+def spot_pod(kube: FakeKube, name: str, created: datetime, ready: bool = False) -> None:
+    kube.add({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": name, "namespace": "ml", "creationTimestamp": stamp(created), "labels": {
+            "llmfleet.io/deployment": "demo", "app.kubernetes.io/component": "engine", "llmfleet.io/pool": "spot"}},
+        "status": {"phase": "Running" if ready else "Pending",
+                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}})
+
+
+def test_spot_replicas_pending_past_the_timeout_get_on_demand_stand_ins_until_spot_is_ready(minimal_obj: dict) -> None:
+    minimal_obj["spec"]["replicas"] = 3  # 1 on-demand baseline + 2 spot
+    minimal_obj["spec"]["pools"] = {"spot": {"pendingTimeout": "5m"}}
+    kube = FakeKube()
+    kube.add(minimal_obj)
+
+    def reconcile(now: datetime) -> None:
+        raw = kube.get(*CR)
+        execute(kube, raw, plan(raw, observe(kube, "ml", "demo"), now))
+
+    reconcile(T0)
+    assert replicas(kube) == (1, 2)
+    spot_pod(kube, "s1", T0)
+    spot_pod(kube, "s2", T0)
+    reconcile(T0 + timedelta(minutes=4))
+    assert replicas(kube) == (1, 2)
+    assert condition(kube, "SpotFallback")["reason"] == "SpotAvailable"
+    reconcile(T0 + timedelta(minutes=5))
+    assert replicas(kube) == (3, 2)  # spot stays wanted: it takes capacity as soon as there is some
+    c = condition(kube, "SpotFallback")
+    assert c["status"] == "True" and c["reason"] == "SpotCapacityUnavailable"
+    assert "2 spot replicas not ready after 5m" in c["message"]
+    assert kube.objects[CR]["status"]["replicas"]["desired"] == 3
+    spot_pod(kube, "s1", T0, ready=True)
+    reconcile(T0 + timedelta(minutes=6))
+    assert replicas(kube) == (2, 2)
+    spot_pod(kube, "s2", T0, ready=True)
+    reconcile(T0 + timedelta(minutes=7))
+    assert replicas(kube) == (1, 2)
+    assert condition(kube, "SpotFallback")["status"] == "False"
+
+
+def test_fallback_is_bounded_by_on_demand_max_and_can_be_turned_off(minimal_obj: dict) -> None:
+    minimal_obj["spec"]["replicas"] = 5
+    minimal_obj["spec"]["pools"] = {"onDemand": {"minReplicas": 1, "maxReplicas": 2}, "spot": {"pendingTimeout": "1m"}}
+    minimal_obj["spec"]["autoscaling"] = {"enabled": False}
+    kube = FakeKube()
+    kube.add(minimal_obj)
+    for i in range(4):
+        spot_pod(kube, f"s{i}", T0)
+    raw = kube.get(*CR)
+    execute(kube, raw, plan(raw, observe(kube, "ml", "demo"), T0 + timedelta(minutes=2)))
+    assert replicas(kube) == (2, 4)
+    assert condition(kube, "SpotFallback")["reason"] == "OnDemandAtMax"
+    kube.objects[CR]["spec"]["pools"]["spot"]["fallbackToOnDemand"] = False
+    raw = kube.get(*CR)
+    execute(kube, raw, plan(raw, observe(kube, "ml", "demo"), T0 + timedelta(minutes=3)))
+    assert replicas(kube) == (1, 4)
+    assert condition(kube, "SpotFallback")["reason"] == "FallbackDisabled"
+
+
+class Scripted:
+    """A MetricsSource that answers with the figures a test sets (a real implementation of the protocol)."""
+
+    def __init__(self) -> None:
+        self.observed = Observed(None, ("False", "PrometheusUnreachable", "down"))
+        self.calls: list[tuple[str, str, str, bool]] = []
+
+    async def observe(self, url: str, namespace: str, model: str, expect_engines: bool) -> Observed:
+        self.calls.append((url, namespace, model, expect_engines))
+        return self.observed
+
+
+def test_autoscaler_ticks_scale_spot_first_and_record_why(minimal_obj: dict) -> None:
+    minimal_obj["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 8, "scaleUpWindow": "0s"}
+    kube = FakeKube()
+    kube.add(minimal_obj)
+    now = [T0]
+    metrics = Scripted()
+    r = Reconciler(kube, RenderOptions(), clock=lambda: now[0], metrics=metrics, prometheus_url="http://prom:9090")
+    asyncio.run(r.reconcile("ml", "demo"))
+    assert replicas(kube) == (1, 0)
+
+    asyncio.run(r.autoscale("ml", "demo", kube.objects[CR]["spec"]))
+    assert replicas(kube) == (1, 0)  # Prometheus down: hold
+    c = condition(kube, "MetricsAvailable")
+    assert (c["status"], c["reason"]) == ("False", "PrometheusUnreachable")
+    assert metrics.calls[-1] == ("http://prom:9090", "ml", "demo", True)
+
+    metrics.observed = Observed(Observation(waiting=14, running=40, ready=1, ttft_p95=0.3, kv_usage=0.8), OK)
+    now[0] = T0 + timedelta(seconds=15)
+    r.store.cr_event(kube.get(*CR), deleted=False)
+    asyncio.run(r.autoscale("ml", "demo", kube.objects[CR]["spec"]))
+    assert replicas(kube) == (1, 3)  # queue 14 > 4×1 → 4 replicas, spot first
+    st = kube.objects[CR]["status"]
+    assert st["lastScale"] == {"time": "2026-01-01T00:00:15Z", "from": 1, "to": 4, "reason": "queue depth 14 > 4×1"}
+    assert st["metrics"] == {"queueDepth": 14, "running": 40, "readyReplicas": 1, "ttftP95": 0.3, "kvCacheUsage": 0.8}
+    assert st["replicas"]["desired"] == 4
+    assert condition(kube, "MetricsAvailable")["status"] == "True"
+
+    # A child event in between re-plans with the autoscaler's target, not the spec's minimum.
+    r.store.cr_event(kube.get(*CR), deleted=False)
+    asyncio.run(r.reconcile("ml", "demo", follow_up=True))
+    assert replicas(kube) == (1, 3)
+
+    # A fresh operator (restart) starts from status.replicas.desired.
+    r2 = Reconciler(kube, RenderOptions(), clock=lambda: now[0], metrics=Scripted())
+    asyncio.run(r2.reconcile("ml", "demo"))
+    assert replicas(kube) == (1, 3)
+
+
+def test_spec_prometheus_url_is_used_when_the_user_wrote_one(minimal_obj: dict) -> None:
+    minimal_obj["spec"]["autoscaling"] = {"prometheus": {"url": "http://mine:9090"}}
+    kube = FakeKube()
+    kube.add(minimal_obj)
+    metrics = Scripted()
+    r = Reconciler(kube, RenderOptions(), clock=lambda: T0, metrics=metrics, prometheus_url="http://default:9090")
+    asyncio.run(r.autoscale("ml", "demo", kube.objects[CR]["spec"]))
+    assert metrics.calls[0][0] == "http://mine:9090"
+
+
+def test_autoscaling_off_reads_no_metrics_and_says_so(minimal_obj: dict) -> None:
+    minimal_obj["spec"]["autoscaling"] = {"enabled": False}
+    minimal_obj["spec"]["replicas"] = 2
+    kube = FakeKube()
+    kube.add(minimal_obj)
+    metrics = Scripted()
+    r = Reconciler(kube, RenderOptions(), clock=lambda: T0, metrics=metrics)
+    asyncio.run(r.autoscale("ml", "demo", kube.objects[CR]["spec"]))
+    assert metrics.calls == [] and replicas(kube) == (1, 1)
+    assert condition(kube, "MetricsAvailable")["reason"] == "AutoscalingDisabled"
