@@ -6,3 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/build-controlplane.sh >/dev/null
 bash hack/redis.sh install >/dev/null
+bash hack/prometheus.sh >/dev/null

@@ -174,6 +174,36 @@ def cmd_prefix_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from llmfleet.sim.fleet import SimConfig, compare, read_azure_trace, shape
+
+    objs, source = _load(args.file)
+    if len(objs) != 1:
+        raise UserError(f"{source}: simulate takes exactly one LLMDeployment, found {len(objs)}")
+    trace_path = Path(args.trace)
+    if not trace_path.is_file():
+        raise UserError(f"--trace {args.trace}: no such file")
+    for flag, value in (("--speed", args.speed), ("--copies", args.copies), ("--tick", args.tick)):
+        if value <= 0:
+            raise UserError(f"{flag} must be > 0, got {value}")
+    try:
+        trace = shape(read_azure_trace(trace_path), args.speed, args.copies, args.minutes, args.seed)
+    except ValueError as exc:
+        raise UserError(f"--trace: {exc}") from None
+    if not trace:
+        raise UserError(f"--minutes {args.minutes}: no request of the trace falls in that span")
+    config = SimConfig(cold_start_s=args.cold_start, tick_s=args.tick, spot_reclaims_per_hour=args.reclaims_per_hour,
+                       spot_capacity=args.spot_capacity, static_replicas=args.static, seed=args.seed)
+    print(f"llmfleet simulate: {len(trace)} requests over {trace[-1].at:.0f} s (trace {trace_path.name}, "
+          f"time /{args.speed:g}, {args.copies} cop{'y' if args.copies == 1 else 'ies'})", file=sys.stderr)
+    try:
+        for line in compare(objs[0].spec, trace, config):
+            print(json.dumps({"source": trace_path.name, "speed": args.speed, "copies": args.copies, **line}))
+    except SizingError as exc:
+        raise UserError(f"{source}: {objs[0].metadata.name}: {exc.field}: {exc}") from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmfleet",
@@ -232,6 +262,24 @@ def build_parser() -> argparse.ArgumentParser:
                        "engine's /metrics and prints the hit rate, with guidance on prompt ordering.")
     p.add_argument("--metrics", action="append", default=[], help="engine base or /metrics URL (repeatable)")
     p.set_defaults(func=cmd_prefix_cache)
+
+    p = sub.add_parser("simulate", help="replay a request trace through a simulated fleet, autoscaled vs static",
+                       description="A discrete-event fleet simulator: engines are engine-sim's continuous-batching "
+                       "model, routed least-outstanding, scaled by the operator's own autoscaler policy with cold "
+                       "starts, spot reclaims and on-demand fallback. Prints JSON lines: the autoscaled fleet, a "
+                       "static on-demand fleet of maxReplicas (or --static) on the same trace, and their ratio.")
+    p.add_argument("-f", "--file", required=True, help="LLMDeployment YAML file (- for stdin)")
+    p.add_argument("--trace", required=True, help="request trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens)")
+    p.add_argument("--speed", type=float, default=1.0, help="compress the trace's time by this factor")
+    p.add_argument("--copies", type=int, default=1, help="overlay this many randomly shifted copies of the trace")
+    p.add_argument("--minutes", type=float, help="only the first MINUTES of the (compressed) trace")
+    p.add_argument("--cold-start", type=float, default=120.0, help="seconds from a new replica to serving")
+    p.add_argument("--tick", type=float, default=15.0, help="autoscaler interval in seconds")
+    p.add_argument("--reclaims-per-hour", type=float, default=0.0, help="spot reclaims per spot replica and hour")
+    p.add_argument("--spot-capacity", type=int, help="spot replicas the provider has (default: unlimited)")
+    p.add_argument("--static", type=int, help="baseline size (default: autoscaling.maxReplicas, all on-demand)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (trace copies, reclaims)")
+    p.set_defaults(func=cmd_simulate)
 
     dev = sub.add_parser("dev", help="local development helpers (a cluster without Docker)")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="DEV_COMMAND")

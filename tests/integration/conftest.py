@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -102,6 +103,18 @@ def cluster() -> Iterator[Cluster]:
         subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "down"], env=env, capture_output=True, timeout=120)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# The session's operator asks this Prometheus; the `prometheus` fixture starts it for the tests that need it
+# (until then the autoscaler finds it unreachable and holds every target, as it would in a real cluster).
+PROMETHEUS_PORT = free_port()
+AUTOSCALE_INTERVAL = "1"
+
+
 class Operator:
     def __init__(self, cluster: Cluster, *extra: str) -> None:
         self.cluster = cluster
@@ -113,7 +126,9 @@ class Operator:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llmfleet", "operator", "--kubeconfig", str(self.cluster.kubeconfig),
              "--liveness-port", "0", *self.extra],
-            stdout=self.log, stderr=subprocess.STDOUT, env={**self.cluster.env, "PYTHONUNBUFFERED": "1"},
+            stdout=self.log, stderr=subprocess.STDOUT,
+            env={**self.cluster.env, "PYTHONUNBUFFERED": "1", "LLMFLEET_AUTOSCALE_INTERVAL": AUTOSCALE_INTERVAL,
+                 "LLMFLEET_PROMETHEUS_URL": f"http://127.0.0.1:{PROMETHEUS_PORT}"},
         )
 
     def stop(self) -> None:
@@ -136,6 +151,19 @@ def operator(cluster: Cluster) -> Iterator[Operator]:
         yield op
     finally:
         op.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(cluster: Cluster) -> Iterator[str]:
+    """Debian's Prometheus scraping the cluster's engine pods every second; yields its URL."""
+    from llmfleet.dev.prometheus import start
+
+    proc = start(cluster.kubeconfig, Path(tempfile.mkdtemp(prefix="llmfleet-prometheus-")), PROMETHEUS_PORT, "1s")
+    try:
+        yield f"http://127.0.0.1:{PROMETHEUS_PORT}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.fixture

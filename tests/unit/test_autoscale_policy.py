@@ -7,9 +7,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from llmfleet.api.v1alpha1 import AutoscalingSpec
-from llmfleet.autoscale.policy import Observation, ScaleState, decide, initial_state, recommend
+from llmfleet.autoscale.policy import (
+    Capacity,
+    Observation,
+    ScaleState,
+    capacity_of,
+    decide,
+    initial_state,
+    recommend,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CAP = Capacity(prefill_tps=20_000, decode_tps=6_000)
 
 
 def spec(**kw: object) -> AutoscalingSpec:
@@ -19,38 +28,49 @@ def spec(**kw: object) -> AutoscalingSpec:
 
 
 def obs(waiting: float = 0, running: float = 0, ready: int = 2, ttft: float | None = 0.1,
-        kv: float | None = 0.3, arrivals: float | None = None) -> Observation:
-    return Observation(waiting=waiting, running=running, ready=ready, ttft_p95=ttft, kv_usage=kv, arrivals=arrivals)
+        kv: float | None = 0.3, arrivals: float | None = None, prompt: float | None = None,
+        gen: float | None = None) -> Observation:
+    return Observation(waiting=waiting, running=running, ready=ready, ttft_p95=ttft, kv_usage=kv, arrivals=arrivals,
+                       prompt_tps=prompt, generation_tps=gen)
 
 
 def run(s: AutoscalingSpec, state: ScaleState, figures: list[Observation], step: float = 15,
-        start: datetime = T0) -> list[int]:
+        start: datetime = T0, capacity: Capacity | None = None) -> list[int]:
     """Targets after each tick, ``step`` seconds apart."""
     out = []
     for i, o in enumerate(figures):
-        d = decide(s, state, o, start + timedelta(seconds=step * i))
+        d = decide(s, state, o, start + timedelta(seconds=step * i), capacity=capacity)
         state = d.state
         out.append(d.target)
     return out
 
 
-@pytest.mark.parametrize(("figures", "current", "want", "why"), [
+@pytest.mark.parametrize(("figures", "current", "want", "why", "capacity"), [(*case, None) for case in [
     (obs(waiting=40), 2, 10, "queue depth 40 > 4×2"),
     (obs(waiting=8), 2, 2, "load fits 2"),  # at the target exactly: no change
     (obs(waiting=0, running=20, ttft=0.9, ready=2), 2, 4, "TTFT p95 900ms > 500ms"),
     (obs(waiting=0, running=20, ttft=0.55, ready=4), 4, 5, "TTFT p95 550ms"),  # at least one more
     (obs(waiting=0, running=20, ttft=0.9, ready=1), 4, 2, "TTFT"),  # replicas still starting count
     (obs(waiting=0, running=20, ttft=0.4, kv=0.1), 4, 4, "near the 500ms target"),  # hysteresis
-    (obs(waiting=0, running=4, ttft=0.1, kv=0.1, ready=4), 4, 1, "load fits 1"),
+    (obs(waiting=0, running=4, ttft=0.1, kv=0.1, ready=4), 4, 3, "load fits 3"),  # no token rates: one step
     (obs(waiting=0, running=30, ttft=0.1, kv=0.6, ready=4), 4, 4, "load fits 4"),  # 4×0.6/0.75 = 3.2 → 4
     (obs(waiting=0, running=30, ttft=0.1, kv=0.5, ready=4), 4, 3, "load fits 3"),
     (obs(waiting=0, running=5, ttft=0.1, kv=None), 3, 3, "no KV-cache usage"),
     (obs(waiting=0, running=0, ttft=None, kv=0.0), 3, 0, "load fits 0"),
+    (obs(waiting=0, running=0, ttft=2.0, kv=0.0), 3, 0, "load fits 0"),  # last minute's TTFT, traffic gone
     (obs(waiting=3, ready=0), 0, 1, "requests arrived while scaled to zero"),
     (obs(waiting=0, ready=0, ttft=None, kv=None), 0, 0, "no requests"),
+]] + [
+    # Token load: prompt 30k/s is 1.5 replicas of prefill, generation 6k/s one of decode: 2.5 → 4 at 70%.
+    (obs(running=50, prompt=30_000, gen=6_000), 2, 4, "token load 2.50 replicas at 70% needs 4", CAP),
+    (obs(running=50, kv=0.05, ready=6, prompt=30_000, gen=6_000), 6, 4, "load fits 4 replicas", CAP),
+    (obs(running=5, kv=0.01, ready=6, prompt=1_000, gen=300), 6, 1, "load fits 1 replica", CAP),
+    (obs(waiting=40, running=50, prompt=30_000, gen=6_000), 2, 10, "queue depth 40", CAP),
+    (obs(waiting=0, running=50, ttft=0.45, ready=6, prompt=1_000, gen=300), 6, 6, "near the 500ms", CAP),
 ])
-def test_recommendation_table(figures: Observation, current: int, want: int, why: str) -> None:
-    rec, reason = recommend(spec(), figures, current)
+def test_recommendation_table(figures: Observation, current: int, want: int, why: str,
+                              capacity: Capacity | None) -> None:
+    rec, reason = recommend(spec(), figures, current, capacity)
     assert rec == want and why in reason, reason
 
 
@@ -78,12 +98,29 @@ def test_zero_up_window_scales_at_once_with_growth_capped() -> None:
 
 def test_scale_down_waits_for_the_whole_down_window_of_low_recommendations() -> None:
     s = spec(scaleUpWindow="0s")
-    low = obs(running=2, kv=0.05, ready=6)
+    low = obs(running=2, kv=0.05, ready=6, prompt=500, gen=100)
     state = ScaleState(target=6)
-    targets = run(s, state, [low] * 21)  # 0..300 s
+    targets = run(s, state, [low] * 21, capacity=CAP)  # 0..300 s
     assert targets[:20] == [6] * 20 and targets[20] == 1
-    busy_once = [low] * 10 + [obs(running=60, kv=0.7, ready=6)] + [low] * 10
-    assert run(s, state, busy_once)[-1] == 6  # the busy tick sits in the window
+    # One tick whose load needs 5 (2 + 1 replica-equivalents at 70%) sits in the window: the fleet falls to 5 only.
+    busy_once = [low] * 10 + [obs(running=60, kv=0.1, ready=6, prompt=40_000, gen=6_000)] + [low] * 10
+    assert run(s, state, busy_once, capacity=CAP)[-1] == 5
+
+
+def test_without_token_rates_the_fleet_shrinks_one_replica_per_down_window() -> None:
+    s = spec(scaleUpWindow="0s", scaleDownWindow="1m")
+    targets = run(s, ScaleState(target=6), [obs(running=2, kv=0.01, ready=6)] * 10)  # 0..135 s
+    assert targets == [6, 6, 6, 6, 5, 5, 5, 5, 5, 4]  # the second step waits for a window of 4s (from t=75)
+
+
+def test_capacity_of_the_reference_replica_follows_the_performance_model() -> None:
+    from llmfleet.sim.perfmodel import EngineProfile
+
+    cap = capacity_of(EngineProfile())  # Llama-3-8B bf16 on one H100: 7.5 ms + 0.137 ms per sequence
+    assert cap.prefill_tps == 20_000
+    assert 5_800 < cap.decode_tps < 6_000  # ~237 sequences at a 40 ms step
+    small = capacity_of(EngineProfile(max_num_seqs=16))
+    assert small.decode_tps == pytest.approx(16 / (0.0075 + 16 * 0.000137))
 
 
 def test_bounds_and_max_replicas() -> None:

@@ -481,6 +481,9 @@ class MetricsStatus(BaseModel):
     ready_replicas: int | None = Field(default=None, description="Engine replicas reporting metrics.")
     ttft_p95: float | None = Field(default=None, description="TTFT p95 in seconds over the last minute.")
     kv_cache_usage: float | None = Field(default=None, description="Mean KV-cache usage of the replicas, 0 to 1.")
+    prompt_tokens_per_second: float | None = Field(default=None, description="Prompt tokens per second, all replicas.")
+    generation_tokens_per_second: float | None = Field(
+        default=None, description="Generated tokens per second, all replicas.")
 
 
 class LastScale(BaseModel):

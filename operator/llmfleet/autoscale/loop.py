@@ -14,10 +14,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from llmfleet.api.sizing import SizingError, size
 from llmfleet.api.v1alpha1 import LLMDeploymentSpec
 from llmfleet.autoscale.metrics import Condition, Observed
-from llmfleet.autoscale.policy import Decision, Observation, ScaleState, decide, initial_state
+from llmfleet.autoscale.policy import (
+    Capacity,
+    Decision,
+    Observation,
+    ScaleState,
+    capacity_of,
+    decide,
+    initial_state,
+)
 from llmfleet.reconcile.status import ScaleInput
+from llmfleet.sim.perfmodel import EngineProfile
 
 Key = tuple[str, str]
 
@@ -28,6 +38,16 @@ class _Entry:
     metrics: dict[str, Any] | None = None
     last_scale: dict[str, Any] | None = None
     available: Condition | None = None
+    capacity: Capacity | None = None
+    capacity_for: LLMDeploymentSpec | None = None  # the spec the capacity was computed from
+
+
+def replica_capacity(spec: LLMDeploymentSpec) -> Capacity | None:
+    """One replica's token capacity from the engine performance model; None when the spec cannot be sized."""
+    try:
+        return capacity_of(EngineProfile.for_spec(spec, size(spec)))
+    except SizingError:
+        return None
 
 
 def metrics_status(obs: Observation) -> dict[str, Any]:
@@ -38,6 +58,10 @@ def metrics_status(obs: Observation) -> dict[str, Any]:
         out["ttftP95"] = round(obs.ttft_p95, 3)
     if obs.kv_usage is not None:
         out["kvCacheUsage"] = round(obs.kv_usage, 2)
+    if obs.prompt_tps is not None:
+        out["promptTokensPerSecond"] = round(obs.prompt_tps)
+    if obs.generation_tps is not None:
+        out["generationTokensPerSecond"] = round(obs.generation_tps)
     return out
 
 
@@ -65,11 +89,13 @@ class Autoscaler:
             e = self._entries[key] = _Entry(initial_state(a, spec.replicas, last, now),
                                             last_scale=status.get("lastScale"), metrics=status.get("metrics"))
         obs = observed.observation if observed else None
+        if obs is not None and e.capacity_for != spec:
+            e.capacity, e.capacity_for = replica_capacity(spec), spec
         if observed is not None:
             e.available = observed.available
             if obs is not None:
                 e.metrics = metrics_status(obs)
-        d: Decision = decide(a, e.state, obs, now, spec.replicas)
+        d: Decision = decide(a, e.state, obs, now, spec.replicas, e.capacity)
         e.state = d.state
         if d.changed:
             e.last_scale = {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "from": d.previous, "to": d.target,

@@ -39,6 +39,8 @@ def queries(namespace: str, model: str) -> dict[str, str]:
         "ready": f"count(vllm:num_requests_waiting{{{sel}}})",
         "kv": f"avg(vllm:kv_cache_usage_perc{{{sel}}})",
         "ttft": f"histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{{{sel}}}[1m])))",
+        "prompt_tps": f"sum(rate(vllm:prompt_tokens_total{{{sel}}}[1m]))",
+        "generation_tps": f"sum(rate(vllm:generation_tokens_total{{{sel}}}[1m]))",
     }
 
 
@@ -78,5 +80,7 @@ class PrometheusSource:
                                    f"{url} has no vllm:num_requests_waiting series with namespace={namespace!r} and "
                                    f"model_name={model!r} (engines starting, or not scraped); holding the replica count."))
         obs = Observation(waiting=got["waiting"] or 0.0, running=got["running"] or 0.0, ready=ready,
-                          ttft_p95=got["ttft"], kv_usage=got["kv"])
-        return Observed(obs, ("True", "MetricsRead", f"Queue depth, TTFT p95 and KV-cache usage read from {url}."))
+                          ttft_p95=got["ttft"], kv_usage=got["kv"], prompt_tps=got["prompt_tps"],
+                          generation_tps=got["generation_tps"])
+        return Observed(obs, ("True", "MetricsRead", f"Queue depth, TTFT p95, token rates and KV-cache usage read "
+                                                     f"from {url}."))

@@ -1,25 +1,31 @@
-"""The autoscaler's policy, pure: (spec, state, observation, now) → the total replica target and why.
+"""The autoscaler's policy, pure: (spec, state, observation, capacity, now) → the total replica target and why.
 
 No I/O and no clock of its own, so every window is tested by passing times. The rules, in order:
 
-1. **Queue depth.** More than ``targetQueueDepthPerReplica`` waiting requests per current replica
-   recommends ``ceil(waiting / target)`` replicas: enough that the queue spread over the fleet is at the target.
-2. **TTFT.** A TTFT p95 above ``ttftP95Target`` recommends the *ready* replicas times the overshoot
-   (``p95 / target``, at least one more). Ready, not desired: replicas still starting (minutes for a GPU
-   engine) are capacity on its way, so a slow signal does not keep adding replicas while they boot.
-3. **Shrinking** is only considered with an empty-enough queue and TTFT p95 under
-   ``TTFT_DOWN_FRACTION`` of the target (hysteresis): the fleet may shrink to the replicas whose KV cache
-   would stay under ``KV_HIGH_WATER`` with the same load (vLLM preempts sequences when the cache fills).
-4. **Bounds.** ``minReplicas`` ≤ target ≤ ``maxReplicas``; growth per decision is capped at double (and at
+1. **Token load** (the sizing rule). The fleet's prompt and generation token rates, divided by what one
+   replica can do (``Capacity``: prefill tokens/s, and decode tokens/s at the batch where a step stays under
+   ``DECODE_STEP_TARGET_S``), is the work in replica-equivalents; the fleet is sized so each replica runs at
+   ``TARGET_UTILIZATION``. This is what lets a fleet shrink safely: queue depth and KV-cache usage stay
+   near zero on a large GPU until the replica is saturated, so neither says how many replicas the load needs.
+2. **Queue depth** (saturation guard). More than ``targetQueueDepthPerReplica`` waiting requests per current
+   replica recommends at least ``ceil(waiting / target)`` replicas.
+3. **TTFT** (latency guard). With traffic flowing, a TTFT p95 above ``ttftP95Target`` recommends at least the
+   *ready* replicas times the overshoot (at least one more). Ready, not desired: replicas still starting
+   (minutes for a GPU engine) are capacity on its way, so a slow signal does not keep adding replicas.
+4. **Shrinking** happens only with TTFT p95 under ``TTFT_DOWN_FRACTION`` of the target (hysteresis), to the
+   largest of the token-load count, the queue count and the KV-cache count (``KV_HIGH_WATER``). Without token
+   rates (an engine that does not export them) it shrinks one replica at a time.
+5. **Bounds.** ``minReplicas`` ≤ target ≤ ``maxReplicas``; growth per decision is capped at double (and at
    least +4), as the HPA's default policy does. With ``scaleToZero`` on, a fleet that saw no request for
    ``idleAfter`` goes to zero, and the first request seen wakes it at once (no window: it is waiting).
-5. **Windows** (the HPA's stabilisation): the target rises only to the *lowest* recommendation of the last
+6. **Windows** (the HPA's stabilisation): the target rises only to the *lowest* recommendation of the last
    ``scaleUpWindow`` and falls only to the *highest* of the last ``scaleDownWindow``, and only once the
    history covers the window; so a spike shorter than the window moves nothing.
 
 No metrics (Prometheus down, no series yet) holds the target: scaling on missing data is how fleets
-collapse. Queue depth and TTFT come from ``vllm:num_requests_waiting`` and
-``vllm:time_to_first_token_seconds``, the same series engine-sim exports.
+collapse. The figures are vLLM's own series (``vllm:num_requests_waiting``, ``vllm:time_to_first_token_seconds``,
+``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total``, ``vllm:kv_cache_usage_perc``), which
+engine-sim exports too; the fleet simulator runs this same policy.
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ from datetime import datetime, timedelta
 
 from llmfleet.api.quantity import parse_duration
 from llmfleet.api.v1alpha1 import AutoscalingSpec
+from llmfleet.sim.perfmodel import EngineProfile
 
 KV_HIGH_WATER = 0.75  # KV usage a replica may reach after a scale-down
+TARGET_UTILIZATION = 0.7  # share of a replica's token capacity the fleet is sized for
+DECODE_STEP_TARGET_S = 0.04  # decode capacity is counted at the batch whose step stays under this (25 tokens/s)
 TTFT_DOWN_FRACTION = 0.6  # shrink only while TTFT p95 is below this share of the target
 MAX_GROWTH_FACTOR = 2.0
 MIN_GROWTH_STEP = 4
@@ -47,10 +56,34 @@ class Observation:
     ttft_p95: float | None = None  # seconds, over the last minute; None: no request finished a first token
     kv_usage: float | None = None  # mean vllm:kv_cache_usage_perc, 0..1
     arrivals: float | None = None  # requests per second reaching the gateway; None: unknown
+    prompt_tps: float | None = None  # prompt tokens per second, whole fleet (rate of vllm:prompt_tokens_total)
+    generation_tps: float | None = None  # generated tokens per second, whole fleet
 
     @property
     def busy(self) -> bool:
         return self.waiting > 0 or self.running > 0 or bool(self.arrivals)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What one replica can do: from the engine performance model of the CR's model, TP and GPU."""
+
+    prefill_tps: float
+    decode_tps: float
+
+    def replicas_for(self, obs: Observation) -> float | None:
+        """The fleet's token work in replica-equivalents (time shares of prefill and decode), if rates are known."""
+        if obs.prompt_tps is None or obs.generation_tps is None:
+            return None
+        return obs.prompt_tps / self.prefill_tps + obs.generation_tps / self.decode_tps
+
+
+def capacity_of(profile: EngineProfile) -> Capacity:
+    """One replica's token capacity from its performance model: decode counted at the batch whose step time
+    stays under DECODE_STEP_TARGET_S (bounded by max_num_seqs), prefill at its rate."""
+    batch = (DECODE_STEP_TARGET_S - profile.decode_base_s) / profile.decode_per_seq_s
+    batch = max(1.0, min(float(profile.max_num_seqs), batch))
+    return Capacity(prefill_tps=profile.prefill_tokens_per_s, decode_tps=batch / profile.step_seconds(int(batch), 0))
 
 
 @dataclass(frozen=True)
@@ -93,7 +126,8 @@ def initial_state(spec: AutoscalingSpec, spec_replicas: int | None, last_target:
     return ScaleState(target=target, active_at=now, spec_replicas=spec_replicas)
 
 
-def recommend(spec: AutoscalingSpec, obs: Observation, current: int) -> tuple[int, str]:
+def recommend(spec: AutoscalingSpec, obs: Observation, current: int,
+              capacity: Capacity | None = None) -> tuple[int, str]:
     """The replica count these figures call for, before bounds and windows."""
     q = spec.target_queue_depth_per_replica
     ttft_target = parse_duration(spec.ttft_p95_target)
@@ -101,21 +135,32 @@ def recommend(spec: AutoscalingSpec, obs: Observation, current: int) -> tuple[in
         if obs.busy:
             return max(1, math.ceil(obs.waiting / q)), "requests arrived while scaled to zero"
         return 0, "no requests"
+    work = capacity.replicas_for(obs) if capacity else None
+    by_load = math.ceil(work / TARGET_UTILIZATION - 1e-9) if work is not None else 0
+    load = f"token load {work:.2f} replicas at {TARGET_UTILIZATION:.0%}" if work is not None else ""
     if obs.waiting > q * current:
-        return math.ceil(obs.waiting / q), f"queue depth {obs.waiting:g} > {q:g}×{current}"
-    if obs.ttft_p95 is not None and obs.ttft_p95 > ttft_target:
+        want = math.ceil(obs.waiting / q)
+        return max(want, by_load), f"queue depth {obs.waiting:g} > {q:g}×{current}"
+    # TTFT is a minute's quantile: once traffic stops it still shows the last burst, which needs no replicas.
+    ttft = obs.ttft_p95 if obs.busy else None
+    if ttft is not None and ttft > ttft_target:
         base = max(obs.ready, 1)
-        want = max(base + 1, math.ceil(base * obs.ttft_p95 / ttft_target))
-        return want, f"TTFT p95 {obs.ttft_p95 * 1000:.0f}ms > {ttft_target * 1000:.0f}ms target"
-    if obs.ttft_p95 is not None and obs.ttft_p95 > TTFT_DOWN_FRACTION * ttft_target:
-        return current, f"TTFT p95 {obs.ttft_p95 * 1000:.0f}ms is near the {ttft_target * 1000:.0f}ms target"
-    if obs.kv_usage is None and obs.running > 0:
+        want = max(base + 1, math.ceil(base * ttft / ttft_target))
+        return max(want, by_load), f"TTFT p95 {ttft * 1000:.0f}ms > {ttft_target * 1000:.0f}ms target"
+    if by_load > current:
+        return by_load, f"{load} needs {by_load} (rates: prompt {obs.prompt_tps:.0f}, generation {obs.generation_tps:.0f} tokens/s)"
+    if ttft is not None and ttft > TTFT_DOWN_FRACTION * ttft_target:
+        return current, f"TTFT p95 {ttft * 1000:.0f}ms is near the {ttft_target * 1000:.0f}ms target"
+    kv = obs.kv_usage
+    if kv is None and obs.running > 0:
         return current, "no KV-cache usage reported; holding"
-    kv = obs.kv_usage or 0.0
-    need = max(math.ceil(obs.waiting / q), math.ceil(max(obs.ready, 1) * kv / KV_HIGH_WATER), 1 if obs.busy else 0)
-    if need >= current:
-        return current, f"load fits {current} replicas (queue {obs.waiting:g}, KV cache {kv:.0%})"
-    return need, f"load fits {need} replicas (queue {obs.waiting:g}, KV cache {kv:.0%})"
+    need = max(by_load, math.ceil(obs.waiting / q), math.ceil(max(obs.ready, 1) * (kv or 0.0) / KV_HIGH_WATER),
+               1 if obs.busy else 0)
+    if work is None and obs.busy:
+        need = max(need, current - 1)  # no token rates: shrink one step at a time
+    figures = f"queue {obs.waiting:g}, KV cache {kv or 0.0:.0%}" + (f", {load}" if load else "")
+    n = min(need, current)
+    return n, f"load fits {n} replica{'s' if n != 1 else ''} ({figures})"
 
 
 def _window(history: tuple[tuple[datetime, int], ...], now: datetime, seconds: float) -> list[int] | None:
@@ -128,7 +173,7 @@ def _window(history: tuple[tuple[datetime, int], ...], now: datetime, seconds: f
 
 
 def decide(spec: AutoscalingSpec, state: ScaleState, obs: Observation | None, now: datetime,
-           spec_replicas: int | None = None) -> Decision:
+           spec_replicas: int | None = None, capacity: Capacity | None = None) -> Decision:
     current = state.target
     if spec_replicas is not None and spec_replicas != state.spec_replicas:
         # `kubectl scale llmd` (or an edit of spec.replicas): the autoscaler goes on from the new figure.
@@ -149,12 +194,15 @@ def decide(spec: AutoscalingSpec, state: ScaleState, obs: Observation | None, no
     if to_zero:
         rec, reason = 0, f"no requests for {idle_for / 60:.0f}m (scaleToZero.idleAfter {spec.scale_to_zero.idle_after})"
     else:
-        rec, reason = recommend(spec, obs, current)
+        rec, reason = recommend(spec, obs, current, capacity)
         growth_cap = max(math.ceil(current * MAX_GROWTH_FACTOR), current + MIN_GROWTH_STEP)
         if rec > growth_cap:
             rec, reason = growth_cap, f"{reason}; growth capped at {growth_cap}"
         floor = spec.min_replicas if current > 0 or rec > 0 else 0
-        rec = max(floor, min(spec.max_replicas, rec))
+        if rec < floor:
+            rec, reason = floor, f"{reason}; minReplicas {floor}"
+        elif rec > spec.max_replicas:
+            rec, reason = spec.max_replicas, f"{reason}; maxReplicas {spec.max_replicas}"
 
     keep = max(parse_duration(spec.scale_up_window), parse_duration(spec.scale_down_window))
     horizon = now - timedelta(seconds=keep)

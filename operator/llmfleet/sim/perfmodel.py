@@ -16,6 +16,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from llmfleet.api.sizing import Sizing
+from llmfleet.api.v1alpha1 import LLMDeploymentSpec
 
 REF_PARAMS = 8.03e9
 BLOCK_TOKENS = 16
@@ -47,6 +48,15 @@ class EngineProfile:
             max_num_seqs=max_num_seqs,
             prefix_caching=prefix_caching,
         )
+
+    @classmethod
+    def for_spec(cls, spec: LLMDeploymentSpec, sizing: Sizing) -> EngineProfile:
+        """The profile of one replica of a CR: its sizing, prefix caching and any --max-num-seqs in extraArgs."""
+        seqs = 256
+        for arg in spec.engine.extra_args:
+            if arg.startswith("--max-num-seqs="):
+                seqs = int(arg.split("=", 1)[1])
+        return cls.from_sizing(sizing, max_num_seqs=seqs, prefix_caching=spec.engine.enable_prefix_caching)
 
     def step_seconds(self, decoding: int, prefill_tokens: int) -> float:
         return self.decode_base_s + self.decode_per_seq_s * decoding + prefill_tokens / self.prefill_tokens_per_s

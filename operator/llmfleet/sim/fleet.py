@@ -1,0 +1,395 @@
+"""The fleet simulator behind ``llmfleet simulate``: a discrete-event replay of a request trace through a fleet
+of engine replicas (each the continuous-batching ``perfmodel`` of engine-sim), routed least-outstanding as the
+gateway does, scaled by the autoscaler's own pure policy, with cold starts, spot reclaims and on-demand fallback.
+
+Pure computation: no sockets, no wall clock; the same inputs give the same figures. What it models, and what
+it leaves out, is stated in ``SimConfig``; where a figure comes from the trace or the catalog it says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import itertools
+import math
+import random
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from llmfleet.api.quantity import parse_duration
+from llmfleet.api.sizing import Sizing, size
+from llmfleet.api.v1alpha1 import LLMDeploymentSpec
+from llmfleet.autoscale.policy import Observation, ScaleState, capacity_of, decide
+from llmfleet.render.engine import split_replicas
+from llmfleet.sim.perfmodel import BatchEngine, EngineProfile, SimRequest
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # simulated time 0 as the policy's clock sees it
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    at: float  # seconds from the trace's start
+    prompt_tokens: int
+    output_tokens: int
+
+
+def read_azure_trace(path: Path) -> list[TraceRequest]:
+    """The Azure LLM inference trace (TIMESTAMP, ContextTokens, GeneratedTokens), times relative to its first row."""
+    rows: list[tuple[datetime, int, int]] = []
+    with path.open(newline="") as f:
+        for i, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                stamp = datetime.fromisoformat(row["TIMESTAMP"].strip()[:26])
+                rows.append((stamp, int(row["ContextTokens"]), int(row["GeneratedTokens"])))
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"{path}:{i}: not a row of TIMESTAMP,ContextTokens,GeneratedTokens ({exc})") from None
+    if not rows:
+        raise ValueError(f"{path}: no requests")
+    rows.sort()
+    t0 = rows[0][0]
+    return [TraceRequest((t - t0).total_seconds(), max(1, p), max(1, g)) for t, p, g in rows]
+
+
+def shape(trace: list[TraceRequest], speed: float = 1.0, copies: int = 1, minutes: float | None = None,
+          seed: int = 0) -> list[TraceRequest]:
+    """Compress time by ``speed`` and overlay ``copies`` of the trace, each shifted by a random offset within
+    the trace (wrapping round), to reach a higher load than the sample has; then keep the first ``minutes``."""
+    span = trace[-1].at + 1e-3
+    rng = random.Random(seed)
+    out: list[TraceRequest] = []
+    for c in range(copies):
+        shift = 0.0 if c == 0 else rng.uniform(0, span)
+        out.extend(TraceRequest(((r.at + shift) % span) / speed, r.prompt_tokens, r.output_tokens) for r in trace)
+    out.sort(key=lambda r: r.at)
+    if minutes is not None:
+        out = [r for r in out if r.at < minutes * 60]
+    return out
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    cold_start_s: float = 120.0  # pod scheduled → engine serving (image + weights); ARCHITECTURE §4: 1-5 min
+    tick_s: float = 15.0  # autoscaler interval (the operator's default)
+    spot_reclaims_per_hour: float = 0.0  # per spot replica; a reclaim gives SPOT_NOTICE_S notice
+    spot_capacity: int | None = None  # spot replicas the provider can give at once; None: as many as asked
+    spot_notice_s: float = 120.0
+    drain_s: float = 45.0  # vLLM --shutdown-timeout: in-flight requests may finish, new ones go elsewhere
+    static_replicas: int | None = None  # baseline: this many on-demand replicas, no autoscaler
+    seed: int = 0
+
+
+@dataclass
+class Replica:
+    id: int
+    pool: str  # spot | on-demand
+    engine: BatchEngine
+    created: float
+    ready_at: float | None  # None: pending (no spot capacity)
+    draining_until: float | None = None
+    stopped: float | None = None
+    busy_until: float = 0.0  # the engine's current step ends here
+    stepping: bool = False
+    billed_from: float | None = None  # when it got a node: billing and replica-hours count from here
+
+    def serving(self, now: float) -> bool:
+        return self.ready_at is not None and self.ready_at <= now and self.draining_until is None and self.stopped is None
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.engine.waiting) + len(self.engine.running)
+
+
+@dataclass
+class Stats:
+    ttft: list[float] = field(default_factory=list)
+    e2e: list[float] = field(default_factory=list)
+    lost: int = 0  # in flight on a reclaimed spot replica past the notice
+    scale_events: list[dict[str, Any]] = field(default_factory=list)
+    cost: float = 0.0
+    replica_seconds: dict[str, float] = field(default_factory=lambda: {"spot": 0.0, "on-demand": 0.0})
+    peak_replicas: int = 0
+    reclaims: int = 0
+    fallback_seconds: float = 0.0
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+
+
+class Fleet:
+    def __init__(self, spec: LLMDeploymentSpec, sizing: Sizing, config: SimConfig) -> None:
+        self.spec, self.sizing, self.config = spec, sizing, config
+        self.profile = EngineProfile.for_spec(spec, sizing)
+        self.capacity = capacity_of(self.profile)
+        self.tokens: deque[tuple[float, int, int]] = deque()  # (time, prompt, generated) per step, last minute
+        self.rng = random.Random(config.seed)
+        self.replicas: list[Replica] = []
+        self.ids = itertools.count()
+        self.events: list[tuple[float, int, str, Any]] = []
+        self.seq = itertools.count()
+        self.queue: deque[tuple[str, float]] = deque()  # at the gateway while no replica serves
+        self.started: dict[str, tuple[float, int]] = {}  # request id → (arrival, output tokens)
+        self.first: dict[str, float] = {}
+        self.where: dict[str, Replica] = {}
+        self.recent_ttft: deque[tuple[float, float]] = deque()
+        self.stats = Stats()
+        self.state: ScaleState | None = None
+        self.target = 0
+        self.end = 0.0
+        self._req_sizes: dict[str, tuple[int, int]] = {}
+
+    # ------------------------------------------------------------------ events
+    def at(self, t: float, kind: str, payload: Any = None) -> None:
+        heapq.heappush(self.events, (t, next(self.seq), kind, payload))
+
+    def run(self, trace: Iterable[TraceRequest]) -> Stats:
+        requests = list(trace)
+        for i, r in enumerate(requests):
+            self.at(r.at, "arrive", (f"q{i}", r))
+        end = self.end = requests[-1].at if requests else 0.0
+        a = self.spec.autoscaling
+        if self.config.static_replicas is not None:
+            self.target = self.config.static_replicas
+        else:
+            if a.enabled:
+                self.target = a.min_replicas
+                self.state = ScaleState(target=self.target, active_at=EPOCH)
+            else:
+                self.target = self.spec.replicas if self.spec.replicas is not None else self.spec.pools.on_demand.min_replicas
+            self.at(self.config.tick_s, "tick")  # the operator's tick: autoscaler and the spot pendingTimeout
+        self._reconcile(0.0, warm=True)
+        if self.config.spot_reclaims_per_hour > 0:
+            self.at(self._next_reclaim_gap(), "reclaim")
+        now = 0.0
+        while self.events:
+            now, _, kind, payload = heapq.heappop(self.events)
+            if kind == "tick" and now > end and not self.started:
+                break
+            getattr(self, f"_on_{kind}")(now, payload)
+        self._account(now)
+        return self.stats
+
+    def _next_reclaim_gap(self, spot_replicas: int = 1) -> float:
+        """Reclaims arrive as a Poisson process: the per-replica rate times the spot replicas running."""
+        return self.rng.expovariate(self.config.spot_reclaims_per_hour / 3600.0 * max(1, spot_replicas))
+
+    # ------------------------------------------------------------------ requests
+    def _on_arrive(self, now: float, payload: tuple[str, TraceRequest]) -> None:
+        rid, r = payload
+        self.started[rid] = (now, r.output_tokens)
+        self.queue.append((rid, now))
+        self._req_sizes[rid] = (r.prompt_tokens, r.output_tokens)
+        self._dispatch(now)
+
+    def _dispatch(self, now: float) -> None:
+        serving = [r for r in self.replicas if r.serving(now)]
+        while self.queue and serving:
+            rid, _ = self.queue.popleft()
+            rep = min(serving, key=lambda r: r.outstanding)  # least-outstanding, as the gateway routes
+            prompt, out = self._req_sizes[rid]
+            rep.engine.submit(SimRequest(id=rid, prompt_tokens=min(prompt, self.spec.model.max_model_len - out),
+                                         max_tokens=out))
+            self.where[rid] = rep
+            self._kick(rep, now)
+
+    def _kick(self, rep: Replica, now: float) -> None:
+        if not rep.stepping and not rep.engine.idle:
+            rep.stepping = True
+            self.at(max(now, rep.busy_until), "step", rep)
+
+    def _on_step(self, now: float, rep: Replica) -> None:
+        rep.stepping = False
+        if rep.stopped is not None or rep.engine.idle:
+            return
+        res = rep.engine.step()
+        done_at = now + res.duration_s
+        rep.busy_until = done_at
+        prompt = sum(self._req_sizes[rid][0] for rid in res.first_token)
+        self.tokens.append((done_at, prompt, len(res.tokens)))
+        for rid in res.first_token:
+            ttft = done_at - self.started[rid][0]
+            self.first[rid] = ttft
+            self.stats.ttft.append(ttft)
+            self.recent_ttft.append((done_at, ttft))
+        for rid in res.finished:
+            self.stats.e2e.append(done_at - self.started.pop(rid)[0])
+            self.first.pop(rid, None)
+            self.where.pop(rid, None)
+            self._req_sizes.pop(rid, None)
+        self._kick(rep, done_at)
+
+    # ------------------------------------------------------------------ capacity
+    def _new_replica(self, pool: str, now: float, warm: bool) -> Replica:
+        spot_in_use = sum(1 for r in self.replicas if r.pool == "spot" and r.stopped is None and r.ready_at is not None)
+        cap = self.config.spot_capacity
+        has_capacity = pool != "spot" or cap is None or spot_in_use < cap
+        ready_at = (now if warm else now + self.config.cold_start_s) if has_capacity else None
+        rep = Replica(next(self.ids), pool, BatchEngine(self.profile), created=now, ready_at=ready_at,
+                      billed_from=now if has_capacity else None)
+        if ready_at is not None:
+            self.at(ready_at, "ready", rep)
+        self.replicas.append(rep)
+        return rep
+
+    def _on_ready(self, now: float, rep: Replica) -> None:
+        self._dispatch(now)
+
+    def _live(self, pool: str) -> list[Replica]:
+        return [r for r in self.replicas if r.pool == pool and r.stopped is None and r.draining_until is None]
+
+    def _reconcile(self, now: float, warm: bool = False) -> None:
+        """What the operator does with a target: split it over the pools, create and drain replicas."""
+        if self.config.static_replicas is not None:
+            want = {"on-demand": self.target, "spot": 0}
+        else:
+            late = sum(1 for r in self._live("spot")
+                       if (r.ready_at is None or r.ready_at > now)
+                       and now - r.created >= parse_duration(self.spec.pools.spot.pending_timeout))
+            counts = split_replicas(self.spec, self.target, late)
+            want = {"on-demand": counts.on_demand, "spot": counts.spot}
+            if counts.fallback:
+                self.stats.fallback_seconds += self.config.tick_s
+        for pool, n in want.items():
+            live = self._live(pool)
+            for _ in range(n - len(live)):
+                self._new_replica(pool, now, warm)
+            # Scale down: not-ready replicas first (as the ReplicaSet controller does), then the least busy.
+            for rep in sorted(live, key=lambda r: (r.serving(now), r.outstanding))[: max(0, len(live) - n)]:
+                self._drain(rep, now, self.config.drain_s)
+        self.stats.peak_replicas = max(self.stats.peak_replicas, sum(1 for r in self.replicas if r.stopped is None))
+        self._try_spot_capacity(now)
+
+    def _try_spot_capacity(self, now: float) -> None:
+        cap = self.config.spot_capacity
+        for rep in self.replicas:
+            if rep.pool == "spot" and rep.ready_at is None and rep.stopped is None and rep.draining_until is None:
+                in_use = sum(1 for r in self.replicas if r.pool == "spot" and r.stopped is None and r.ready_at is not None)
+                if cap is not None and in_use >= cap:
+                    return
+                rep.ready_at, rep.billed_from = now + self.config.cold_start_s, now
+                self.at(rep.ready_at, "ready", rep)
+
+    def _drain(self, rep: Replica, now: float, grace: float) -> None:
+        rep.draining_until = now + grace
+        if rep.engine.idle or rep.ready_at is None or rep.ready_at > now:
+            self._stop(rep, now)
+        else:
+            self.at(rep.draining_until, "stop", rep)
+
+    def _on_stop(self, now: float, rep: Replica) -> None:
+        self._stop(rep, now)
+
+    def _stop(self, rep: Replica, now: float) -> None:
+        if rep.stopped is not None:
+            return
+        rep.stopped = now
+        lost = [rid for rid, where in self.where.items() if where is rep]
+        for rid in lost:
+            self.where.pop(rid)
+            if rid in self.first:  # the client already has part of the answer: it cannot be retried
+                self.stats.lost += 1
+                self.started.pop(rid, None)
+                self.first.pop(rid, None)
+            else:
+                self.queue.appendleft((rid, now))  # never started: the gateway retries it elsewhere
+        self._account_replica(rep, now)
+        self._dispatch(now)
+
+    def _on_reclaim(self, now: float, _: Any) -> None:
+        spot = [r for r in self.replicas if r.pool == "spot" and r.stopped is None and r.ready_at is not None]
+        if spot:
+            victim = self.rng.choice(spot)
+            self.stats.reclaims += 1
+            self._drain(victim, now, self.config.spot_notice_s)
+        if now < self.end or self.started:
+            self.at(now + self._next_reclaim_gap(len(spot)), "reclaim")
+
+    # ------------------------------------------------------------------ autoscaler
+    def observe(self, now: float) -> Observation:
+        """What Prometheus would answer now: gauges as they are, TTFT p95 and token rates over the last minute."""
+        window = now - 60.0
+        while self.recent_ttft and self.recent_ttft[0][0] < window:
+            self.recent_ttft.popleft()
+        while self.tokens and self.tokens[0][0] < window:
+            self.tokens.popleft()
+        span = min(60.0, max(now, 1e-9))
+        serving = [r for r in self.replicas if r.serving(now)]
+        waiting = len(self.queue) + sum(len(r.engine.waiting) for r in serving)
+        kv = sum(r.engine.kv_usage for r in serving) / len(serving) if serving else None
+        return Observation(waiting=waiting, running=sum(len(r.engine.running) for r in serving), ready=len(serving),
+                           ttft_p95=quantile([t for _, t in self.recent_ttft], 0.95), kv_usage=kv,
+                           prompt_tps=sum(p for _, p, _ in self.tokens) / span,
+                           generation_tps=sum(g for _, _, g in self.tokens) / span)
+
+    def _on_tick(self, now: float, _: Any) -> None:
+        if self.state is not None:
+            d = decide(self.spec.autoscaling, self.state, self.observe(now), EPOCH + timedelta(seconds=now),
+                       capacity=self.capacity)
+            self.state = d.state
+            if d.changed:
+                self.stats.scale_events.append({"t": round(now, 1), "from": d.previous, "to": d.target,
+                                                "reason": d.reason})
+            self.target = d.target
+        self._reconcile(now)
+        self.at(now + self.config.tick_s, "tick")
+
+    # ------------------------------------------------------------------ cost
+    def _account_replica(self, rep: Replica, now: float) -> None:
+        if rep.billed_from is None:
+            return  # a spot replica that never got a node: nothing billed
+        seconds = now - rep.billed_from
+        self.stats.replica_seconds[rep.pool] += seconds
+        price = self.sizing.spot_per_replica_hour if rep.pool == "spot" else self.sizing.on_demand_per_replica_hour
+        self.stats.cost += price * seconds / 3600.0
+
+    def _account(self, now: float) -> None:
+        for rep in self.replicas:
+            if rep.stopped is None:
+                rep.stopped = now
+                self._account_replica(rep, now)
+
+
+def simulate(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConfig) -> dict[str, Any]:
+    """One run's figures: latency from the trace's requests, cost from the catalog prices."""
+    sizing = size(spec)
+    st = Fleet(spec, sizing, config).run(trace)
+    duration = (trace[-1].at - trace[0].at) if len(trace) > 1 else 0.0
+    ms = lambda v: None if v is None else round(v * 1000, 1)  # noqa: E731
+    return {
+        "requests": len(trace),
+        "completed": len(st.e2e),
+        "lost_in_reclaims": st.lost,
+        "trace_seconds": round(duration, 1),
+        "ttft_p50_ms": ms(quantile(st.ttft, 0.5)),
+        "ttft_p95_ms": ms(quantile(st.ttft, 0.95)),
+        "ttft_p99_ms": ms(quantile(st.ttft, 0.99)),
+        "e2e_p95_s": None if not st.e2e else round(quantile(st.e2e, 0.95) or 0.0, 2),
+        "cost_usd": round(st.cost, 2),
+        "replica_hours": {k: round(v / 3600, 2) for k, v in st.replica_seconds.items()},
+        "peak_replicas": st.peak_replicas,
+        "scale_events": len(st.scale_events),
+        "spot_reclaims": st.reclaims,
+        "fallback_minutes": round(st.fallback_seconds / 60, 1),
+        "timeline": st.scale_events[:50],
+    }
+
+
+def compare(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConfig) -> Iterator[dict[str, Any]]:
+    """The autoscaled fleet and, in the same run, the baseline: a static on-demand fleet of maxReplicas."""
+    auto = simulate(spec, trace, config)
+    static_n = config.static_replicas or spec.autoscaling.max_replicas
+    base = simulate(spec, trace, SimConfig(**{**config.__dict__, "static_replicas": static_n,
+                                             "spot_reclaims_per_hour": 0.0}))
+    yield {"fleet": "autoscaled", **auto}
+    yield {"fleet": f"static-on-demand-{static_n}", **base}
+    ratio = (auto["cost_usd"] / base["cost_usd"]) if base["cost_usd"] else None
+    yield {"fleet": "summary", "cost_ratio_vs_static": None if ratio is None else round(ratio, 3),
+           "ttft_p95_ms": {"autoscaled": auto["ttft_p95_ms"], "static": base["ttft_p95_ms"]},
+           "completed": {"autoscaled": auto["completed"], "static": base["completed"]}}

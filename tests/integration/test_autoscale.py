@@ -1,0 +1,127 @@
+"""The autoscaler end to end: engine pods run as engine-sim processes on their pod IPs (the pod runner),
+Debian's Prometheus scrapes their real /metrics, the operator reads queue depth from Prometheus and scales
+the pools spot first; and spot replicas that cannot start get on-demand stand-ins after pendingTimeout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Cluster, eventually
+from tests.integration.test_operator import condition, example, status
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pod_runner(cluster: Cluster) -> Iterator[Path]:
+    logs = Path(tempfile.mkdtemp(prefix="llmfleet-pods-"))
+    runner = subprocess.Popen([sys.executable, "-m", "llmfleet", "dev", "pod-runner", "--kubeconfig",
+                               str(cluster.kubeconfig), "--logs", str(logs)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cluster.env)
+    try:
+        yield logs
+    finally:
+        runner.terminate()
+        runner.wait(timeout=60)
+
+
+def replicas(cluster: Cluster, ns: str, name: str) -> tuple[int, int]:
+    od = cluster.get("deployment", f"{name}-engine-ondemand", ns)
+    spot = cluster.get("deployment", f"{name}-engine-spot", ns)
+    return od["spec"]["replicas"] if od else -1, spot["spec"]["replicas"] if spot else -1
+
+
+def engine_ip(cluster: Cluster, ns: str, name: str) -> str:
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l",
+                                      f"llmfleet.io/deployment={name},llmfleet.io/pool=on-demand", "-o", "json").stdout)
+    return next(p["status"]["podIP"] for p in pods["items"] if (p.get("status") or {}).get("podIP"))
+
+
+class Load:
+    """Concurrent streaming completions against one engine, until stopped (then the streams are closed)."""
+
+    def __init__(self, url: str, streams: int) -> None:
+        self.url, self.stop, self.errors = url, threading.Event(), []
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(streams)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        body = json.dumps({"model": "llama3-8b", "prompt": "Tell a long story. " * 20, "max_tokens": 4000,
+                           "stream": True, "ignore_eos": True}).encode()
+        while not self.stop.is_set():
+            try:
+                req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=120) as resp:
+                    for _line in resp:
+                        if self.stop.is_set():
+                            break
+            except OSError as exc:
+                if not self.stop.is_set():
+                    self.errors.append(exc)
+                    self.stop.wait(0.5)
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+
+def test_queue_depth_from_prometheus_scales_spot_first_then_back_down(cluster, operator, prometheus, pod_runner,
+                                                                      namespace) -> None:
+    obj = example(namespace)
+    obj["spec"]["engine"] = {"extraArgs": ["--max-num-seqs=2"]}  # a small batch: a queue builds at once
+    obj["spec"]["cache"] = {"exact": {"enabled": False}, "semantic": {"enabled": False}}
+    obj["spec"]["gateway"] = {"replicas": 1}
+    obj["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3, "targetQueueDepthPerReplica": 2,
+                                  "scaleUpWindow": "0s", "scaleDownWindow": "10s"}
+    cluster.apply(obj)
+    eventually(lambda: condition(status(cluster, namespace, "llama3-8b"), "MetricsAvailable").get("status") == "True",
+               120, what="the engine's series in Prometheus")
+    assert replicas(cluster, namespace, "llama3-8b") == (1, 0)
+
+    load = Load(f"http://{engine_ip(cluster, namespace, 'llama3-8b')}:8000/v1/completions", streams=12)
+    try:
+        st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b")).get("lastScale", {}).get("to") == 3 and s,
+                        120, what="a scale-up to maxReplicas")
+        assert "queue depth" in st["lastScale"]["reason"], st["lastScale"]
+        assert st["metrics"]["queueDepth"] > 2
+        assert replicas(cluster, namespace, "llama3-8b") == (1, 2)  # the on-demand baseline, then spot
+    finally:
+        load.close()
+    assert not load.errors, load.errors[:3]
+
+    st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b")).get("lastScale", {}).get("to") == 1 and s,
+                    120, what="the scale-down once the queue is gone")
+    assert "load fits" in st["lastScale"]["reason"], st["lastScale"]
+    assert replicas(cluster, namespace, "llama3-8b") == (1, 0)
+
+
+def test_spot_that_cannot_schedule_falls_back_to_on_demand_and_returns(cluster, operator, namespace) -> None:
+    obj = example(namespace)
+    obj["spec"]["autoscaling"] = {"enabled": False}
+    obj["spec"]["replicas"] = 3
+    obj["spec"]["pools"] = {"onDemand": {"minReplicas": 1, "maxReplicas": 4},
+                            "spot": {"maxReplicas": 4, "pendingTimeout": "3s",
+                                     "nodeSelector": {"llmfleet.io/spot-zone": "sold-out"}}}
+    cluster.apply(obj)
+    eventually(lambda: replicas(cluster, namespace, "llama3-8b") == (3, 2), 90, what="on-demand stand-ins")
+    c = condition(status(cluster, namespace, "llama3-8b"), "SpotFallback")
+    assert c["status"] == "True" and c["reason"] == "SpotCapacityUnavailable", c
+    assert "2 spot replicas not ready after 3s" in c["message"]
+
+    del obj["spec"]["pools"]["spot"]["nodeSelector"]  # spot capacity is back
+    cluster.apply(obj)
+    eventually(lambda: replicas(cluster, namespace, "llama3-8b") == (1, 2), 90, what="stand-ins removed")
+    st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b"))["replicas"]["spot"]["ready"] == 2 and s,
+                    90, what="spot ready")
+    assert condition(st, "SpotFallback")["status"] == "False"

@@ -1,0 +1,100 @@
+"""The fleet simulator on the real Azure trace (small slices of it) and on hand-made traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llmfleet.api.load import parse_spec
+from llmfleet.sim.fleet import SimConfig, TraceRequest, compare, read_azure_trace, shape, simulate
+from tests.conftest import SHARED
+
+TRACE = SHARED / "data" / "azure-llm-conv-2023.csv"
+
+
+def spec(**kw: object):
+    base: dict = {"model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"},
+                  "pools": {"onDemand": {"minReplicas": 1, "maxReplicas": 4}, "spot": {"maxReplicas": 8}},
+                  "autoscaling": {"minReplicas": 1, "maxReplicas": 10, "scaleUpWindow": "0s", "scaleDownWindow": "2m"}}
+    base.update(kw)
+    return parse_spec(base)
+
+
+def burst(rps: float, seconds: float, prompt: int = 1000, out: int = 200, start: float = 0.0) -> list[TraceRequest]:
+    n = int(rps * seconds)
+    return [TraceRequest(start + i / rps, prompt, out) for i in range(n)]
+
+
+def test_reads_the_azure_trace_as_its_readme_describes_it() -> None:
+    trace = read_azure_trace(TRACE)
+    assert len(trace) == 19_366
+    assert trace[0].at == 0 and 3_500 < trace[-1].at < 3_505
+    mean_prompt = sum(r.prompt_tokens for r in trace) / len(trace)
+    assert 1_100 < mean_prompt < 1_200
+
+
+def test_bad_trace_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "t.csv"
+    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,12,x\n")
+    with pytest.raises(ValueError, match="t.csv:2"):
+        read_azure_trace(bad)
+
+
+def test_shape_compresses_time_and_overlays_copies() -> None:
+    trace = [TraceRequest(float(t), 10, 10) for t in range(100)]
+    out = shape(trace, speed=10, copies=3, seed=1)
+    assert len(out) == 300 and max(r.at for r in out) < 10
+    assert [r.at for r in out] == sorted(r.at for r in out)
+    assert len(shape(trace, speed=10, minutes=0.05)) == 30  # the first 3 s of compressed time
+
+
+def test_same_inputs_give_the_same_figures() -> None:
+    trace = shape(read_azure_trace(TRACE), minutes=3)
+    cfg = SimConfig(spot_reclaims_per_hour=5, seed=3)
+    assert simulate(spec(), trace, cfg) == simulate(spec(), trace, cfg)
+
+
+def test_light_real_traffic_is_served_by_the_baseline_at_a_fraction_of_the_static_fleets_cost() -> None:
+    trace = shape(read_azure_trace(TRACE), minutes=5)
+    auto, static, summary = list(compare(spec(), trace, SimConfig()))
+    assert auto["completed"] == static["completed"] == len(trace)
+    assert summary["cost_ratio_vs_static"] < 0.5
+    assert auto["ttft_p95_ms"] < 500  # the trace's own rate fits one H100 replica of the 8B model
+
+
+def test_a_sustained_burst_scales_out_spot_first_and_back_in() -> None:
+    trace = burst(4, 60) + burst(40, 240, start=60) + burst(4, 600, start=300)
+    r = simulate(spec(), trace, SimConfig(cold_start_s=60))
+    assert r["completed"] == len(trace)
+    assert r["peak_replicas"] > 3
+    assert r["replica_hours"]["spot"] > 0
+    ups = [e for e in r["timeline"] if e["to"] > e["from"]]
+    downs = [e for e in r["timeline"] if e["to"] < e["from"]]
+    assert ups and "queue depth" in ups[0]["reason"]
+    assert downs and downs[-1]["to"] < r["peak_replicas"]
+
+
+def test_no_spot_capacity_falls_back_to_on_demand_after_the_pending_timeout() -> None:
+    trace = burst(30, 600)
+    s = spec(pools={"onDemand": {"minReplicas": 1, "maxReplicas": 8},
+                    "spot": {"maxReplicas": 8, "pendingTimeout": "1m"}})
+    r = simulate(s, trace, SimConfig(cold_start_s=30, spot_capacity=0))
+    assert r["replica_hours"]["spot"] == 0
+    assert r["fallback_minutes"] > 0
+    assert r["replica_hours"]["on-demand"] > 600 / 3600  # more than the one baseline replica
+    off = simulate(parse_spec({**s.model_dump(by_alias=True), "pools": {
+        "onDemand": {"minReplicas": 1, "maxReplicas": 8},
+        "spot": {"maxReplicas": 8, "pendingTimeout": "1m", "fallbackToOnDemand": False}}}),
+        trace, SimConfig(cold_start_s=30, spot_capacity=0))
+    assert off["fallback_minutes"] == 0 and off["ttft_p95_ms"] > r["ttft_p95_ms"]
+
+
+def test_spot_reclaims_drain_and_lose_only_streams_already_started() -> None:
+    trace = burst(20, 900)
+    s = spec(pools={"onDemand": {"minReplicas": 0, "maxReplicas": 4}, "spot": {"maxReplicas": 8}},
+             autoscaling={"minReplicas": 4, "maxReplicas": 8, "scaleUpWindow": "0s"})
+    r = simulate(s, trace, SimConfig(cold_start_s=30, spot_reclaims_per_hour=20, seed=7))
+    assert r["spot_reclaims"] > 0
+    assert r["completed"] + r["lost_in_reclaims"] == len(trace)
+    assert r["lost_in_reclaims"] < 0.05 * len(trace)  # a 2-minute notice drains most streams
