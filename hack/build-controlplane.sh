@@ -103,5 +103,10 @@ if [ ! -x "$BIN/helm" ]; then
   GOBIN="$BIN" GOFLAGS= go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   log "helm done in $((SECONDS - t0)) s"
 fi
+# The binaries are all that is used from here on: the Go build cache (about 4 GiB) is dropped unless asked
+# to keep it (LLMFLEET_KEEP_GO_CACHE=1, for whoever bumps versions and rebuilds often).
+if [ "${LLMFLEET_KEEP_GO_CACHE:-0}" != 1 ] && [ "$GOCACHE" = "$CACHE/go-build" ]; then
+  rm -rf "$GOCACHE"
+fi
 log "done: $BIN"
 echo "$BIN"

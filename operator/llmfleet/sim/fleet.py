@@ -15,7 +15,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from llmfleet.api.sizing import Sizing, size
 from llmfleet.api.v1alpha1 import LLMDeploymentSpec
 from llmfleet.autoscale.policy import Observation, ScaleState, capacity_of, decide
 from llmfleet.render.engine import split_replicas
-from llmfleet.sim.perfmodel import BatchEngine, EngineProfile, SimRequest
+from llmfleet.sim.perfmodel import EngineProfile, FastBatchEngine, SimRequest
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # simulated time 0 as the policy's clock sees it
 
@@ -86,7 +86,7 @@ class SimConfig:
 class Replica:
     id: int
     pool: str  # spot | on-demand
-    engine: BatchEngine
+    engine: FastBatchEngine
     created: float
     ready_at: float | None  # None: pending (no spot capacity)
     draining_until: float | None = None
@@ -212,7 +212,7 @@ class Fleet:
         done_at = now + res.duration_s
         rep.busy_until = done_at
         prompt = sum(self._req_sizes[rid][0] for rid in res.first_token)
-        self.tokens.append((done_at, prompt, len(res.tokens)))
+        self.tokens.append((done_at, prompt, rep.engine.token_count))
         for rid in res.first_token:
             ttft = done_at - self.started[rid][0]
             self.first[rid] = ttft
@@ -231,7 +231,7 @@ class Fleet:
         cap = self.config.spot_capacity
         has_capacity = pool != "spot" or cap is None or spot_in_use < cap
         ready_at = (now if warm else now + self.config.cold_start_s) if has_capacity else None
-        rep = Replica(next(self.ids), pool, BatchEngine(self.profile), created=now, ready_at=ready_at,
+        rep = Replica(next(self.ids), pool, FastBatchEngine(self.profile), created=now, ready_at=ready_at,
                       billed_from=now if has_capacity else None)
         if ready_at is not None:
             self.at(ready_at, "ready", rep)
@@ -300,6 +300,7 @@ class Fleet:
             else:
                 self.queue.appendleft((rid, now))  # never started: the gateway retries it elsewhere
         self._account_replica(rep, now)
+        self.replicas.remove(rep)
         self._dispatch(now)
 
     def _on_reclaim(self, now: float, _: Any) -> None:
@@ -383,10 +384,9 @@ def simulate(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConf
 
 def compare(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConfig) -> Iterator[dict[str, Any]]:
     """The autoscaled fleet and, in the same run, the baseline: a static on-demand fleet of maxReplicas."""
-    auto = simulate(spec, trace, config)
+    auto = simulate(spec, trace, replace(config, static_replicas=None))
     static_n = config.static_replicas or spec.autoscaling.max_replicas
-    base = simulate(spec, trace, SimConfig(**{**config.__dict__, "static_replicas": static_n,
-                                             "spot_reclaims_per_hour": 0.0}))
+    base = simulate(spec, trace, replace(config, static_replicas=static_n, spot_reclaims_per_hour=0.0))
     yield {"fleet": "autoscaled", **auto}
     yield {"fleet": f"static-on-demand-{static_n}", **base}
     ratio = (auto["cost_usd"] / base["cost_usd"]) if base["cost_usd"] else None
