@@ -186,6 +186,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for flag, value in (("--speed", args.speed), ("--copies", args.copies), ("--tick", args.tick)):
         if value <= 0:
             raise UserError(f"{flag} must be > 0, got {value}")
+    for flag, value in (("--warmup", args.warmup), ("--cold-start", args.cold_start),
+                        ("--reclaims-per-hour", args.reclaims_per_hour)):
+        if value < 0:
+            raise UserError(f"{flag} must be >= 0, got {value}")
+    if args.static is not None and args.static < 1:
+        raise UserError(f"--static must be >= 1, got {args.static}")
     try:
         trace = shape(read_azure_trace(trace_path), args.speed, args.copies, args.minutes, args.seed)
     except ValueError as exc:
@@ -193,7 +199,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not trace:
         raise UserError(f"--minutes {args.minutes}: no request of the trace falls in that span")
     config = SimConfig(cold_start_s=args.cold_start, tick_s=args.tick, spot_reclaims_per_hour=args.reclaims_per_hour,
-                       spot_capacity=args.spot_capacity, static_replicas=args.static, seed=args.seed)
+                       spot_capacity=args.spot_capacity, static_replicas=args.static, warmup_s=args.warmup * 60,
+                       initial_replicas=args.initial, seed=args.seed)
     print(f"llmfleet simulate: {len(trace)} requests over {trace[-1].at:.0f} s (trace {trace_path.name}, "
           f"time /{args.speed:g}, {args.copies} cop{'y' if args.copies == 1 else 'ies'})", file=sys.stderr)
     try:
@@ -278,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reclaims-per-hour", type=float, default=0.0, help="spot reclaims per spot replica and hour")
     p.add_argument("--spot-capacity", type=int, help="spot replicas the provider has (default: unlimited)")
     p.add_argument("--static", type=int, help="baseline size (default: autoscaling.maxReplicas, all on-demand)")
+    p.add_argument("--initial", type=int, help="replicas the autoscaled fleet starts with, warm (default: minReplicas)")
+    p.add_argument("--warmup", type=float, default=0.0,
+                   help="minutes left out of latency and cost (the fleet settling from minReplicas)")
     p.add_argument("--seed", type=int, default=0, help="random seed (trace copies, reclaims)")
     p.set_defaults(func=cmd_simulate)
 

@@ -79,6 +79,8 @@ class SimConfig:
     spot_notice_s: float = 120.0
     drain_s: float = 45.0  # vLLM --shutdown-timeout: in-flight requests may finish, new ones go elsewhere
     static_replicas: int | None = None  # baseline: this many on-demand replicas, no autoscaler
+    warmup_s: float = 0.0  # requests arriving earlier and cost before it are left out of the figures
+    initial_replicas: int | None = None  # the autoscaled fleet starts warm at this target; None: minReplicas
     seed: int = 0
 
 
@@ -143,6 +145,7 @@ class Fleet:
         self.state: ScaleState | None = None
         self.target = 0
         self.end = 0.0
+        self._serving_cache: list[Replica] | None = None
         self._req_sizes: dict[str, tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ events
@@ -159,7 +162,8 @@ class Fleet:
             self.target = self.config.static_replicas
         else:
             if a.enabled:
-                self.target = a.min_replicas
+                start = self.config.initial_replicas
+                self.target = a.min_replicas if start is None else max(a.min_replicas, min(a.max_replicas, start))
                 self.state = ScaleState(target=self.target, active_at=EPOCH)
             else:
                 self.target = self.spec.replicas if self.spec.replicas is not None else self.spec.pools.on_demand.min_replicas
@@ -188,8 +192,17 @@ class Fleet:
         self._req_sizes[rid] = (r.prompt_tokens, r.output_tokens)
         self._dispatch(now)
 
+    def _serving(self, now: float) -> list[Replica]:
+        """Replicas taking new requests; recomputed only after a replica started, began draining or stopped."""
+        if self._serving_cache is None:
+            self._serving_cache = [r for r in self.replicas if r.serving(now)]
+        return self._serving_cache
+
+    def _changed(self) -> None:
+        self._serving_cache = None
+
     def _dispatch(self, now: float) -> None:
-        serving = [r for r in self.replicas if r.serving(now)]
+        serving = self._serving(now)
         while self.queue and serving:
             rid, _ = self.queue.popleft()
             rep = min(serving, key=lambda r: r.outstanding)  # least-outstanding, as the gateway routes
@@ -214,12 +227,16 @@ class Fleet:
         prompt = sum(self._req_sizes[rid][0] for rid in res.first_token)
         self.tokens.append((done_at, prompt, rep.engine.token_count))
         for rid in res.first_token:
-            ttft = done_at - self.started[rid][0]
+            arrived = self.started[rid][0]
+            ttft = done_at - arrived
             self.first[rid] = ttft
-            self.stats.ttft.append(ttft)
+            if arrived >= self.config.warmup_s:
+                self.stats.ttft.append(ttft)
             self.recent_ttft.append((done_at, ttft))
         for rid in res.finished:
-            self.stats.e2e.append(done_at - self.started.pop(rid)[0])
+            arrived = self.started.pop(rid)[0]
+            if arrived >= self.config.warmup_s:
+                self.stats.e2e.append(done_at - arrived)
             self.first.pop(rid, None)
             self.where.pop(rid, None)
             self._req_sizes.pop(rid, None)
@@ -236,9 +253,11 @@ class Fleet:
         if ready_at is not None:
             self.at(ready_at, "ready", rep)
         self.replicas.append(rep)
+        self._changed()
         return rep
 
     def _on_ready(self, now: float, rep: Replica) -> None:
+        self._changed()
         self._dispatch(now)
 
     def _live(self, pool: str) -> list[Replica]:
@@ -278,6 +297,7 @@ class Fleet:
 
     def _drain(self, rep: Replica, now: float, grace: float) -> None:
         rep.draining_until = now + grace
+        self._changed()
         if rep.engine.idle or rep.ready_at is None or rep.ready_at > now:
             self._stop(rep, now)
         else:
@@ -290,11 +310,13 @@ class Fleet:
         if rep.stopped is not None:
             return
         rep.stopped = now
+        self._changed()
         lost = [rid for rid, where in self.where.items() if where is rep]
         for rid in lost:
             self.where.pop(rid)
             if rid in self.first:  # the client already has part of the answer: it cannot be retried
-                self.stats.lost += 1
+                if self.started[rid][0] >= self.config.warmup_s:
+                    self.stats.lost += 1
                 self.started.pop(rid, None)
                 self.first.pop(rid, None)
             else:
@@ -321,7 +343,7 @@ class Fleet:
         while self.tokens and self.tokens[0][0] < window:
             self.tokens.popleft()
         span = min(60.0, max(now, 1e-9))
-        serving = [r for r in self.replicas if r.serving(now)]
+        serving = self._serving(now)
         waiting = len(self.queue) + sum(len(r.engine.waiting) for r in serving)
         kv = sum(r.engine.kv_usage for r in serving) / len(serving) if serving else None
         return Observation(waiting=waiting, running=sum(len(r.engine.running) for r in serving), ready=len(serving),
@@ -345,7 +367,7 @@ class Fleet:
     def _account_replica(self, rep: Replica, now: float) -> None:
         if rep.billed_from is None:
             return  # a spot replica that never got a node: nothing billed
-        seconds = now - rep.billed_from
+        seconds = max(0.0, now - max(rep.billed_from, self.config.warmup_s))
         self.stats.replica_seconds[rep.pool] += seconds
         price = self.sizing.spot_per_replica_hour if rep.pool == "spot" else self.sizing.on_demand_per_replica_hour
         self.stats.cost += price * seconds / 3600.0
@@ -363,8 +385,10 @@ def simulate(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConf
     st = Fleet(spec, sizing, config).run(trace)
     duration = (trace[-1].at - trace[0].at) if len(trace) > 1 else 0.0
     ms = lambda v: None if v is None else round(v * 1000, 1)  # noqa: E731
+    counted = sum(1 for r in trace if r.at >= config.warmup_s)
     return {
-        "requests": len(trace),
+        "requests": counted,
+        "warmup_s": config.warmup_s,
         "completed": len(st.e2e),
         "lost_in_reclaims": st.lost,
         "trace_seconds": round(duration, 1),
