@@ -128,7 +128,8 @@ def cmd_pod_runner(args: argparse.Namespace) -> int:
     from llmfleet.kube.client import KubeClient, load_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    PodRunner(KubeClient(load_config(args.kubeconfig)), Path(args.logs)).run()
+    targets = Path(args.prometheus_targets) if args.prometheus_targets else None
+    PodRunner(KubeClient(load_config(args.kubeconfig)), Path(args.logs), prometheus_targets=targets).run()
     return 0
 
 
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "images run `llmfleet engine-sim`; ConfigMap/Secret volumes and env are materialised.")
     p.add_argument("--kubeconfig", help="admin kubeconfig of the local cluster (default: KUBECONFIG)")
     p.add_argument("--logs", default="build/pods", help="directory for per-pod logs (default: build/pods)")
+    p.add_argument("--prometheus-targets", help="write the engine pods it runs as Prometheus file_sd targets here")
     p.set_defaults(func=cmd_pod_runner)
     p = dev_sub.add_parser("up", help="the whole stack locally: control plane, operator, pods as processes, a request",
                            description="Start the local control plane, the operator and the pod runner, apply an "

@@ -153,14 +153,21 @@ def operator(cluster: Cluster) -> Iterator[Operator]:
         op.stop()
 
 
+class Prometheus:
+    def __init__(self, run_dir: Path) -> None:
+        self.url = f"http://127.0.0.1:{PROMETHEUS_PORT}"
+        self.targets = run_dir / "targets.json"  # a pod runner given this path writes the engine pods here
+
+
 @pytest.fixture(scope="session")
-def prometheus(cluster: Cluster) -> Iterator[str]:
-    """Debian's Prometheus scraping the cluster's engine pods every second; yields its URL."""
+def prometheus(cluster: Cluster) -> Iterator[Prometheus]:
+    """Debian's Prometheus scraping, every second, the engine pods a pod runner writes to ``targets``."""
     from llmfleet.dev.prometheus import start
 
-    proc = start(cluster.kubeconfig, Path(tempfile.mkdtemp(prefix="llmfleet-prometheus-")), PROMETHEUS_PORT, "1s")
+    prom = Prometheus(Path(tempfile.mkdtemp(prefix="llmfleet-prometheus-")))
+    proc = start(prom.targets, prom.targets.parent, PROMETHEUS_PORT, "1s")
     try:
-        yield f"http://127.0.0.1:{PROMETHEUS_PORT}"
+        yield prom
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -15,17 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Cluster, eventually
+from tests.integration.conftest import Cluster, Prometheus, eventually
 from tests.integration.test_operator import condition, example, status
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def pod_runner(cluster: Cluster) -> Iterator[Path]:
+def pod_runner(cluster: Cluster, prometheus: Prometheus) -> Iterator[Path]:
     logs = Path(tempfile.mkdtemp(prefix="llmfleet-pods-"))
     runner = subprocess.Popen([sys.executable, "-m", "llmfleet", "dev", "pod-runner", "--kubeconfig",
-                               str(cluster.kubeconfig), "--logs", str(logs)],
+                               str(cluster.kubeconfig), "--logs", str(logs),
+                               "--prometheus-targets", str(prometheus.targets)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cluster.env)
     try:
         yield logs

@@ -11,6 +11,7 @@ matters gets a kubeconfig with a real service-account token, so RBAC is exercise
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from typing import Any
 
 from llmfleet.kube.client import KubeClient
 from llmfleet.kube.port import KubeError, Obj
+from llmfleet.render.common import COMPONENT_LABEL, ENGINE_PORT, POOL_LABEL
 
 log = logging.getLogger("llmfleet.podrunner")
 
@@ -54,8 +56,11 @@ class Running:
 
 
 class PodRunner:
-    def __init__(self, kube: KubeClient, logs_dir: Path, node_label: str = "type=kwok") -> None:
+    def __init__(self, kube: KubeClient, logs_dir: Path, node_label: str = "type=kwok",
+                 prometheus_targets: Path | None = None) -> None:
         self.kube = kube
+        self.prometheus_targets = prometheus_targets  # file_sd targets: the engine pods this runner runs
+        self._targets_written: str | None = None
         self.logs_dir = logs_dir
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.node_label = node_label
@@ -200,6 +205,25 @@ class PodRunner:
                     self._start(pod)
                 except Exception:  # one bad pod must not stop the runner
                     log.exception("could not start %s", key)
+        if self.prometheus_targets is not None:
+            self._write_targets([live[k] for k in self.running if k in live])
+
+    def _write_targets(self, pods: list[Obj]) -> None:
+        """Prometheus file_sd targets for the engine pods running here (what kubernetes_sd finds in a cluster)."""
+        targets = []
+        for pod in sorted(pods, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])):
+            meta, labels = pod["metadata"], pod["metadata"].get("labels") or {}
+            if labels.get(COMPONENT_LABEL) != "engine":
+                continue
+            targets.append({"targets": [f"{pod['status']['podIP']}:{ENGINE_PORT}"],
+                            "labels": {"namespace": meta["namespace"], "pod": meta["name"],
+                                       "pool": labels.get(POOL_LABEL, "")}})
+        text = json.dumps(targets, indent=1)
+        if text != self._targets_written and self.prometheus_targets is not None:
+            tmp = self.prometheus_targets.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(self.prometheus_targets)  # atomic: Prometheus never reads half a file
+            self._targets_written = text
 
     def run(self, interval: float = 0.5) -> None:
         stop = False

@@ -1,9 +1,11 @@
-"""A local Prometheus for dev clusters: a scrape config that discovers engine pods through the API server
-(``kubernetes_sd_configs`` with the cluster's kubeconfig) and scrapes their real ``/metrics`` on the pod IPs,
-and a process started on a loopback port (Debian's ``prometheus``, installed by ``hack/prometheus.sh``).
+"""A local Prometheus for dev clusters: Debian's ``prometheus`` (installed by ``hack/prometheus.sh``) on a
+loopback port, scraping the engine pods' real ``/metrics`` on their pod IPs.
 
-Labels match what the autoscaler queries: ``namespace`` (as kube-prometheus adds it) and vLLM's own
-``model_name``; ``pod`` and ``pool`` are added for people reading the data.
+Debian builds Prometheus without Kubernetes service discovery (its config rejects ``kubernetes_sd_configs``),
+so targets come from a ``file_sd_configs`` file that the pod runner writes with the engine pods it runs
+(``llmfleet dev pod-runner --prometheus-targets``): the same targets and labels kubernetes_sd with the usual
+relabelling gives in a cluster. Labels match what the autoscaler queries: ``namespace`` (as kube-prometheus
+adds it) and vLLM's own ``model_name``; ``pod`` and ``pool`` are there for people reading the data.
 """
 
 from __future__ import annotations
@@ -17,33 +19,18 @@ from typing import Any
 
 import yaml
 
-from llmfleet.render.common import COMPONENT_LABEL, ENGINE_PORT, POOL_LABEL
 
-
-def _meta_label(label: str) -> str:
-    return "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in label)
-
-
-def scrape_config(kubeconfig: Path, interval: str = "5s") -> dict[str, Any]:
+def scrape_config(targets_file: Path, interval: str = "5s") -> dict[str, Any]:
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "scrape_configs": [{
             "job_name": "llmfleet-engines",
-            "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
-            "relabel_configs": [
-                {"source_labels": [_meta_label(COMPONENT_LABEL)], "regex": "engine", "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_pod_ip"], "regex": "(.+)", "action": "keep"},
-                {"source_labels": ["__meta_kubernetes_pod_ip"], "target_label": "__address__",
-                 "replacement": f"$1:{ENGINE_PORT}"},
-                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                {"source_labels": [_meta_label(POOL_LABEL)], "target_label": "pool"},
-            ],
+            "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": interval}],
         }],
     }
 
 
-def start(kubeconfig: Path, run_dir: Path, port: int, interval: str = "5s",
+def start(targets_file: Path, run_dir: Path, port: int, interval: str = "5s",
           binary: str | None = None) -> subprocess.Popen[bytes]:
     """Start Prometheus on 127.0.0.1:port and wait until it is ready; the caller stops the process."""
     exe = binary or shutil.which("prometheus")
@@ -51,7 +38,9 @@ def start(kubeconfig: Path, run_dir: Path, port: int, interval: str = "5s",
         raise FileNotFoundError("prometheus is not installed: run hack/prometheus.sh")
     run_dir.mkdir(parents=True, exist_ok=True)
     config = run_dir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(scrape_config(kubeconfig, interval), sort_keys=False))
+    if not targets_file.exists():
+        targets_file.write_text("[]")
+    config.write_text(yaml.safe_dump(scrape_config(targets_file, interval), sort_keys=False))
     proc = subprocess.Popen(
         [exe, f"--config.file={config}", f"--storage.tsdb.path={run_dir / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
