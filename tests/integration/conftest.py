@@ -127,7 +127,9 @@ class Operator:
             [sys.executable, "-m", "llmfleet", "operator", "--kubeconfig", str(self.cluster.kubeconfig),
              "--liveness-port", "0", *self.extra],
             stdout=self.log, stderr=subprocess.STDOUT,
+            # Loopback pod IPs keep EndpointSlices empty: gateways find engines by listing pods (hack/README.md).
             env={**self.cluster.env, "PYTHONUNBUFFERED": "1", "LLMFLEET_AUTOSCALE_INTERVAL": AUTOSCALE_INTERVAL,
+                 "LLMFLEET_ENGINE_DISCOVERY": "pods",
                  "LLMFLEET_PROMETHEUS_URL": f"http://127.0.0.1:{PROMETHEUS_PORT}"},
         )
 

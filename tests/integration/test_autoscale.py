@@ -9,8 +9,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,42 @@ def test_spot_that_cannot_schedule_falls_back_to_on_demand_and_returns(cluster, 
     st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b"))["replicas"]["spot"]["ready"] == 2 and s,
                     90, what="spot ready")
     assert condition(st, "SpotFallback")["status"] == "False"
+
+
+def gateway_post(cluster: Cluster, ns: str, name: str) -> tuple[int, Message]:
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l",
+                                      f"llmfleet.io/deployment={name},app.kubernetes.io/component=gateway",
+                                      "-o", "json").stdout)
+    ip = next(p["status"]["podIP"] for p in pods["items"] if (p.get("status") or {}).get("podIP"))
+    body = json.dumps({"model": "llama3-8b", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]})
+    req = urllib.request.Request(f"http://{ip}:8080/v1/chat/completions", data=body.encode(),
+                                 headers={"Content-Type": "application/json", "X-Data-Sensitivity": "sensitive"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers
+
+
+def test_idle_fleet_scales_to_zero_and_a_request_at_the_gateway_wakes_it(cluster, operator, prometheus, pod_runner,
+                                                                         namespace) -> None:
+    obj = example(namespace)
+    obj["spec"]["engine"] = {}
+    obj["spec"]["cache"] = {"exact": {"enabled": False}, "semantic": {"enabled": False}}
+    obj["spec"]["gateway"] = {"replicas": 1}
+    obj["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 2,
+                                  "scaleToZero": {"enabled": True, "idleAfter": "5s"}}
+    cluster.apply(obj)
+    st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b")).get("lastScale", {}).get("to") == 0 and s,
+                    150, what="scale to zero once idle")
+    assert "no requests for" in st["lastScale"]["reason"], st["lastScale"]
+    eventually(lambda: replicas(cluster, namespace, "llama3-8b") == (0, 0), 30, what="engines scaled to zero")
+    assert condition(st, "Ready")["reason"] == "ScaledToZero"
+
+    code, headers = eventually(lambda: (r := gateway_post(cluster, namespace, "llama3-8b"))[0] == 503 and r, 60,
+                               what="the gateway refusing while no engine runs")
+    assert headers.get("Retry-After") == "2"
+    st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b")).get("lastScale", {}).get("to") == 1 and s,
+                    60, what="woken by the request")
+    assert st["lastScale"]["reason"] == "requests arrived while scaled to zero"
+    eventually(lambda: gateway_post(cluster, namespace, "llama3-8b")[0] == 200, 120, what="served again")

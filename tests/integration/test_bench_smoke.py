@@ -102,3 +102,17 @@ def test_prefix_cache_report_reads_engine_counters() -> None:
         assert "system prompt first" in r.stdout
     finally:
         e.stop()
+
+
+def test_fleet_bench_quick_prints_both_fleets_and_their_ratio_per_scenario() -> None:
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "fleet.py"), "--quick"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = json_lines(r.stdout)
+    scenarios = [line for line in lines if "scenario" in line]
+    assert [s["scenario"] for s in scenarios] == ["trace", "10k-users", "spot-reclaims"]
+    for s in scenarios:
+        assert s["autoscaled"]["completed"] + s["autoscaled"]["lost_in_reclaims"] == s["static"]["completed"]
+        assert s["cost_ratio_vs_static"] > 0 and s["ttft_p95_ratio_vs_static"] > 0
+        assert s["concurrent_requests"] > 0
+    assert lines[-1]["summary"] is True

@@ -146,16 +146,28 @@ def test_manual_scale_through_spec_replicas_resets_the_target_and_the_history() 
 
 def test_scale_to_zero_after_idle_after_and_wake_on_the_first_request() -> None:
     s = spec(scaleToZero={"enabled": True, "idleAfter": "10m"})
-    idle = obs(waiting=0, running=0, ttft=None, kv=0.0, ready=1)
+    idle = obs(waiting=0, running=0, ttft=None, kv=0.0, ready=1, arrivals=0.0)
     state = ScaleState(target=1, active_at=T0)
     d = decide(s, state, idle, T0 + timedelta(minutes=9))
     assert d.target == 1
     d = decide(s, d.state, idle, T0 + timedelta(minutes=10))
     assert d.target == 0 and "no requests for 10m" in d.reason
-    d = decide(s, d.state, obs(waiting=0, ready=0, ttft=None, kv=None), T0 + timedelta(minutes=11))
+    d = decide(s, d.state, obs(waiting=0, ready=0, ttft=None, kv=None, arrivals=0.0), T0 + timedelta(minutes=11))
     assert d.target == 0
-    d = decide(s, d.state, obs(waiting=9, ready=0, ttft=None, kv=None), T0 + timedelta(minutes=12))
-    assert d.target == 3 and "scaled to zero" in d.reason  # no up window when waking
+    d = decide(s, d.state, obs(waiting=0, ready=0, ttft=None, kv=None, arrivals=0.2), T0 + timedelta(minutes=12))
+    assert d.target == 1 and "scaled to zero" in d.reason  # the gateway saw a request: no up window when waking
+    zero = ScaleState(target=0, active_at=T0)
+    d = decide(s, zero, obs(waiting=9, ready=0, ttft=None, kv=None, arrivals=0.0), T0)
+    assert d.target == 3  # enough for the queue
+
+
+def test_without_the_gateways_request_rate_the_fleet_never_goes_to_zero() -> None:
+    s = spec(scaleToZero={"enabled": True, "idleAfter": "1m"})
+    state = ScaleState(target=1, active_at=T0)
+    blind = run(s, state, [obs(waiting=0, running=0, ttft=None, kv=0.0, ready=1, arrivals=None)] * 20)
+    seeing = run(s, state, [obs(waiting=0, running=0, ttft=None, kv=0.0, ready=1, arrivals=0.0)] * 20)
+    assert set(blind) == {1}
+    assert seeing[3] == 1 and seeing[4:] == [0] * 16  # idle for 60 s at t=60
 
 
 def test_without_scale_to_zero_an_idle_fleet_keeps_min_replicas() -> None:

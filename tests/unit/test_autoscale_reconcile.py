@@ -99,8 +99,9 @@ class Scripted:
         self.observed = Observed(None, ("False", "PrometheusUnreachable", "down"))
         self.calls: list[tuple[str, str, str, bool]] = []
 
-    async def observe(self, url: str, namespace: str, model: str, expect_engines: bool) -> Observed:
-        self.calls.append((url, namespace, model, expect_engines))
+    async def observe(self, url: str, namespace: str, model: str, gateway_service: str,
+                      expect_engines: bool) -> Observed:
+        self.calls.append((url, namespace, model, gateway_service, expect_engines))
         return self.observed
 
 
@@ -118,7 +119,7 @@ def test_autoscaler_ticks_scale_spot_first_and_record_why(minimal_obj: dict) -> 
     assert replicas(kube) == (1, 0)  # Prometheus down: hold
     c = condition(kube, "MetricsAvailable")
     assert (c["status"], c["reason"]) == ("False", "PrometheusUnreachable")
-    assert metrics.calls[-1] == ("http://prom:9090", "ml", "demo", True)
+    assert metrics.calls[-1] == ("http://prom:9090", "ml", "demo", "demo-gateway", True)
 
     metrics.observed = Observed(Observation(waiting=14, running=40, ready=1, ttft_p95=0.3, kv_usage=0.8), OK)
     now[0] = T0 + timedelta(seconds=15)

@@ -59,9 +59,9 @@ def metrics_status(obs: Observation) -> dict[str, Any]:
     if obs.kv_usage is not None:
         out["kvCacheUsage"] = round(obs.kv_usage, 2)
     if obs.prompt_tps is not None:
-        out["promptTokensPerSecond"] = round(obs.prompt_tps)
+        out["promptTokensPerSecond"] = round(obs.prompt_tps, 1)
     if obs.generation_tps is not None:
-        out["generationTokensPerSecond"] = round(obs.generation_tps)
+        out["generationTokensPerSecond"] = round(obs.generation_tps, 1)
     return out
 
 

@@ -3,7 +3,8 @@
 Series are selected by ``namespace`` and vLLM's own ``model_name`` label (the served name), which any
 Prometheus scraping the engine pods has (kube-prometheus' PodMonitor and our dev scrape config both add
 ``namespace``). Every failure becomes a ``MetricsAvailable=False`` condition naming the cause; the policy
-then holds the target.
+then holds the target. Plain httpx rather than prometheus-api-client: eight instant queries per tick do not
+need a client that depends on matplotlib (a fork of it exists only to make that optional).
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ class Observed:
 
 
 class MetricsSource(Protocol):
-    async def observe(self, url: str, namespace: str, model: str, expect_engines: bool) -> Observed: ...
+    async def observe(self, url: str, namespace: str, model: str, gateway_service: str,
+                      expect_engines: bool) -> Observed: ...
 
 
-def queries(namespace: str, model: str) -> dict[str, str]:
+def queries(namespace: str, model: str, gateway_service: str) -> dict[str, str]:
     sel = f'namespace="{namespace}",model_name="{model}"'
+    gw = f'namespace="{namespace}",service="{gateway_service}"'
     return {
+        # The gateway's requests (the `service` label as a ServiceMonitor sets it): the only figure left when
+        # the fleet is scaled to zero, so the wake-up signal; scale-to-zero waits until this series exists.
+        "arrivals": f"sum(rate(llmfleet_gateway_received_requests_total{{{gw}}}[1m]))",
         "waiting": f"sum(vllm:num_requests_waiting{{{sel}}})",
         "running": f"sum(vllm:num_requests_running{{{sel}}})",
         "ready": f"count(vllm:num_requests_waiting{{{sel}}})",
@@ -66,8 +72,9 @@ class PrometheusSource:
             raise ValueError(body.get("error") or "query failed")
         return _scalar(body)
 
-    async def observe(self, url: str, namespace: str, model: str, expect_engines: bool) -> Observed:
-        q = queries(namespace, model)
+    async def observe(self, url: str, namespace: str, model: str, gateway_service: str,
+                      expect_engines: bool) -> Observed:
+        q = queries(namespace, model, gateway_service)
         try:
             values = await asyncio.gather(*(self._query(url, promql) for promql in q.values()))
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
@@ -81,6 +88,6 @@ class PrometheusSource:
                                    f"model_name={model!r} (engines starting, or not scraped); holding the replica count."))
         obs = Observation(waiting=got["waiting"] or 0.0, running=got["running"] or 0.0, ready=ready,
                           ttft_p95=got["ttft"], kv_usage=got["kv"], prompt_tps=got["prompt_tps"],
-                          generation_tps=got["generation_tps"])
+                          generation_tps=got["generation_tps"], arrivals=got["arrivals"])
         return Observed(obs, ("True", "MetricsRead", f"Queue depth, TTFT p95, token rates and KV-cache usage read "
                                                      f"from {url}."))

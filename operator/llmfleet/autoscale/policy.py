@@ -17,7 +17,8 @@ No I/O and no clock of its own, so every window is tested by passing times. The 
    rates (an engine that does not export them) it shrinks one replica at a time.
 5. **Bounds.** ``minReplicas`` ≤ target ≤ ``maxReplicas``; growth per decision is capped at double (and at
    least +4), as the HPA's default policy does. With ``scaleToZero`` on, a fleet that saw no request for
-   ``idleAfter`` goes to zero, and the first request seen wakes it at once (no window: it is waiting).
+   ``idleAfter`` goes to zero, and the first request seen wakes it at once (no window: it is waiting). It only
+   goes to zero while the gateway's request rate is visible (``arrivals``), the one signal that can wake it.
 6. **Windows** (the HPA's stabilisation): the target rises only to the *lowest* recommendation of the last
    ``scaleUpWindow`` and falls only to the *highest* of the last ``scaleDownWindow``, and only once the
    history covers the window; so a spike shorter than the window moves nothing.
@@ -190,9 +191,12 @@ def decide(spec: AutoscalingSpec, state: ScaleState, obs: Observation | None, no
 
     active_at = now if obs.busy else state.active_at
     idle_for = (now - active_at).total_seconds() if active_at else 0.0
-    to_zero = spec.scale_to_zero.enabled and not obs.busy and idle_for >= parse_duration(spec.scale_to_zero.idle_after)
+    # Only with the gateway's request rate in view (arrivals not None): without it nothing could wake the fleet.
+    to_zero = (spec.scale_to_zero.enabled and obs.arrivals is not None and not obs.busy
+               and idle_for >= parse_duration(spec.scale_to_zero.idle_after))
     if to_zero:
-        rec, reason = 0, f"no requests for {idle_for / 60:.0f}m (scaleToZero.idleAfter {spec.scale_to_zero.idle_after})"
+        idle = f"{idle_for / 60:.0f}m" if idle_for >= 120 else f"{idle_for:.0f}s"
+        rec, reason = 0, f"no requests for {idle} (scaleToZero.idleAfter {spec.scale_to_zero.idle_after})"
     else:
         rec, reason = recommend(spec, obs, current, capacity)
         growth_cap = max(math.ceil(current * MAX_GROWTH_FACTOR), current + MIN_GROWTH_STEP)

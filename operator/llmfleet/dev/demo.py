@@ -1,9 +1,11 @@
 """`llmfleet dev up`: the whole stack on one machine, serving real traffic, without Docker or GPUs.
 
-Starts the local control plane (hack/cluster.sh), installs the CRD, runs the operator and the pod runner
-(which runs engine pods as `llmfleet engine-sim`, gateway pods as `llmfleet gateway` and the cache pod as
-Redis 8 with the query engine, each on its pod IP), applies an LLMDeployment, waits for Ready and sends a
-streaming chat completion through the gateway. Stops everything it started on exit unless --keep.
+Starts the local control plane (hack/cluster.sh), installs the CRD, runs Prometheus (Debian's, scraping the
+pods the pod runner runs), the operator (its autoscaler reading that Prometheus) and the pod runner (which
+runs engine pods as `llmfleet engine-sim`, gateway pods as `llmfleet gateway` and the cache pod as Redis 8
+with the query engine, each on its pod IP), applies an LLMDeployment, waits for Ready, sends a streaming chat
+completion through the gateway and shows the figures the autoscaler read. Stops everything it started on exit
+unless --keep.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from llmfleet.dev import prometheus
 
 ROOT = Path(__file__).resolve().parents[3]
 DEMO_KEY = "sk-llmfleet-demo-key"
@@ -32,6 +37,24 @@ def _redis_env() -> dict[str, str]:
     out = subprocess.run(["bash", str(ROOT / "hack" / "redis.sh"), "install"], capture_output=True, text=True, check=True)
     env = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
     return {"LLMFLEET_REDIS_SERVER": env["REDIS_SERVER"], "LLMFLEET_REDIS_MODULE": env["REDIS_MODULE"]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _autoscaler_view(kube: Any, ns: str, name: str, timeout: float = 60) -> dict[str, Any] | None:
+    """status.metrics once the autoscaler read them (MetricsAvailable=True), after the demo's request."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = (kube.get("llmfleet.io/v1alpha1", "LLMDeployment", ns, name) or {}).get("status") or {}
+        ok = any(c["type"] == "MetricsAvailable" and c["status"] == "True" for c in st.get("conditions", []))
+        if ok and st.get("metrics", {}).get("readyReplicas"):
+            return dict(st["metrics"])
+        time.sleep(1)
+    return None
 
 
 def run(example: Path, keep: bool, run_dir: Path) -> int:
@@ -50,12 +73,22 @@ def run(example: Path, keep: bool, run_dir: Path) -> int:
         time.sleep(1.5)
         logs = run_dir / "logs"
         logs.mkdir(exist_ok=True)
+        targets = run_dir / "prometheus" / "targets.json"
+        operator_env = {**env, "LLMFLEET_ENGINE_DISCOVERY": "pods", "LLMFLEET_AUTOSCALE_INTERVAL": "5"}
+        try:
+            port = _free_port()
+            procs.append(prometheus.start(targets, targets.parent, port, "5s"))
+            operator_env["LLMFLEET_PROMETHEUS_URL"] = f"http://127.0.0.1:{port}"
+            _say(f"Prometheus on http://127.0.0.1:{port}, scraping the engine and gateway pods")
+        except (FileNotFoundError, RuntimeError) as exc:
+            _say(f"no Prometheus ({exc}); the autoscaler will hold the replica count")
         _say(f"starting the operator and the pod runner (logs in {logs})")
         procs.append(subprocess.Popen([sys.executable, "-m", "llmfleet", "operator", "--kubeconfig", str(kubeconfig),
-                                       "--liveness-port", "0"], env={**env, "LLMFLEET_ENGINE_DISCOVERY": "pods"},
+                                       "--liveness-port", "0"], env=operator_env,
                                       stdout=open(logs / "operator.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115
         procs.append(subprocess.Popen([sys.executable, "-m", "llmfleet", "dev", "pod-runner", "--kubeconfig",
-                                       str(kubeconfig), "--logs", str(logs / "pods")], env={**env, **_redis_env()},
+                                       str(kubeconfig), "--logs", str(logs / "pods"), "--prometheus-targets",
+                                       str(targets)], env={**env, **_redis_env()},
                                       stdout=open(logs / "pod-runner.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115
         obj: dict[str, Any] = yaml.safe_load(example.read_text())
         ns, name = obj["metadata"].get("namespace", "default"), obj["metadata"]["name"]
@@ -110,6 +143,10 @@ def run(example: Path, keep: bool, run_dir: Path) -> int:
             _say("the gateway did not answer")
             return 1
         _say(f"streamed through the gateway ({route}) at {url}: {text!r}")
+        if "LLMFLEET_PROMETHEUS_URL" in operator_env:
+            metrics = _autoscaler_view(kube, ns, name)
+            _say(f"the autoscaler read from Prometheus: {metrics}" if metrics
+                 else "the autoscaler has not read the engines' metrics yet")
         table = subprocess.run([str(Path(os.environ.get("LLMFLEET_CACHE", Path.home() / ".cache" / "llmfleet")) / "bin"
                                     / os.environ.get("K8S_VERSION", "v1.36.3") / "kubectl"), "get", "llmd", "-n", ns],
                                env=env, capture_output=True, text=True)

@@ -25,7 +25,8 @@ from typing import Any
 
 from llmfleet.kube.client import KubeClient
 from llmfleet.kube.port import KubeError, Obj
-from llmfleet.render.common import COMPONENT_LABEL, ENGINE_PORT, POOL_LABEL
+from llmfleet.render.common import COMPONENT_LABEL, DEPLOYMENT_LABEL, ENGINE_PORT, GATEWAY_PORT, POOL_LABEL
+from llmfleet.render.gateway import gateway_service_name
 
 log = logging.getLogger("llmfleet.podrunner")
 
@@ -59,7 +60,7 @@ class PodRunner:
     def __init__(self, kube: KubeClient, logs_dir: Path, node_label: str = "type=kwok",
                  prometheus_targets: Path | None = None) -> None:
         self.kube = kube
-        self.prometheus_targets = prometheus_targets  # file_sd targets: the engine pods this runner runs
+        self.prometheus_targets = prometheus_targets  # file_sd targets: the engine and gateway pods it runs
         self._targets_written: str | None = None
         self.logs_dir = logs_dir
         self.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -209,15 +210,19 @@ class PodRunner:
             self._write_targets([live[k] for k in self.running if k in live])
 
     def _write_targets(self, pods: list[Obj]) -> None:
-        """Prometheus file_sd targets for the engine pods running here (what kubernetes_sd finds in a cluster)."""
+        """Prometheus file_sd targets for the engine and gateway pods running here (what kubernetes_sd and a
+        ServiceMonitor find in a cluster)."""
         targets = []
         for pod in sorted(pods, key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"])):
             meta, labels = pod["metadata"], pod["metadata"].get("labels") or {}
-            if labels.get(COMPONENT_LABEL) != "engine":
-                continue
-            targets.append({"targets": [f"{pod['status']['podIP']}:{ENGINE_PORT}"],
-                            "labels": {"namespace": meta["namespace"], "pod": meta["name"],
-                                       "pool": labels.get(POOL_LABEL, "")}})
+            where = {"namespace": meta["namespace"], "pod": meta["name"]}
+            if labels.get(COMPONENT_LABEL) == "engine":
+                targets.append({"targets": [f"{pod['status']['podIP']}:{ENGINE_PORT}"],
+                                "labels": {**where, "pool": labels.get(POOL_LABEL, "")}})
+            elif labels.get(COMPONENT_LABEL) == "gateway" and labels.get(DEPLOYMENT_LABEL):
+                # The `service` label a ServiceMonitor on the gateway Service would give.
+                targets.append({"targets": [f"{pod['status']['podIP']}:{GATEWAY_PORT}"],
+                                "labels": {**where, "service": gateway_service_name(labels[DEPLOYMENT_LABEL])}})
         text = json.dumps(targets, indent=1)
         if text != self._targets_written and self.prometheus_targets is not None:
             tmp = self.prometheus_targets.with_suffix(".tmp")

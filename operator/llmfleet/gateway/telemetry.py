@@ -108,12 +108,19 @@ class _RouteMetrics:
 
 
 class _Collector:
-    def __init__(self, families: list[_Family]) -> None:
+    def __init__(self, families: list[_Family], requests: _Family) -> None:
         self.families = families
+        self.requests = requests
 
     def collect(self) -> Iterator[Metric]:
         for f in self.families:
             yield f.family()
+        # One series that exists from start-up (labelled children appear only once used), summed at scrape
+        # time: the autoscaler reads its rate to wake a fleet scaled to zero (requests answered 503 count too).
+        total = CounterMetricFamily("llmfleet_gateway_received_requests",
+                                    "Requests answered, any route, status and key.")
+        total.add_metric([], sum(c.value for c in self.requests.children.values()))
+        yield total
 
 
 class Telemetry:
@@ -141,7 +148,7 @@ class Telemetry:
         self.registry = CollectorRegistry()
         self.registry.register(_Collector([
             self.requests, self.ttft, self.itl, self.duration, self.tokens, self.upstream_errors, self.in_flight,
-            self.cache, self.cache_similarity, self.cache_saved_tokens]))
+            self.cache, self.cache_similarity, self.cache_saved_tokens], self.requests))
         self._routes: dict[str, _RouteMetrics] = {}
         self._log = access_log if access_log is not None else sys.stdout.buffer
         self._buf: list[bytes] = []

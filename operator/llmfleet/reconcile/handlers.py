@@ -31,6 +31,7 @@ from llmfleet.reconcile.observe import resource_version as _rv
 from llmfleet.reconcile.plan import Plan, plan
 from llmfleet.render import RenderOptions
 from llmfleet.render.common import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
+from llmfleet.render.gateway import gateway_service_name
 
 log = logging.getLogger("llmfleet.operator")
 # kopf fixes a timer's interval when the handler is declared, so it is read here, at import.
@@ -118,7 +119,8 @@ class Reconciler:
                 url = self.prometheus_url
             model = spec.model.served_name or name
             target = self.autoscaler.target((namespace, name))
-            observed = await self.metrics.observe(url, namespace, model, expect_engines=target != 0)
+            observed = await self.metrics.observe(url, namespace, model, gateway_service_name(name),
+                                                  expect_engines=target != 0)
         return await self.reconcile(namespace, name, follow_up=True, observed=observed)
 
     def schedule(self, namespace: str, name: str) -> None:

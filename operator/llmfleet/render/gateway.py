@@ -163,11 +163,16 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
     }
 
 
+def gateway_service_name(name: str) -> str:
+    """The gateway Service of a deployment (also the `service` label its metrics carry in Prometheus)."""
+    return f"{name}-gateway"
+
+
 def gateway_service(inp: RenderInput) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(inp, f"{inp.name}-gateway", COMPONENT),
+        "metadata": metadata(inp, gateway_service_name(inp.name), COMPONENT),
         "spec": {
             "selector": selector_labels(inp.name, COMPONENT),
             "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}],
@@ -177,4 +182,4 @@ def gateway_service(inp: RenderInput) -> Manifest:
 
 def gateway_endpoint_for(name: str, namespace: str) -> str:
     """The in-cluster OpenAI base URL of a deployment's gateway."""
-    return f"http://{name}-gateway.{namespace}.svc:{GATEWAY_PORT}/v1"
+    return f"http://{gateway_service_name(name)}.{namespace}.svc:{GATEWAY_PORT}/v1"

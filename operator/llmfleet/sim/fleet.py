@@ -386,6 +386,7 @@ def simulate(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConf
     duration = (trace[-1].at - trace[0].at) if len(trace) > 1 else 0.0
     ms = lambda v: None if v is None else round(v * 1000, 1)  # noqa: E731
     counted = sum(1 for r in trace if r.at >= config.warmup_s)
+    span = max(1e-9, trace[-1].at - max(config.warmup_s, trace[0].at)) if trace else 1e-9
     return {
         "requests": counted,
         "warmup_s": config.warmup_s,
@@ -396,6 +397,7 @@ def simulate(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConf
         "ttft_p95_ms": ms(quantile(st.ttft, 0.95)),
         "ttft_p99_ms": ms(quantile(st.ttft, 0.99)),
         "e2e_p95_s": None if not st.e2e else round(quantile(st.e2e, 0.95) or 0.0, 2),
+        "concurrent_requests": round(sum(st.e2e) / span),  # Little's law: requests in flight on average
         "cost_usd": round(st.cost, 2),
         "replica_hours": {k: round(v / 3600, 2) for k, v in st.replica_seconds.items()},
         "peak_replicas": st.peak_replicas,
