@@ -20,6 +20,7 @@ def test_dev_up_serves_a_streaming_completion_through_the_gateway() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Ready: 1/1 engine replicas" in r.stdout
     assert "streamed through the gateway (self-hosted)" in r.stdout
+    assert "the autoscaler read from Prometheus" in r.stdout and "'ttftP95'" in r.stdout
     assert "stopped everything it started" in r.stdout
 
 
