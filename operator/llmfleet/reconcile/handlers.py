@@ -28,24 +28,22 @@ from llmfleet.kube.port import KubeError, KubePort, Obj
 from llmfleet.reconcile.apply import execute
 from llmfleet.reconcile.observe import ChildStore
 from llmfleet.reconcile.observe import resource_version as _rv
-from llmfleet.reconcile.plan import Plan, plan
+from llmfleet.reconcile.plan import Plan, created_at, plan
 from llmfleet.render import RenderOptions
 from llmfleet.render.common import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
 from llmfleet.render.gateway import gateway_service_name
 
 log = logging.getLogger("llmfleet.operator")
-# kopf fixes a timer's interval when the handler is declared, so it is read here, at import.
 DEFAULT_PROMETHEUS_URL = PrometheusRef().url
+# kopf fixes a timer's interval when the handler is declared, so it is read here, at import.
 AUTOSCALE_INTERVAL = float(os.environ.get("LLMFLEET_AUTOSCALE_INTERVAL", "15"))
 COALESCE_SECONDS = 0.2
 WATCH_GRACE_SECONDS = 10.0
 
 
 def _created_after(raw: Obj, when: datetime) -> bool:
-    stamp = raw["metadata"].get("creationTimestamp")
-    if not stamp:
-        return False
-    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) > when
+    created = created_at(raw)
+    return created is not None and created > when
 
 
 class Reconciler:

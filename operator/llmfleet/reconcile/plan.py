@@ -86,7 +86,7 @@ def desired_total(spec: LLMDeploymentSpec, scale: ScaleInput | None = None) -> i
     return a.min_replicas if a.enabled else spec.pools.on_demand.min_replicas
 
 
-def _created(obj: Obj) -> datetime | None:
+def created_at(obj: Obj) -> datetime | None:
     stamp = obj["metadata"].get("creationTimestamp")
     return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
 
@@ -111,7 +111,7 @@ def spot_shortfall(spec: LLMDeploymentSpec, pods: tuple[Obj, ...], now: datetime
         meta = pod["metadata"]
         if meta.get("labels", {}).get(POOL_LABEL) != "spot" or meta.get("deletionTimestamp") or _pod_ready(pod):
             continue
-        created = _created(pod)
+        created = created_at(pod)
         if created is not None and (now - created).total_seconds() >= timeout:
             late += 1
     return late
