@@ -193,12 +193,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             raise UserError(f"{flag} must be >= 0, got {value}")
     if args.static is not None and args.static < 1:
         raise UserError(f"--static must be >= 1, got {args.static}")
+    if args.minutes is not None and args.minutes <= 0:
+        raise UserError(f"--minutes must be > 0, got {args.minutes}")
     try:
         trace = shape(read_azure_trace(trace_path), args.speed, args.copies, args.minutes, args.seed)
     except ValueError as exc:
         raise UserError(f"--trace: {exc}") from None
-    if not trace:
-        raise UserError(f"--minutes {args.minutes}: no request of the trace falls in that span")
+    if not trace or trace[-1].at < args.warmup * 60:
+        raise UserError(f"--warmup {args.warmup:g} min leaves no request of the trace to measure")
     config = SimConfig(cold_start_s=args.cold_start, tick_s=args.tick, spot_reclaims_per_hour=args.reclaims_per_hour,
                        spot_capacity=args.spot_capacity, static_replicas=args.static, warmup_s=args.warmup * 60,
                        initial_replicas=args.initial, seed=args.seed)

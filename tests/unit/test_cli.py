@@ -78,3 +78,39 @@ def test_crd_command_prints_the_committed_crd() -> None:
 def test_no_command_prints_help_and_exits_2() -> None:
     result = run()
     assert result.returncode == 2 and "plan" in result.stdout
+
+
+def test_simulate_replays_the_trace_and_prints_both_fleets(tmp_path: Path) -> None:
+    from tests.conftest import SHARED
+
+    out = run("simulate", "-f", str(EXAMPLES[0]), "--trace", str(SHARED / "data" / "azure-llm-conv-2023.csv"),
+              "--minutes", "2", "--static", "6")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["fleet"] for line in lines] == ["autoscaled", "static-on-demand-6", "summary"]
+    assert lines[0]["completed"] == lines[1]["completed"] == lines[0]["requests"] > 0
+    assert 0 < lines[2]["cost_ratio_vs_static"] < 1
+    assert "requests over" in out.stderr  # progress on stderr, JSON on stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--trace", "/nonexistent.csv"], "--trace /nonexistent.csv: no such file"),
+    (["--speed", "0"], "--speed must be > 0"),
+    (["--warmup", "-1"], "--warmup must be >= 0"),
+    (["--static", "0"], "--static must be >= 1"),
+    (["--minutes", "0"], "--minutes must be > 0"),
+    (["--minutes", "2", "--warmup", "3"], "--warmup 3 min leaves no request of the trace to measure"),
+])
+def test_simulate_bad_input_exits_2_naming_the_flag(args: list[str], message: str) -> None:
+    from tests.conftest import SHARED
+
+    base = ["simulate", "-f", str(EXAMPLES[0]), "--trace", str(SHARED / "data" / "azure-llm-conv-2023.csv")]
+    out = run(*base, *args)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+def test_simulate_names_a_bad_trace_line(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text("when,prompt\n1,2\n")
+    out = run("simulate", "-f", str(EXAMPLES[0]), "--trace", str(trace))
+    assert out.returncode == 2 and "t.csv:2" in out.stderr, out.stderr
