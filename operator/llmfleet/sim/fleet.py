@@ -326,7 +326,8 @@ class Fleet:
         self._dispatch(now)
 
     def _on_reclaim(self, now: float, _: Any) -> None:
-        spot = [r for r in self.replicas if r.pool == "spot" and r.stopped is None and r.ready_at is not None]
+        spot = [r for r in self.replicas
+                if r.pool == "spot" and r.stopped is None and r.ready_at is not None and r.draining_until is None]
         if spot:
             victim = self.rng.choice(spot)
             self.stats.reclaims += 1
