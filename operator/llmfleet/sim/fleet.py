@@ -145,6 +145,7 @@ class Fleet:
         self.state: ScaleState | None = None
         self.target = 0
         self.end = 0.0
+        self._spot_slots = max(1, spec.pools.spot.max_replicas)
         self._serving_cache: list[Replica] | None = None
         self._req_sizes: dict[str, tuple[int, int]] = {}
 
@@ -169,6 +170,12 @@ class Fleet:
                 self.target = self.spec.replicas if self.spec.replicas is not None else self.spec.pools.on_demand.min_replicas
             self.at(self.config.tick_s, "tick")  # the operator's tick: autoscaler and the spot pendingTimeout
         self._reconcile(0.0, warm=True)
+        if any(r.ready_at is None for r in self.replicas):
+            # A fleet that has been running already has its on-demand stand-ins for spot it could not get.
+            timeout = parse_duration(self.spec.pools.spot.pending_timeout)
+            for r in self.replicas:
+                r.created -= timeout
+            self._reconcile(0.0, warm=True)
         if self.config.spot_reclaims_per_hour > 0:
             self.at(self._next_reclaim_gap(), "reclaim")
         now = 0.0
@@ -180,9 +187,10 @@ class Fleet:
         self._account(now)
         return self.stats
 
-    def _next_reclaim_gap(self, spot_replicas: int = 1) -> float:
-        """Reclaims arrive as a Poisson process: the per-replica rate times the spot replicas running."""
-        return self.rng.expovariate(self.config.spot_reclaims_per_hour / 3600.0 * max(1, spot_replicas))
+    def _next_reclaim_gap(self) -> float:
+        """Reclaims are a Poisson process whose rate follows the spot replicas running; drawn by thinning:
+        candidate events at the rate of a full spot pool, each a reclaim with probability running / full."""
+        return self.rng.expovariate(self.config.spot_reclaims_per_hour / 3600.0 * self._spot_slots)
 
     # ------------------------------------------------------------------ requests
     def _on_arrive(self, now: float, payload: tuple[str, TraceRequest]) -> None:
@@ -328,12 +336,12 @@ class Fleet:
     def _on_reclaim(self, now: float, _: Any) -> None:
         spot = [r for r in self.replicas
                 if r.pool == "spot" and r.stopped is None and r.ready_at is not None and r.draining_until is None]
-        if spot:
-            victim = self.rng.choice(spot)
+        slot = self.rng.randrange(self._spot_slots)
+        if slot < len(spot):
             self.stats.reclaims += 1
-            self._drain(victim, now, self.config.spot_notice_s)
+            self._drain(spot[slot], now, self.config.spot_notice_s)
         if now < self.end or self.started:
-            self.at(now + self._next_reclaim_gap(len(spot)), "reclaim")
+            self.at(now + self._next_reclaim_gap(), "reclaim")
 
     # ------------------------------------------------------------------ autoscaler
     def observe(self, now: float) -> Observation:
