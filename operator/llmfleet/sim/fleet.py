@@ -281,7 +281,7 @@ class Fleet:
                        and now - r.created >= parse_duration(self.spec.pools.spot.pending_timeout))
             counts = split_replicas(self.spec, self.target, late)
             want = {"on-demand": counts.on_demand, "spot": counts.spot}
-            if counts.fallback:
+            if counts.fallback and not warm:  # one tick's worth per tick that ran stand-ins
                 self.stats.fallback_seconds += self.config.tick_s
         for pool, n in want.items():
             live = self._live(pool)
