@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from llmfleet.api.sizing import Sizing
@@ -81,6 +82,22 @@ class StepResult:
     tokens: list[str] = field(default_factory=list)  # ids that produced one token this step
     first_token: list[str] = field(default_factory=list)  # ids whose first token came this step
     finished: list[str] = field(default_factory=list)  # ids that reached max_tokens
+
+
+def prefill_chunks(candidates: Iterable[SimRequest], budget: int) -> tuple[int, list[SimRequest]]:
+    """Chunked prefill under a step's token budget, in admission order: (tokens prefilled, requests whose
+    prompt is now fully processed)."""
+    tokens, done = 0, []
+    for r in candidates:
+        if budget <= 0:
+            break
+        chunk = min(budget, r.prompt_tokens - r.prefilled)
+        r.prefilled += chunk
+        budget -= chunk
+        tokens += chunk
+        if r.prefilled >= r.prompt_tokens:
+            done.append(r)
+    return tokens, done
 
 
 class BatchEngine:
@@ -164,17 +181,8 @@ class BatchEngine:
         budget = p.max_batched_tokens
         decoding = [r for r in self.running.values() if r.prefilled >= r.prompt_tokens]
         budget -= len(decoding)
-        prefill_tokens = 0
-        completed_prefill: list[SimRequest] = []
-        for r in self.running.values():
-            if r.prefilled >= r.prompt_tokens or budget <= 0:
-                continue
-            chunk = min(budget, r.prompt_tokens - r.prefilled)
-            r.prefilled += chunk
-            budget -= chunk
-            prefill_tokens += chunk
-            if r.prefilled >= r.prompt_tokens:
-                completed_prefill.append(r)
+        prefill_tokens, completed_prefill = prefill_chunks(
+            (r for r in self.running.values() if r.prefilled < r.prompt_tokens), budget)
         result = StepResult(duration_s=p.step_seconds(len(decoding), prefill_tokens))
         for r in decoding + completed_prefill:
             r.generated += 1
@@ -221,18 +229,9 @@ class FastBatchEngine(BatchEngine):
         self._steps += 1
         decoding = self._decoding
         budget = p.max_batched_tokens - decoding
-        prefill_tokens = 0
-        completed: list[SimRequest] = []
-        for r in list(self._prefilling.values()):
-            if budget <= 0:
-                break
-            chunk = min(budget, r.prompt_tokens - r.prefilled)
-            r.prefilled += chunk
-            budget -= chunk
-            prefill_tokens += chunk
-            if r.prefilled >= r.prompt_tokens:
-                completed.append(r)
-                del self._prefilling[r.id]
+        prefill_tokens, completed = prefill_chunks(list(self._prefilling.values()), budget)
+        for r in completed:
+            del self._prefilling[r.id]
         result = StepResult(duration_s=p.step_seconds(decoding, prefill_tokens))
         for r in completed:
             r.generated = 1
