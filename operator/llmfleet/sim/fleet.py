@@ -74,7 +74,7 @@ def shape(trace: list[TraceRequest], speed: float = 1.0, copies: int = 1, minute
 class SimConfig:
     cold_start_s: float = 120.0  # pod scheduled → engine serving (image + weights); ARCHITECTURE §4: 1-5 min
     tick_s: float = 15.0  # autoscaler interval (the operator's default)
-    spot_reclaims_per_hour: float = 0.0  # per spot replica; a reclaim gives SPOT_NOTICE_S notice
+    spot_reclaims_per_hour: float = 0.0  # per spot replica; a reclaim gives spot_notice_s notice
     spot_capacity: int | None = None  # spot replicas the provider can give at once; None: as many as asked
     spot_notice_s: float = 120.0
     drain_s: float = 45.0  # vLLM --shutdown-timeout: in-flight requests may finish, new ones go elsewhere
@@ -136,18 +136,17 @@ class Fleet:
         self.ids = itertools.count()
         self.events: list[tuple[float, int, str, Any]] = []
         self.seq = itertools.count()
-        self.queue: deque[tuple[str, float]] = deque()  # at the gateway while no replica serves
-        self.started: dict[str, tuple[float, int]] = {}  # request id → (arrival, output tokens)
-        self.first: dict[str, float] = {}
-        self.where: dict[str, Replica] = {}
+        self.queue: deque[str] = deque()  # request ids at the gateway while no replica serves
+        self.started: dict[str, tuple[float, int, int]] = {}  # in flight: id → (arrival, prompt, output tokens)
+        self.first: dict[str, float] = {}  # in flight with a first token: id → TTFT
         self.recent_ttft: deque[tuple[float, float]] = deque()
         self.stats = Stats()
         self.state: ScaleState | None = None
         self.target = 0
         self.end = 0.0
         self._spot_slots = max(1, spec.pools.spot.max_replicas)
+        self._pending_timeout = parse_duration(spec.pools.spot.pending_timeout)
         self._serving_cache: list[Replica] | None = None
-        self._req_sizes: dict[str, tuple[int, int]] = {}
 
     # ------------------------------------------------------------------ events
     def at(self, t: float, kind: str, payload: Any = None) -> None:
@@ -172,9 +171,8 @@ class Fleet:
         self._reconcile(0.0, warm=True)
         if any(r.ready_at is None for r in self.replicas):
             # A fleet that has been running already has its on-demand stand-ins for spot it could not get.
-            timeout = parse_duration(self.spec.pools.spot.pending_timeout)
             for r in self.replicas:
-                r.created -= timeout
+                r.created -= self._pending_timeout
             self._reconcile(0.0, warm=True)
         if self.config.spot_reclaims_per_hour > 0:
             self.at(self._next_reclaim_gap(), "reclaim")
@@ -195,9 +193,8 @@ class Fleet:
     # ------------------------------------------------------------------ requests
     def _on_arrive(self, now: float, payload: tuple[str, TraceRequest]) -> None:
         rid, r = payload
-        self.started[rid] = (now, r.output_tokens)
-        self.queue.append((rid, now))
-        self._req_sizes[rid] = (r.prompt_tokens, r.output_tokens)
+        self.started[rid] = (now, r.prompt_tokens, r.output_tokens)
+        self.queue.append(rid)
         self._dispatch(now)
 
     def _serving(self, now: float) -> list[Replica]:
@@ -212,12 +209,11 @@ class Fleet:
     def _dispatch(self, now: float) -> None:
         serving = self._serving(now)
         while self.queue and serving:
-            rid, _ = self.queue.popleft()
+            rid = self.queue.popleft()
             rep = min(serving, key=lambda r: r.outstanding)  # least-outstanding, as the gateway routes
-            prompt, out = self._req_sizes[rid]
+            _, prompt, out = self.started[rid]
             rep.engine.submit(SimRequest(id=rid, prompt_tokens=min(prompt, self.spec.model.max_model_len - out),
                                          max_tokens=out))
-            self.where[rid] = rep
             self._kick(rep, now)
 
     def _kick(self, rep: Replica, now: float) -> None:
@@ -232,7 +228,7 @@ class Fleet:
         res = rep.engine.step()
         done_at = now + res.duration_s
         rep.busy_until = done_at
-        prompt = sum(self._req_sizes[rid][0] for rid in res.first_token)
+        prompt = sum(self.started[rid][1] for rid in res.first_token)
         self.tokens.append((done_at, prompt, rep.engine.token_count))
         for rid in res.first_token:
             arrived = self.started[rid][0]
@@ -246,15 +242,16 @@ class Fleet:
             if arrived >= self.config.warmup_s:
                 self.stats.e2e.append(done_at - arrived)
             self.first.pop(rid, None)
-            self.where.pop(rid, None)
-            self._req_sizes.pop(rid, None)
         self._kick(rep, done_at)
 
     # ------------------------------------------------------------------ capacity
-    def _new_replica(self, pool: str, now: float, warm: bool) -> Replica:
-        spot_in_use = sum(1 for r in self.replicas if r.pool == "spot" and r.stopped is None and r.ready_at is not None)
+    def _spot_capacity_left(self) -> bool:
         cap = self.config.spot_capacity
-        has_capacity = pool != "spot" or cap is None or spot_in_use < cap
+        in_use = sum(1 for r in self.replicas if r.pool == "spot" and r.stopped is None and r.ready_at is not None)
+        return cap is None or in_use < cap
+
+    def _new_replica(self, pool: str, now: float, warm: bool) -> Replica:
+        has_capacity = pool != "spot" or self._spot_capacity_left()
         ready_at = (now if warm else now + self.config.cold_start_s) if has_capacity else None
         rep = Replica(next(self.ids), pool, FastBatchEngine(self.profile), created=now, ready_at=ready_at,
                       billed_from=now if has_capacity else None)
@@ -278,7 +275,7 @@ class Fleet:
         else:
             late = sum(1 for r in self._live("spot")
                        if (r.ready_at is None or r.ready_at > now)
-                       and now - r.created >= parse_duration(self.spec.pools.spot.pending_timeout))
+                       and now - r.created >= self._pending_timeout)
             counts = split_replicas(self.spec, self.target, late)
             want = {"on-demand": counts.on_demand, "spot": counts.spot}
             if counts.fallback and not warm:  # one tick's worth per tick that ran stand-ins
@@ -294,11 +291,9 @@ class Fleet:
         self._try_spot_capacity(now)
 
     def _try_spot_capacity(self, now: float) -> None:
-        cap = self.config.spot_capacity
         for rep in self.replicas:
             if rep.pool == "spot" and rep.ready_at is None and rep.stopped is None and rep.draining_until is None:
-                in_use = sum(1 for r in self.replicas if r.pool == "spot" and r.stopped is None and r.ready_at is not None)
-                if cap is not None and in_use >= cap:
+                if not self._spot_capacity_left():
                     return
                 rep.ready_at, rep.billed_from = now + self.config.cold_start_s, now
                 self.at(rep.ready_at, "ready", rep)
@@ -319,16 +314,14 @@ class Fleet:
             return
         rep.stopped = now
         self._changed()
-        lost = [rid for rid, where in self.where.items() if where is rep]
-        for rid in lost:
-            self.where.pop(rid)
+        for rid in [*rep.engine.running, *(r.id for r in rep.engine.waiting)]:
             if rid in self.first:  # the client already has part of the answer: it cannot be retried
                 if self.started[rid][0] >= self.config.warmup_s:
                     self.stats.lost += 1
                 self.started.pop(rid, None)
                 self.first.pop(rid, None)
             else:
-                self.queue.appendleft((rid, now))  # never started: the gateway retries it elsewhere
+                self.queue.appendleft(rid)  # never started: the gateway retries it elsewhere
         self._account_replica(rep, now)
         self.replicas.remove(rep)
         self._dispatch(now)
