@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.integration.servers import free_port
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.36.3")
 BIN = Path(os.environ.get("LLMFLEET_CACHE", Path.home() / ".cache" / "llmfleet")) / "bin" / K8S_VERSION
@@ -101,12 +101,6 @@ def cluster() -> Iterator[Cluster]:
         yield c
     finally:
         subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "down"], env=env, capture_output=True, timeout=120)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # The session's operator asks this Prometheus; the `prometheus` fixture starts it for the tests that need it
