@@ -4,13 +4,22 @@ ASGI application (one worker, uvloop).
 Why not uvicorn: measured on bench/gateway.py (non-streaming, concurrency 64, same run, everything else
 equal) the gateway cost 107 µs of CPU per request on uvicorn and 90 µs on a first version of this server;
 it also writes a response head with its body (one send instead of two) and tells the application of a
-client's disconnect by callback instead of a watcher task per request. What it does, and only that:
-keep-alive with an idle timeout and a 408 for a request not received in whole within a time limit (one
-periodic sweep, not a timer per response), pipelined requests answered in order, request bodies up to a
-limit (413, checked on the declared length before reading and while reading), `Expect: 100-continue`, a
-limit on the request head (431), malformed requests (400), write back-pressure, the response head written
-together with the first piece of the body, and a graceful shutdown (stop accepting, let in-flight requests
-finish within a grace period, then close what is left).
+client's disconnect by callback instead of a watcher task per request. What it does, and only that
+(RFC 9112; the byte-level tests in tests/unit/test_http_protocol.py follow uvicorn's protocol tests):
+- keep-alive with an idle timeout (a connection that sends nothing but empty lines stays idle), a 408 for a
+  request not received in whole within a time limit, a client that reads nothing of its response for as long
+  is cut (one periodic sweep, not a timer per response);
+- the request head counted as its bytes arrive, also inside a field that never ends (431), header names and
+  values checked (no control characters), exactly one Host in HTTP/1.1, HTTP/1.0 and 1.1 only (505);
+- request bodies up to a limit (413, checked on the declared length before reading and while reading);
+  `Expect: 100-continue` answered only when that request's body is wanted and only after every response
+  before it; trailer fields read and dropped (they never reach the application); an HTTP/1.0 request with
+  Transfer-Encoding (framing it cannot keep) and any Upgrade are refused with one 400, then the connection
+  closes;
+- pipelined requests answered in order, one response each; an application's `connection: close` honoured and
+  its Content-Length held to the bytes it sends; at most `max_connections` connections (503 beyond);
+- write back-pressure, the response head written together with the first piece of the body, and a graceful
+  shutdown (stop accepting, let in-flight requests finish within a grace period, then close what is left).
 
 Extensions for the application: ``scope["extensions"]["llmfleet.on_disconnect"](callback)`` registers a
 callback run once if the client goes away before the response is complete; ``scope["extensions"]
@@ -24,10 +33,11 @@ import asyncio
 import collections
 import contextlib
 import logging
+import re
 import signal
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import httptools
@@ -40,6 +50,10 @@ ErrorBody = Callable[[int, str], bytes]
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
 MAX_PIPELINED = 32  # parsed requests waiting behind the one being answered before reading pauses
+HTTP_VERSIONS = ("1.1", "1.0")
+# Control characters other than tab are never valid in a field value (RFC 9110 5.5).
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
@@ -51,8 +65,8 @@ def _status_line(status: int) -> bytes:
 class _Cycle:
     """One request and its response."""
 
-    __slots__ = ("app", "body", "body_sent", "chunked", "complete", "conn", "head", "keep_alive", "on_disconnect",
-                 "scope", "started", "task")
+    __slots__ = ("app", "body", "body_sent", "chunked", "complete", "conn", "head", "keep_alive", "length",
+                 "on_disconnect", "scope", "started", "task")
 
     def __init__(self, conn: _Connection, scope: dict[str, Any], body: bytes, keep_alive: bool,
                  app: App | None = None) -> None:
@@ -62,6 +76,7 @@ class _Cycle:
         self.started = False
         self.complete = False
         self.chunked = False
+        self.length = -1  # the Content-Length the application declared: the bytes it may still send
         self.head: bytes | None = None  # written with the first piece of the body
         self.on_disconnect: list[Callable[[], None]] = []
         self.task: asyncio.Task[None] | None = None  # held here: the loop keeps only weak references to tasks
@@ -92,11 +107,15 @@ class _Cycle:
             for name, value in headers:
                 if name == b"content-length":
                     length = True
+                    self.length = int(value)
+                elif name == b"connection" and value.lower() == b"close":
+                    self.keep_alive = False  # said by the application: the connection closes after this response
+                    continue  # written once below
                 parts += (name, b": ", value, b"\r\n")
             # No CR or LF inside a name or value (response splitting): the block holds exactly one line end
             # per header and one for the status line, and no CR or LF anywhere else.
             block = b"".join(parts)
-            lines = len(headers) + 1
+            lines = (len(parts) - 1) // 4 + 1
             if block.count(b"\r") != lines or block.count(b"\n") != lines:
                 raise RuntimeError("invalid response header")
             self.started = True
@@ -128,6 +147,15 @@ class _Cycle:
                 out += b"0\r\n\r\n"
         else:
             out = body
+            if self.length >= 0:
+                self.length -= len(body)
+                if self.length < 0 or (not more and self.length > 0):
+                    # More or fewer bytes than declared: the client would misread this and every later response.
+                    self.complete = True
+                    self.on_disconnect.clear()
+                    if conn.transport is not None:
+                        conn.transport.abort()
+                    raise RuntimeError("the response body does not match its Content-Length")
         if self.head is not None:
             out, self.head = self.head + out, None
         if out:
@@ -163,6 +191,11 @@ class _Connection(asyncio.Protocol):
         self.receiving_since = 0.0  # loop time the request being received began; 0 between requests
         self.reading_paused = False
         self.broken = False  # an error answer is queued: nothing more from this client is read or parsed
+        self.in_head = True  # the parser is between messages or inside a request head
+        self.heads_done = 0  # request heads completed on this connection
+        self.head_pending = 0  # bytes received while inside one head (counted as they arrive)
+        self.write_paused_since = 0.0  # loop time the client stopped reading its response; 0 while it reads
+        self.continue_pending = False  # a 100 Continue to write once the responses before it are out
         self._reset_request()
 
     def _reset_request(self) -> None:
@@ -173,13 +206,25 @@ class _Connection(asyncio.Protocol):
         self.body_size = 0
         self.declared: bytes | None = None  # Content-Length as sent
         self.expect = False  # Expect: 100-continue
+        self.hosts = 0  # Host fields
+        self.chunked_te = False  # Transfer-Encoding was sent
+        self.continue_pending = False
 
     # ------------------------------------------------------------------ transport events
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.server.connections.add(self)
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
         self.idle_since = self.loop.time()
+        if len(self.server.connections) >= self.server.max_connections:
+            body = self.server.error_body(503, "The gateway holds as many connections as it may; retry shortly.")
+            transport.write(b"".join((_status_line(503), b"content-type: application/json\r\ncontent-length: ",
+                                      str(len(body)).encode(), b"\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+                                      body)))
+            self.broken = True
+            transport.close()
+            return
+        self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disconnected = True
@@ -194,21 +239,30 @@ class _Connection(asyncio.Protocol):
             self._closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        self.idle_since = 0.0
         if self.broken:
             return
+        in_head, heads = self.in_head, self.heads_done
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._reject(400, "Protocol upgrades are not supported.")
         except httptools.HttpParserError as exc:
             self._reject(400, f"Malformed HTTP request: {exc}")
+        if self.in_head and not self.broken:
+            # httptools hands over a header only once it is complete: bytes are counted here as they arrive, so a
+            # name or value that never ends is refused too. A head that began inside this read is counted from
+            # the next one (at most one read, 256 KiB, goes uncounted).
+            self.head_pending = self.head_pending + len(data) if in_head and heads == self.heads_done else 0
+            if self.head_pending > MAX_HEAD_BYTES:
+                self._reject(431, "Request header fields too large.")
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.write_paused_since = self.loop.time()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_paused_since = 0.0
         for w in self._drain_waiters:
             if not w.done():
                 w.set_result(None)
@@ -232,6 +286,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._reset_request()
+        self.idle_since = 0.0
         self.receiving_since = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
@@ -249,22 +304,51 @@ class _Connection(asyncio.Protocol):
         if self.head_size > MAX_HEAD_BYTES:
             self._reject(431, "Request header fields too large.")
             return
+        if not self.in_head:
+            return  # a trailer field: never routing, auth or anything else the application reads
+        if _BAD_VALUE.search(value) is not None:
+            self._reject(400, "A header field value holds a control character.")
+            return
         name = name.lower()
         self.headers.append((name, value))
         if name == b"content-length":
             self.declared = value
+        elif name == b"host":
+            self.hosts += 1
+        elif name == b"transfer-encoding":
+            self.chunked_te = True
         elif name == b"expect":
             self.expect = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.heads_done += 1
+        self.head_pending = 0
         if self.broken:
+            return
+        parser = self.parser
+        version = parser.get_http_version()
+        if version not in HTTP_VERSIONS:
+            self._reject(505, f"HTTP/{version} is not supported; send HTTP/1.1.")
+            return
+        if parser.should_upgrade():
+            self._reject(400, "Protocol upgrades are not supported.")
+            return
+        if version == "1.0" and self.chunked_te:
+            self._reject(400, "An HTTP/1.0 request cannot use Transfer-Encoding.")
+            return
+        if self.hosts != 1 and (version == "1.1" or self.hosts > 1):
+            self._reject(400, "An HTTP/1.1 request must have exactly one Host header.")
             return
         declared = self.declared
         if declared is not None and declared.isdigit() and int(declared) > self.server.max_body:
             self._reject(413, f"Request body of {int(declared)} bytes exceeds the limit of {self.server.max_body} bytes.")
             return
-        if self.expect:
-            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.expect and (self.chunked_te or (declared is not None and declared != b"0")):
+            if self.active is None and not self.queue:
+                self.write(_CONTINUE)
+            else:  # after the responses before it, never inside one
+                self.continue_pending = True
 
     def on_body(self, body: bytes) -> None:
         if self.broken:
@@ -277,6 +361,8 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.receiving_since = 0.0
+        self.in_head = True
+        self.continue_pending = False
         if self.broken:
             return
         url = self.url
@@ -341,7 +427,10 @@ class _Connection(asyncio.Protocol):
             if self.reading_paused and not self.broken and len(self.queue) < MAX_PIPELINED // 2 and self.transport:
                 self.reading_paused = False
                 self.transport.resume_reading()
-        else:
+        elif self.continue_pending:  # the request being received waited for the responses before it
+            self.continue_pending = False
+            self.write(_CONTINUE)
+        elif not self.receiving_since:
             self.idle_since = self.loop.time()
 
     def _reject(self, status: int, message: str) -> None:
@@ -362,13 +451,23 @@ class _Connection(asyncio.Protocol):
         self._enqueue(_Cycle(self, {"type": "http", "method": "-", "path": "", "headers": []}, b"", False, answer))
 
 
+def default_max_connections() -> int:
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(16, (soft - 256) // 2) if soft != resource.RLIM_INFINITY else 65536
+
+
 class HttpServer:
     def __init__(self, app: App, *, max_body: int, error_body: ErrorBody, keepalive: float = 5.0,
-                 request_timeout: float = 60.0,
+                 request_timeout: float = 60.0, max_connections: int | None = None,
                  on_startup: Callable[[], Awaitable[None]] | None = None,
                  on_shutdown: Callable[[], Awaitable[None]] | None = None) -> None:
         self.app, self.max_body, self.error_body, self.keepalive = app, max_body, error_body, keepalive
         self.request_timeout = request_timeout
+        # Each client connection may hold an engine connection too: by default half the descriptors the process
+        # may open, less a reserve, so that accept() never fails for lack of them.
+        self.max_connections = max_connections if max_connections is not None else default_max_connections()
         self.on_startup, self.on_shutdown = on_startup, on_shutdown
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.connections: set[_Connection] = set()
@@ -411,6 +510,10 @@ class HttpServer:
             horizon = now - self.request_timeout
             for conn in [c for c in self.connections if 0 < c.receiving_since <= horizon and not c.broken]:
                 conn._reject(408, f"The request was not received in whole within {self.request_timeout:g} s.")
+            # A client that has read nothing of its response for as long: cut (its upstream request is aborted).
+            for conn in [c for c in self.connections if 0 < c.write_paused_since <= horizon]:
+                if conn.transport is not None:
+                    conn.transport.abort()
         self._sweeper = None if self.closing else self.loop.call_later(self._sweep_every, self._sweep)
 
     async def shutdown(self, server: asyncio.AbstractServer, grace: float) -> None:
