@@ -6,11 +6,11 @@ ending in `data: [DONE]` for a streaming one, so an OpenAI client cannot tell it
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Any
 
 import orjson
+
+from llmfleet import wire
 
 VERSION = 1
 
@@ -76,42 +76,13 @@ def decode(raw: bytes | str) -> dict[str, Any]:
 
 
 def as_json(entry: dict[str, Any], model: str) -> bytes:
-    chat = entry["chat"]
-    choice: dict[str, Any] = {"index": 0, "finish_reason": entry["finish_reason"], "logprobs": None}
-    if chat:
-        choice["message"] = {"role": "assistant", "content": entry["content"]}
-    else:
-        choice["text"] = entry["content"]
-    return orjson.dumps({
-        "id": ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex, "object": "chat.completion" if chat else "text_completion",
-        "created": int(time.time()), "model": model, "choices": [choice],
-        "usage": {"prompt_tokens": entry["prompt_tokens"], "completion_tokens": entry["completion_tokens"],
-                  "total_tokens": entry["prompt_tokens"] + entry["completion_tokens"]},
-    })
+    return wire.completion(model, entry["chat"], entry["content"], entry["finish_reason"], entry["prompt_tokens"],
+                           entry["completion_tokens"])
 
 
 def as_sse(entry: dict[str, Any], model: str, include_usage: bool, piece_chars: int = 16) -> bytes:
-    chat = entry["chat"]
-    rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-    created = int(time.time())
-    obj = "chat.completion.chunk" if chat else "text_completion"
+    stream = wire.Stream(model, entry["chat"])
     text = entry["content"]
     pieces = [text[i:i + piece_chars] for i in range(0, len(text), piece_chars)] or [""]
-    out = []
-    for i, piece in enumerate(pieces):
-        if chat:
-            delta: dict[str, Any] = {"content": piece}
-            if i == 0:
-                delta["role"] = "assistant"
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
-        else:
-            choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": None}
-        out.append({"id": rid, "object": obj, "created": created, "model": model, "choices": [choice]})
-    final: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": entry["finish_reason"]}
-    final["delta" if chat else "text"] = {} if chat else ""
-    out.append({"id": rid, "object": obj, "created": created, "model": model, "choices": [final]})
-    if include_usage:
-        out.append({"id": rid, "object": obj, "created": created, "model": model, "choices": [], "usage": {
-            "prompt_tokens": entry["prompt_tokens"], "completion_tokens": entry["completion_tokens"],
-            "total_tokens": entry["prompt_tokens"] + entry["completion_tokens"]}})
-    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in out) + b"data: [DONE]\n\n"
+    counts = (entry["prompt_tokens"], entry["completion_tokens"]) if include_usage else None
+    return b"".join(stream.delta(p) for p in pieces) + stream.end(entry["finish_reason"], counts)

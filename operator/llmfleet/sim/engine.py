@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import itertools
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from llmfleet import wire
 from llmfleet.sim.perfmodel import BLOCK_TOKENS, BatchEngine, EngineProfile, SimRequest
 
 Scope = dict[str, Any]
@@ -181,8 +181,8 @@ class _ClientGone(Exception):
     pass
 
 
-def _error(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None) -> tuple[int, bytes]:
-    return status, orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": None}})
+def _error(status: int, message: str, type_: str = wire.INVALID_REQUEST, param: str | None = None) -> tuple[int, bytes]:
+    return status, wire.error_body(message, type_, None, param)
 
 
 class EngineApp:
@@ -258,7 +258,7 @@ class EngineApp:
                 param="max_tokens"))
             return
         p = self.sim.submit(text, max_tokens)
-        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        rid = wire.completion_id(chat)
         created = int(time.time())
         stream = bool(body.get("stream"))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -280,17 +280,8 @@ class EngineApp:
                 words = []
                 while (word := await self._next_token(p, disconnected)) is not None:
                     words.append(word)
-                content = "".join(words)
-                usage = {"prompt_tokens": p.req.prompt_tokens, "completion_tokens": len(words),
-                         "total_tokens": p.req.prompt_tokens + len(words)}
-                choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
-                if chat:
-                    choice["message"] = {"role": "assistant", "content": content}
-                else:
-                    choice["text"] = content
-                out = {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
-                       "model": self.served_name, "choices": [choice], "usage": usage}
-                await self._send(send, 200, orjson.dumps(out))
+                await self._send(send, 200, wire.completion(self.served_name, chat, "".join(words), "length",
+                                                            p.req.prompt_tokens, len(words), rid, created))
         except _ClientGone:
             pass  # aborted and counted; nobody is listening for an answer
         finally:
@@ -312,29 +303,12 @@ class EngineApp:
                       disconnected: asyncio.Future[bool]) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
-        obj = "chat.completion.chunk" if chat else "text_completion"
+        out = wire.Stream(self.served_name, chat, rid, created)
         n = 0
-        first = True
         while (word := await self._next_token(p, disconnected)) is not None:
             n += 1
-            if chat:
-                delta: dict[str, Any] = {"content": word}
-                if first:
-                    delta["role"] = "assistant"
-                choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
-            else:
-                choice = {"index": 0, "text": word, "logprobs": None, "finish_reason": None}
-            first = False
-            chunk = {"id": rid, "object": obj, "created": created, "model": self.served_name, "choices": [choice]}
-            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
-        final_choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
-        final_choice["delta" if chat else "text"] = {} if chat else ""
-        tail = [{"id": rid, "object": obj, "created": created, "model": self.served_name, "choices": [final_choice]}]
-        if include_usage:
-            tail.append({"id": rid, "object": obj, "created": created, "model": self.served_name, "choices": [],
-                         "usage": {"prompt_tokens": p.req.prompt_tokens, "completion_tokens": n,
-                                   "total_tokens": p.req.prompt_tokens + n}})
-        payload = b"".join(b"data: " + orjson.dumps(t) + b"\n\n" for t in tail) + b"data: [DONE]\n\n"
+            await send({"type": "http.response.body", "body": out.delta(word), "more_body": True})
+        payload = out.end("length", (p.req.prompt_tokens, n) if include_usage else None)
         await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
