@@ -144,3 +144,28 @@ def test_split_replicas_puts_baseline_on_demand_then_spot_first(od_min, od_max, 
                                     "spot": {"enabled": spot_on, "maxReplicas": spot_max}}
     counts = split_replicas(parse_object(minimal_obj).spec, total)
     assert (counts.on_demand, counts.spot) == expected
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_rendered_gateway_config_round_trips_through_the_gateways_own_model(path) -> None:
+    """The gateway refuses unknown keys: what the operator renders must be exactly what the gateway reads."""
+    import json
+
+    from llmfleet.gateway.config import GatewayConfig
+    from llmfleet.render.gateway import CONFIG_KEY
+
+    for obj in load_documents(path.read_text(), str(path)):
+        cm = by_name(render_all(obj, size(obj.spec)))[f"ConfigMap/{obj.metadata.name}-gateway"]
+        rendered = json.loads(cm["data"][CONFIG_KEY])
+        cfg = GatewayConfig.model_validate(rendered)
+        assert cfg.model_dump(by_alias=True, exclude_unset=True) == rendered
+        assert cfg.sensitivity.key_policy == dict(obj.spec.gateway.sensitivity.key_policy)
+
+
+def test_gateway_config_refuses_unknown_keys() -> None:
+    from pydantic import ValidationError
+
+    from llmfleet.gateway.config import GatewayConfig
+
+    with pytest.raises(ValidationError, match="sensitivty"):
+        GatewayConfig.model_validate({"model": "m", "sensitivty": {"default": "general"}})

@@ -400,6 +400,17 @@ class Sensitivity(Model):
     default: Literal["sensitive", "general"] = Field(
         default="sensitive", description="Class of a request that no header or detector classifies."
     )
+    key_policy: dict[str, Literal["sensitive", "general"]] = Field(
+        default_factory=dict,
+        description="Per API-key name: `sensitive` pins every request of that key to self-hosted engines (no "
+        "header or detector can send it out); `general` lets its unlabelled requests go out when no detector "
+        "finds anything.",
+    )
+    max_scan_bytes: int = Field(
+        default=1048576, ge=1024, le=16777216,
+        description="Characters of a request body the detectors read at most; a larger body is sensitive "
+        "(fail closed).",
+    )
 
 
 class GatewaySpec(Model):

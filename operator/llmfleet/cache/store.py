@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -22,9 +22,13 @@ from llmfleet.cache.embedding import Embedder
 from llmfleet.cache.keys import cacheable, exact_key, split_last_user_turn
 
 log = logging.getLogger("llmfleet.cache")
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 INDEX = "llmfleet-semcache"
 PREFIX = "llmfleet:sem"
+
+
+class CacheHit(NamedTuple):
+    kind: str  # exact | semantic
+    entry: dict[str, Any]  # as cache.entries decodes it
 
 
 class Breaker:
@@ -91,20 +95,21 @@ class ResponseCache:
 
     # ------------------------------------------------------------------ lookup
 
-    async def serve(self, ctx: Any, tenant: str, path: str, body: dict[str, Any], headers: dict[bytes, bytes],
-                    send: Send, extra: list[tuple[bytes, bytes]]) -> bool:
-        """Answer from the cache if possible (True), else remember what to store after the miss (False)."""
-        opt_in = (headers.get(b"x-llmfleet-cache") or b"").lower() in (b"allow", b"on", b"true")
-        lookup, store = cacheable(body, self.replay, headers.get(b"cache-control"), opt_in)
+    async def lookup(self, ctx: Any, tenant: str, path: str, body: dict[str, Any], cache_control: bytes | None,
+                     opt_in: bytes | None) -> CacheHit | None:
+        """The cached answer for the request (a hit), or None after remembering in `ctx` what to store after the
+        miss. The gateway writes the response: the cache never writes HTTP."""
+        allowed = (opt_in or b"").lower() in (b"allow", b"on", b"true")
+        lookup, store = cacheable(body, self.replay, cache_control, allowed)
         ctx.cache_store = store and self.breaker.closed
         ctx.cache_embedding = None
         if not lookup:
             ctx.cache = "skip"
-            return False
+            return None
         if not self.breaker.closed:
             ctx.cache = "bypass"
             self.tel.cache.labels("bypass").inc()
-            return False
+            return None
         if self.exact_enabled:
             key = exact_key(tenant, self.model, path, body)
             raw = await self._call(self.redis.get(key), self.timeout)
@@ -115,23 +120,26 @@ class ResponseCache:
                     await self._call(self.redis.delete(key), self.timeout)
                     self.tel.cache.labels("corrupt").inc()
                 else:
-                    await self._reply(ctx, "exact", entry, body, send, extra)
-                    return True
+                    return self._hit("exact", entry)
         if self.semantic_enabled and self.index is not None and self.breaker.closed:
             split = split_last_user_turn(path, body)
             if split is not None:
                 query, context = split
                 emb = await asyncio.to_thread(self._embed, query)
                 ctx.cache_embedding = (emb, query, context)
-                hit = await self._semantic_lookup(tenant, context, emb)
-                if hit is not None:
-                    entry, similarity = hit
+                found = await self._semantic_lookup(tenant, context, emb)
+                if found is not None:
+                    entry, similarity = found
                     self.tel.cache_similarity.observe(similarity)
-                    await self._reply(ctx, "semantic", entry, body, send, extra)
-                    return True
+                    return self._hit("semantic", entry)
         ctx.cache = "miss"
         self.tel.cache.labels("miss").inc()
-        return False
+        return None
+
+    def _hit(self, kind: str, entry: dict[str, Any]) -> CacheHit:
+        self.tel.cache.labels(kind).inc()
+        self.tel.cache_saved_tokens.inc(entry["completion_tokens"])
+        return CacheHit(kind, entry)
 
     def _embed(self, text: str) -> np.ndarray:
         assert self.embedder is not None
@@ -157,29 +165,6 @@ class ResponseCache:
             await self._call(self.redis.delete(row["id"]), self.timeout)
             self.tel.cache.labels("corrupt").inc()
             return None
-
-    async def _reply(self, ctx: Any, kind: str, entry: dict[str, Any], body: dict[str, Any], send: Send,
-                     extra: list[tuple[bytes, bytes]]) -> None:
-        ctx.cache = kind
-        ctx.route = "cache"
-        ctx.status = 200
-        ctx.prompt_tokens = entry["prompt_tokens"]
-        ctx.completion_tokens = 0  # nothing generated: the per-key token budget is not charged for output
-        self.tel.cache.labels(kind).inc()
-        self.tel.cache_saved_tokens.inc(entry["completion_tokens"])
-        headers = [(b"x-llmfleet-cache", kind.encode()), (b"x-llmfleet-route", b"cache"), *extra]
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            data = entries.as_sse(entry, self.model, include_usage)
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *headers]})
-            await send({"type": "http.response.body", "body": data})
-        else:
-            data = entries.as_json(entry, self.model)
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()), *headers]})
-            await send({"type": "http.response.body", "body": data})
-        ctx.ttft = 0.0
 
     # ------------------------------------------------------------------ store
 

@@ -1,12 +1,14 @@
 """The gateway's ASGI application: client ← SSE ← gateway ← engines (or the managed API for general traffic).
 
-Hot path, in order: auth (hash lookup) → body (whole, size-capped by the server) → one JSON parse →
-sensitivity → limits → cache → route → upstream (gateway.upstream's keep-alive pool; aiohttp for the
-managed API) → bytes passed through unchanged (streams are not re-serialised per chunk). A client
-disconnect closes the upstream connection at once, which aborts the request in vLLM. A request is retried
-on another replica only before its first byte reached the client. ASGI-shaped http calls, no middleware,
-served by gateway.http, which also hands over the whole request body (``llmfleet.body``), reports a
-client's disconnect by callback (``llmfleet.on_disconnect``) and runs startup/shutdown itself.
+A completion goes through named stages, each with a typed result, sequenced by `Gateway.completion` alone:
+read (one pass over the headers into a slotted `Request`) → authenticate (`Key`) → parse (the body, once,
+with orjson) → admit (the per-key limits' `Decision`, before any content scan) → classify (`Verdict` over
+every leaf of the body that would be forwarded) → cache (`CacheHit` or a miss) → dispatch (self-hosted
+engines through gateway.upstream's keep-alive pool, or the managed API through aiohttp) → relay, whole or
+streamed (bytes passed through unchanged) → settle (the tokens actually generated are charged). A client
+disconnect closes the upstream connection at once, which aborts the request in vLLM. A request is retried on
+another replica only before its first byte reached the client. A stream that does not end the way the engine
+meant (no `[DONE]`, cut) ends with an SSE error event, never as a normal end.
 """
 
 from __future__ import annotations
@@ -23,29 +25,38 @@ import aiohttp
 import orjson
 from prometheus_client import generate_latest
 
+from llmfleet import wire
+from llmfleet.cache.entries import as_json, as_sse
 from llmfleet.gateway.auth import Key, KeyStore
 from llmfleet.gateway.config import GatewayConfig
-from llmfleet.gateway.limits import Limiter
+from llmfleet.gateway.limits import Decision, Limiter
 from llmfleet.gateway.routing import Endpoint, Router
-from llmfleet.gateway.sensitivity import Classifier
+from llmfleet.gateway.sensitivity import Classifier, Verdict
 from llmfleet.gateway.telemetry import Telemetry, now_iso
 from llmfleet.gateway.upstream import Pool, Response
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
 
 # Request fields that could redirect traffic or smuggle credentials (LiteLLM-style and SDK-style names).
 FORBIDDEN_FIELDS = ("api_base", "base_url", "api_key", "api_version", "custom_llm_provider", "extra_headers",
                     "organization", "user_config", "metadata_url")
 FORBIDDEN = frozenset(FORBIDDEN_FIELDS)
-JSON = b"application/json"
+JSON = wire.JSON_CONTENT_TYPE
 MAX_ATTEMPTS = 3
 RETRYABLE_STATUS = (502, 503, 504)
+DEFAULT_MAX_TOKENS = 256  # reserved against the token limit when a request names none
+
+# Routes, as the response header, metrics and the access log name them.
+SELF_HOSTED, EXTERNAL, CACHE = "self-hosted", "external", "cache"
+WHY_OVERFLOW = "overflow"
 
 
 def error_body(status: int, message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+    """An OpenAI-style error body (the status is the caller's: the body does not carry it)."""
+    return wire.error_body(message, type_, code, param)
 
 
 class RetryUpstream(Exception):
@@ -55,27 +66,41 @@ class RetryUpstream(Exception):
 class Reply(Exception):
     """Stop handling and answer with this status and OpenAI-style error body."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    def __init__(self, status: int, message: str, type_: str = wire.INVALID_REQUEST, code: str | None = None,
+                 param: str | None = None, headers: Headers | None = None) -> None:
         super().__init__(message)
-        self.status, self.body, self.headers = status, error_body(status, message, type_, code, param), headers or []
+        self.status, self.body, self.headers = status, wire.error_body(message, type_, code, param), headers or []
 
 
-def message_text(body: dict[str, Any]) -> str:
-    """All user-visible text of a request (for detectors and prefix hashing)."""
-    msgs = body.get("messages")
-    if isinstance(msgs, list):
-        parts = []
-        for m in msgs:
-            if isinstance(m, dict):
-                c = m.get("content")
-                if isinstance(c, str):
-                    parts.append(c)
-                elif isinstance(c, list):
-                    parts.extend(str(p.get("text", "")) for p in c if isinstance(p, dict))
-        return "\n".join(parts)
-    prompt = body.get("prompt")
-    return prompt if isinstance(prompt, str) else ""
+class Request:
+    """What the stages read of one completion request: headers gathered in one pass, the body parsed once."""
+
+    __slots__ = ("authorization", "body", "body_bytes", "cache_control", "cache_opt_in", "chat", "max_tokens", "path",
+                 "request_id", "sensitivity", "stream")
+
+    def __init__(self, path: str, raw_headers: Headers, body_bytes: bytes, sensitivity_header: bytes) -> None:
+        self.path = path
+        self.chat = path.endswith("chat/completions")
+        self.body_bytes = body_bytes
+        self.body: dict[str, Any] = {}
+        self.authorization: list[bytes] = []
+        self.sensitivity: list[bytes] = []  # every value of every field of the sensitivity header
+        self.request_id: bytes | None = None
+        self.cache_control: bytes | None = None
+        self.cache_opt_in: bytes | None = None
+        self.stream = False
+        self.max_tokens = DEFAULT_MAX_TOKENS
+        for name, value in raw_headers:
+            if name == b"authorization":
+                self.authorization.append(value)
+            elif name == sensitivity_header:
+                self.sensitivity.append(value)
+            elif name == b"x-request-id":
+                self.request_id = value
+            elif name == b"cache-control":
+                self.cache_control = value
+            elif name == b"x-llmfleet-cache":
+                self.cache_opt_in = value
 
 
 @dataclass(slots=True)
@@ -83,7 +108,7 @@ class Ctx:
     request_id: str
     key: Key | None
     started: float
-    route: str = "self-hosted"
+    route: str = SELF_HOSTED
     why: str = ""
     status: int = 0
     endpoint: str = ""
@@ -97,6 +122,11 @@ class Ctx:
     cache_embedding: Any = None  # (vector, query, context) computed at lookup, reused when storing
     upstream: Any = None  # the upstream response in progress (closed at once if the client leaves)
     gone: bool = False  # the client disconnected
+    answered: bool = False  # an upstream answered 200: what it generated is charged, whoever ends the request
+
+    @property
+    def tenant(self) -> str:
+        return self.key.name if self.key else "anonymous"
 
     def set_upstream(self, resp: Any) -> None:
         self.upstream = resp
@@ -124,7 +154,7 @@ class _TaskCanceller:
 
 
 class ExternalResponse:
-    """The managed API's aiohttp response behind the interface of `upstream.Response` (what `_relay` uses)."""
+    """The managed API's aiohttp response behind the interface of `upstream.Response` (what the relay uses)."""
 
     __slots__ = ("_r", "content_type", "status")
 
@@ -181,7 +211,7 @@ class Gateway:
     # ------------------------------------------------------------------ ASGI entry
 
     async def _plain(self, send: Send, status: int, body: bytes, ctype: bytes = JSON,
-                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+                     headers: Headers | None = None) -> None:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *(headers or [])]})
         await send({"type": "http.response.body", "body": body})
@@ -195,29 +225,110 @@ class Gateway:
         elif path == "/metrics":
             await self._plain(send, 200, generate_latest(self.telemetry.registry), b"text/plain; version=0.0.4")
         elif path == "/v1/models" and method == "GET":
-            headers = dict(scope["headers"])
-            if self.keys.enabled and self._auth(headers) is None:
-                await self._plain(send, 401, _unauthorized().body)
+            try:
+                self.authenticate([v for n, v in scope["headers"] if n == b"authorization"])
+            except Reply as r:
+                await self._plain(send, r.status, r.body)
                 return
             body = {"object": "list", "data": [{"id": self.cfg.model, "object": "model", "created": 0, "owned_by": "llmfleet"}]}
             await self._plain(send, 200, orjson.dumps(body))
         else:
-            await self._plain(send, 404, error_body(404, f"Unknown route {method} {path}", "invalid_request_error",
-                                                    "not_found"))
+            await self._plain(send, 404, wire.error_body(f"Unknown route {method} {path}", wire.INVALID_REQUEST,
+                                                         "not_found"))
 
     __call__ = http  # the server calls the instance: no extra coroutine layer per request
 
-    def _auth(self, headers: dict[bytes, bytes]) -> Key | None:
-        raw = headers.get(b"authorization")
-        if not raw or raw[:7].lower() != b"bearer ":
+    # ------------------------------------------------------------------ stages
+
+    def authenticate(self, authorization: list[bytes]) -> Key | None:
+        """The key of the request's one bearer token (None when auth is off); 401 for none or a wrong one, 400
+        for several Authorization headers (which one counts would depend on who reads them)."""
+        if not self.keys.enabled:
             return None
-        return self.keys.check(raw[7:].strip())
+        if len(authorization) > 1:
+            raise Reply(400, "The request has more than one Authorization header; send exactly one.",
+                        code="duplicate_authorization", param="Authorization")
+        raw = authorization[0] if authorization else b""
+        if raw[:7].lower() != b"bearer ":
+            raise _unauthorized()
+        key = self.keys.check(raw[7:].strip())
+        if key is None:
+            raise _unauthorized()
+        return key
+
+    def parse(self, req: Request) -> None:
+        """The body, once: a JSON object for the served model, with a positive max_tokens; fields that could
+        redirect traffic are dropped (and the bytes to forward re-encoded only then)."""
+        try:
+            body = orjson.loads(req.body_bytes)
+        except orjson.JSONDecodeError as exc:
+            raise Reply(400, f"We could not parse the JSON body of your request: {exc}") from None
+        if not isinstance(body, dict):
+            raise Reply(400, "The request body must be a JSON object.")
+        model = body.get("model")
+        if model != self.cfg.model:
+            raise Reply(404, f"The model `{model}` does not exist or you do not have access to it.",
+                        code="model_not_found", param="model")
+        if req.chat and not isinstance(body.get("messages"), list):
+            raise Reply(400, "'messages' is a required property and must be an array.", param="messages")
+        if not FORBIDDEN.isdisjoint(body):
+            for f in FORBIDDEN_FIELDS:
+                body.pop(f, None)
+            req.body_bytes = orjson.dumps(body)
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
+        if type(max_tokens) is not int or max_tokens < 1:
+            raise Reply(400, "max_tokens must be a positive integer.", param="max_tokens")
+        req.body, req.max_tokens, req.stream = body, max_tokens, bool(body.get("stream"))
+
+    async def admit(self, ctx: Ctx, req: Request) -> Decision:
+        """The per-key limits, before any content is scanned: a throttled key costs a hash lookup, no scan."""
+        decision = await self.limiter.acquire(ctx.tenant, ctx.prompt_tokens + req.max_tokens)
+        if not decision.allowed:
+            kind = "requests" if decision.remaining_requests <= 0 else "tokens"
+            raise Reply(429, f"Rate limit reached for {kind} per minute on key '{ctx.tenant}'. "
+                        f"Please try again in {decision.retry_after:.1f}s.", kind, "rate_limit_exceeded",
+                        headers=decision.headers())
+        return decision
+
+    def classify(self, ctx: Ctx, req: Request) -> Verdict:
+        """Sensitive or general over the whole body that would be forwarded (every leaf), the header's values
+        and the key's policy. Without an external provider nothing leaves the cluster: no scan is needed."""
+        if self.cfg.external.use == "never":
+            return Verdict(True, "")
+        return self.classifier.classify(req.sensitivity, req.body, ctx.key.name if ctx.key else None)
+
+    def route(self, verdict: Verdict) -> tuple[str, str]:
+        """(route, why): sensitive traffic only ever goes to self-hosted engines."""
+        if verdict.sensitive:
+            return SELF_HOSTED, verdict.why
+        if self.cfg.external.use == "general":
+            return EXTERNAL, verdict.why
+        available = self.router.available()
+        limit = self.cfg.external.overflow_outstanding_per_replica * len(available)
+        if not available or self.router.outstanding >= limit:
+            return EXTERNAL, WHY_OVERFLOW
+        return SELF_HOSTED, verdict.why
+
+    async def reply_cached(self, ctx: Ctx, hit: Any, req: Request, send: Send, extra: Headers) -> None:
+        ctx.cache, ctx.route, ctx.status = hit.kind, CACHE, 200
+        ctx.prompt_tokens = hit.entry["prompt_tokens"]
+        ctx.completion_tokens = 0  # nothing generated: the per-key token budget is not charged for output
+        headers = [(b"x-llmfleet-cache", hit.kind.encode()), (b"x-llmfleet-route", CACHE.encode()), *extra]
+        model = self.cfg.model
+        if req.stream:
+            include_usage = bool((req.body.get("stream_options") or {}).get("include_usage"))
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", wire.SSE_CONTENT_TYPE), (b"cache-control", b"no-cache"), *headers]})
+            await send({"type": "http.response.body", "body": as_sse(hit.entry, model, include_usage)})
+        else:
+            await self._plain(send, 200, as_json(hit.entry, model), JSON, headers)
+        ctx.ttft = 0.0
 
     # ------------------------------------------------------------------ completions
 
     async def completion(self, scope: Scope, send: Send, path: str) -> None:
-        headers = dict(scope["headers"])
-        rid = headers.get(b"x-request-id")
+        req = Request(path, scope["headers"], scope["extensions"]["llmfleet.body"], self.sensitivity_header)
+        rid = req.request_id
         # A new ID is a 64-bit random hex string: not a secret, so no getrandom() syscall per request.
         ctx = Ctx(request_id=rid.decode("latin-1")[:64] if rid else f"{random.getrandbits(64):016x}", key=None,
                   started=self.clock())
@@ -225,92 +336,51 @@ class Gateway:
         tel.in_flight.inc()
         reserved = 0
         try:
-            if self.keys.enabled:
-                ctx.key = self._auth(headers)
-                if ctx.key is None:
-                    raise _unauthorized()
-            body_bytes: bytes = scope["extensions"]["llmfleet.body"]  # whole, within max_body (gateway.http: 413)
-            try:
-                body = orjson.loads(body_bytes)
-            except orjson.JSONDecodeError as exc:
-                raise Reply(400, f"We could not parse the JSON body of your request: {exc}") from None
-            if not isinstance(body, dict):
-                raise Reply(400, "The request body must be a JSON object.")
-            model = body.get("model")
-            if model != self.cfg.model:
-                raise Reply(404, f"The model `{model}` does not exist or you do not have access to it.",
-                            code="model_not_found", param="model")
-            if path.endswith("chat/completions") and not isinstance(body.get("messages"), list):
-                raise Reply(400, "'messages' is a required property and must be an array.", param="messages")
-            if not FORBIDDEN.isdisjoint(body):
-                for f in FORBIDDEN_FIELDS:
-                    body.pop(f, None)
-                body_bytes = orjson.dumps(body)
-            ctx.stream = bool(body.get("stream"))
-            max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 256
-            if not isinstance(max_tokens, int) or max_tokens < 1:
-                raise Reply(400, "max_tokens must be a positive integer.", param="max_tokens")
-            ctx.prompt_tokens = max(1, len(body_bytes) // 4)
-            text = message_text(body)
-
-            ext = self.cfg.external
-            if ext.use != "never":
-                ctx.route, ctx.why, ctx.sensitive = self._choose_route(headers, text)
-            tenant = ctx.key.name if ctx.key else "anonymous"
-            reserved = ctx.prompt_tokens + max_tokens
-            decision = await self.limiter.acquire(tenant, reserved)
-            rl_headers = decision.headers()
-            if not decision.allowed:
-                reserved = 0
-                kind = "requests" if decision.remaining_requests <= 0 else "tokens"
-                raise Reply(429, f"Rate limit reached for {kind} per minute on key '{tenant}'. "
-                            f"Please try again in {decision.retry_after:.1f}s.", kind, "rate_limit_exceeded",
-                            headers=rl_headers)
-            extra = [(b"x-request-id", ctx.request_id.encode()), *rl_headers]
-
+            ctx.key = self.authenticate(req.authorization)
+            self.parse(req)
+            ctx.stream = req.stream
+            ctx.prompt_tokens = max(1, len(req.body_bytes) // 4)
+            decision = await self.admit(ctx, req)
+            reserved = ctx.prompt_tokens + req.max_tokens
+            ctx.sensitive, ctx.why = self.classify(ctx, req)
+            ctx.route, ctx.why = self.route(Verdict(ctx.sensitive, ctx.why))
+            extra = [(b"x-request-id", ctx.request_id.encode()), *decision.headers()]
             if self.cache is not None:
-                served = await self.cache.serve(ctx, tenant, path, body, headers, send, extra)
-                if served:
+                hit = await self.cache.lookup(ctx, ctx.tenant, path, req.body, req.cache_control, req.cache_opt_in)
+                if hit is not None:
+                    await self.reply_cached(ctx, hit, req, send, extra)
                     return
                 extra.append((b"x-llmfleet-cache", ctx.cache.encode()))
             # From here until the answer is sent, a client that leaves closes the upstream request at once (vLLM
             # aborts it), also while waiting for a non-streaming answer, which arrives in one piece at the end.
             scope["extensions"]["llmfleet.on_disconnect"](ctx.client_left)
-            if ctx.route == "external":
-                await self._external(ctx, path, body, send, extra)
+            if ctx.route == EXTERNAL:
+                await self._external(ctx, req, send, extra)
             else:
-                await self._self_hosted(ctx, path, body, body_bytes, text, send, extra, tenant)
+                await self._self_hosted(ctx, req, send, extra)
         except Reply as r:
             ctx.status = r.status
             await self._plain(send, r.status, r.body, JSON, [(b"x-request-id", ctx.request_id.encode()), *r.headers])
         finally:
             tel.in_flight.dec()
             if reserved:
-                tenant = ctx.key.name if ctx.key else "anonymous"
-                actual = ctx.prompt_tokens + ctx.completion_tokens if ctx.status == 200 else 0
-                await self.limiter.settle(tenant, reserved, actual)
+                await self.settle(ctx, reserved)
             self._finish(ctx)
 
-    def _choose_route(self, headers: dict[bytes, bytes], text: str) -> tuple[str, str, bool]:
-        """(route, why, sensitive). Sensitive traffic only ever goes to self-hosted engines."""
-        cls, why = self.classifier.classify(headers.get(self.sensitivity_header), text)
-        if cls == "sensitive":
-            return "self-hosted", why, True
-        if self.cfg.external.use == "general":
-            return "external", why, False
-        available = self.router.available()
-        limit = self.cfg.external.overflow_outstanding_per_replica * len(available)
-        if not available or self.router.outstanding >= limit:
-            return "external", "overflow", False
-        return "self-hosted", why, False
+    async def settle(self, ctx: Ctx, reserved: int) -> None:
+        """Charge what was generated: a request an upstream answered is charged its prompt and every token it
+        produced, also when the client left or the stream was cut; a refused or failed one is charged nothing."""
+        actual = ctx.prompt_tokens + ctx.completion_tokens if ctx.answered and ctx.route != CACHE else 0
+        if ctx.route == CACHE:
+            actual = ctx.prompt_tokens
+        await self.limiter.settle(ctx.tenant, reserved, actual)
 
-    # ------------------------------------------------------------------ upstreams
+    # ------------------------------------------------------------------ dispatch
 
-    async def _self_hosted(self, ctx: Ctx, path: str, body: dict[str, Any], body_bytes: bytes, text: str,
-                           send: Send, extra: list[tuple[bytes, bytes]], tenant: str) -> None:
+    async def _self_hosted(self, ctx: Ctx, req: Request, send: Send, extra: Headers) -> None:
         assert self.pool is not None
         tel = self.telemetry
-        prefix = text[:512].encode()
+        prefix = _prefix(req.body)
         tried: set[str] = set()
         for _attempt in range(MAX_ATTEMPTS):
             if ctx.gone:
@@ -322,48 +392,50 @@ class Gateway:
             tried.add(ep.url)
             self.router.begin(ep)
             try:
-                resp = await self.pool.post(ep.url, path, body_bytes, ctx.request_id, ctx.set_upstream)
+                resp = await self.pool.post(ep.url, req.path, req.body_bytes, ctx.request_id, ctx.set_upstream)
             except (TimeoutError, OSError):
                 self.router.end(ep)
                 if ctx.gone:  # closed because the client left: the engine is fine
                     ctx.status = 499
                     return
                 self.router.fail(ep)
-                tel.upstream_errors.labels("self-hosted", "connect").inc()
+                tel.upstream_errors.labels(SELF_HOSTED, "connect").inc()
                 continue
             if resp.status in RETRYABLE_STATUS:
                 resp.release()
                 self.router.end(ep)
                 self.router.fail(ep)
-                tel.upstream_errors.labels("self-hosted", f"http_{resp.status}").inc()
+                tel.upstream_errors.labels(SELF_HOSTED, f"http_{resp.status}").inc()
                 continue
             try:
                 ctx.endpoint = ep.url
-                await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"self-hosted")], tenant, path, body)
+                await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"self-hosted")], req, cache=True)
                 self.router.ok(ep)
                 ep.served += 1
             except RetryUpstream:
                 self.router.fail(ep)
-                tel.upstream_errors.labels("self-hosted", "reset").inc()
+                tel.upstream_errors.labels(SELF_HOSTED, "reset").inc()
                 continue
             finally:
                 self.router.end(ep)
             return
         # Nothing self-hosted could take it: general traffic may overflow, sensitive traffic fails closed.
         if not ctx.sensitive and self.cfg.external.use != "never":
-            ctx.route, ctx.why = "external", "overflow"
-            await self._external(ctx, path, body, send, extra)
+            ctx.route, ctx.why = EXTERNAL, WHY_OVERFLOW
+            await self._external(ctx, req, send, extra)
             return
         raise Reply(503, "No self-hosted engine replica is available; sensitive requests are never sent to an "
-                    "external provider. Retry shortly.", "server_error", "no_healthy_upstream",
+                    "external provider. Retry shortly.", wire.SERVER_ERROR, "no_healthy_upstream",
                     headers=[(b"retry-after", b"2")])
 
-    async def _external(self, ctx: Ctx, path: str, body: dict[str, Any], send: Send,
-                        extra: list[tuple[bytes, bytes]]) -> None:
+    async def _external(self, ctx: Ctx, req: Request, send: Send, extra: Headers) -> None:
         ext = self.cfg.external
+        if ctx.sensitive:  # the one door out of the cluster checks the verdict itself, whoever called it
+            raise Reply(503, "Sensitive requests are never sent to an external provider.", wire.SERVER_ERROR,
+                        "no_healthy_upstream")
         if self.external_session is None or not ext.base_url:
-            raise Reply(503, "No external provider is configured.", "server_error", "no_healthy_upstream")
-        out = dict(body)
+            raise Reply(503, "No external provider is configured.", wire.SERVER_ERROR, "no_healthy_upstream")
+        out = dict(req.body)  # exactly what was classified: every leaf was scanned, only the model is ours
         out["model"] = ext.model
         headers = {"Content-Type": "application/json", "X-Request-Id": ctx.request_id}
         if self.external_key:
@@ -373,7 +445,7 @@ class Gateway:
         canceller = _TaskCanceller(asyncio.current_task())
         ctx.set_upstream(canceller)
         try:
-            resp = ExternalResponse(await self.external_session.post(ext.base_url.rstrip("/") + path[len("/v1"):],
+            resp = ExternalResponse(await self.external_session.post(ext.base_url.rstrip("/") + req.path[len("/v1"):],
                                                                      data=orjson.dumps(out), headers=headers))
         except asyncio.CancelledError:
             if not ctx.gone:
@@ -381,92 +453,121 @@ class Gateway:
             ctx.status = 499
             return
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            self.telemetry.upstream_errors.labels("external", "connect").inc()
-            raise Reply(502, f"The external provider could not be reached: {type(exc).__name__}", "server_error",
+            self.telemetry.upstream_errors.labels(EXTERNAL, "connect").inc()
+            raise Reply(502, f"The external provider could not be reached: {type(exc).__name__}", wire.SERVER_ERROR,
                         "upstream_unreachable") from None
         finally:
             canceller.task = None  # from here on, a client that leaves cancels nothing (the response is closed)
         ctx.endpoint = ext.base_url
         try:
-            await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"external")], None, path, body)
+            await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"external")], req, cache=False)
         except RetryUpstream:
-            raise Reply(502, "The external provider closed the connection before answering.", "server_error",
+            raise Reply(502, "The external provider closed the connection before answering.", wire.SERVER_ERROR,
                         "upstream_reset") from None
 
-    async def _relay(self, ctx: Ctx, resp: Response | ExternalResponse, send: Send, extra: list[tuple[bytes, bytes]],
-                     tenant: str | None, path: str, body: dict[str, Any]) -> None:
+    # ------------------------------------------------------------------ relay
+
+    async def _relay(self, ctx: Ctx, resp: Response | ExternalResponse, send: Send, extra: Headers, req: Request,
+                     cache: bool) -> None:
         """Pass the upstream response to the client (closed at once if the client goes away: Ctx.client_left)."""
         ctx.status = resp.status
-        ctype = resp.content_type
         ctx.set_upstream(resp)
-        captured: list[bytes] | None = [] if (ctx.cache_store and resp.status == 200 and tenant) else None
+        captured: list[bytes] | None = [] if (cache and ctx.cache_store and resp.status == 200) else None
         complete = False
         try:
-            if not ctx.stream or not ctype.startswith(b"text/event-stream"):
-                try:
-                    data = await resp.read()
-                except (TimeoutError, aiohttp.ClientError, OSError):
-                    if ctx.gone:
-                        raise
-                    raise RetryUpstream() from None
-                ctx.ttft = self.clock() - ctx.started
-                await self._plain(send, resp.status, data, ctype, extra)
-                if resp.status == 200:
-                    self._usage_from_json(ctx, data)
-                    if captured is not None:
-                        captured.append(data)
-                complete = True
+            if not ctx.stream or not resp.content_type.startswith(wire.SSE_CONTENT_TYPE):
+                complete = await self._relay_whole(ctx, resp, send, extra, captured)
             else:
-                # Hold the response start until the first chunk: until then a failed replica can be retried.
-                try:
-                    head = await resp.readany()
-                except (TimeoutError, aiohttp.ClientError, OSError):
-                    if ctx.gone:
-                        raise
-                    raise RetryUpstream() from None
-                if not head:
-                    raise RetryUpstream()
-                await send({"type": "http.response.start", "status": resp.status, "headers": [
-                    (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), *extra]})
-                chunks = 0
-                last = b""
-                first_at = 0.0
-                chunk = head
-                while chunk:
-                    if not first_at:
-                        first_at = self.clock()
-                        ctx.ttft = first_at - ctx.started
-                    chunks += chunk.count(b"data: ")
-                    last = chunk
-                    if captured is not None:
-                        captured.append(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    chunk = await resp.readany()
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                complete = last.rstrip().endswith(b"[DONE]")
-                ctx.completion_tokens = max(0, chunks - 2)
-                if b'"usage"' in last:
-                    self._usage_from_sse(ctx, last)
-                if chunks > 3 and first_at:
-                    self.telemetry.itl.labels(ctx.route).observe((self.clock() - first_at) / (chunks - 3))
-                if not complete:
-                    self.telemetry.upstream_errors.labels(ctx.route, "cut").inc()
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            ctx.status = 499 if ctx.gone else 502
-            self.telemetry.upstream_errors.labels(ctx.route, "cut").inc()
+                complete = await self._relay_stream(ctx, resp, send, extra, captured)
         finally:
             resp.release()
-        if complete and captured is not None and self.cache is not None and tenant:
-            await self.cache.store(ctx, tenant, path, body, b"".join(captured))
+        if complete and captured is not None and self.cache is not None:
+            await self.cache.store(ctx, ctx.tenant, req.path, req.body, b"".join(captured))
+
+    async def _relay_whole(self, ctx: Ctx, resp: Response | ExternalResponse, send: Send, extra: Headers,
+                           captured: list[bytes] | None) -> bool:
+        data = await _before_output(ctx, resp.read)
+        if data is None:
+            return False
+        if resp.status == 200:
+            # A body delimited by the connection's close can be cut without the transport noticing: a 200 that is
+            # not whole JSON never reaches the client as an answer (another replica may take the request).
+            if not self._usage_from_json(ctx, data):
+                raise RetryUpstream()
+            ctx.answered = True
+            if captured is not None:
+                captured.append(data)
+        ctx.ttft = self.clock() - ctx.started
+        await self._plain(send, resp.status, data, resp.content_type, extra)
+        return True
+
+    async def _relay_stream(self, ctx: Ctx, resp: Response | ExternalResponse, send: Send, extra: Headers,
+                            captured: list[bytes] | None) -> bool:
+        # Hold the response start until the first chunk: until then a failed replica can be retried.
+        head = await _before_output(ctx, resp.readany)
+        if head is None:
+            return False
+        if not head:
+            raise RetryUpstream()
+        ctx.answered = resp.status == 200
+        await send({"type": "http.response.start", "status": resp.status, "headers": [
+            (b"content-type", wire.SSE_CONTENT_TYPE), (b"cache-control", b"no-cache"), *extra]})
+        chunks = 0
+        last = b""
+        first_at = self.clock()
+        ctx.ttft = first_at - ctx.started
+        chunk = head
+        failure = ""
+        try:
+            while chunk:
+                chunks += chunk.count(b"data: ")
+                last = chunk
+                if captured is not None:
+                    captured.append(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                chunk = await resp.readany()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            failure = type(exc).__name__
+        finally:
+            ctx.completion_tokens = max(0, chunks - 2)
+        if ctx.gone:
+            ctx.status = 499
+            return False
+        complete = not failure and last.rstrip().endswith(b"[DONE]")
+        if complete:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            # The client must not take a cut stream for a whole one: an error event, then the end.
+            ctx.status = 502
+            self.telemetry.upstream_errors.labels(ctx.route, "cut").inc()
+            why = f" ({failure})" if failure else ""
+            event = wire.sse_error(f"The upstream stream ended before it was complete{why}; the answer is cut.",
+                                   "upstream_cut")
+            # An event cut half-way is ended first, so that the error is an event of its own.
+            await send({"type": "http.response.body", "more_body": False,
+                        "body": event if not last or last.endswith(b"\n\n") else b"\n\n" + event})
+        if b'"usage"' in last:
+            self._usage_from_sse(ctx, last)
+        if chunks > 3:
+            self.telemetry.itl.labels(ctx.route).observe((self.clock() - first_at) / (chunks - 3))
+        return complete
 
     @staticmethod
-    def _usage_from_json(ctx: Ctx, data: bytes) -> None:
+    def _usage_from_json(ctx: Ctx, data: bytes) -> bool:
+        """Read the usage of a whole JSON answer; False if the body is not a whole JSON object."""
         try:
-            usage = orjson.loads(data).get("usage") or {}
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(doc, dict):
+            return False
+        try:
+            usage = doc.get("usage") or {}
             ctx.prompt_tokens = int(usage.get("prompt_tokens", ctx.prompt_tokens))
             ctx.completion_tokens = int(usage.get("completion_tokens", 0))
-        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        except (AttributeError, TypeError, ValueError):
             pass
+        return True
 
     @staticmethod
     def _usage_from_sse(ctx: Ctx, chunk: bytes) -> None:
@@ -502,9 +603,41 @@ class Gateway:
             })
 
 
+async def _before_output(ctx: Ctx, read: Callable[[], Awaitable[bytes]]) -> bytes | None:
+    """A read before anything reached the client: a failure may be retried on another replica (RetryUpstream);
+    None when the client has left (499)."""
+    try:
+        return await read()
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        if ctx.gone:
+            ctx.status = 499
+            return None
+        raise RetryUpstream() from None
+
+
+def _prefix(body: dict[str, Any]) -> bytes:
+    """The first 512 characters of the prompt's text, for prefix-affinity routing."""
+    msgs = body.get("messages")
+    if isinstance(msgs, list):
+        parts = []
+        size = 0
+        for m in msgs:
+            c = m.get("content") if isinstance(m, dict) else None
+            if isinstance(c, list):
+                c = "\n".join(str(p.get("text", "")) for p in c if isinstance(p, dict))
+            if isinstance(c, str):
+                parts.append(c)
+                size += len(c)
+                if size >= 512:
+                    break
+        return "\n".join(parts)[:512].encode()
+    prompt = body.get("prompt")
+    return prompt[:512].encode() if isinstance(prompt, str) else b""
+
+
 def _unauthorized() -> Reply:
     return Reply(401, "Incorrect API key provided. You can find your API key in your llmfleet Secret.",
-                 "invalid_request_error", "invalid_api_key")
+                 wire.INVALID_REQUEST, "invalid_api_key")
 
 
 __all__ = ["Endpoint", "Gateway", "Reply"]

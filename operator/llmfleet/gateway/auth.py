@@ -31,8 +31,13 @@ def _parse(name: str, value: str) -> Key:
     return Key(name, digest(value))
 
 
+class NoKeys(ValueError):
+    """A keys directory or file was configured but holds no key: starting would silently turn auth off."""
+
+
 class KeyStore:
-    """Maps a presented bearer token to its key. Disabled (no keys configured) means no auth."""
+    """Maps a presented bearer token to its key. Disabled only when no keys source is configured at all; a
+    configured source without keys refuses to load (NoKeys)."""
 
     def __init__(self, keys: list[Key]) -> None:
         self._by_digest = {k.digest: k for k in keys}
@@ -43,8 +48,11 @@ class KeyStore:
         """A Secret mounted as files: file name = key name, content = the key or sha256:<hex>."""
         keys = []
         for f in sorted(Path(path).iterdir()):
-            if f.is_file() and not f.name.startswith("."):
+            if f.is_file() and not f.name.startswith(".") and f.read_text().strip():
                 keys.append(_parse(f.name, f.read_text()))
+        if not keys:
+            raise NoKeys(f"the API keys directory {path} holds no key (is the Secret empty?); the gateway refuses "
+                         "to start rather than serve without authentication")
         return cls(keys)
 
     @classmethod
@@ -54,7 +62,12 @@ class KeyStore:
         for line in Path(path).read_text().splitlines():
             if line.strip() and not line.lstrip().startswith("#"):
                 name, _, value = line.partition(":")
+                if not name.strip() or not value.strip():
+                    raise NoKeys(f"{path}: the line {line.strip()!r} is not `name: key`")
                 keys.append(_parse(name.strip(), value))
+        if not keys:
+            raise NoKeys(f"the API keys file {path} holds no key; the gateway refuses to start rather than serve "
+                         "without authentication")
         return cls(keys)
 
     def check(self, token: bytes) -> Key | None:

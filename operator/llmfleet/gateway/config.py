@@ -1,4 +1,7 @@
-"""The gateway's configuration: the JSON the operator renders into the gateway ConfigMap, plus local overrides."""
+"""The gateway's configuration: the JSON the operator renders into the gateway ConfigMap, plus local overrides.
+
+Unknown keys are refused (a typo in a hand-written config must not silently turn a guard off); the
+operator's rendered config is round-tripped through this model in the tests."""
 
 from __future__ import annotations
 
@@ -9,9 +12,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+DetectorName = Literal["email", "credit-card", "ssn", "secret"]
+DETECTOR_NAMES: tuple[DetectorName, ...] = ("email", "credit-card", "ssn", "secret")
+
 
 class _M(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
 class Engines(_M):
@@ -35,8 +41,10 @@ class Limits(_M):
 
 class Sensitivity(_M):
     header: str = "X-Data-Sensitivity"
-    detectors: list[str] = Field(default_factory=lambda: ["email", "credit-card", "ssn", "secret"])
+    detectors: list[DetectorName] = Field(default_factory=lambda: list(DETECTOR_NAMES))
     default: Literal["sensitive", "general"] = "sensitive"
+    key_policy: dict[str, Literal["sensitive", "general"]] = Field(default_factory=dict, alias="keyPolicy")
+    max_scan_bytes: int = Field(default=1 << 20, ge=1024, alias="maxScanBytes")
 
 
 class External(_M):

@@ -1,42 +1,78 @@
-"""Classifies a request as sensitive (must stay self-hosted) or general, by header, key policy and detectors.
+"""Classifies a request as sensitive (must stay self-hosted) or general: header values, the key's pinned
+policy, and detectors over every string leaf (and every key and number) of the body the gateway forwards.
 
-Detectors: email addresses, credit-card numbers (13-19 digits that pass the Luhn check), US SSNs, and
-secrets (API-key shapes: sk-…, AKIA…, ghp_…, xox…-, PEM private keys, bearer/password assignments).
+The rule, a contract (README "Hybrid routing"): any signal that says sensitive makes the request sensitive.
+Header values are gathered across repeated fields and comma lists, and a request is general by header only
+when every value is a general word; any other value, known or not, is sensitive. A body larger than
+`max_scan_bytes`, or one whose candidates exceed the scan budget, is sensitive without a verdict (fail closed).
+
+Detectors (emails, Luhn-valid card numbers with their issuer's first digit, US SSNs with or without
+separators after the word SSN, and a catalogue of secret shapes taken from gitleaks' rules) run on RE2
+(google-re2): linear time by construction. Measured on this machine: Python's `re` took 2.0 s for a 40 KB run
+of address characters before an `@` (quadratic: hours at the 4 MiB body limit); RE2 takes 60 µs for it and
+11 ms for 4 MiB of such runs. RE2 costs ~0.5 µs more than `re` per call on a short prompt, so a detector
+still runs only on text holding its hint (an `@`, a digit). Text is normalised first: NFKC (fullwidth digits
+and `＠`, no-break and other spaces), format characters such as zero-width spaces removed; digits match as
+Unicode decimal digits (`\\p{Nd}`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
-EMAIL = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
-# A run of 13 or more digits, single spaces or dashes between them; `card_in` looks for the number inside it.
-# The digit patterns start with a digit (not a lookbehind) so the regex engine skips other characters in C:
-# 3-4x faster per character. The checks that need the whole match are code (`card_in`, `ssn_ok`).
-CARD = r"\d(?<!\d\d)(?:[ -]?\d){12,}(?!\d)"
-SSN = r"\d(?<!\d\d)\d\d[- ]\d\d[- ]\d{4}(?!\d)"
-SECRET = (r"(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9-]{10,}"
-          r"|-----BEGIN [A-Z ]*PRIVATE KEY-----|(?i:(?:password|passwd|secret|api[_-]?key|token)\s*[:=]\s*\S{6,}))")
+import re2
 
-PATTERNS = {"email": EMAIL, "credit-card": CARD, "ssn": SSN, "secret": SECRET}
+SENSITIVE: Literal["sensitive"] = "sensitive"
+GENERAL: Literal["general"] = "general"
+Class = Literal["sensitive", "general"]
+# Header words: these say general; every other value (sensitive, private, typos, unknown words) says sensitive.
+GENERAL_WORDS = frozenset({b"general", b"public"})
 
-# What each pattern cannot match without: substrings (found by C substring search) and, for the digit
-# patterns, a digit. Most prompts contain none of them, and each pattern costs 10-50 µs per 1,000
-# characters, so a pattern runs only on texts that hold its hint.
-_SUBSTRINGS = {"email": ("@",), "credit-card": (), "ssn": (), "secret": ("sk-", "AKIA", "xox", "-----BEGIN", ":", "=")}
-_NEEDS_DIGIT = {"credit-card", "ssn"}
-_DIGIT = re.compile(r"\d")
-_GITHUB_TOKEN = re.compile(r"gh[pousr]_")
+# Why a request got its class (the access log's `why`, the metric label).
+WHY_HEADER = "header"
+WHY_KEY = "key-policy"
+WHY_DEFAULT = "default"
+WHY_SCAN_LIMIT = "scan-limit"
+DETECTOR_WHY = "detector:"
+
+_ND = r"\p{Nd}"
+EMAIL = r"[\p{L}\p{Nd}.!#$%&'*+/=?^_`{|}~-]+@[\p{L}\p{Nd}-]+(?:\.[\p{L}\p{Nd}-]+)*\.\p{L}{2,}"
+# A run of 13 or more digits with up to three separators (spaces, dots, dashes, slashes, underscores, line
+# ends) between them; `card_in` looks for the number inside the run.
+CARD = rf"{_ND}(?:[\s./_-]{{0,3}}{_ND}){{12,}}"
+SSN = (rf"{_ND}{{3}}[ .-]{_ND}{{2}}[ .-]{_ND}{{4}}"
+       rf"|(?i:\bssn\b|social[\s_-]*security(?:[\s_-]*(?:number|no|num|nr|#))?)[^\p{{Nd}}\n]{{0,12}}"
+       rf"{_ND}{{3}}[ .-]?{_ND}{{2}}[ .-]?{_ND}{{4}}")
+# Secret shapes (gitleaks' rules, simplified to what is distinctive): provider tokens, private keys, JWTs,
+# bearer headers, credentials in URLs, and `name: value` assignments of secret-named fields.
+SECRET = "|".join((
+    r"\bsk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?[A-Za-z0-9_-]{20,}",  # OpenAI, Anthropic
+    r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{10,}",  # Stripe secret and restricted keys
+    r"\bgh[pousr]_[A-Za-z0-9]{30,}", r"\bgithub_pat_[A-Za-z0-9_]{40,}", r"\bglpat-[A-Za-z0-9_-]{20,}",
+    r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",  # AWS key ids
+    r"(?i:aws.{0,24}?(?:secret|key)[^\n]{0,24}?[:=\s\"'>]{1,5})[A-Za-z0-9/+]{40}\b",  # AWS secret access keys
+    r"\bAIza[0-9A-Za-z_-]{35}", r"\bya29\.[0-9A-Za-z_-]{20,}",  # Google API keys, OAuth tokens
+    r"\bxox[abposr]-[A-Za-z0-9-]{10,}", r"hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+",
+    r"\bhf_[A-Za-z]{30,}", r"\bnpm_[A-Za-z0-9]{36}", r"\bpypi-AgE[A-Za-z0-9_-]{50,}",
+    r"\bSG\.[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}", r"\bSK[0-9a-fA-F]{32}\b", r"\bdapi[a-h0-9]{32}\b",
+    r"\bshp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}", r"\bdo[por]_v1_[a-f0-9]{64}", r"AccountKey=[A-Za-z0-9+/=]{40,}",
+    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----", r"PuTTY-User-Key-File-\d",
+    r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWTs
+    r"(?i:\bauthorization\s*[:=]\s*[\"']?(?:bearer|basic|token)\s+)[A-Za-z0-9._~+/-]{12,}",
+    r"(?i:\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@\"']{1,64}:[^\s/@\"']{3,128}@)",  # user:password@ in URLs
+    r"(?i:(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|client[_-]?secret|auth[_-]?token"
+    r"|access[_-]?token|token)[\"']?\s*[:=]\s*[\"']?[^\s\"',;]{6,})",
+))
+
+Check = Callable[[str, Any], bool]
 
 
-def _hinted(name: str, text: str, has_digit: bool) -> bool:
-    """False only when the named pattern cannot match the text."""
-    if name in _NEEDS_DIGIT:
-        return has_digit
-    for h in _SUBSTRINGS[name]:
-        if h in text:
-            return True
-    return name == "secret" and "_" in text and _GITHUB_TOKEN.search(text) is not None
+class ScanLimit(Exception):
+    """The text is too large, or makes too many candidates, to be judged within the scan budget."""
 
 
 def luhn_ok(digits: str) -> bool:
@@ -51,20 +87,28 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def ssn_ok(m: str) -> bool:
-    """Area 000, 666 and 9xx, group 00 and serial 0000 are never issued."""
-    area, group, serial = m[:3], m[4:6], m[7:]
-    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+def _ascii_digits(s: str) -> str:
+    return s if s.isascii() else "".join(str(unicodedata.digit(c)) if c.isdigit() else c for c in s)
+
+
+_GROUPS = re.compile(r"\d+")
+CARD_FIRST_DIGITS = "23456"  # Mastercard 2-series, Amex/Diners/JCB, Visa, Mastercard, Discover/UnionPay
 
 
 def card_in(run: str) -> bool:
-    """Whether whole digit groups of the run form a 13-19-digit number that passes the Luhn check: the card in
-    "1 4111 1111 1111 1111" or "4111-1111-1111-1111 42" is found, a single 17-digit number is judged whole."""
-    groups = [g for g in re.split(r"[ -]", run) if g]
-    for i in range(len(groups)):
+    """Whether whole digit groups of the run form a 13-19-digit number that passes the Luhn check and starts
+    with an issuer's digit: the card in "1 4111 1111 1111 1111" or "4111-1111-1111-1111 42" is found, a single
+    17-digit number is judged whole. Linear: at most 19 digits are joined from each group."""
+    groups = _GROUPS.findall(_ascii_digits(run))
+    n = len(groups)
+    for i in range(n):
+        if groups[i][0] not in CARD_FIRST_DIGITS:
+            continue
         digits = ""
-        for g in groups[i:]:
-            digits += g
+        j = i
+        while j < n:
+            digits += groups[j]
+            j += 1
             if len(digits) > 19:
                 break
             if len(digits) >= 13 and luhn_ok(digits):
@@ -72,47 +116,199 @@ def card_in(run: str) -> bool:
     return False
 
 
+def ssn_ok(m: str) -> bool:
+    """Area 000, 666 and 9xx, group 00 and serial 0000 are never issued (m: the last 9 digits matter)."""
+    digits = "".join(_GROUPS.findall(_ascii_digits(m)))[-9:]
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return len(digits) == 9 and area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def _card(text: str, m: Any) -> bool:
+    run = m.group(0)
+    if len(run) > MAX_RUN_CHARS:
+        raise ScanLimit(f"a run of {len(run)} digits and separators")
+    return card_in(run)
+
+
+def _ssn(text: str, m: Any) -> bool:
+    start, end = m.span()
+    # Not part of a longer digit run (RE2 has no lookbehind: the neighbours are checked here).
+    if (start > 0 and text[start - 1].isdigit()) or (end < len(text) and text[end].isdigit()):
+        return False
+    return ssn_ok(m.group(0))
+
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    name: str
+    pattern: str
+    hint: Callable[[str], bool]  # False only when the pattern cannot match the text
+    check: Check | None = None  # a candidate is a finding only if this holds
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def _has_digit(text: str) -> bool:
+    return _DIGIT.search(text) is not None
+
+
+def _always(text: str) -> bool:
+    return True
+
+
+DETECTORS: dict[str, Detector] = {
+    "email": Detector("email", EMAIL, lambda t: "@" in t),
+    "credit-card": Detector("credit-card", CARD, _has_digit, _card),
+    "ssn": Detector("ssn", SSN, _has_digit, _ssn),
+    "secret": Detector("secret", SECRET, _always),
+}
+
+# Format characters (zero-width spaces and joiners, soft hyphens, bidi marks, BOM): removed before matching.
+_FORMAT = re2.compile(r"\p{Cf}+")
+MAX_CANDIDATES = 512  # candidates a request may make the detectors check in Python before it is sensitive
+MAX_RUN_CHARS = 1024  # a digit run longer than this is not judged group by group: the request is sensitive
+# Texts up to this size go through the RE2 set first; its DFA cannot run out of memory on them (RE2::Set does
+# not fall back to the NFA as a single RE2 does, so a larger text goes to each detector's own search).
+PREFILTER_MAX_CHARS = 64 * 1024
+
+
+def normalise(text: str) -> str:
+    """NFKC, format characters removed. ASCII text is returned as is (nothing in it changes)."""
+    if text.isascii():
+        return text
+    out: str = _FORMAT.sub("", unicodedata.normalize("NFKC", text))
+    return out
+
+
+def leaves(node: Any) -> list[str]:
+    """Every string, key and number in a parsed JSON document, in document order (iterative: any depth)."""
+    out: list[str] = []
+    stack = [node]
+    pop, push, add = stack.pop, stack.append, out.append
+    while stack:
+        n = pop()
+        t = type(n)
+        if t is str:
+            add(n)
+        elif t is dict:
+            for k, v in reversed(n.items()):
+                push(v)
+                push(k)
+        elif t is list:
+            stack.extend(reversed(n))
+        elif t is int or t is float:
+            add(repr(n))
+    return out
+
+
+class Verdict(NamedTuple):
+    sensitive: bool
+    why: str
+
+
 class Classifier:
-    def __init__(self, detectors: Iterable[str], default: str = "sensitive", header: str = "x-data-sensitivity") -> None:
+    def __init__(self, detectors: Iterable[str], default: str = SENSITIVE, header: str = "x-data-sensitivity",
+                 key_policy: Mapping[str, str] | None = None, max_scan_bytes: int = 1 << 20) -> None:
         self.detectors = tuple(detectors)
+        unknown = [d for d in self.detectors if d not in DETECTORS]
+        if unknown:
+            raise ValueError(f"unknown sensitivity detectors {unknown}; known: {sorted(DETECTORS)}")
         self.default = default
         self.header = header.lower().encode()
-        names = [d for d in self.detectors if d in PATTERNS]
+        self.key_policy = dict(key_policy or {})
+        self.max_scan_bytes = max_scan_bytes
+        opts = re2.Options()
+        opts.max_mem = 64 << 20  # the DFA's cache: enough for the secret catalogue on megabytes of text
         # One pattern per detector, not one alternation: a digit run that is no card must not hide an SSN in it.
-        self._patterns = [(n, re.compile(PATTERNS[n])) for n in names]
+        self._detectors = [(DETECTORS[n], re2.compile(DETECTORS[n].pattern, opts)) for n in self.detectors]
+        # One RE2 pass over a short text says which detectors have a candidate at all (1.5 µs for a typical
+        # prompt, against 2-2.5 µs for each detector's own search). The set is called below its Python wrapper.
+        self._prefilter: Callable[[bytes], list[int]] = lambda b: []
+        if self._detectors:
+            rset = re2.Set.SearchSet(opts)
+            for det, _ in self._detectors:
+                rset.Add(det.pattern)
+            rset.Compile()
+            self._prefilter = rset._set.Match
+
+    # ------------------------------------------------------------------ detectors
 
     def detect(self, text: str) -> str | None:
-        """The detector whose first real match starts earliest in the text, or None."""
-        return self._scan(text, hints=True)
+        """The detector whose first real finding starts earliest in the (normalised) text, or None; raises
+        ScanLimit when the text makes more candidates than the budget allows."""
+        return self._scan(normalise(text), hints=True)
 
     def _scan(self, text: str, hints: bool = False) -> str | None:
-        """Every pattern over the text, or with `hints` only those whose hint the text holds."""
+        """Every detector over the text, or with `hints` only those the prefilter says have a candidate."""
+        if hints:
+            if len(text) <= PREFILTER_MAX_CHARS:
+                found = self._prefilter(text.encode("utf-8", "replace"))
+                if not found:
+                    return None
+                candidates = [self._detectors[i] for i in sorted(found)]
+            else:
+                candidates = [(d, rx) for d, rx in self._detectors if d.hint(text)]
+        else:
+            candidates = self._detectors
         first: tuple[int, str] | None = None
-        has_digit = hints and _DIGIT.search(text) is not None
-        for name, rx in self._patterns:
-            if hints and not _hinted(name, text, has_digit):
-                continue
+        budget = MAX_CANDIDATES
+        for det, rx in candidates:
             for m in rx.finditer(text):
-                if (name == "credit-card" and not card_in(m.group(0))) or (name == "ssn" and not ssn_ok(m.group(0))):
-                    continue
+                if det.check is not None:
+                    budget -= 1
+                    if budget < 0:
+                        raise ScanLimit(f"more than {MAX_CANDIDATES} candidates")
+                    if not det.check(text, m):
+                        continue
                 if first is None or m.start() < first[0]:
-                    first = (m.start(), name)
+                    first = (m.start(), det.name)
                 break
         return first[1] if first else None
 
-    def classify(self, header_value: bytes | None, text: str, key_policy: str | None = None) -> tuple[str, str]:
-        """(class, why). Sensitive wins: any signal that says sensitive makes the request sensitive."""
-        if header_value is not None:
-            v = header_value.strip().lower()
-            if v in (b"sensitive", b"private", b"confidential"):
-                return "sensitive", "header"
-        if key_policy == "sensitive":
-            return "sensitive", "key-policy"
-        found = self.detect(text)
-        if found:
-            return "sensitive", f"detector:{found}"
-        if header_value is not None and header_value.strip().lower() in (b"general", b"public"):
-            return "general", "header"
-        if key_policy == "general":
-            return "general", "key-policy"
-        return self.default, "default"
+    def scan_body(self, body: Any) -> str | None:
+        """The first detector that finds anything in any leaf of the body; ScanLimit above the budget."""
+        parts = leaves(body)
+        size = sum(map(len, parts))
+        if size > self.max_scan_bytes:
+            raise ScanLimit(f"{size} characters to scan, over the limit of {self.max_scan_bytes}")
+        return self.detect(parts[0] if len(parts) == 1 else "\n".join(parts))
+
+    # ------------------------------------------------------------------ the rule
+
+    @staticmethod
+    def header_class(values: Iterable[bytes]) -> Class | None:
+        """The class the header's values say, gathered across repeated fields and comma lists: general only if
+        every value is a general word; None without any value."""
+        seen = False
+        for raw in values:
+            for v in raw.split(b","):
+                v = v.strip().lower()
+                if not v:
+                    continue
+                if v not in GENERAL_WORDS:
+                    return SENSITIVE
+                seen = True
+        return GENERAL if seen else None
+
+    def classify(self, header_values: Iterable[bytes], body: Any, key_name: str | None = None) -> Verdict:
+        """Sensitive wins: the header, the key's pinned policy, then the detectors over the whole body; a request
+        is general only if something says general (header, key) or the default is general."""
+        said = self.header_class(header_values)
+        if said == SENSITIVE:
+            return Verdict(True, WHY_HEADER)
+        policy = self.key_policy.get(key_name) if key_name is not None else None
+        if policy == SENSITIVE:
+            return Verdict(True, WHY_KEY)
+        if self._detectors:
+            try:
+                found = self.scan_body(body)
+            except ScanLimit:
+                return Verdict(True, WHY_SCAN_LIMIT)
+            if found:
+                return Verdict(True, DETECTOR_WHY + found)
+        if said == GENERAL:
+            return Verdict(False, WHY_HEADER)
+        if policy == GENERAL:
+            return Verdict(False, WHY_KEY)
+        return Verdict(self.default != GENERAL, WHY_DEFAULT)

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import sys
 from typing import Any
 
+from pydantic import ValidationError
+
 from llmfleet.gateway.app import Gateway
-from llmfleet.gateway.auth import KeyStore
+from llmfleet.gateway.auth import KeyStore, NoKeys
 from llmfleet.gateway.config import GatewayConfig
 from llmfleet.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
 from llmfleet.gateway.routing import Router
@@ -65,7 +68,7 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
     elif cfg.auth.keys_dir:
         keys = KeyStore.from_dir(cfg.auth.keys_dir)
     else:
-        keys = KeyStore([])
+        keys = KeyStore([])  # no keys source configured: auth is off, as the config says
     router = Router(cfg.routing)
     url = redis_url(cfg)
     redis_client = None
@@ -77,7 +80,8 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
         limiter = RedisLimiter(redis_client, cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute)
     else:
         limiter = MemoryLimiter(cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute)
-    classifier = Classifier(cfg.sensitivity.detectors, cfg.sensitivity.default, cfg.sensitivity.header)
+    sens = cfg.sensitivity
+    classifier = Classifier(sens.detectors, sens.default, sens.header, sens.key_policy, sens.max_scan_bytes)
     telemetry = Telemetry()
     cache = None
     if redis_client is not None and (cfg.cache.exact.enabled or cfg.cache.semantic.enabled):
@@ -131,7 +135,11 @@ def serve(args: argparse.Namespace) -> None:
     from llmfleet.gateway.app import error_body
     from llmfleet.gateway.http import HttpServer
 
-    gw, _ = build(args)
+    try:
+        gw, _ = build(args)
+    except (NoKeys, ValidationError, OSError) as exc:
+        sys.stderr.write(f"llmfleet gateway: error: {exc}\n")
+        raise SystemExit(2) from None
     tune_gc()
     host = args.host or os.environ.get("LLMFLEET_BIND_HOST", "127.0.0.1")
 
