@@ -381,3 +381,16 @@ def test_pipelined_requests_split_anywhere_get_their_responses_in_order(reqs: li
         assert got == ["GET" if r == SIMPLE else "POST" for r in reqs if r != b"\r\n"]
     finally:
         h.close()
+
+
+def test_head_response_keeps_its_content_length_without_a_body() -> None:
+    async def sized(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    h = Harness(sized)
+    h.feed(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.run()
+    assert h.transport.buffer.startswith(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+    assert not h.transport.aborted and not h.transport.closed
+    h.close()

@@ -10,7 +10,8 @@ client's disconnect by callback instead of a watcher task per request. What it d
   request not received in whole within a time limit, a client that reads nothing of its response for as long
   is cut (one periodic sweep, not a timer per response);
 - the request head counted as its bytes arrive, also inside a field that never ends (431), header names and
-  values checked (no control characters), exactly one Host in HTTP/1.1, HTTP/1.0 and 1.1 only (505);
+  values checked (llhttp refuses control characters and bad tokens: tested, not re-checked here, ~1 µs a
+  request), exactly one Host in HTTP/1.1, HTTP/1.0 and 1.1 only (505);
 - request bodies up to a limit (413, checked on the declared length before reading and while reading);
   `Expect: 100-continue` answered only when that request's body is wanted and only after every response
   before it; trailer fields read and dropped (they never reach the application); an HTTP/1.0 request with
@@ -33,7 +34,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import re
 import signal
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -51,8 +51,6 @@ ErrorBody = Callable[[int, str], bytes]
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
 MAX_PIPELINED = 32  # parsed requests waiting behind the one being answered before reading pauses
 HTTP_VERSIONS = ("1.1", "1.0")
-# Control characters other than tab are never valid in a field value (RFC 9110 5.5).
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
@@ -147,7 +145,7 @@ class _Cycle:
                 out += b"0\r\n\r\n"
         else:
             out = body
-            if self.length >= 0:
+            if self.length >= 0 and self.scope["method"] != "HEAD":
                 self.length -= len(body)
                 if self.length < 0 or (not more and self.length > 0):
                     # More or fewer bytes than declared: the client would misread this and every later response.
@@ -306,9 +304,6 @@ class _Connection(asyncio.Protocol):
             return
         if not self.in_head:
             return  # a trailer field: never routing, auth or anything else the application reads
-        if _BAD_VALUE.search(value) is not None:
-            self._reject(400, "A header field value holds a control character.")
-            return
         name = name.lower()
         self.headers.append((name, value))
         if name == b"content-length":
