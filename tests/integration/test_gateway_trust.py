@@ -333,3 +333,51 @@ def test_keys_are_compared_by_hash(gw) -> None:
     bad = httpx.post(gw.url + "/v1/chat/completions", headers={"Authorization": "Bearer " + hashlib.sha256(KEY.encode()).hexdigest()},
                      json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
     assert bad.status_code == 401
+
+
+def test_a_secret_in_the_request_id_header_keeps_the_request_in(gw, provider) -> None:
+    """The client's X-Request-Id is forwarded to the provider: it is scanned like the body."""
+    before = len(provider.bodies)
+    r = httpx.post(gw.url + "/v1/chat/completions", headers={**GENERAL, "X-Request-Id": "AKIAIOSFODNN7EXAMPLE"},
+                   json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert r.status_code == 200 and r.headers["x-llmfleet-route"] == "self-hosted"
+    assert len(provider.bodies) == before
+
+
+def _reset(body: bytes) -> bytes:
+    return b""  # the engine accepts the connection, reads the request and closes without a byte
+
+
+@pytest.fixture(scope="module")
+def overflow_gw(provider):
+    """Overflow mode with an engine that is not saturated (so requests are first routed self-hosted without a
+    scan) but fails every request: each one reaches the fallback, which must classify before it overflows."""
+    dead = RawServer(_reset)
+    s = gateway(_config(dead.url, provider.url, external={"use": "overflow", "baseURL": provider.url + "/v1",
+                                                          "model": "ext", "overflowOutstandingPerReplica": 100}),
+                {"alice": KEY})
+    yield s
+    s.stop()
+    dead.stop()
+
+
+def test_overflow_after_a_failed_engine_still_carries_general_traffic(overflow_gw, provider) -> None:
+    before = len(provider.bodies)
+    r = httpx.post(overflow_gw.url + "/v1/chat/completions", headers=GENERAL,
+                   json={"model": "m", "messages": [{"role": "user", "content": "what is 2+2?"}], "max_tokens": 4})
+    assert r.status_code == 200 and r.headers["x-llmfleet-route"] == "external", r.text
+    assert len(provider.bodies) == before + 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow])
+@given(case=request_with_sensitive_value())
+def test_overflow_after_a_failed_engine_never_carries_sensitive_values(overflow_gw, provider, case) -> None:
+    body, value = case
+    body["stream"] = False
+    before = len(provider.bodies)
+    with httpx.Client(timeout=30) as c:
+        r = c.post(overflow_gw.url + ("/v1/chat/completions" if "messages" in body else "/v1/completions"),
+                   headers=GENERAL, content=json.dumps(body))
+    assert r.status_code >= 400 and r.headers.get("x-llmfleet-route") != "external", (value, r.status_code)
+    assert not provider.bodies[before:], value

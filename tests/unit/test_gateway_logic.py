@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
+import orjson
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -219,13 +220,24 @@ def test_general_traffic_overflows_to_the_external_provider_only_while_the_queue
     a, b = router.endpoints.values()
     for ep in (a, a, b):
         router.begin(ep)
-    def route(text: str) -> tuple[str, str]:
-        return gw.route(gw.classifier.classify([], {"model": "m", "prompt": text}))
+    classified: list[bool] = []
 
-    assert route("what is 2+2?")[0] == "self-hosted"  # 3 in flight < 2 per replica × 2
+    def route(text: str) -> tuple[str, str]:
+        from llmfleet.gateway.app import Ctx, Request
+
+        req = Request("/v1/completions", [], orjson.dumps({"model": "m", "prompt": text}), b"x-data-sensitivity")
+        gw.parse(req)
+        ctx = Ctx(request_id="r", key=None, started=0.0)
+        out = gw.route(ctx, req)
+        classified.append(ctx.classified)
+        assert ctx.sensitive or ctx.classified  # nothing is general without a scan
+        return out
+
+    # 3 in flight < 2 per replica × 2: self-hosted, and no scan (nothing could leave the cluster)
+    assert route("mail a@b.example") == ("self-hosted", "capacity") and classified[-1] is False
     router.begin(b)
-    assert route("what is 2+2?") == ("external", "overflow")
-    assert route("mail a@b.example")[0] == "self-hosted"  # sensitive never overflows
+    assert route("what is 2+2?") == ("external", "overflow") and classified[-1] is True
+    assert route("mail a@b.example") == ("self-hosted", "detector:email")  # sensitive never overflows
     router.end(a)
     assert route("what is 2+2?")[0] == "self-hosted"
     assert router.outstanding == 3 and (a.outstanding, b.outstanding) == (1, 2)

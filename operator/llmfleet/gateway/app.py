@@ -2,8 +2,9 @@
 
 A completion goes through named stages, each with a typed result, sequenced by `Gateway.completion` alone:
 read (one pass over the headers into a slotted `Request`) → authenticate (`Key`) → parse (the body, once,
-with orjson) → admit (the per-key limits' `Decision`, before any content scan) → classify (`Verdict` over
-every leaf of the body that would be forwarded) → cache (`CacheHit` or a miss) → dispatch (self-hosted
+with orjson) → admit (the per-key limits' `Decision`, before any content scan) → classify and route (`Verdict` over
+every leaf of the body that would be forwarded; in overflow mode only once the engines are saturated or have
+failed, the only times it could leave) → cache (`CacheHit` or a miss) → dispatch (self-hosted
 engines through gateway.upstream's keep-alive pool, or the managed API through aiohttp) → relay, whole or
 streamed (bytes passed through unchanged) → settle (the tokens actually generated are charged). A client
 disconnect closes the upstream connection at once, which aborts the request in vLLM. A request is retried on
@@ -52,6 +53,7 @@ DEFAULT_MAX_TOKENS = 256  # reserved against the token limit when a request name
 # Routes, as the response header, metrics and the access log name them.
 SELF_HOSTED, EXTERNAL, CACHE = "self-hosted", "external", "cache"
 WHY_OVERFLOW = "overflow"
+WHY_CAPACITY = "capacity"  # overflow mode with room on the engines: self-hosted, nothing to classify
 
 
 def error_body(status: int, message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
@@ -118,6 +120,7 @@ class Ctx:
     stream: bool = False
     cache: str = "off"
     sensitive: bool = True  # unclassified requests never leave the cluster
+    classified: bool = False
     cache_store: bool = False  # the response may be stored in the cache once complete
     cache_embedding: Any = None  # (vector, query, context) computed at lookup, reused when storing
     upstream: Any = None  # the upstream response in progress (closed at once if the client leaves)
@@ -292,22 +295,35 @@ class Gateway:
 
     def classify(self, ctx: Ctx, req: Request) -> Verdict:
         """Sensitive or general over the whole body that would be forwarded (every leaf), the header's values
-        and the key's policy. Without an external provider nothing leaves the cluster: no scan is needed."""
+        and the key's policy; recorded on ctx. Without an external provider nothing leaves the cluster: no
+        scan is needed."""
         if self.cfg.external.use == "never":
-            return Verdict(True, "")
-        return self.classifier.classify(req.sensitivity, req.body, ctx.key.name if ctx.key else None)
+            verdict = Verdict(True, "")
+        else:
+            # The request ID goes out too (X-Request-Id): it is scanned with the body.
+            verdict = self.classifier.classify(req.sensitivity, [req.body, ctx.request_id],
+                                               ctx.key.name if ctx.key else None)
+        ctx.sensitive, ctx.classified = verdict.sensitive, True
+        return verdict
 
-    def route(self, verdict: Verdict) -> tuple[str, str]:
-        """(route, why): sensitive traffic only ever goes to self-hosted engines."""
+    def saturated(self) -> bool:
+        available = self.router.available()
+        return not available or self.router.outstanding >= self.cfg.external.overflow_outstanding_per_replica * len(available)
+
+    def route(self, ctx: Ctx, req: Request) -> tuple[str, str]:
+        """(route, why): sensitive traffic only ever goes to self-hosted engines. In overflow mode a request
+        is classified only when the engines are saturated, the one case where it could leave the cluster
+        (3.8 µs of the gateway's ~60 µs for a typical chat request, 20-27 µs per KiB of prompt); the
+        self-hosted fallback classifies it before it may overflow."""
+        use = self.cfg.external.use
+        if use == "overflow" and not self.saturated():
+            return SELF_HOSTED, WHY_CAPACITY
+        verdict = self.classify(ctx, req)
         if verdict.sensitive:
             return SELF_HOSTED, verdict.why
-        if self.cfg.external.use == "general":
+        if use == "general":
             return EXTERNAL, verdict.why
-        available = self.router.available()
-        limit = self.cfg.external.overflow_outstanding_per_replica * len(available)
-        if not available or self.router.outstanding >= limit:
-            return EXTERNAL, WHY_OVERFLOW
-        return SELF_HOSTED, verdict.why
+        return EXTERNAL, WHY_OVERFLOW
 
     async def reply_cached(self, ctx: Ctx, hit: Any, req: Request, send: Send, extra: Headers) -> None:
         ctx.cache, ctx.route, ctx.status = hit.kind, CACHE, 200
@@ -342,8 +358,7 @@ class Gateway:
             ctx.prompt_tokens = max(1, len(req.body_bytes) // 4)
             decision = await self.admit(ctx, req)
             reserved = ctx.prompt_tokens + req.max_tokens
-            ctx.sensitive, ctx.why = self.classify(ctx, req)
-            ctx.route, ctx.why = self.route(Verdict(ctx.sensitive, ctx.why))
+            ctx.route, ctx.why = self.route(ctx, req)
             extra = [(b"x-request-id", ctx.request_id.encode()), *decision.headers()]
             if self.cache is not None:
                 hit = await self.cache.lookup(ctx, ctx.tenant, path, req.body, req.cache_control, req.cache_opt_in)
@@ -420,6 +435,8 @@ class Gateway:
                 self.router.end(ep)
             return
         # Nothing self-hosted could take it: general traffic may overflow, sensitive traffic fails closed.
+        if not ctx.classified:
+            self.classify(ctx, req)
         if not ctx.sensitive and self.cfg.external.use != "never":
             ctx.route, ctx.why = EXTERNAL, WHY_OVERFLOW
             await self._external(ctx, req, send, extra)
@@ -430,7 +447,7 @@ class Gateway:
 
     async def _external(self, ctx: Ctx, req: Request, send: Send, extra: Headers) -> None:
         ext = self.cfg.external
-        if ctx.sensitive:  # the one door out of the cluster checks the verdict itself, whoever called it
+        if ctx.sensitive or not ctx.classified:  # the one door out checks the verdict itself, whoever called it
             raise Reply(503, "Sensitive requests are never sent to an external provider.", wire.SERVER_ERROR,
                         "no_healthy_upstream")
         if self.external_session is None or not ext.base_url:
