@@ -409,11 +409,24 @@ async def hold_streams(host: str, port: int, path: str, body: bytes, headers: di
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (from /proc)."""
+    """User + system CPU seconds a process and its live descendants have used (from /proc): servers such as
+    granian run their workers as child processes."""
     from pathlib import Path
 
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stats[int(d.name)] = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended while we looked
+                continue
+    tree, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        tree.add(p)
+        todo.extend(c for c, f in stats.items() if int(f[1]) == p and c not in tree)
+    ticks = sum(int(stats[p][11]) + int(stats[p][12]) for p in tree if p in stats)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def proc_rss_kib(pid: int) -> int:

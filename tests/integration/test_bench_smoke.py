@@ -19,8 +19,8 @@ def json_lines(out: str) -> list[dict]:
 
 
 def test_gateway_bench_quick_prints_its_contract() -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gateway.py"), "--quick", "--no-litellm", "--relay-floor",
-                        "--duration", "1"],
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gateway.py"), "--quick", "--no-litellm", "--no-portkey",
+                        "--relay-floor", "--duration", "1"],
                        capture_output=True, text=True, timeout=600)
     lines = json_lines(r.stdout)
     cases = [line for line in lines if "target" in line]
@@ -29,9 +29,15 @@ def test_gateway_bench_quick_prints_its_contract() -> None:
     for c in cases:
         assert {"rps", "p50_ms", "p99_ms", "ttft_p50_ms", "errors"} <= c.keys()
         assert c["errors"] == 0 and c["rps"] > 0
-    summary = lines[-1]
-    assert summary["summary"] and {"added_p50_ms", "added_p99_ms", "share_of_direct", "stream_share_of_direct",
-                                   "relay_floor_share_of_direct"} <= summary.keys()
+    [summary] = [line for line in lines if line.get("summary")]
+    assert {"added_p50_ms", "added_p99_ms", "share_of_direct", "stream_share_of_direct",
+            "relay_floor_share_of_direct", "cpu_ratio_vs_relay_floor"} <= summary.keys()
+    worst = [line for line in lines if line.get("case") == "worst-case"]
+    assert {(w["detector"], w["size"]) for w in worst} == {
+        (d, s) for d in ("email", "credit-card", "ssn", "secret", "unicode") for s in ("body-limit", "scan-cap")}
+    assert all(w["errors"] == 0 and w["gateway_cpu_ms_per_request"] > 0 for w in worst)
+    [beside] = [line for line in lines if line.get("case") == "worst-case-beside-streams"]
+    assert beside["worst_case_requests_sent"] > 0 and beside["errors"] == 0
     assert r.returncode == 0, r.stderr
 
 
