@@ -85,40 +85,24 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 def cmd_operator(args: argparse.Namespace) -> int:
     import logging
-    import random
 
-    import kopf
+    from pydantic import ValidationError
 
-    from llmfleet.kube.client import KubeClient, load_config
-    from llmfleet.reconcile import handlers
-    from llmfleet.render import RenderOptions
+    from llmfleet.reconcile.process import run
     from llmfleet.settings import OperatorSettings
 
     overrides = {k: v for k, v in {
-        "namespaces": args.namespace or None, "kubeconfig": args.kubeconfig, "peering": args.peering,
-        "priority": args.priority, "log_level": args.log_level, "liveness_port": args.liveness_port,
+        "namespaces": args.namespace or None, "kubeconfig": args.kubeconfig, "leader_elect": args.leader_elect,
+        "lease_name": args.lease_name, "lease_namespace": args.lease_namespace, "log_level": args.log_level,
+        "liveness_port": args.liveness_port,
     }.items() if v is not None}
-    settings = OperatorSettings(**overrides)
+    try:
+        settings = OperatorSettings(**overrides)
+    except ValidationError as exc:
+        raise UserError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                                  for e in exc.errors())) from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    port = KubeClient(load_config(settings.kubeconfig))
-    from llmfleet.reconcile.observe import CHILD_KINDS
-
-    port.warm([*CHILD_KINDS, ("v1", "Pod"), ("v1", "Event"), ("llmfleet.io/v1alpha1", "LLMDeployment")])
-    options = RenderOptions(
-        llmfleet_image=settings.llmfleet_image, engine_image=settings.engine_image,
-        engine_command=tuple(settings.engine_command) if settings.engine_command else None,
-        engine_discovery=settings.engine_discovery,
-    )
-    handlers.configure(handlers.Reconciler(port, options, handlers.utcnow, prometheus_url=settings.prometheus_url))
-    kopf.run(
-        standalone=settings.peering is None,
-        peering_name=settings.peering,
-        priority=settings.priority if settings.priority is not None else random.randint(1, 1_000_000),
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=f"http://{settings.bind_host}:{settings.liveness_port}/healthz" if settings.liveness_port else None,
-    )
-    return 0
+    return run(settings)
 
 
 def cmd_pod_runner(args: argparse.Namespace) -> int:
@@ -246,8 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "prune leftovers, write status. Settings also come from LLMFLEET_* variables.")
     p.add_argument("-n", "--namespace", action="append", help="namespace to watch (repeatable); default: all")
     p.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, then KUBECONFIG)")
-    p.add_argument("--peering", help="kopf peering name, to run several replicas safely (default: standalone)")
-    p.add_argument("--priority", type=int, help="peering priority (default: random)")
+    p.add_argument("--leader-elect", action="store_true", default=None,
+                   help="act only while holding the leader Lease (run several replicas safely)")
+    p.add_argument("--lease-name", help="leader Lease name (default llmfleet-operator)")
+    p.add_argument("--lease-namespace", help="leader Lease namespace (default: POD_NAMESPACE, else llmfleet-system)")
     p.add_argument("--log-level", help="log level (default: INFO)")
     p.add_argument("--liveness-port", type=int, help="port of /healthz (default 8081; 0 disables)")
     p.set_defaults(func=cmd_operator)

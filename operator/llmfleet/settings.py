@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -11,12 +11,20 @@ class OperatorSettings(BaseSettings):
 
     namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty: cluster-wide.")
     kubeconfig: str | None = Field(default=None, description="Kubeconfig path; in a pod the service account is used.")
-    peering: str | None = Field(
-        default=None,
-        description="kopf peering name for running several replicas (one active, the rest on standby); "
-        "unset: standalone.",
-    )
-    priority: int | None = Field(default=None, description="Peering priority; unset: random, so one replica leads.")
+    leader_elect: bool = Field(
+        default=False, description="Run only while holding the Lease (several replicas: one active, the rest on "
+        "standby); off: this process is the only operator.")
+    lease_name: str = Field(default="llmfleet-operator", min_length=1, description="Name of the leader Lease.")
+    lease_namespace: str | None = Field(
+        default=None, description="Namespace of the leader Lease; unset: POD_NAMESPACE, else llmfleet-system.")
+    identity: str | None = Field(
+        default=None, description="This process's name in the Lease; unset: POD_NAME (else the host name), "
+        "an underscore and a random suffix.")
+    lease_duration: int = Field(default=15, ge=2, description="Seconds a standby waits after the lease last "
+                                "changed before it takes it over.")
+    renew_deadline: int = Field(default=10, ge=2, description="Seconds the leader keeps trying to renew before "
+                                "it stops (the process exits).")
+    retry_period: int = Field(default=2, ge=1, description="Seconds between attempts to take or renew the lease.")
     llmfleet_image: str | None = Field(default=None, description="Gateway image for every CR (overrides the spec).")
     engine_image: str | None = Field(default=None, description="Engine image for every CR (e.g. engine-sim in dev).")
     engine_command: list[str] | None = Field(default=None, description="Engine command override (dev clusters).")
@@ -29,3 +37,12 @@ class OperatorSettings(BaseSettings):
     autoscale_interval: float = Field(
         default=15.0, gt=0, description="Seconds between autoscaler ticks per CR (read when the handlers load).")
     bind_host: str = Field(default="0.0.0.0", description="Address the liveness endpoint listens on.")
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> OperatorSettings:
+        # The guarantee of one writer at a time rests on these (client-go checks the same).
+        if self.lease_duration <= self.renew_deadline:
+            raise ValueError(f"lease_duration ({self.lease_duration}) must exceed renew_deadline ({self.renew_deadline})")
+        if self.renew_deadline <= 1.2 * self.retry_period:
+            raise ValueError(f"renew_deadline ({self.renew_deadline}) must exceed 1.2 x retry_period ({self.retry_period})")
+        return self

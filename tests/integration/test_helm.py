@@ -1,11 +1,17 @@
 """The Helm chart: lint, schema-valid templates, the plain install manifests in sync, and a real install
-whose operator (run by the local pod runner under the chart's ServiceAccount and RBAC) reconciles a CR."""
+whose two operators (run by the local pod runner under the chart's ServiceAccount and RBAC) hold one leader
+Lease: one reconciles, the other waits, and the API server's audit log shows one writer at a time through a
+graceful handover and a SIGKILL."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import kubernetes_validate
@@ -13,8 +19,8 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.integration.conftest import BIN, eventually
-from tests.integration.test_operator import example, wait_ready
+from tests.integration.conftest import BIN, _epoch, eventually
+from tests.integration.test_operator import example, status, wait_ready
 
 pytestmark = pytest.mark.integration
 CHART = ROOT / "charts" / "llmfleet"
@@ -28,13 +34,11 @@ def helm(*args: str, env: dict | None = None) -> str:
 
 def test_chart_lints_and_templates_schema_valid_objects() -> None:
     helm("lint", "--strict", str(CHART))
-    for values in ([], ["--set", "watchNamespaces={a,b}"], ["--set", "peering.enabled=false,replicaCount=1"]):
+    for values in ([], ["--set", "watchNamespaces={a,b}"], ["--set", "leaderElection.enabled=false,replicaCount=1"]):
         docs = [d for d in yaml.safe_load_all(helm("template", "t", str(CHART), "-n", "llmfleet-system", *values)) if d]
         kinds = {d["kind"] for d in docs}
         assert {"Deployment", "ClusterRole", "ClusterRoleBinding", "ServiceAccount"} <= kinds
         for d in docs:
-            if d["apiVersion"].startswith("kopf.dev"):
-                continue
             kubernetes_validate.validate(d, "1.36", strict=True)
 
 
@@ -52,30 +56,133 @@ def test_rbac_grants_no_wildcards() -> None:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule.get("apiGroups", [])
 
 
-def test_helm_install_runs_two_peered_operators_that_reconcile_a_cr(cluster, operator, namespace) -> None:
+SA_USER = "system:serviceaccount:llmfleet-system:llmfleet"
+POD_EXTRA = "authentication.kubernetes.io/pod-name"
+TOKEN_EXTRA = "authentication.kubernetes.io/credential-id"  # one per token: a restarted container gets another
+LEASE = {"leaseDuration": 6, "renewDeadline": 4, "retryPeriod": 1}  # short, so the test takes seconds
+
+
+def operator_writes(cluster, since: float) -> list[tuple[float, str, str]]:
+    """(time, writer, what) of every successful write the chart's operators made since a time, leases aside, from
+    the API server's audit log. Tokens are bound to their pods (as a kubelet's are), so the log names the pod and
+the token (a writer is "pod/credential-id")."""
+    out = []
+    for ev in cluster.audit_writes(since, ("",)):
+        user = ev.get("user") or {}
+        ref = ev.get("objectRef") or {}
+        if user.get("username") != SA_USER or ref.get("resource") == "leases":
+            continue
+        if (ev.get("responseStatus") or {}).get("code", 500) >= 400:
+            continue
+        extra = user.get("extra") or {}
+        pod = "/".join([(extra.get(POD_EXTRA) or ["?"])[0], *(extra.get(TOKEN_EXTRA) or [])])
+        out.append((_epoch(ev["requestReceivedTimestamp"]), pod, f"{ev['verb']} {ref.get('resource')}/{ref.get('name')}"))
+    return sorted(out)
+
+
+def terms(writes: list[tuple[float, str, str]]) -> list[str]:
+    """The pods in the order they wrote, one entry per uninterrupted run of writes by one pod."""
+    runs: list[str] = []
+    for _, pod, _ in writes:
+        if not runs or runs[-1] != pod:
+            runs.append(pod)
+    return runs
+
+
+def max_writers_in(writes: list[tuple[float, str, str]], window: float = 2.0) -> int:
+    return max((len({p for t2, p, _ in writes if t <= t2 < t + window}) for t, _, _ in writes), default=0)
+
+
+def holder(cluster) -> str | None:
+    """The process holding the lease: its pod's name, an underscore and a per-process suffix."""
+    lease = cluster.get("lease", "llmfleet", "llmfleet-system") or {}
+    return (lease.get("spec") or {}).get("holderIdentity")
+
+
+def pod_of(identity: str | None) -> str:
+    return (identity or "").split("_")[0]
+
+
+def kill_pod_process(pod: str) -> None:
+    """SIGKILL the process the pod runner started for a pod (no notice, no release)."""
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                env = (d / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"POD_NAME={pod}".encode() in env and b"LLMFLEET_LEASE_DURATION=6" in env:
+                os.killpg(int(d.name), signal.SIGKILL)
+                return
+    raise AssertionError(f"no process for pod {pod}")
+
+
+def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(cluster, operator, namespace) -> None:
     operator.stop()  # the chart's operators take over for this test
     logs = Path(tempfile.mkdtemp(prefix="llmfleet-pods-"))
     runner = subprocess.Popen([sys.executable, "-m", "llmfleet", "dev", "pod-runner", "--kubeconfig",
                                str(cluster.kubeconfig), "--logs", str(logs)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cluster.env)
+    since = time.time()
     try:
         helm("install", "llmfleet", str(CHART), "-n", "llmfleet-system", "--create-namespace", "--wait",
-             "--timeout", "120s", env=cluster.env)
+             "--timeout", "120s", "--set", ",".join(f"leaderElection.{k}={v}" for k, v in LEASE.items()),
+             env=cluster.env)
         cluster.apply(example(namespace))
         st = wait_ready(cluster, namespace, "llama3-8b", timeout=120)
         assert st["ready"] == "1/1"
+        pods = cluster.names("pod", "llmfleet-system", "app.kubernetes.io/name=llmfleet")
+        assert len(pods) == 2
+        first = holder(cluster)
+        assert pod_of(first) in pods, (first, pods)
+        writes = operator_writes(cluster, since)
+        assert {w.split("/")[0] for _, w, _ in writes} == {pod_of(first)}, writes  # the standby wrote nothing
 
-        def two_peers() -> dict:
-            # Both operators registered in the peering object (kopf keeps one entry per live peer).
-            peering = cluster.get("clusterkopfpeering", "llmfleet", "default") or {}
-            return peering if len(peering.get("status") or {}) == 2 else {}
+        # 1. A graceful stop (pod deleted: SIGTERM) releases the lease: the standby leads within a few retries,
+        # long before the lease would have expired.
+        standby = next(p for p in pods if p != pod_of(first))
+        cluster.kubectl("delete", "pod", pod_of(first), "-n", "llmfleet-system", "--wait=false")
+        stopped = time.monotonic()
+        eventually(lambda: pod_of(holder(cluster)) == standby, 60, 0.1, what="the standby to take the released lease")
+        graceful_s = time.monotonic() - stopped
+        cluster.kubectl("patch", "llmd", "llama3-8b", "-n", namespace, "--type=merge", "-p",
+                        '{"spec": {"gateway": {"replicas": 3}}}')
+        eventually(lambda: status(cluster, namespace, "llama3-8b").get("observedGeneration") == 2, 60,
+                   what="the new leader to reconcile a change")
+        desired = (status(cluster, namespace, "llama3-8b").get("replicas") or {}).get("desired")
 
-        eventually(two_peers, 90, what="two operator pods in the kopf peering")
-        files = sorted(logs.glob("llmfleet-system_llmfleet-*.log"))
-        texts = [f.read_text() for f in files]
-        # One reconciled the CR, the other stayed on standby. (Which one logs "Pausing operations" depends on
-        # the order they start in: a standby that starts after the leader never leaves its initial pause.)
-        assert len(files) == 2 and sorted("llmfleet.reconcile" in t for t in texts) == [False, True], texts
+        # 2. SIGKILL the leader: no release, the lease has to expire. The Deployment's replacement for the
+        # deleted pod is on standby now; the killed container restarts as a new candidate. Either may win.
+        second = holder(cluster)
+        eventually(lambda: len(cluster.names("pod", "llmfleet-system", "app.kubernetes.io/name=llmfleet")) == 2, 60,
+                   what="the replacement operator pod")
+        kill_pod_process(standby)
+        killed = time.monotonic()
+        eventually(lambda: holder(cluster) not in (None, second), 60, 0.1, what="a standby to take the expired lease")
+        kill_s = time.monotonic() - killed
+        cluster.kubectl("patch", "llmd", "llama3-8b", "-n", namespace, "--type=merge", "-p",
+                        '{"spec": {"gateway": {"replicas": 1}}}')
+        eventually(lambda: status(cluster, namespace, "llama3-8b").get("observedGeneration") == 3, 60,
+                   what="the third leader to reconcile a change")
+        st = status(cluster, namespace, "llama3-8b")
+        # The autoscaler's target came through both failovers (a fresh leader starts from status, not from min).
+        assert (st.get("replicas") or {}).get("desired") == desired, st
+
+        writes = operator_writes(cluster, since)
+        order = terms(writes)
+        report = {"graceful_handover_s": round(graceful_s, 1), "kill_handover_s": round(kill_s, 1),
+                  "max_writers_in_2s": max_writers_in(writes), "terms": order}
+        # One writer at a time: each writer's writes form one uninterrupted run, one run per leadership term.
+        assert len(order) == 3 and len(set(order)) == 3, (report, writes)
+        assert [w.split("/")[0] for w in order[:2]] == [pod_of(first), standby], (report, writes)
+        assert report["max_writers_in_2s"] == 1, (report, writes)
+        # A release hands over in retries; a kill within the lease duration after the standby last saw the
+        # lease change (it looks every retry period, so at most one period before the kill) and one more retry.
+        # The bound adds the renew deadline as slack for kubectl polls on a busy 2-core machine (measured: 7 s).
+        print("leader-election", json.dumps(report))
+        assert graceful_s < LEASE["leaseDuration"], report
+        assert kill_s < LEASE["leaseDuration"] + 2 * LEASE["retryPeriod"] + LEASE["renewDeadline"], report
+        texts = [f.read_text() for f in sorted(logs.glob("llmfleet-system_llmfleet-*.log"))]
         assert not any("Forbidden" in t or " 403" in t for t in texts), "RBAC denied the operator something"
     finally:
         subprocess.run([str(BIN / "helm"), "uninstall", "llmfleet", "-n", "llmfleet-system", "--wait"],

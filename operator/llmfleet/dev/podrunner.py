@@ -165,7 +165,7 @@ class PodRunner:
         sa = spec.get("serviceAccountName")
         if sa:
             kcfg = workdir / "kubeconfig"
-            self.kube.service_account_kubeconfig(meta["namespace"], sa, str(kcfg))
+            self.kube.service_account_kubeconfig(meta["namespace"], sa, str(kcfg), pod=(meta["name"], meta["uid"]))
             env["KUBECONFIG"] = str(kcfg)
         log_file = open(self.logs_dir / f"{meta['namespace']}_{meta['name']}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir,
@@ -199,6 +199,10 @@ class PodRunner:
                 continue
             live[f"{meta['namespace']}/{meta['name']}"] = pod
         for key in [k for k, r in self.running.items() if k not in live or live[k]["metadata"]["uid"] != r.uid]:
+            self._stop(key)
+        for key in [k for k, r in self.running.items() if r.proc.poll() is not None]:
+            # The container exited (a crash, an operator that lost its lease): a kubelet restarts it.
+            log.info("%s exited with %s; restarting it", key, self.running[key].proc.returncode)
             self._stop(key)
         for key, pod in live.items():
             if key not in self.running:

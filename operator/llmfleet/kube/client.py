@@ -160,9 +160,14 @@ class KubeClient:
         with contextlib.suppress(DynamicApiError, ApiException, HTTPError):  # best effort: never fail a reconcile
             _drain(self._resource("v1", "Event").create(body=body, namespace=meta["namespace"], serialize=False))
 
-    def service_account_kubeconfig(self, namespace: str, service_account: str, path: str) -> None:
-        """Write a kubeconfig that authenticates as a ServiceAccount (a TokenRequest, 1 h), for local pods."""
-        body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
+    def service_account_kubeconfig(self, namespace: str, service_account: str, path: str,
+                                   pod: tuple[str, str] | None = None) -> None:
+        """Write a kubeconfig that authenticates as a ServiceAccount (a TokenRequest, 1 h), for local pods.
+        ``pod`` (name, uid) binds the token to that pod, as a kubelet's projected token is: the API server's
+        audit log then names the pod that made each request."""
+        bound = client.V1BoundObjectReference(api_version="v1", kind="Pod", name=pod[0], uid=pod[1]) if pod else None
+        body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+            audiences=[], expiration_seconds=3600, bound_object_ref=bound))
         self._count()
         try:
             token = client.CoreV1Api(self.api).create_namespaced_service_account_token(
