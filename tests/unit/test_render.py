@@ -81,6 +81,18 @@ def test_owner_reference_points_at_the_cr(minimal_obj: dict) -> None:
         assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == ("LLMDeployment", "demo", "1234", True)
 
 
+def test_every_replicated_workload_has_a_budget_that_never_blocks_a_drain(minimal_obj: dict) -> None:
+    objs = list(render(minimal_obj).values())
+    pdbs = [m for m in objs if m["kind"] == "PodDisruptionBudget"]
+    for d in (m for m in objs if m["kind"] == "Deployment" and "cache" not in m["metadata"]["name"]):
+        pod_labels = d["spec"]["template"]["metadata"]["labels"]
+        covering = [p for p in pdbs if p["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()]
+        assert len(covering) == 1, (d["metadata"]["name"], covering)
+        # a pod that is not Ready may be evicted whatever the budget says (a stuck pod cannot block a drain)
+        assert covering[0]["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        assert covering[0]["spec"]["maxUnavailable"] == 1
+
+
 def test_managed_cache_is_redis_with_lru_and_external_renders_none(minimal_obj: dict) -> None:
     out = render(minimal_obj)
     redis = out["Deployment/demo-cache"]["spec"]["template"]["spec"]["containers"][0]

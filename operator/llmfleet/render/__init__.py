@@ -13,6 +13,7 @@ from llmfleet.render.engine import engine_deployments, engine_pdb, engine_servic
 from llmfleet.render.gateway import (
     gateway_configmap,
     gateway_deployment,
+    gateway_pdb,
     gateway_role,
     gateway_role_binding,
     gateway_service,
@@ -31,6 +32,6 @@ def render_all(
         gateway_service_account(inp), gateway_role(inp), gateway_role_binding(inp), gateway_configmap(inp),
         cache_service(inp), cache_deployment(inp),
         engine_service(inp), engine_pdb(inp), *engine_deployments(inp),
-        gateway_service(inp), gateway_deployment(inp),
+        gateway_service(inp), gateway_pdb(inp), gateway_deployment(inp),
     ]
     return [m for m in builders if m is not None]

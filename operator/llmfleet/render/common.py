@@ -127,3 +127,16 @@ def stable_hash(value: Any) -> str:
     """A short hash of a JSON-able value, stable across runs (for 'is this child out of date?')."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
+
+def disruption_budget(inp: RenderInput, name: str, component: str) -> Manifest:
+    """At most one of a component's pods evicted at a time (node drains, spot reclaims by a drain). Pods that
+    are not Ready may always be evicted (``AlwaysAllow``): a crash-looping or never-started pod must not
+    block a node drain, which is what the default policy (``IfHealthyBudget``) does when the budget is spent."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(inp, name, component),
+        "spec": {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow",
+                 "selector": {"matchLabels": selector_labels(inp.name, component)}},
+    }
+

@@ -14,6 +14,7 @@ from llmfleet.render.common import (
     Manifest,
     PoolCounts,
     RenderInput,
+    disruption_budget,
     label_selector,
     metadata,
     selector_labels,
@@ -212,9 +213,4 @@ def engine_service(inp: RenderInput) -> Manifest:
 
 
 def engine_pdb(inp: RenderInput) -> Manifest:
-    return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": metadata(inp, f"{inp.name}-engine", COMPONENT),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(inp.name, COMPONENT)}},
-    }
+    return disruption_budget(inp, f"{inp.name}-engine", COMPONENT)

@@ -1,4 +1,5 @@
-"""Gateway children: config, ServiceAccount and RBAC for endpoint discovery, Deployment and Service."""
+"""Gateway children: config, ServiceAccount and RBAC for endpoint discovery, Deployment, Service and its
+PodDisruptionBudget."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from llmfleet.render.common import (
     SPEC_HASH_ANNOTATION,
     Manifest,
     RenderInput,
+    disruption_budget,
     metadata,
     selector_labels,
     stable_hash,
@@ -178,6 +180,10 @@ def gateway_service(inp: RenderInput) -> Manifest:
             "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+
+
+def gateway_pdb(inp: RenderInput) -> Manifest:
+    return disruption_budget(inp, f"{inp.name}-gateway", COMPONENT)
 
 
 def gateway_endpoint_for(name: str, namespace: str) -> str:
