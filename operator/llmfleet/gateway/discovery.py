@@ -1,13 +1,24 @@
-"""Engine endpoints for the router: a static list, or the engine Service's EndpointSlices (ready endpoints only)."""
+"""Engine endpoints for the router: a static list, or the engine Service's EndpointSlices, watched.
+
+Only endpoints that are ready and not terminating get requests. A terminating endpoint may still be
+``serving`` (vLLM finishes its in-flight requests during its drain), but vLLM answers new work during the
+drain with HTTP 500 or an aborted completion, so the gateway sends it none, not even as a last resort.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from llmfleet.gateway.routing import Router
-from llmfleet.kube.port import KubeError, KubePort, Obj
+from llmfleet.kube.port import KubeError, Obj
+
+if TYPE_CHECKING:
+    from llmfleet.kube.client import KubeClient
 
 log = logging.getLogger("llmfleet.gateway.discovery")
 
@@ -17,6 +28,7 @@ def engine_url(addr: str, port: int) -> str:
 
 
 def ready_urls(slices: list[Obj], port: int) -> list[str]:
+    """Addresses of endpoints that are ready (an absent ``ready`` means ready) and not terminating."""
     urls = []
     for s in slices:
         ports = [p.get("port") for p in s.get("ports") or [] if p.get("port")]
@@ -42,46 +54,65 @@ def ready_pod_urls(pods: list[Obj], port: int) -> list[str]:
 
 
 class EndpointSliceWatcher:
-    """Polls EndpointSlices of the engine Service (a read every interval; no writes)."""
+    """Keeps the router's endpoints equal to the engine Service's ready endpoints, from a watch: a change
+    (a pod turning unready, a terminating pod, a new replica) reaches the router within a round trip, and
+    an idle fleet costs the API server one open request per gateway replica, not a list every 2 s.
 
-    def __init__(self, kube: KubePort, namespace: str, selector: str, port: int, router: Router,
-                 interval: float = 2.0, on_change: Callable[[list[str]], None] | None = None,
-                 pod_selector: str | None = None) -> None:
+    The watch runs in a thread (the client is synchronous) and hands each snapshot to the event loop. When
+    it fails the endpoints are kept and it starts again after a growing pause (``backoff`` up to 30 s).
+    """
+
+    def __init__(self, kube: KubeClient, namespace: str, selector: str, port: int, router: Router,
+                 on_change: Callable[[list[str]], None] | None = None, pod_selector: str | None = None,
+                 backoff: float = 1.0, watch_timeout_s: int = 300) -> None:
         self.kube, self.namespace, self.selector, self.port = kube, namespace, selector, port
-        # Pod mode: EndpointSlices refuse loopback addresses, so dev clusters with 127.x pod IPs list pods.
+        # Pod mode: EndpointSlices refuse loopback addresses, so dev clusters with 127.x pod IPs watch pods.
         self.pod_selector = pod_selector
-        self.router, self.interval, self.on_change = router, interval, on_change
-        self._task: asyncio.Task[None] | None = None
+        self.router, self.on_change = router, on_change
+        self.backoff, self.watch_timeout_s = backoff, watch_timeout_s
         self.current: list[str] = []
+        self.synced = asyncio.Event()  # set once the first list has arrived
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        await self.refresh()
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        """Start watching; returns once the first list is in (or failed: the gateway then starts with no
+        engines and the watch keeps trying)."""
+        self._loop = asyncio.get_running_loop()
+        threading.Thread(target=self._run, name="endpoint-watch", daemon=True).start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.synced.wait(), 10)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        self._stop.set()  # the thread ends at its next event or when the server ends the watch
 
-    async def refresh(self) -> None:
-        try:
-            if self.pod_selector:
-                pods = await asyncio.to_thread(self.kube.list, "v1", "Pod", self.namespace, self.pod_selector)
-                urls = ready_pod_urls(pods, self.port)
-            else:
-                slices = await asyncio.to_thread(self.kube.list, "discovery.k8s.io/v1", "EndpointSlice",
-                                                 self.namespace, self.selector)
-                urls = ready_urls(slices, self.port)
-        except KubeError as exc:
-            log.warning("endpoint discovery failed (%s); keeping %d endpoints", exc, len(self.current))
-            return
+    def _run(self) -> None:
+        kind, selector = ("Pod", self.pod_selector) if self.pod_selector else ("EndpointSlice", self.selector)
+        loop = self._loop
+        assert loop is not None, "start() sets the loop before the thread runs"
+        pause = self.backoff
+        while not self._stop.is_set():
+            try:
+                for objs in self.kube.watch_snapshots(kind, self.namespace, selector, self.watch_timeout_s):
+                    if self._stop.is_set():
+                        return
+                    urls = ready_pod_urls(objs, self.port) if self.pod_selector else ready_urls(objs, self.port)
+                    try:
+                        loop.call_soon_threadsafe(self._update, urls)
+                    except RuntimeError:  # the event loop is closed: the gateway has stopped
+                        return
+                    pause = self.backoff
+            except KubeError as exc:
+                log.warning("endpoint watch failed (%s); keeping %d endpoints, again in %.0f s",
+                            exc, len(self.current), pause)
+                self._stop.wait(pause)
+                pause = min(pause * 2, 30.0)
+
+    def _update(self, urls: list[str]) -> None:
+        self.synced.set()
         if urls != self.current:
             log.info("engine endpoints: %s", urls)
             self.current = urls
             self.router.set_endpoints(urls)
             if self.on_change:
                 self.on_change(urls)
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.refresh()

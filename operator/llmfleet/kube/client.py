@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
@@ -159,6 +160,43 @@ class KubeClient:
         self._count()
         with contextlib.suppress(DynamicApiError, ApiException, HTTPError):  # best effort: never fail a reconcile
             _drain(self._resource("v1", "Event").create(body=body, namespace=meta["namespace"], serialize=False))
+
+    def watch_snapshots(self, kind: str, namespace: str, label_selector: str,
+                        timeout_s: int = 300) -> Iterator[list[Obj]]:
+        """The selected EndpointSlices or Pods of a namespace as they change: the list first, then the whole
+        set again after every change a watch reports (one long request instead of a list per poll). A watch
+        the server ends (``timeout_s``) resumes from the last resourceVersion; an expired one (410) lists
+        again; any other failure raises ``KubeError`` (the caller backs off and calls again)."""
+        func: Callable[..., Any] = {
+            "EndpointSlice": client.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice,
+            "Pod": client.CoreV1Api(self.api).list_namespaced_pod,
+        }[kind]
+        try:
+            while True:
+                body = orjson.loads(func(namespace, label_selector=label_selector, _preload_content=False).data)
+                objs = {o["metadata"]["name"]: o for o in body.get("items") or []}
+                version = body["metadata"]["resourceVersion"]
+                yield list(objs.values())
+                while True:  # watches from the last version seen, until it expires
+                    w = watch.Watch()
+                    for ev in w.stream(func, namespace, label_selector=label_selector, resource_version=version,
+                                       timeout_seconds=timeout_s, allow_watch_bookmarks=True, deserialize=False,
+                                       _request_timeout=(10, timeout_s + 30)):
+                        obj = ev["object"]
+                        version = obj["metadata"].get("resourceVersion") or version
+                        if ev["type"] == "BOOKMARK":
+                            continue
+                        if ev["type"] == "DELETED":
+                            objs.pop(obj["metadata"]["name"], None)
+                        else:
+                            objs[obj["metadata"]["name"]] = obj
+                        yield list(objs.values())
+        except ApiException as exc:
+            if exc.status != 410:
+                raise _error(exc) from None
+        except HTTPError as exc:
+            raise _error(exc) from None
+        # 410 Gone: the version is too old to watch from; the caller's next call lists afresh.
 
     def service_account_kubeconfig(self, namespace: str, service_account: str, path: str,
                                    pod: tuple[str, str] | None = None) -> None:
