@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llmfleet.reconcile.reclaim import DEFAULT_CONDITIONS, DEFAULT_TAINTS
+
 
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMFLEET_", extra="ignore")
@@ -36,6 +38,12 @@ class OperatorSettings(BaseSettings):
         default=None, description="Prometheus for every CR that does not set spec.autoscaling.prometheus.url.")
     autoscale_interval: float = Field(
         default=15.0, gt=0, description="Seconds between autoscaler ticks per CR (read when the handlers load).")
+    reclaim_taints: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TAINTS), description="Node taint keys that announce a reclaim "
+        "(the node is going): its engine pods are drained and replaced at once. JSON list in the environment.")
+    reclaim_conditions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CONDITIONS), description="Node condition types that announce a "
+        "reclaim when True (e.g. AKS's VMEventScheduled). JSON list in the environment.")
     bind_host: str = Field(default="0.0.0.0", description="Address the liveness endpoint listens on.")
 
     @model_validator(mode="after")

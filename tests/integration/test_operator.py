@@ -215,3 +215,48 @@ def test_kube_client_reuses_its_connections(cluster, namespace) -> None:
     finally:
         urllib3.connectionpool.HTTPSConnectionPool._new_conn = original  # type: ignore[method-assign]
     assert len(made) <= 1, f"{len(made)} new connections for 41 requests"
+
+
+def test_a_reclaim_notice_drains_the_spot_pod_and_replaces_it_elsewhere(cluster, operator, namespace) -> None:
+    """A spot node gets the AWS termination handler's taint: its engine pod is deleted at once (terminating,
+    so its endpoint stops being ready), an Event and status say so, and the replacement runs on another node
+    while the pool keeps its replica count."""
+    obj = example(namespace)
+    obj["spec"]["replicas"] = 3
+    cluster.apply(obj)
+    st = wait_ready(cluster, namespace, "llama3-8b")
+    spot_pods = lambda: json.loads(cluster.kubectl(  # noqa: E731
+        "get", "pods", "-n", namespace, "-l", "llmfleet.io/pool=spot", "-o", "json").stdout)["items"]
+    victim = next(p for p in spot_pods() if p["spec"].get("nodeName"))
+    node = victim["spec"]["nodeName"]
+    replicas = st["replicas"]["spot"]["desired"]
+    taint = "aws-node-termination-handler/spot-itn"
+    cluster.kubectl("taint", "node", node, f"{taint}=true:NoSchedule")
+    try:
+        def drained():
+            p = cluster.get("pod", victim["metadata"]["name"], namespace)
+            return p is None or bool(p["metadata"].get("deletionTimestamp"))
+
+        eventually(drained, 30, 0.1, what="the pod on the noticed node to be draining")
+        st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b"))["replicas"]["spot"].get("reclaims")
+                        and s, 30, what="status to record the reclaim")
+        last = st["replicas"]["spot"]["lastReclaim"]
+        assert (last["node"], last["signal"], last["pods"]) == (node, f"taint {taint}", [victim["metadata"]["name"]])
+        events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+        assert any(e["reason"] == "ReclaimNotice" and node in e["message"] for e in events)
+
+        def replaced():
+            live = [p for p in spot_pods() if not p["metadata"].get("deletionTimestamp")]
+            on_other = [p for p in live if p["spec"].get("nodeName") not in (None, node)]
+            return len(on_other) == replicas and condition(status(cluster, namespace, "llama3-8b"),
+                                                           "Reclaim").get("reason") == "Replaced"
+
+        eventually(replaced, 60, what="the replacement to run off the noticed node and the condition to clear")
+        spot = cluster.get("deployment", "llama3-8b-engine-spot", namespace)
+        assert spot["spec"]["replicas"] == replicas  # replaced, not scaled down
+        assert status(cluster, namespace, "llama3-8b")["replicas"]["spot"]["reclaims"] == 1
+        # The node event itself acted (not the next periodic tick, which would also find the notice).
+        failed = [line for line in operator.output().splitlines() if "'reclaim-notices' failed" in line]
+        assert not failed, failed
+    finally:
+        cluster.kubectl("taint", "node", node, f"{taint}-", check=False)

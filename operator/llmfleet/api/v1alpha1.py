@@ -470,11 +470,24 @@ class Condition(BaseModel):
     observed_generation: int | None = Field(default=None, description="Generation the condition was computed for.")
 
 
+class Reclaim(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    node: str = Field(description="The node that got the notice.")
+    signal: str = Field(description="What said it is going: 'taint KEY', 'condition TYPE' or 'node deleted'.")
+    pods: list[str] = Field(default_factory=list, description="Engine pods drained for it.")
+    time: str = Field(description="When the operator acted (RFC 3339).")
+
+
 class PoolReplicas(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
     desired: int = Field(default=0, description="Replicas wanted in this pool.")
     ready: int = Field(default=0, description="Replicas ready to serve.")
     pending: int = Field(default=0, description="Replicas not yet scheduled or started.")
+    # No schema default: the API server would write 0 into every status and the operator's computed status
+    # (which leaves it out until the first reclaim) would differ from the live one forever.
+    reclaims: int | None = Field(default=None, description="Engine pods drained on a reclaim notice (or a lost "
+                                 "node), ever; absent until the first.")
+    last_reclaim: Reclaim | None = Field(default=None, description="The latest reclaim notice acted on.")
 
 
 class ReplicaStatus(BaseModel):

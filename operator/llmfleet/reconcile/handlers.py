@@ -25,6 +25,7 @@ from llmfleet.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION, Pro
 from llmfleet.autoscale.loop import Autoscaler
 from llmfleet.autoscale.metrics import MetricsSource, Observed, PrometheusSource
 from llmfleet.kube.port import KubeError, KubePort, Obj
+from llmfleet.reconcile import reclaim
 from llmfleet.reconcile.apply import execute
 from llmfleet.reconcile.observe import ChildStore
 from llmfleet.reconcile.observe import resource_version as _rv
@@ -50,8 +51,11 @@ class Reconciler:
     """Runs reconciles for CRs, at most one at a time per CR, in worker threads (the client is sync)."""
 
     def __init__(self, port: KubePort, options: RenderOptions, clock: Callable[[], datetime],
-                 workers: int = 16, metrics: MetricsSource | None = None, prometheus_url: str | None = None) -> None:
+                 workers: int = 16, metrics: MetricsSource | None = None, prometheus_url: str | None = None,
+                 reclaim_taints: tuple[str, ...] = reclaim.DEFAULT_TAINTS,
+                 reclaim_conditions: tuple[str, ...] = reclaim.DEFAULT_CONDITIONS) -> None:
         self.port = port
+        self.reclaim_taints, self.reclaim_conditions = reclaim_taints, reclaim_conditions
         self.options = options
         self.clock = clock
         self.autoscaler = Autoscaler()
@@ -92,7 +96,18 @@ class Reconciler:
             scale = self.autoscaler.step((namespace, name), spec, raw.get("status") or {}, now, observed)
         p = plan(raw, snapshot, now, self.options, scale)
         execute(self.port, raw, p, self._apply_pool)
+        for _, pod in p.drained:
+            self.store.mark_deleting(namespace, name, pod, now.isoformat())
         return p
+
+    def node_changed(self, node: Obj, deleted: bool) -> None:
+        """A node event: record its reclaim notice (or that it has none) and reconcile the CRs with engine pods
+        on it at once, so their pods start draining within the event's round trip."""
+        signal = reclaim.NODE_DELETED if deleted else reclaim.notice(node, self.reclaim_taints,
+                                                                      self.reclaim_conditions)
+        for namespace, name in self.store.node_event(node["metadata"]["name"], signal):
+            if signal is not None:
+                self.schedule(namespace, name)
 
     async def reconcile(self, namespace: str, name: str, body: Obj | None = None, follow_up: bool = False,
                         observed: Observed | None = None) -> Plan | None:
@@ -242,6 +257,15 @@ for _group, _version, _plural in (
     kopf.on.event(_group, _version, _plural, labels=_OURS, id=f"child-{_plural}")(_child_changed)
 kopf.on.event("", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT, "app.kubernetes.io/component": "engine"},
               id="engine-pods")(_child_changed)
+
+
+@kopf.on.event("", "v1", "nodes", id="reclaim-notices")
+async def _node_changed(body: Any, type: str | None, **_: Any) -> None:
+    """Reclaim notices (taints, conditions, deletion) on the nodes engine pods run on. The initial listing
+    (``type`` None) counts too: a replica that takes over the lease mid-notice acts on it. Async: it runs on
+    kopf's event loop, where the reconcile it schedules runs (a sync handler would run in a worker thread)."""
+    if _reconciler is not None:
+        _reconciler.node_changed(dict(body), deleted=type == "DELETED")
 
 
 def utcnow() -> datetime:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from llmfleet.kube.port import KubePort, Obj
 from llmfleet.render.common import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
@@ -24,6 +25,7 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
 class Snapshot:
     children: dict[tuple[str, str], Obj]  # (kind, name) -> live object
     engine_pods: tuple[Obj, ...]
+    notices: Mapping[str, str] = field(default_factory=dict)  # node name -> reclaim signal, for the pods' nodes
 
 
 def child_selector(name: str) -> str:
@@ -66,6 +68,7 @@ class ChildStore:
         self._pods: dict[tuple[str, str], dict[str, Obj]] = {}
         self._warm: set[tuple[str, str]] = set()
         self._crs: dict[tuple[str, str], Obj] = {}
+        self._notices: dict[str, str] = {}  # node name -> the signal that says it is going
 
     def _put(self, bucket: dict, key: object, obj: Obj) -> None:  # type: ignore[type-arg]
         old = bucket.get(key)
@@ -94,6 +97,22 @@ class ChildStore:
         else:
             self._put(self._crs, key, obj)
 
+    def node_event(self, node: str, signal: str | None) -> set[tuple[str, str]]:
+        """Record a node's reclaim notice (None: none, or no longer); returns the CRs with engine pods on it."""
+        if signal is None:
+            self._notices.pop(node, None)
+        else:
+            self._notices[node] = signal
+        return {key for key, pods in self._pods.items()
+                if any((p.get("spec") or {}).get("nodeName") == node for p in pods.values())}
+
+    def mark_deleting(self, namespace: str, owner: str, pod: str, when: str) -> None:
+        """Our own delete of an engine pod, before its watch event arrives: no second drain for it."""
+        current = self._pods.get((namespace, owner), {}).get(pod)
+        if current is not None and not current["metadata"].get("deletionTimestamp"):
+            copy = {**current, "metadata": {**current["metadata"], "deletionTimestamp": when}}
+            self._pods[(namespace, owner)][pod] = copy
+
     def cr(self, namespace: str, name: str) -> Obj | None:
         return self._crs.get((namespace, name))
 
@@ -115,8 +134,10 @@ class ChildStore:
             for pod in fresh.engine_pods:
                 pods[pod["metadata"]["name"]] = pod
             self._warm.add(key)
-        return Snapshot(children=dict(self._children.get(key, {})),
-                        engine_pods=tuple(self._pods.get(key, {}).values()))
+        pods = tuple(self._pods.get(key, {}).values())
+        nodes = {(p.get("spec") or {}).get("nodeName") for p in pods}
+        return Snapshot(children=dict(self._children.get(key, {})), engine_pods=pods,
+                        notices={n: s for n, s in self._notices.items() if n in nodes})
 
     def forget(self, namespace: str, name: str) -> None:
         self._warm.discard((namespace, name))

@@ -16,11 +16,13 @@ from llmfleet.api.sizing import Sizing, SizingError, size
 from llmfleet.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ObjectMeta
 from llmfleet.kube.port import Obj, Ref
 from llmfleet.reconcile.observe import Snapshot
+from llmfleet.reconcile.reclaim import drains
 from llmfleet.reconcile.status import ScaleInput, compute_status, degraded_status
 from llmfleet.render import Manifest, RenderOptions, render_all, split_replicas
 from llmfleet.render.common import POOL_LABEL, stable_hash
 
 APPLIED_HASH = "llmfleet.io/applied-hash"
+RECLAIM_NOTICE = "ReclaimNotice"  # Event reason: engine pods drained because their node is going
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Plan:
     to_delete: list[tuple[Ref, str]] = field(default_factory=list)  # (ref, uid)
     status: dict[str, Any] | None = None  # None: unchanged
     details: list[str] = field(default_factory=list)  # human-readable, become Events
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message) Events of their own
+    drained: list[tuple[str, str]] = field(default_factory=list)  # (namespace, pod) engine pods deleted on a notice
     error: FieldError | None = None  # invalid spec: nothing is applied or deleted
     desired: list[Manifest] = field(default_factory=list)
 
@@ -156,10 +160,24 @@ def plan(raw: Obj, snapshot: Snapshot, now: datetime, options: RenderOptions | N
         if key not in wanted and ours and not live["metadata"].get("deletionTimestamp"):
             to_delete.append((Ref.of(live), live["metadata"]["uid"]))
             details.append(f"{key[0]} {key[1]}: no longer wanted, pruning")
-    status = compute_status(obj, sizing, counts, snapshot, previous, now, scale, late_spot)
+    # Engine pods on a node that is going: deleted now (each drains within its grace period) and replaced by
+    # their ReplicaSet at once; the pool's replica count is not touched (lost capacity, not a scale-down).
+    drained = drains(snapshot.engine_pods, snapshot.notices)
+    events = []
+    for node in sorted({d.node for d in drained}):
+        on_node = [d for d in drained if d.node == node]
+        for d in on_node:
+            to_delete.append((Ref("v1", "Pod", d.pod["metadata"].get("namespace", meta.get("namespace", "")),
+                                  d.pod["metadata"]["name"]), d.pod["metadata"]["uid"]))
+        pods = ", ".join(d.pod["metadata"]["name"] for d in on_node)
+        events.append(("Warning", RECLAIM_NOTICE,
+                       f"Node {node} is going ({on_node[0].signal}): draining {pods}; replacements requested "
+                       f"({', '.join(sorted({d.pool for d in on_node}))} pool)."))
+    status = compute_status(obj, sizing, counts, snapshot, previous, now, scale, late_spot, drained)
     return Plan(
         to_apply=to_apply, to_delete=to_delete, status=None if status == previous else status,
-        details=details, desired=desired,
+        details=details, desired=desired, events=events,
+        drained=[(ref.namespace, ref.name) for ref, _ in to_delete if ref.kind == "Pod"],
     )
 
 

@@ -14,10 +14,34 @@ from llmfleet.api.sizing import Sizing
 from llmfleet.api.v1alpha1 import LLMDeployment
 from llmfleet.kube.port import Obj
 from llmfleet.reconcile.observe import Snapshot
+from llmfleet.reconcile.reclaim import Drain
 from llmfleet.render import PoolCounts
 from llmfleet.render.common import POOL_LABEL
 from llmfleet.render.engine import engine_pod_selector
 from llmfleet.render.gateway import gateway_endpoint_for
+
+# The Reclaim condition: present once a node notice has been acted on.
+RECLAIM = "Reclaim"
+REPLACEMENT_PENDING = "ReplacementPending"
+REPLACED = "Replaced"
+
+
+def _reclaims(previous: dict[str, Any], drained: list[Drain], now: datetime) -> dict[str, dict[str, Any]]:
+    """Per pool (status key): the reclaim count and the latest reclaim, carried over and bumped."""
+    out = {}
+    for pool, key in (("spot", "spot"), ("on-demand", "onDemand")):
+        prev = ((previous.get("replicas") or {}).get(key) or {})
+        mine = [d for d in drained if d.pool == pool]
+        fields: dict[str, Any] = {}
+        if prev.get("reclaims") or mine:
+            fields["reclaims"] = int(prev.get("reclaims") or 0) + len(mine)
+        if mine:
+            fields["lastReclaim"] = {"node": mine[0].node, "signal": mine[0].signal,
+                                     "pods": [d.pod["metadata"]["name"] for d in mine], "time": _ts(now)}
+        elif prev.get("lastReclaim"):
+            fields["lastReclaim"] = prev["lastReclaim"]
+        out[key] = fields
+    return out
 
 
 @dataclass(frozen=True)
@@ -83,7 +107,7 @@ def _spot_fallback(obj: LLMDeployment, counts: PoolCounts, late_spot: int) -> tu
 
 def compute_status(obj: LLMDeployment, sizing: Sizing, counts: PoolCounts, snapshot: Snapshot,
                    previous: dict[str, Any], now: datetime, scale: ScaleInput | None = None,
-                   late_spot: int = 0) -> dict[str, Any]:
+                   late_spot: int = 0, drained: list[Drain] | None = None) -> dict[str, Any]:
     name = obj.metadata.name
     gen = obj.metadata.generation
     prev_conditions = previous.get("conditions") or []
@@ -145,6 +169,24 @@ def compute_status(obj: LLMDeployment, sizing: Sizing, counts: PoolCounts, snaps
         "endpoint": gateway_endpoint_for(name, obj.metadata.namespace),
         "costPerHour": round(cost, 2),
     }
+    reclaims = _reclaims(previous, drained or [], now)
+    status["replicas"]["spot"].update(reclaims["spot"])
+    status["replicas"]["onDemand"].update(reclaims["onDemand"])
+    if drained or any("lastReclaim" in r for r in reclaims.values()):
+        # Pending from the drain until every replica is ready again; then Replaced, and it stays so (a later
+        # scale-up or rollout is not a reclaim) until the next notice.
+        reclaimed = {pod for r in reclaims.values() for pod in (r.get("lastReclaim") or {}).get("pods", [])}
+        terminating = sum(1 for p in snapshot.engine_pods
+                          if p["metadata"].get("deletionTimestamp") and p["metadata"]["name"] in reclaimed)
+        was_pending = any(c.get("type") == RECLAIM and c.get("status") == "True" for c in prev_conditions)
+        if drained or (was_pending and (terminating or not engines_ok)):
+            n = len(drained or []) + terminating
+            reclaim_c = ("True", REPLACEMENT_PENDING,
+                         f"{n} engine pod(s) draining after a reclaim notice; {ready}/{desired} replicas ready while "
+                         "replacements start.")
+        else:
+            reclaim_c = ("False", REPLACED, f"Every reclaimed replica is replaced: {ready}/{desired} ready.")
+        status["conditions"].append(condition(prev_conditions, RECLAIM, *reclaim_c, gen, now))
     if scale is not None and scale.metrics_available is not None:
         status["conditions"].append(condition(prev_conditions, "MetricsAvailable", *scale.metrics_available, gen, now))
     elif not obj.spec.autoscaling.enabled:
