@@ -96,8 +96,9 @@ class Reconciler:
             scale = self.autoscaler.step((namespace, name), spec, raw.get("status") or {}, now, observed)
         p = plan(raw, snapshot, now, self.options, scale)
         execute(self.port, raw, p, self._apply_pool)
-        for _, pod in p.drained:
-            self.store.mark_deleting(namespace, name, pod, now.isoformat())
+        for ref, _ in p.to_delete:
+            if ref.kind == "Pod":  # engine pods drained on a notice
+                self.store.mark_deleting(namespace, name, ref.name, now.isoformat())
         return p
 
     def node_changed(self, node: Obj, deleted: bool) -> None:
@@ -106,8 +107,7 @@ class Reconciler:
         signal = reclaim.NODE_DELETED if deleted else reclaim.notice(node, self.reclaim_taints,
                                                                       self.reclaim_conditions)
         for namespace, name in self.store.node_event(node["metadata"]["name"], signal):
-            if signal is not None:
-                self.schedule(namespace, name)
+            self.schedule(namespace, name)
 
     async def reconcile(self, namespace: str, name: str, body: Obj | None = None, follow_up: bool = False,
                         observed: Observed | None = None) -> Plan | None:

@@ -98,11 +98,12 @@ class ChildStore:
             self._put(self._crs, key, obj)
 
     def node_event(self, node: str, signal: str | None) -> set[tuple[str, str]]:
-        """Record a node's reclaim notice (None: none, or no longer); returns the CRs with engine pods on it."""
+        """Record a node's reclaim notice (None: none, or no longer); returns the CRs with engine pods on a
+        node that has one (none otherwise: most node events are heartbeats, not worth a scan of every pod)."""
         if signal is None:
             self._notices.pop(node, None)
-        else:
-            self._notices[node] = signal
+            return set()
+        self._notices[node] = signal
         return {key for key, pods in self._pods.items()
                 if any((p.get("spec") or {}).get("nodeName") == node for p in pods.values())}
 

@@ -32,7 +32,6 @@ class Plan:
     status: dict[str, Any] | None = None  # None: unchanged
     details: list[str] = field(default_factory=list)  # human-readable, become Events
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message) Events of their own
-    drained: list[tuple[str, str]] = field(default_factory=list)  # (namespace, pod) engine pods deleted on a notice
     error: FieldError | None = None  # invalid spec: nothing is applied or deleted
     desired: list[Manifest] = field(default_factory=list)
 
@@ -177,7 +176,6 @@ def plan(raw: Obj, snapshot: Snapshot, now: datetime, options: RenderOptions | N
     return Plan(
         to_apply=to_apply, to_delete=to_delete, status=None if status == previous else status,
         details=details, desired=desired, events=events,
-        drained=[(ref.namespace, ref.name) for ref, _ in to_delete if ref.kind == "Pod"],
     )
 
 
