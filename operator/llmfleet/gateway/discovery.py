@@ -73,23 +73,20 @@ class EndpointSliceWatcher:
         self.current: list[str] = []
         self.synced = asyncio.Event()  # set once the first list has arrived
         self._stop = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Start watching; returns once the first list is in (or failed: the gateway then starts with no
         engines and the watch keeps trying)."""
-        self._loop = asyncio.get_running_loop()
-        threading.Thread(target=self._run, name="endpoint-watch", daemon=True).start()
+        threading.Thread(target=self._run, args=(asyncio.get_running_loop(),), name="endpoint-watch",
+                         daemon=True).start()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.synced.wait(), 10)
 
     async def stop(self) -> None:
         self._stop.set()  # the thread ends at its next event or when the server ends the watch
 
-    def _run(self) -> None:
+    def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         kind, selector = ("Pod", self.pod_selector) if self.pod_selector else ("EndpointSlice", self.selector)
-        loop = self._loop
-        assert loop is not None, "start() sets the loop before the thread runs"
         pause = self.backoff
         while not self._stop.is_set():
             try:
