@@ -124,16 +124,21 @@ def test_general_traffic_does_reach_the_recording_provider(gw, provider) -> None
     assert len(provider.bodies) == before + 1 and b"what is 2+2?" in provider.bodies[-1]
 
 
+def post_case(base_url: str, body: dict) -> httpx.Response:
+    """A generated request, non-streaming, labelled general, to the endpoint its shape belongs to."""
+    body["stream"] = False
+    path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+    with httpx.Client(timeout=30) as c:
+        return c.post(base_url + path, headers=GENERAL, content=json.dumps(body))
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(case=request_with_sensitive_value())
 def test_no_sensitive_value_in_any_field_reaches_the_managed_api(gw, provider, case) -> None:
     body, value = case
-    body["stream"] = False
     before = len(provider.bodies)
-    with httpx.Client(timeout=30) as c:
-        r = c.post(gw.url + "/v1/chat/completions" if "messages" in body else gw.url + "/v1/completions",
-                   headers=GENERAL, content=json.dumps(body))
+    r = post_case(gw.url, body)
     assert r.headers.get("x-llmfleet-route") != "external", (value, r.status_code, r.text[:200])
     sent = provider.bodies[before:]
     assert not sent, (value, sent)
@@ -374,10 +379,7 @@ def test_overflow_after_a_failed_engine_still_carries_general_traffic(overflow_g
 @given(case=request_with_sensitive_value())
 def test_overflow_after_a_failed_engine_never_carries_sensitive_values(overflow_gw, provider, case) -> None:
     body, value = case
-    body["stream"] = False
     before = len(provider.bodies)
-    with httpx.Client(timeout=30) as c:
-        r = c.post(overflow_gw.url + ("/v1/chat/completions" if "messages" in body else "/v1/completions"),
-                   headers=GENERAL, content=json.dumps(body))
+    r = post_case(overflow_gw.url, body)
     assert r.status_code >= 400 and r.headers.get("x-llmfleet-route") != "external", (value, r.status_code)
     assert not provider.bodies[before:], value
