@@ -1,6 +1,6 @@
 """Benchmark: the cache tier.
 
-1. Semantic threshold curve on the labelled paraphrase pairs (shared/data/gptcache-paraphrase-pairs.json,
+1. Semantic threshold curve on the labelled paraphrase pairs (bench/data/gptcache-paraphrase-pairs.json,
    MIT, Zilliz GPTCache) with the real all-MiniLM-L6-v2, measured the way a cache meets them (store the
    `origin` of the first half, look up every `similar` in order): one JSON line per threshold with
    hit_rate and false_hit_rate, then a recommendation (the highest hit rate with false hits ≤ 1%).
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from llmfleet.cache.embedding import MiniLMEmbedder  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
+DATA = ROOT / "bench" / "data"
 SYSTEM = "You are the support assistant of an ML platform. Answer in two sentences."
 THRESHOLDS = (0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.95, 0.96, 0.98)
 
@@ -186,8 +186,8 @@ async def savings(args: argparse.Namespace, pairs: list[dict[str, str]], trace: 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", default=str(SHARED / "gptcache-paraphrase-pairs.json"))
-    ap.add_argument("--trace", default=str(SHARED / "azure-llm-conv-2023.csv"))
+    ap.add_argument("--pairs", default=str(DATA / "gptcache-paraphrase-pairs.json"))
+    ap.add_argument("--trace", default=str(DATA / "azure-llm-conv-2023.csv"))
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-servers", action="store_true", help="only the threshold curve")

@@ -1,6 +1,6 @@
 """Benchmark: the autoscaler in the fleet simulator, on the real request trace, against a static fleet.
 
-The trace is the Azure LLM inference trace (shared/data/azure-llm-conv-2023.csv, CC-BY 4.0, Patel et al.,
+The trace is the Azure LLM inference trace (bench/data/azure-llm-conv-2023.csv, CC-BY 4.0, Patel et al.,
 "Splitwise: Efficient generative LLM inference using phase splitting", ISCA 2024). Each scenario replays it
 through `llmfleet.sim.fleet` twice in the same run: the autoscaled fleet (the operator's own policy, spot
 first, 2-minute cold starts) and the baseline, a static on-demand fleet of a fixed size. One JSON line per
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "operator"))
 from llmfleet.api.load import parse_spec  # noqa: E402
 from llmfleet.sim.fleet import SimConfig, compare, read_azure_trace, shape  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
+DATA = ROOT / "bench" / "data"
 
 SMALL = {"model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct", "maxModelLen": 8192},
          "pools": {"onDemand": {"minReplicas": 1, "maxReplicas": 2}, "spot": {"maxReplicas": 4}},
@@ -60,7 +60,7 @@ def scenarios(quick: bool, minutes: float) -> list[dict]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--trace", default=str(SHARED / "azure-llm-conv-2023.csv"))
+    ap.add_argument("--trace", default=str(DATA / "azure-llm-conv-2023.csv"))
     ap.add_argument("--minutes", type=float, default=10.0, help="minutes of trace per scenario (x3 for `trace`)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: a tenth of the load, a few minutes")
     args = ap.parse_args()

@@ -1,4 +1,4 @@
-"""Shared test helpers: paths of the repository, the shared data and the examples."""
+"""Shared test helpers: paths of the repository, its datasets (bench/data) and the examples."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
-SHARED = Path(__import__("os").environ.get("LLMFLEET_SHARED", ROOT.parent / "shared"))
+DATA = ROOT / "bench" / "data"  # the datasets tests and benchmarks use (bench/data/README.md)
 
 
 @pytest.fixture

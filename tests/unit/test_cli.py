@@ -81,9 +81,9 @@ def test_no_command_prints_help_and_exits_2() -> None:
 
 
 def test_simulate_replays_the_trace_and_prints_both_fleets(tmp_path: Path) -> None:
-    from tests.conftest import SHARED
+    from tests.conftest import DATA
 
-    out = run("simulate", "-f", str(EXAMPLES[0]), "--trace", str(SHARED / "data" / "azure-llm-conv-2023.csv"),
+    out = run("simulate", "-f", str(EXAMPLES[0]), "--trace", str(DATA / "azure-llm-conv-2023.csv"),
               "--minutes", "2", "--static", "6")
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
@@ -102,9 +102,9 @@ def test_simulate_replays_the_trace_and_prints_both_fleets(tmp_path: Path) -> No
     (["--minutes", "2", "--warmup", "3"], "--warmup 3 min leaves no request of the trace to measure"),
 ])
 def test_simulate_bad_input_exits_2_naming_the_flag(args: list[str], message: str) -> None:
-    from tests.conftest import SHARED
+    from tests.conftest import DATA
 
-    base = ["simulate", "-f", str(EXAMPLES[0]), "--trace", str(SHARED / "data" / "azure-llm-conv-2023.csv")]
+    base = ["simulate", "-f", str(EXAMPLES[0]), "--trace", str(DATA / "azure-llm-conv-2023.csv")]
     out = run(*base, *args)
     assert out.returncode == 2 and message in out.stderr, out.stderr
 

@@ -8,9 +8,9 @@ import pytest
 
 from llmfleet.api.load import parse_spec
 from llmfleet.sim.fleet import SimConfig, TraceRequest, compare, read_azure_trace, shape, simulate
-from tests.conftest import SHARED
+from tests.conftest import DATA
 
-TRACE = SHARED / "data" / "azure-llm-conv-2023.csv"
+TRACE = DATA / "azure-llm-conv-2023.csv"
 
 
 def spec(**kw: object):
@@ -127,3 +127,4 @@ def test_the_fast_engine_steps_exactly_like_the_reference_engine() -> None:
         a, b = ref.step(), fast.step()
         assert (a.duration_s, sorted(a.finished)) == (b.duration_s, sorted(b.finished))
     assert fast.idle and steps > 1000 and ref.prefix_hits == fast.prefix_hits > 0
+
