@@ -93,7 +93,7 @@ def engine_aborted_one(url: str, within: float = 10) -> bool:
     """Whether the engine counts an aborted request and runs none any more, polling up to `within` seconds."""
     def aborted() -> bool:
         m = httpx.get(url + "/metrics").text
-        return metric(m, "vllm:request_success_total", finished_reason="abort") >= 1 and \
+        return metric(m, "vllm:request_success_total", finished_kind="abort") >= 1 and \
             metric(m, "vllm:num_requests_running") == 0
     deadline = time.monotonic() + within
     while not aborted() and time.monotonic() < deadline:
@@ -295,8 +295,11 @@ def test_engine_sim_metrics_move_with_load() -> None:
         e.stop()
 
 
-def test_engine_sim_sigterm_finishes_in_flight_requests() -> None:
-    e = engine("m", 1.0)
+@pytest.mark.parametrize("timeout", [0, 30])
+def test_engine_sim_sigterm_drains_or_aborts_like_vllm(timeout: int) -> None:
+    """vLLM 0.33 on SIGTERM: the listener stays open; a new request is answered at once with finish_reason
+    "abort" and no tokens; in-flight requests finish (--shutdown-timeout N) or end aborted (0, the default)."""
+    e = engine("m", 1.0, "--shutdown-timeout", str(timeout))
     out: list[httpx.Response] = []
 
     def call() -> None:
@@ -305,10 +308,23 @@ def test_engine_sim_sigterm_finishes_in_flight_requests() -> None:
     t = threading.Thread(target=call)
     t.start()
     time.sleep(0.3)
-    code = e.stop(signal.SIGTERM)
+    e.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    late = httpx.post(e.url + "/v1/chat/completions", json=chat(max_tokens=5), timeout=10)
+    with httpx.stream("POST", e.url + "/v1/chat/completions", json=chat(max_tokens=5, stream=True), timeout=10) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
     t.join()
-    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its graceful shutdown
-    assert out and out[0].status_code == 200 and out[0].json()["usage"]["completion_tokens"] == 100
+    code = e.stop(signal.SIGTERM)
+    assert code in (0, -signal.SIGTERM)
+    assert late.status_code == 200 and late.json()["choices"][0]["finish_reason"] == "abort"
+    assert late.json()["usage"]["completion_tokens"] == 0
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert events[-1]["choices"][0]["finish_reason"] == "abort"
+    answer = out[0].json()
+    if timeout:
+        assert answer["choices"][0]["finish_reason"] == "length" and answer["usage"]["completion_tokens"] == 100
+    else:
+        assert answer["choices"][0]["finish_reason"] == "abort" and answer["usage"]["completion_tokens"] < 100
 
 
 def test_gateway_access_log_has_no_prompt_text(engines) -> None:

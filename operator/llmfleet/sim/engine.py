@@ -2,8 +2,15 @@
 
 OpenAI API (chat and text completions, SSE streaming with usage, /v1/models, /health), vLLM's metric
 names on /metrics, deterministic output derived from the prompt (so caches can be tested), client
-disconnects abort the request, SIGTERM stops accepting and lets in-flight requests finish (uvicorn's
-graceful shutdown, bounded by --shutdown-timeout). Raw ASGI on uvicorn: no framework on the hot path.
+disconnects abort the request. Raw ASGI on uvicorn: no framework on the hot path.
+
+SIGTERM does what vLLM 0.33's API server does (``vllm/entrypoints/launchers/launcher.py`` and
+``EngineCore._handle_shutdown``): the HTTP server keeps listening while the engine shuts down. With
+``--shutdown-timeout 0`` (vLLM's default: "abort") every unfinished request ends at once with
+``finish_reason: "abort"``; with a timeout ("drain") in-flight requests run to completion for up to that many
+seconds and are aborted after it. Either way a request that arrives after the signal is rejected the way
+vLLM's engine core rejects it: it finishes at once with ``finish_reason: "abort"`` and no tokens (a
+streamed one still gets its 200, the role chunk, the finishing chunk and ``[DONE]``). Then the server exits.
 """
 
 from __future__ import annotations
@@ -101,6 +108,7 @@ class Pending:
     first_at: float | None = None
     last_at: float | None = None
     words: list[str] = field(default_factory=list)
+    finish: str = "length"  # vLLM's finish reason: "length" here (no stop strings), "abort" when aborted
 
 
 class EngineSim:
@@ -116,6 +124,7 @@ class EngineSim:
         self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count()
         self._prefix_seen = (0, 0)
+        self.shutting_down = False
 
     def start(self) -> None:
         if self._task is None:
@@ -125,6 +134,11 @@ class EngineSim:
         req = SimRequest(id=f"r{next(self._ids)}", prompt_tokens=count_tokens(text), max_tokens=max(1, max_tokens),
                          prefix_blocks=prefix_blocks(text))
         p = Pending(req=req, words=output_tokens(text, req.max_tokens))
+        if self.shutting_down:  # vLLM's engine core rejects an add during shutdown: aborted, no tokens
+            p.finish = "abort"
+            p.queue.put_nowait(None)
+            self.metrics.success.labels(self.model, "abort").inc()
+            return p
         self.pending[req.id] = p
         self.engine.submit(req)
         self.metrics.prompt_tokens.inc(req.prompt_tokens)
@@ -135,6 +149,25 @@ class EngineSim:
     def abort(self, p: Pending) -> None:
         if self.pending.pop(p.req.id, None) is not None and self.engine.abort(p.req.id):
             self.metrics.success.labels(self.model, "abort").inc()
+
+    def abort_all(self) -> int:
+        """End every unfinished request with finish_reason "abort" (what its client sees); their count."""
+        aborted = list(self.pending.values())
+        for p in aborted:
+            self.abort(p)
+            p.finish = "abort"
+            p.queue.put_nowait(None)
+        return len(aborted)
+
+    async def shutdown(self, timeout: float) -> None:
+        """vLLM's engine shutdown: abort everything (timeout 0) or let in-flight requests finish for up to
+        ``timeout`` seconds, then abort what is left. New requests are rejected from the first moment."""
+        self.shutting_down = True
+        if timeout > 0:
+            deadline = time.monotonic() + timeout
+            while self.pending and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        self.abort_all()
 
     def _gauges(self) -> None:
         self.metrics.running.set(len(self.engine.running))
@@ -280,7 +313,7 @@ class EngineApp:
                 words = []
                 while (word := await self._next_token(p, disconnected)) is not None:
                     words.append(word)
-                await self._send(send, 200, wire.completion(self.served_name, chat, "".join(words), "length",
+                await self._send(send, 200, wire.completion(self.served_name, chat, "".join(words), p.finish,
                                                             p.req.prompt_tokens, len(words), rid, created))
         except _ClientGone:
             pass  # aborted and counted; nobody is listening for an answer
@@ -308,7 +341,8 @@ class EngineApp:
         while (word := await self._next_token(p, disconnected)) is not None:
             n += 1
             await send({"type": "http.response.body", "body": out.delta(word), "more_body": True})
-        payload = out.end("length", (p.req.prompt_tokens, n) if include_usage else None)
+        head = out.delta("") if n == 0 else b""  # vLLM sends the role chunk before any output, an abort's too
+        payload = head + out.end(p.finish, (p.req.prompt_tokens, n) if include_usage else None)
         await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
@@ -325,7 +359,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--quantization", default=None)
     p.add_argument("--max-num-seqs", type=int, default=256)
-    p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
+    p.add_argument("--shutdown-timeout", type=int, default=0,
+                   help="SIGTERM: 0 aborts in-flight requests (vLLM's default), N lets them finish for N seconds")
     p.add_argument("--gpu", default="H100-80GB", help="GPU type from the catalog for the performance model")
     p.add_argument("--speedup", type=float, default=1.0, help="run the model this many times faster than real time")
     p.add_argument("--default-max-tokens", type=int, default=128)
@@ -353,6 +388,7 @@ def build_app(args: argparse.Namespace) -> EngineApp:
 
 def serve(args: argparse.Namespace) -> None:
     import os
+    from types import FrameType
 
     import uvicorn
 
@@ -360,5 +396,27 @@ def serve(args: argparse.Namespace) -> None:
     host = args.host or os.environ.get("LLMFLEET_BIND_HOST", "127.0.0.1")
     if host == "0.0.0.0" and os.environ.get("LLMFLEET_BIND_HOST"):
         host = os.environ["LLMFLEET_BIND_HOST"]
-    uvicorn.run(app, host=host, port=args.port, loop="uvloop", http="httptools", log_level="warning",
-                access_log=False, timeout_graceful_shutdown=int(args.shutdown_timeout), lifespan="on")
+
+    class VllmLikeServer(uvicorn.Server):
+        """uvicorn, with vLLM's order on SIGTERM: the engine shuts down first (the listener stays open and
+        rejects new work with an abort), then the HTTP server stops."""
+
+        stopping = False
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.stopping:  # a second signal: stop now
+                super().handle_exit(sig, frame)
+                return
+            self.stopping = True
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(lambda: loop.create_task(self._engine_then_http()))
+
+        async def _engine_then_http(self) -> None:
+            await app.sim.shutdown(args.shutdown_timeout)
+            await asyncio.sleep(0.2)  # the aborted requests' last chunks reach their clients
+            self.should_exit = True
+
+    config = uvicorn.Config(app, host=host, port=args.port, loop="uvloop", http="httptools", log_level="warning",
+                            access_log=False, timeout_graceful_shutdown=5, lifespan="on")
+    server = VllmLikeServer(config)
+    server.run()
