@@ -327,6 +327,62 @@ def test_engine_sim_sigterm_drains_or_aborts_like_vllm(timeout: int) -> None:
         assert answer["choices"][0]["finish_reason"] == "abort" and answer["usage"]["completion_tokens"] < 100
 
 
+def load_through(url: str, n: int, max_tokens: int, during) -> list[tuple[bool, int, bytes]]:
+    """n requests (every other one streamed) through a gateway; ``during()`` runs once they are under way, then
+    n more are sent. Each result: (stream, status, body)."""
+    results: list[tuple[bool, int, bytes]] = []
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        stream = i % 2 == 0
+        body = chat(f"request {i}", max_tokens=max_tokens, stream=stream)
+        async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
+            data = b""
+            async for chunk in r.aiter_raw():
+                data += chunk
+            results.append((stream, r.status_code, data))
+
+    async def run() -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+            tasks = [asyncio.create_task(one(client, i)) for i in range(n)]
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(during)
+            await asyncio.sleep(0.1)
+            tasks += [asyncio.create_task(one(client, n + i)) for i in range(n)]
+            await asyncio.gather(*tasks)
+
+    asyncio.run(run())
+    return results
+
+
+@pytest.mark.parametrize("timeout", [0, 60])
+def test_an_engine_shutting_down_under_load_loses_nothing_that_had_not_started(timeout: int) -> None:
+    """SIGTERM one of two engines under load. Draining (--shutdown-timeout 60): every request completes, the
+    ones it turned away (finish_reason "abort": a second wave sent after the signal) retried on the other. Aborting (0): requests whose text had
+    not reached the client are retried; streams under way end with an SSE error event, never a clean end."""
+    a, b = engine("m", 2.0, "--shutdown-timeout", str(timeout)), engine("m", 2.0)
+    s = gateway({"model": "m", "engines": {"static": [a.url, b.url]}, "routing": "least-outstanding",
+                 "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0}}, None)
+    try:
+        results = load_through(s.url, 40, 60, lambda: a.proc.send_signal(signal.SIGTERM))
+        retried = metric(httpx.get(s.url + "/metrics").text, "llmfleet_gateway_upstream_errors_total", kind="abort")
+    finally:
+        s.stop()
+        a.stop()
+        b.stop()
+    assert len(results) == 80
+    whole = [(st, code, body) for st, code, body in results if not st]
+    assert all(code == 200 and json.loads(body)["choices"][0]["finish_reason"] == "length" for _, code, body in whole)
+    streams = [body for st, _, body in results if st]
+    clean = [x for x in streams if x.rstrip().endswith(b"data: [DONE]") and b'"finish_reason":"length"' in x]
+    cut = [x for x in streams if x not in clean]
+    assert all(b'"finish_reason":"abort"' not in x or b"upstream_cut" in x for x in streams)
+    assert all(b"upstream_cut" in x and not x.rstrip().endswith(b"[DONE]") for x in cut), cut
+    assert retried > 0  # the second wave met the engine shutting down: its abort answers were retried
+    if timeout:
+        assert cut == []
+    assert len(clean) + len(cut) == 40
+
+
 def test_gateway_access_log_has_no_prompt_text(engines) -> None:
     s = gateway(config(engines), {"alice": KEY})
     try:

@@ -8,8 +8,10 @@ failed, the only times it could leave) → cache (`CacheHit` or a miss) → disp
 engines through gateway.upstream's keep-alive pool, or the managed API through aiohttp) → relay, whole or
 streamed (bytes passed through unchanged) → settle (the tokens actually generated are charged). A client
 disconnect closes the upstream connection at once, which aborts the request in vLLM. A request is retried on
-another replica only before its first byte reached the client. A stream that does not end the way the engine
-meant (no `[DONE]`, cut) ends with an SSE error event, never as a normal end.
+another replica only before its first byte reached the client: after a connect error, a reset, a 500/502-504,
+or vLLM's answer to a request it will not run (`finish_reason: "abort"` before any text: what an engine that is
+shutting down answers). A stream that does not end the way the engine meant (no `[DONE]`, cut, or aborted by a
+shutting-down engine) ends with an SSE error event, never as a normal end.
 """
 
 from __future__ import annotations
@@ -47,7 +49,10 @@ FORBIDDEN_FIELDS = ("api_base", "base_url", "api_key", "api_version", "custom_ll
 FORBIDDEN = frozenset(FORBIDDEN_FIELDS)
 JSON = wire.JSON_CONTENT_TYPE
 MAX_ATTEMPTS = 3
-RETRYABLE_STATUS = (502, 503, 504)
+# 500: vLLM's GenerationError ("a retryable request-level internal error" in its own words).
+RETRYABLE_STATUS = (500, 502, 503, 504)
+ABORTED = b'"finish_reason":"abort"'  # vLLM's finish reason for a request its engine aborted
+DONE_EVENT = b"data: [DONE]"
 DEFAULT_MAX_TOKENS = 256  # reserved against the token limit when a request names none
 
 # Routes, as the response header, metrics and the access log name them.
@@ -427,9 +432,9 @@ class Gateway:
                 await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"self-hosted")], req, cache=True)
                 self.router.ok(ep)
                 ep.served += 1
-            except RetryUpstream:
+            except RetryUpstream as exc:
                 self.router.fail(ep)
-                tel.upstream_errors.labels(SELF_HOSTED, "reset").inc()
+                tel.upstream_errors.labels(SELF_HOSTED, exc.args[0] if exc.args else "reset").inc()
                 continue
             finally:
                 self.router.end(ep)
@@ -511,6 +516,8 @@ class Gateway:
             # not whole JSON never reaches the client as an answer (another replica may take the request).
             if not self._usage_from_json(ctx, data):
                 raise RetryUpstream()
+            if ABORTED in data:  # the engine is shutting down (or aborted it): nothing reached the client yet
+                raise RetryUpstream("abort")
             ctx.answered = True
             if captured is not None:
                 captured.append(data)
@@ -524,8 +531,18 @@ class Gateway:
         head = await _before_output(ctx, resp.readany)
         if head is None:
             return False
+        # vLLM's role chunk comes before any text, an aborted request's too: hold it until text or the finish.
+        while head and _role_only(head):
+            more = await _before_output(ctx, resp.readany)
+            if more is None:
+                return False
+            if not more:  # the engine closed before any text: nothing of value reached anyone
+                raise RetryUpstream()
+            head += more
         if not head:
             raise RetryUpstream()
+        if ABORTED in head:  # rejected or aborted by a shutting-down engine before the client saw a byte
+            raise RetryUpstream("abort")
         ctx.answered = resp.status == 200
         await send({"type": "http.response.start", "status": resp.status, "headers": [
             (b"content-type", wire.SSE_CONTENT_TYPE), (b"cache-control", b"no-cache"), *extra]})
@@ -537,11 +554,16 @@ class Gateway:
         failure = ""
         try:
             while chunk:
+                if ABORTED in chunk:  # the engine aborted the stream (shut down): a cut answer, not a whole one
+                    chunk = chunk.split(DONE_EVENT, 1)[0]
+                    failure = "aborted by the engine"
                 chunks += chunk.count(b"data: ")
                 last = chunk
                 if captured is not None:
                     captured.append(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if failure:
+                    break
                 chunk = await resp.readany()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             failure = type(exc).__name__
@@ -630,6 +652,12 @@ async def _before_output(ctx: Ctx, read: Callable[[], Awaitable[bytes]]) -> byte
             ctx.status = 499
             return None
         raise RetryUpstream() from None
+
+
+def _role_only(head: bytes) -> bool:
+    """The head of a stream holds whole events with no text and no finish yet (vLLM's role chunk)."""
+    return (head.endswith(b"\n\n") and b'"finish_reason":"' not in head and DONE_EVENT not in head
+            and head.count(b"data: ") == head.count(b'"content":""') + head.count(b'"text":""'))
 
 
 def _prefix(body: dict[str, Any]) -> bytes:
