@@ -6,11 +6,17 @@ Service's EndpointSlices point at. Images are mapped to local commands (the llmf
 ConfigMap and Secret volumes are written to a per-pod directory and paths in args are rewritten;
 env values are resolved (literal, secretKeyRef, configMapKeyRef, fieldRef); a pod whose service account
 matters gets a kubeconfig with a real service-account token, so RBAC is exercised for real.
+
+A pod that goes away is stopped the way a kubelet stops it, without holding up the others: its preStop
+sleep, then SIGTERM, then SIGKILL once ``terminationGracePeriodSeconds`` (counted from the start) is over. kwok
+removes a deleted pod from the API at once, so the process may outlive its pod object, as a container
+outlives the endpoint it was removed from.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +61,15 @@ class Running:
     workdir: Path
     grace: float
     log_file: Any = field(default=None)
+    pre_stop: float = 0.0  # the container's preStop sleep, in seconds
+    node: str = ""
+    term_at: float | None = None  # once stopping: when SIGTERM is due (after preStop)
+    kill_at: float | None = None  # once stopping: when the grace period is over
+
+
+def pre_stop_seconds(container: Obj) -> float:
+    sleep = (((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds")
+    return float(sleep or 0)
 
 
 class PodRunner:
@@ -66,6 +82,9 @@ class PodRunner:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.node_label = node_label
         self.running: dict[str, Running] = {}
+        self.stopping: list[Running] = []
+        self.lost_nodes: set[str] = set()  # machines gone without notice (`lose_node`): nothing runs there
+        self.lock = threading.RLock()  # sync and the fault injections below may run on different threads
         self._nodes: set[str] = set()
         self._nodes_at = 0.0
 
@@ -73,7 +92,32 @@ class PodRunner:
         if time.monotonic() - self._nodes_at > 5:
             self._nodes = {n["metadata"]["name"] for n in self.kube.list("v1", "Node", "", self.node_label)}
             self._nodes_at = time.monotonic()
-        return self._nodes
+        return self._nodes - self.lost_nodes
+
+    # ------------------------------------------------------------------ faults (bench/chaos.py)
+    def kill(self, key: str) -> int:
+        """SIGKILL the process of one pod (``namespace/name``), as a crash or the OOM killer would: no preStop,
+        no SIGTERM. Like a kubelet, the next sync restarts the container. Returns its pid."""
+        with self.lock:
+            r = self.running[key]
+            os.killpg(r.proc.pid, signal.SIGKILL)
+            r.proc.wait()
+            return r.proc.pid
+
+    def lose_node(self, node: str) -> list[str]:
+        """The machine behind a node is gone: every process of a pod on it dies at once (SIGKILL) and nothing
+        runs there again, whatever the API says. Returns the pods that were running there."""
+        with self.lock:
+            self.lost_nodes.add(node)
+            keys = [k for k, r in self.running.items() if r.node == node]
+            for key in keys:
+                r = self.running.pop(key)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(r.proc.pid, signal.SIGKILL)
+                r.proc.wait()
+                if r.log_file:
+                    r.log_file.close()
+            return keys
 
     def _data(self, kind: str, namespace: str, name: str) -> dict[str, str]:
         obj = self.kube.get("v1", kind, namespace, name) or {}
@@ -171,23 +215,54 @@ class PodRunner:
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir,
                                 start_new_session=True)
         self.running[key] = Running(meta["uid"], proc, workdir, float(spec.get("terminationGracePeriodSeconds", 30)),
-                                    log_file)
+                                    log_file, pre_stop_seconds(container), node=str(spec.get("nodeName") or ""))
         log.info("started %s on %s: %s", key, pod_ip, " ".join(cmd))
 
-    def _stop(self, key: str) -> None:
+    def _stop(self, key: str, pre_stop: bool = True) -> None:
+        """Begin stopping a pod's process (preStop, SIGTERM, SIGKILL after the grace period); `_reap` goes on."""
         r = self.running.pop(key)
-        if r.proc.poll() is None:
-            os.killpg(r.proc.pid, signal.SIGTERM)
-            try:
-                r.proc.wait(timeout=min(r.grace, 30))
-            except subprocess.TimeoutExpired:
-                os.killpg(r.proc.pid, signal.SIGKILL)
-                r.proc.wait()
-        if r.log_file:
-            r.log_file.close()
-        log.info("stopped %s", key)
+        now = time.monotonic()
+        r.term_at = now + (r.pre_stop if pre_stop else 0.0)
+        r.kill_at = now + r.grace
+        self.stopping.append(r)
+        log.info("stopping %s (preStop %ss, grace %ss)", key, r.pre_stop if pre_stop else 0, r.grace)
+        self._reap()
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for r in list(self.stopping):
+            if r.proc.poll() is not None:
+                self.stopping.remove(r)
+                if r.log_file:
+                    r.log_file.close()
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                if r.kill_at is not None and now >= r.kill_at:
+                    os.killpg(r.proc.pid, signal.SIGKILL)
+                elif r.term_at is not None and now >= r.term_at:
+                    os.killpg(r.proc.pid, signal.SIGTERM)
+                    r.term_at = None
+
+    def stop_all(self, timeout: float = 30.0) -> None:
+        """Stop everything at once (SIGTERM now, no preStop) and wait for it, up to ``timeout``."""
+        for key in list(self.running):
+            self._stop(key, pre_stop=False)
+        deadline = time.monotonic() + timeout
+        while self.stopping and time.monotonic() < deadline:
+            time.sleep(0.1)
+            self._reap()
+        for r in self.stopping:
+            r.kill_at = 0.0
+        self._reap()
+        for r in self.stopping:
+            r.proc.wait()
+        self._reap()
 
     def sync(self) -> None:
+        with self.lock:
+            self._sync()
+
+    def _sync(self) -> None:
         nodes = self._fake_nodes()
         pods = self.kube.list("v1", "Pod", "", "")
         live: dict[str, Obj] = {}
@@ -203,7 +278,8 @@ class PodRunner:
         for key in [k for k, r in self.running.items() if r.proc.poll() is not None]:
             # The container exited (a crash, an operator that lost its lease): a kubelet restarts it.
             log.info("%s exited with %s; restarting it", key, self.running[key].proc.returncode)
-            self._stop(key)
+            self._stop(key, pre_stop=False)
+        self._reap()
         for key, pod in live.items():
             if key not in self.running:
                 try:
@@ -251,5 +327,4 @@ class PodRunner:
                     log.warning("API not reachable (%s); retrying", exc)
                 time.sleep(interval)
         finally:
-            for key in list(self.running):
-                self._stop(key)
+            self.stop_all()
