@@ -64,10 +64,19 @@ def test_spot_pool_tolerates_spot_taints_and_on_demand_avoids_spot_nodes(minimal
     od = out["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]
     assert {"key": "llmfleet.io/capacity-type", "operator": "Equal", "value": "spot", "effect": "NoSchedule"} in spot["tolerations"]
     assert spot["nodeSelector"] == {"pool": "gpu-spot"}
-    assert "preferredDuringSchedulingIgnoredDuringExecution" in spot["affinity"]["nodeAffinity"]
+    assert "nodeAffinity" not in spot["affinity"]  # the user's spot nodeSelector says where spot is
     assert not any(t.get("value") == "spot" for t in od["tolerations"])
     required = od["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert {"key": "llmfleet.io/capacity-type", "operator": "NotIn", "values": ["spot"]} in required["nodeSelectorTerms"][0]["matchExpressions"]
+
+
+def test_spot_replicas_need_a_spot_node_by_any_providers_label(minimal_obj: dict) -> None:
+    spot = render(minimal_obj)["Deployment/demo-engine-spot"]["spec"]["template"]["spec"]
+    terms = spot["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    # Terms are ORed: a node with any one provider's spot label will do; no on-demand node will.
+    assert {"key": "llmfleet.io/capacity-type", "operator": "In", "values": ["spot"]} in [t["matchExpressions"][0] for t in terms]
+    assert {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]} in [t["matchExpressions"][0] for t in terms]
+    assert all(len(t["matchExpressions"]) == 1 for t in terms)
 
 
 def test_spot_disabled_renders_no_spot_deployment(minimal_obj: dict) -> None:

@@ -35,7 +35,7 @@ SPOT_TAINTS = (
     ("cloud.google.com/gke-spot", "true"),
     ("kubernetes.azure.com/scalesetpriority", "spot"),
 )
-# Labels that mark spot nodes on the common providers; the spot pool prefers any of them.
+# Labels that mark spot nodes on the common providers; spot replicas need one of them (or a spot nodeSelector).
 SPOT_NODE_LABELS = (
     (CAPACITY_TYPE_LABEL, "spot"),
     ("karpenter.sh/capacity-type", "spot"),
@@ -116,13 +116,16 @@ def _affinity(inp: RenderInput, pool: Pool) -> dict[str, Any]:
         }
     }
     if pool == "spot":
-        affinity["nodeAffinity"] = {
-            "preferredDuringSchedulingIgnoredDuringExecution": [
-                {"weight": 100, "preference": {"matchExpressions": [
-                    {"key": key, "operator": "In", "values": [value]}]}}
-                for key, value in SPOT_NODE_LABELS
-            ]
-        }
+        # Spot replicas run on spot nodes only: one that landed on an on-demand node would cost on-demand while
+        # status counted it as spot. Short of spot capacity, they stay Pending and the on-demand pool's stand-ins
+        # (pendingTimeout, fallbackToOnDemand) take over. A spot nodeSelector names the user's spot nodes instead.
+        if not inp.obj.spec.pools.spot.node_selector:
+            affinity["nodeAffinity"] = {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [{"key": key, "operator": "In", "values": [value]}]}
+                                          for key, value in SPOT_NODE_LABELS],
+                }
+            }
     else:
         # On-demand replicas must not land on spot nodes (they are the baseline that survives reclaims).
         affinity["nodeAffinity"] = {
