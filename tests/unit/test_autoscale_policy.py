@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmfleet.api.v1alpha1 import AutoscalingSpec
 from llmfleet.autoscale.policy import (
@@ -15,6 +17,7 @@ from llmfleet.autoscale.policy import (
     decide,
     initial_state,
     recommend,
+    replacing,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -183,3 +186,44 @@ def test_initial_state_prefers_the_last_target_then_spec_replicas_then_min() -> 
     assert initial_state(s, None, None, T0).target == 2
     assert initial_state(s, 50, None, T0).target == 8
     assert initial_state(s, 5, 7, T0).spec_replicas == 5  # not a manual scale on the next decision
+
+
+# Reclaims are lost capacity: one rule (policy.replacing, read by decide) for the operator and the simulator.
+@given(current=st.integers(2, 12), lost=st.integers(1, 6), waiting=st.floats(0, 50), running=st.floats(0, 200),
+       ttft=st.none() | st.floats(0.01, 5.0), kv=st.none() | st.floats(0, 1), gen=st.none() | st.floats(0, 5000),
+       ticks=st.integers(1, 40))
+@settings(max_examples=300, deadline=None)
+def test_while_reclaimed_replicas_are_replaced_the_target_never_falls(current, lost, waiting, running, ttft, kv,
+                                                                       gen, ticks) -> None:
+    s = spec(scaleDownWindow="0s", scaleUpWindow="0s")
+    ready = max(0, current - lost)
+    o = Observation(waiting=waiting, running=running, ready=ready, ttft_p95=ttft, kv_usage=kv, prompt_tps=gen,
+                    generation_tps=gen, replacing=replacing(lost, current, ready))
+    targets = run(s, ScaleState(target=current), [o] * ticks, capacity=CAP)
+    assert min(targets) >= current
+
+
+def test_the_same_figures_without_a_reclaim_do_scale_down() -> None:
+    s = spec(scaleDownWindow="0s")
+    quiet = dict(waiting=0, running=2, ready=2, ttft_p95=0.1, kv_usage=0.1, prompt_tps=10, generation_tps=10)
+    held = decide(s, ScaleState(target=6), Observation(**quiet, replacing=replacing(4, 6, 2)), T0, capacity=CAP)
+    assert held.target == 6 and "lost to a reclaim" in held.reason
+    shrunk = decide(s, ScaleState(target=6), Observation(**quiet, replacing=replacing(0, 6, 2)), T0, capacity=CAP)
+    assert shrunk.target < 6
+
+
+def test_replacing_counts_only_the_reclaimed_part_of_a_shortfall() -> None:
+    assert replacing(2, 5, 3) == 2 and replacing(2, 5, 5) == 0 and replacing(2, 5, 7) == 0
+    assert replacing(1, 8, 3) == 1  # the other four missing are a scale-up starting: not lost capacity
+    assert replacing(0, 5, 3) == 0
+
+
+def test_the_operator_reads_the_shortfall_from_its_reclaim_condition() -> None:
+    from llmfleet.autoscale.loop import replacing_now
+
+    pending = {"ready": "2/5", "conditions": [{"type": "Reclaim", "status": "True", "reason": "ReplacementPending"}],
+               "replicas": {"spot": {"lastReclaim": {"node": "n", "pods": ["a", "b"]}}, "onDemand": {}}}
+    assert replacing_now(pending) == 2
+    assert replacing_now({**pending, "ready": "4/5"}) == 1
+    assert replacing_now({**pending, "conditions": [{"type": "Reclaim", "status": "False"}]}) == 0
+    assert replacing_now({"ready": "2/5"}) == 0 and replacing_now({}) == 0

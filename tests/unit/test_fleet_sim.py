@@ -128,3 +128,26 @@ def test_the_fast_engine_steps_exactly_like_the_reference_engine() -> None:
         assert (a.duration_s, sorted(a.finished)) == (b.duration_s, sorted(b.finished))
     assert fast.idle and steps > 1000 and ref.prefix_hits == fast.prefix_hits > 0
 
+
+def test_the_simulator_holds_its_target_while_reclaimed_replicas_are_replaced() -> None:
+    """The simulator feeds the policy the same reclaim rule as the operator: no tick with replacements pending
+    lowers the target; and the rule is exercised (some tick had replacements pending)."""
+    from llmfleet.api.sizing import size
+    from llmfleet.sim.fleet import Fleet
+
+    class Recording(Fleet):
+        ticks: list[tuple[int, int, int]] = []  # (replacing, target before, target after)
+
+        def _on_tick(self, now, arg) -> None:
+            before, o = self.target, self.observe(now)
+            super()._on_tick(now, arg)
+            self.ticks.append((o.replacing, before, self.target))
+
+    s = spec(pools={"onDemand": {"minReplicas": 0, "maxReplicas": 4}, "spot": {"maxReplicas": 8}},
+             autoscaling={"minReplicas": 1, "maxReplicas": 8, "scaleUpWindow": "0s", "scaleDownWindow": "0s"})
+    trace = burst(20, 300) + burst(1, 600, start=300)  # a burst, then quiet: the policy wants to shrink
+    Recording(s, size(s), SimConfig(cold_start_s=60, spot_reclaims_per_hour=6, seed=3)).run(trace)
+    pending = [t for t in Recording.ticks if t[0] > 0]
+    assert pending, "no tick saw a reclaim pending"
+    assert all(after >= before for _, before, after in pending)
+    assert any(after < before for r, before, after in Recording.ticks if r == 0)  # it does shrink otherwise

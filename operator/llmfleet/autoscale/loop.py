@@ -10,7 +10,7 @@ not persisted: after a restart a window has to fill again before it acts, which 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -25,8 +25,9 @@ from llmfleet.autoscale.policy import (
     capacity_of,
     decide,
     initial_state,
+    replacing,
 )
-from llmfleet.reconcile.status import ScaleInput
+from llmfleet.reconcile.status import RECLAIM, ScaleInput
 from llmfleet.sim.perfmodel import EngineProfile
 
 Key = tuple[str, str]
@@ -40,6 +41,20 @@ class _Entry:
     available: Condition | None = None
     capacity: Capacity | None = None
     capacity_for: LLMDeploymentSpec | None = None  # the spec the capacity was computed from
+
+
+def replacing_now(status: dict[str, Any]) -> int:
+    """``policy.replacing`` from the CR's status: while its Reclaim condition is True (replacements pending), the
+    pods the last notice drained (``replicas.<pool>.lastReclaim.pods``), against its ``ready`` ("ready/desired")."""
+    if not any(c.get("type") == RECLAIM and c.get("status") == "True" for c in status.get("conditions") or []):
+        return 0
+    pools = (status.get("replicas") or {}).values()
+    lost = sum(len((p.get("lastReclaim") or {}).get("pods") or []) for p in pools if isinstance(p, dict))
+    try:
+        ready, desired = (int(x) for x in str(status.get("ready", "")).split("/"))
+    except ValueError:
+        return 0
+    return replacing(lost, desired, ready)
 
 
 def replica_capacity(spec: LLMDeploymentSpec) -> Capacity | None:
@@ -89,6 +104,8 @@ class Autoscaler:
             e = self._entries[key] = _Entry(initial_state(a, spec.replicas, last, now),
                                             last_scale=status.get("lastScale"), metrics=status.get("metrics"))
         obs = observed.observation if observed else None
+        if obs is not None:
+            obs = replace(obs, replacing=replacing_now(status))
         if obs is not None and e.capacity_for != spec:
             e.capacity, e.capacity_for = replica_capacity(spec), spec
         if observed is not None:

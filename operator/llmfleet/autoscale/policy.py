@@ -19,7 +19,11 @@ No I/O and no clock of its own, so every window is tested by passing times. The 
    least +4), as the HPA's default policy does. With ``scaleToZero`` on, a fleet that saw no request for
    ``idleAfter`` goes to zero, and the first request seen wakes it at once (no window: it is waiting). It only
    goes to zero while the gateway's request rate is visible (``arrivals``), the one signal that can wake it.
-6. **Windows** (the HPA's stabilisation): the target rises only to the *lowest* recommendation of the last
+6. **Reclaims are lost capacity, not a smaller load.** While replicas lost to a reclaim notice (or a crash) are
+   being replaced (``Observation.replacing``, from ``replacing()``), the target never falls: the fewer ready
+   replicas and their hotter figures say nothing about how many the load needs. The operator (from its
+   Reclaim condition) and the fleet simulator (from its own reclaims) both feed this one rule.
+7. **Windows** (the HPA's stabilisation): the target rises only to the *lowest* recommendation of the last
    ``scaleUpWindow`` and falls only to the *highest* of the last ``scaleDownWindow``, and only once the
    history covers the window; so a spike shorter than the window moves nothing.
 
@@ -59,6 +63,7 @@ class Observation:
     arrivals: float | None = None  # requests per second reaching the gateway; None: unknown
     prompt_tps: float | None = None  # prompt tokens per second, whole fleet (rate of vllm:prompt_tokens_total)
     generation_tps: float | None = None  # generated tokens per second, whole fleet
+    replacing: int = 0  # replicas lost to a reclaim whose replacements do not serve yet (``replacing()``)
 
     @property
     def busy(self) -> bool:
@@ -108,6 +113,13 @@ class Decision:
     @property
     def changed(self) -> bool:
         return self.target != self.previous
+
+
+def replacing(lost: int, desired: int, ready: int) -> int:
+    """Replicas lost to reclaims that are not serving again yet: of the ``lost`` ones (drained since the fleet
+    was last whole), as many as the fleet is short. A shortfall beyond them (a scale-up or a rollout starting)
+    is not lost capacity and holds nothing."""
+    return max(0, min(lost, desired - ready))
 
 
 def clamp(spec: AutoscalingSpec, n: int) -> int:
@@ -207,6 +219,9 @@ def decide(spec: AutoscalingSpec, state: ScaleState, obs: Observation | None, no
             rec, reason = floor, f"{reason}; minReplicas {floor}"
         elif rec > spec.max_replicas:
             rec, reason = spec.max_replicas, f"{reason}; maxReplicas {spec.max_replicas}"
+        if obs.replacing and rec < current:
+            rec, reason = current, (f"holding {current}: {obs.replacing} replica(s) lost to a reclaim are being "
+                                    f"replaced (lost capacity, not a smaller load; {reason})")
 
     keep = max(parse_duration(spec.scale_up_window), parse_duration(spec.scale_down_window))
     horizon = now - timedelta(seconds=keep)

@@ -1,6 +1,8 @@
 """The fleet simulator behind ``llmfleet simulate``: a discrete-event replay of a request trace through a fleet
 of engine replicas (each the continuous-batching ``perfmodel`` of engine-sim), routed least-outstanding as the
 gateway does, scaled by the autoscaler's own pure policy, with cold starts, spot reclaims and on-demand fallback.
+A reclaimed replica drains for the notice and is replaced in its pool; the policy holds the target meanwhile
+through the same rule the operator feeds (``policy.replacing``).
 
 Pure computation: no sockets, no wall clock; the same inputs give the same figures. What it models, and what
 it leaves out, is stated in ``SimConfig``; where a figure comes from the trace or the catalog it says so.
@@ -23,7 +25,7 @@ from typing import Any
 from llmfleet.api.quantity import parse_duration
 from llmfleet.api.sizing import Sizing, size
 from llmfleet.api.v1alpha1 import LLMDeploymentSpec
-from llmfleet.autoscale.policy import Observation, ScaleState, capacity_of, decide
+from llmfleet.autoscale.policy import Observation, ScaleState, capacity_of, decide, replacing
 from llmfleet.render.engine import split_replicas
 from llmfleet.sim.perfmodel import EngineProfile, FastBatchEngine, SimRequest
 
@@ -143,6 +145,7 @@ class Fleet:
         self.stats = Stats()
         self.state: ScaleState | None = None
         self.target = 0
+        self.reclaimed = 0  # replicas reclaimed since the fleet was last whole (policy.replacing)
         self.end = 0.0
         self._spot_slots = max(1, spec.pools.spot.max_replicas)
         self._pending_timeout = parse_duration(spec.pools.spot.pending_timeout)
@@ -332,6 +335,7 @@ class Fleet:
         slot = self.rng.randrange(self._spot_slots)
         if slot < len(spot):
             self.stats.reclaims += 1
+            self.reclaimed += 1
             self._drain(spot[slot], now, self.config.spot_notice_s)
         if now < self.end or self.started:
             self.at(now + self._next_reclaim_gap(), "reclaim")
@@ -348,10 +352,13 @@ class Fleet:
         serving = self._serving(now)
         waiting = len(self.queue) + sum(len(r.engine.waiting) for r in serving)
         kv = sum(r.engine.kv_usage for r in serving) / len(serving) if serving else None
+        if len(serving) >= self.target:
+            self.reclaimed = 0  # every reclaimed replica is replaced (the operator's Reclaim condition: Replaced)
         return Observation(waiting=waiting, running=sum(len(r.engine.running) for r in serving), ready=len(serving),
                            ttft_p95=quantile([t for _, t in self.recent_ttft], 0.95), kv_usage=kv,
                            prompt_tps=sum(p for _, p, _ in self.tokens) / span,
-                           generation_tps=sum(g for _, _, g in self.tokens) / span)
+                           generation_tps=sum(g for _, _, g in self.tokens) / span,
+                           replacing=replacing(self.reclaimed, self.target, len(serving)))
 
     def _on_tick(self, now: float, _: Any) -> None:
         if self.state is not None:
