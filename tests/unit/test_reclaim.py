@@ -104,8 +104,12 @@ def test_a_notice_drains_the_pods_records_it_and_the_condition_clears_once_repla
     # lost capacity is replaced, not scaled away: the pool keeps its replica count
     assert kube.get("apps/v1", "Deployment", "ml", "demo-engine-spot")["spec"]["replicas"] == replicas_before
 
-    # The replacement is up (on another node): the condition clears, the count stays.
+    # The replacement is up (on another node): the condition clears, the count stays, even with the reclaimed
+    # pod still terminating (its node gone: no kubelet confirms the deletion until pod GC).
     kube.add(pod("s3", "n3"))
+    stuck = pod("s1", "n1")
+    stuck["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:05Z"
+    kube.add(stuck)
     for obj in kube.objects.values():
         if obj["kind"] == "Deployment":
             n = obj["spec"]["replicas"]

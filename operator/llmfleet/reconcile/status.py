@@ -174,12 +174,14 @@ def compute_status(obj: LLMDeployment, sizing: Sizing, counts: PoolCounts, snaps
     status["replicas"]["onDemand"].update(reclaims["onDemand"])
     if drained or any("lastReclaim" in r for r in reclaims.values()):
         # Pending from the drain until every replica is ready again; then Replaced, and it stays so (a later
-        # scale-up or rollout is not a reclaim) until the next notice.
+        # scale-up or rollout is not a reclaim) until the next notice. A reclaimed pod still terminating (draining
+        # its streams, or stuck on a node that is gone until pod GC removes it) does not hold it: its replacement
+        # serves.
         reclaimed = {pod for r in reclaims.values() for pod in (r.get("lastReclaim") or {}).get("pods", [])}
         terminating = sum(1 for p in snapshot.engine_pods
                           if p["metadata"].get("deletionTimestamp") and p["metadata"]["name"] in reclaimed)
         was_pending = any(c.get("type") == RECLAIM and c.get("status") == "True" for c in prev_conditions)
-        if drained or (was_pending and (terminating or not engines_ok)):
+        if drained or (was_pending and not engines_ok):
             n = len(drained or []) + terminating
             reclaim_c = ("True", REPLACEMENT_PENDING,
                          f"{n} engine pod(s) draining after a reclaim notice; {ready}/{desired} replicas ready while "
