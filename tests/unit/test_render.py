@@ -125,6 +125,9 @@ def test_gateway_gets_config_keys_secret_and_endpointslice_rbac(minimal_obj: dic
     assert env["LLMFLEET_EXTERNAL_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "ext", "key": "apiKey"}
     assert out["Role/demo-gateway"]["rules"][0]["resources"] == ["endpointslices"]
     assert out["RoleBinding/demo-gateway"]["subjects"][0]["name"] == "demo-gateway"
+    # A rollout adds one gateway, waits until it has been ready a while, then retires one: never fewer.
+    spec = out["Deployment/demo-gateway"]["spec"]
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0} and spec["minReadySeconds"] == 5
 
 
 def test_config_change_changes_gateway_pod_template(minimal_obj: dict) -> None:

@@ -25,6 +25,7 @@ COMPONENT = "gateway"
 CONFIG_KEY = "gateway.json"
 CONFIG_DIR = "/etc/llmfleet"
 KEYS_DIR = "/etc/llmfleet/keys"
+GATEWAY_MIN_READY_SECONDS = 5  # a rollout's new gateway pod must stay ready this long before an old one goes
 
 
 def gateway_config(inp: RenderInput) -> dict[str, Any]:
@@ -160,6 +161,9 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
             "replicas": gw.replicas,
             "selector": {"matchLabels": pod_labels},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            # A new gateway that crashes right after its first probe never replaces a working one, and a
+            # rollout does not outrun the clients' view of the endpoints.
+            "minReadySeconds": GATEWAY_MIN_READY_SECONDS,
             "template": template,
         },
     }
