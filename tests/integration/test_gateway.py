@@ -258,6 +258,23 @@ def test_engine_killed_mid_load_loses_no_request_that_had_not_started_streaming(
     assert all(r[2] for r in results if not r[0])  # every non-streaming request completed
 
 
+def test_replicas_that_refuse_connections_do_not_use_up_the_attempts() -> None:
+    """Three replicas listed but not listening (pods ready before their process, or gone) sort, and so are
+    picked, before the one that serves: a refused connection sent nothing, so the request still gets there."""
+    live = engine("m", 50.0)
+    dead = ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]  # nothing listens below 1024 here
+    s = gateway({"model": "m", "engines": {"static": [*dead, live.url]}, "routing": "least-outstanding",
+                 "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0}}, None)
+    try:
+        r = httpx.post(s.url + "/v1/chat/completions", json=chat(), timeout=30)
+        refused = metric(httpx.get(s.url + "/metrics").text, "llmfleet_gateway_upstream_errors_total", kind="refused")
+    finally:
+        s.stop()
+        live.stop()
+    assert r.status_code == 200, r.text
+    assert refused == 3
+
+
 def test_engine_sim_metrics_move_with_load() -> None:
     e = engine("m", 1.0)
     try:

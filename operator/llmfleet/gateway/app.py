@@ -10,7 +10,8 @@ streamed (bytes passed through unchanged) → settle (the tokens actually genera
 disconnect closes the upstream connection at once, which aborts the request in vLLM. A request is retried on
 another replica only before its first byte reached the client: after a connect error, a reset, a 500/502-504,
 or vLLM's answer to a request it will not run (`finish_reason: "abort"` before any text: what an engine that is
-shutting down answers). A stream that does not end the way the engine meant (no `[DONE]`, cut, or aborted by a
+shutting down answers); up to three attempts that reached an engine, while refused connections (nothing sent:
+a replica not listening yet or any more) move on to the next replica for free. A stream that does not end the way the engine meant (no `[DONE]`, cut, or aborted by a
 shutting-down engine) ends with an SSE error event, never as a normal end.
 """
 
@@ -402,7 +403,8 @@ class Gateway:
         tel = self.telemetry
         prefix = _prefix(req.body)
         tried: set[str] = set()
-        for _attempt in range(MAX_ATTEMPTS):
+        attempts = 0  # attempts that reached an engine; a refused connection sent nothing and uses none up
+        while attempts < MAX_ATTEMPTS:
             if ctx.gone:
                 ctx.status = 499
                 return
@@ -413,7 +415,13 @@ class Gateway:
             self.router.begin(ep)
             try:
                 resp = await self.pool.post(ep.url, req.path, req.body_bytes, ctx.request_id, ctx.set_upstream)
+            except ConnectionRefusedError:  # not listening (yet, or any more): the next replica, at no cost
+                self.router.end(ep)
+                self.router.fail(ep)
+                tel.upstream_errors.labels(SELF_HOSTED, "refused").inc()
+                continue
             except (TimeoutError, OSError):
+                attempts += 1
                 self.router.end(ep)
                 if ctx.gone:  # closed because the client left: the engine is fine
                     ctx.status = 499
@@ -422,6 +430,7 @@ class Gateway:
                 tel.upstream_errors.labels(SELF_HOSTED, "connect").inc()
                 continue
             if resp.status in RETRYABLE_STATUS:
+                attempts += 1
                 resp.release()
                 self.router.end(ep)
                 self.router.fail(ep)
@@ -433,6 +442,7 @@ class Gateway:
                 self.router.ok(ep)
                 ep.served += 1
             except RetryUpstream as exc:
+                attempts += 1
                 self.router.fail(ep)
                 tel.upstream_errors.labels(SELF_HOSTED, exc.args[0] if exc.args else "reset").inc()
                 continue
