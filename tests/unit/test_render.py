@@ -193,3 +193,12 @@ def test_gateway_config_refuses_unknown_keys() -> None:
 
     with pytest.raises(ValidationError, match="sensitivty"):
         GatewayConfig.model_validate({"model": "m", "sensitivty": {"default": "general"}})
+
+
+def test_every_probe_waits_longer_than_kubernetes_one_second_default(minimal_obj: dict) -> None:
+    """A loaded vLLM answers /health slower than 1 s: a default timeout flaps readiness and restarts engines."""
+    probes = [(f"{key} {c['name']} {kind}", probe) for key, m in render(minimal_obj).items() if m["kind"] == "Deployment"
+              for c in m["spec"]["template"]["spec"]["containers"]
+              for kind, probe in c.items() if kind.endswith("Probe")]
+    assert len(probes) >= 8  # engine (3 probes x 2 pools), gateway and cache
+    assert all(probe.get("timeoutSeconds", 1) >= 3 for _, probe in probes), probes

@@ -29,6 +29,8 @@ def engine_pod_selector(name: str) -> str:
     """The label selector of a CR's engine pods (gateway discovery, status.selector, the operator's pod reads)."""
     return label_selector(name, COMPONENT)
 
+PROBE_TIMEOUT_SECONDS = 5  # per /health probe of an engine (Kubernetes' default is 1 s)
+
 # Taints cloud providers (and our dev cluster) put on spot nodes; the spot pool tolerates them all.
 SPOT_TAINTS = (
     (CAPACITY_TYPE_LABEL, "spot"),
@@ -158,12 +160,16 @@ def engine_deployment(inp: RenderInput, pool: Pool) -> Manifest:
         "env": [e.model_dump(by_alias=True, exclude_none=True) for e in spec.engine.env],
         "resources": _resources(inp),
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        # Kubernetes' 1 s default probe timeout is shorter than a loaded vLLM's /health can take (its event loop
+        # is busy detokenizing hundreds of streams): readiness would flap and liveness restart a working engine.
         "startupProbe": {
-            "httpGet": {"path": "/health", "port": "http"},
+            "httpGet": {"path": "/health", "port": "http"}, "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
             "periodSeconds": 10, "failureThreshold": 360,  # weights may take up to an hour to load
         },
-        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3},
-        "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10, "failureThreshold": 6},
+        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+                           "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+                          "periodSeconds": 10, "failureThreshold": 6},
         "lifecycle": {"preStop": {"sleep": {"seconds": int(parse_duration(drain.pre_stop_sleep))}}},
     }
     if inp.options.engine_command:
