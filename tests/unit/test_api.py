@@ -42,7 +42,7 @@ def test_defaults_fill_a_minimal_spec(minimal_obj: dict) -> None:
         ({"engine": {"tensorParallelSize": 3}}, "spec.engine.tensorParallelSize: Input should be 'auto', 1, 2, 4 or 8"),
         ({"engine": {"extraArgs": ["--max-num-seqs=64", "--tensor-parallel-size=2"]}},
          "spec.engine: extraArgs[1] '--tensor-parallel-size=2' sets a flag the operator owns"),
-        ({"model": {"name": "x", "dtype": "fp4"}}, "spec.model.dtype: Input should be 'float16', 'bfloat16', 'fp8', 'int8' or 'int4'"),
+        ({"model": {"name": "x", "dtype": "fp4"}}, "spec.model.dtype: Input should be 'auto', 'float16', 'bfloat16', 'fp8', 'int8' or 'int4'"),
         ({"autoscaling": {"scaleUpWindow": "soon"}}, "spec.autoscaling.scaleUpWindow: 'soon' is not a duration"),
         ({"gateway": {"external": {"use": "general"}}}, "spec.gateway.external: baseURL and model are required unless use is never"),
         ({"cache": {"redis": {"mode": "external"}}}, "spec.cache.redis: external Redis needs url or secretRef"),

@@ -202,3 +202,11 @@ def test_every_probe_waits_longer_than_kubernetes_one_second_default(minimal_obj
               for kind, probe in c.items() if kind.endswith("Probe")]
     assert len(probes) >= 8  # engine (3 probes x 2 pools), gateway and cache
     assert all(probe.get("timeoutSeconds", 1) >= 3 for _, probe in probes), probes
+
+
+def test_a_t4_deployment_renders_float16(minimal_obj: dict) -> None:
+    """T4 has no bfloat16 (compute capability 7.5): the default dtype (auto) renders what vLLM accepts there."""
+    minimal_obj["spec"]["accelerator"] = {"type": "T4-16GB"}
+    minimal_obj["spec"]["model"] = {"name": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 4096}
+    args = render(minimal_obj)["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--dtype=float16" in args and "--dtype=bfloat16" not in args

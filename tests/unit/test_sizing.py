@@ -80,8 +80,10 @@ def test_kv_capacity_and_concurrency_follow_memory() -> None:
     free = 0.9 * 80 * GIB - 8.03e9 * 2 - 2 * GIB
     assert s.kv_capacity_tokens == int(free // (128 * 1024))
     assert s.max_concurrent_sequences == s.kv_capacity_tokens // 8192
-    longer = size(LLMDeploymentSpec.model_validate({"model": {"name": L8, "maxModelLen": 32768}}))
-    assert longer.max_concurrent_sequences == longer.kv_capacity_tokens // 32768 < s.max_concurrent_sequences
+    longer = size(LLMDeploymentSpec.model_validate({"model": {"name": L8, "maxModelLen": 8192}}))
+    shorter = size(LLMDeploymentSpec.model_validate({"model": {"name": L8, "maxModelLen": 2048}}))
+    assert shorter.max_concurrent_sequences == shorter.kv_capacity_tokens // 2048 > s.max_concurrent_sequences // 2
+    assert longer.max_concurrent_sequences == s.max_concurrent_sequences
 
 
 def test_cost_per_replica_hour_is_tp_times_gpu_price_and_overridable() -> None:
@@ -118,3 +120,29 @@ def test_unknown_gpu_names_the_known_ones() -> None:
 def test_model_found_by_path_suffix() -> None:
     s = size(spec("s3://models/meta-llama/Meta-Llama-3-8B-Instruct", "H100-80GB"))
     assert s.model.layers == 32
+
+
+@pytest.mark.parametrize(("gpu", "want"), [("T4-16GB", "float16"), ("H100-80GB", "bfloat16"), ("A10G-24GB", "bfloat16")])
+def test_auto_dtype_is_bfloat16_only_where_the_gpu_has_it(gpu: str, want: str) -> None:
+    """vLLM refuses bfloat16 below compute capability 8.0: a T4 deployment must run float16 or never starts."""
+    s = size(LLMDeploymentSpec.model_validate({"model": {"name": L8}, "accelerator": {"type": gpu}}))
+    assert s.dtype == want
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "fp8"])
+def test_a_dtype_the_gpu_lacks_is_refused_naming_the_field_and_the_fix(dtype: str) -> None:
+    with pytest.raises(SizingError) as err:
+        size(LLMDeploymentSpec.model_validate({"model": {"name": L8, "dtype": dtype}, "accelerator": {"type": "T4-16GB"}}))
+    assert err.value.field == "spec.model.dtype" and "float16" in str(err.value) and "7.5" in str(err.value)
+
+
+def test_max_model_len_beyond_the_models_context_is_refused() -> None:
+    with pytest.raises(SizingError) as err:
+        size(LLMDeploymentSpec.model_validate({"model": {"name": L8, "maxModelLen": 32768}}))
+    assert err.value.field == "spec.model.maxModelLen" and "8192" in str(err.value)
+    assert size(LLMDeploymentSpec.model_validate(
+        {"model": {"name": "meta-llama/Llama-3.1-8B-Instruct", "maxModelLen": 32768}})).max_model_len == 32768
+    custom = {"name": "org/custom", "parameters": 7e9, "maxModelLen": 8192,
+              "architecture": {"layers": 32, "hiddenSize": 4096, "attentionHeads": 32, "maxPositionEmbeddings": 4096}}
+    with pytest.raises(SizingError, match="4096"):
+        size(LLMDeploymentSpec.model_validate({"model": custom}))

@@ -50,6 +50,23 @@ class Sizing:
         return self.tensor_parallel_size
 
 
+def resolve_dtype(dtype: str, gpu: GPU) -> str:
+    """The weight precision vLLM runs with: ``auto`` is bfloat16 where the GPU has it, else float16 (vLLM's
+    own ``--dtype auto`` picks the checkpoint's dtype and falls back the same way). bfloat16 asked of a GPU
+    without it (compute capability below 8.0: T4, V100) is refused as vLLM refuses it, at admission instead
+    of in a crash-looping pod; fp8 (Marlin or native kernels) needs 8.0 too."""
+    if dtype == "auto":
+        return "bfloat16" if gpu.bfloat16 else "float16"
+    if dtype in ("bfloat16", "fp8") and not gpu.bfloat16:
+        raise SizingError(
+            "spec.model.dtype",
+            f"{gpu.name} (compute capability {gpu.compute_capability:g}) has no {dtype} support in vLLM: set "
+            "spec.model.dtype to float16 (or auto, which picks it).",
+            ("dtype=float16",),
+        )
+    return dtype
+
+
 def resolve_model(spec: LLMDeploymentSpec) -> ModelArch:
     m = spec.model
     if m.architecture is not None:
@@ -63,6 +80,7 @@ def resolve_model(spec: LLMDeploymentSpec) -> ModelArch:
             attention_heads=a.attention_heads,
             kv_heads=a.kv_heads or a.attention_heads,
             head_dim=a.head_dim or a.hidden_size // a.attention_heads,
+            max_context=a.max_position_embeddings,
             source="spec.model.architecture",
         )
     found = find_model(m.name)
@@ -98,6 +116,7 @@ def resolve_gpu(spec: LLMDeploymentSpec) -> GPU:
         spot_per_hour=(pricing.spot_per_gpu_hour if pricing and pricing.spot_per_gpu_hour is not None
                        else base.spot_per_hour),
         price_source="spec.accelerator.pricing" if pricing else base.price_source,
+        compute_capability=base.compute_capability,
     )
 
 
@@ -152,9 +171,16 @@ def size(spec: LLMDeploymentSpec) -> Sizing:
     """Resolve TP (or check a hand-set TP) and compute KV capacity and cost for one replica."""
     model = resolve_model(spec)
     gpu = resolve_gpu(spec)
-    dtype = spec.model.dtype
+    dtype = resolve_dtype(spec.model.dtype, gpu)
     util = spec.engine.gpu_memory_utilization
     max_len = spec.model.max_model_len
+    if model.max_context is not None and max_len > model.max_context:
+        raise SizingError(
+            "spec.model.maxModelLen",
+            f"maxModelLen {max_len} exceeds {model.name}'s context of {model.max_context} tokens "
+            f"(max_position_embeddings); vLLM refuses to start with it. Set maxModelLen to {model.max_context} or less.",
+            (f"maxModelLen={model.max_context}",),
+        )
     per_node = spec.accelerator.gpus_per_node
     requested = spec.engine.tensor_parallel_size
 

@@ -67,6 +67,10 @@ class Architecture(Model):
     head_dim: int | None = Field(
         default=None, ge=1, description="Dimension per head; defaults to hiddenSize / attentionHeads."
     )
+    max_position_embeddings: int | None = Field(
+        default=None, ge=256, description="Longest context the model takes (max_position_embeddings): maxModelLen "
+        "must not exceed it."
+    )
 
 
 class ModelSpec(Model):
@@ -85,9 +89,10 @@ class ModelSpec(Model):
     architecture: Architecture | None = Field(
         default=None, description="Shape of a model that is not in the catalog, from its config.json."
     )
-    dtype: Literal["float16", "bfloat16", "fp8", "int8", "int4"] = Field(
-        default="bfloat16",
-        description="Weight precision. int8/int4 mean a pre-quantized (AWQ/GPTQ) checkpoint; fp8 quantizes at load.",
+    dtype: Literal["auto", "float16", "bfloat16", "fp8", "int8", "int4"] = Field(
+        default="auto",
+        description="Weight precision. auto: bfloat16 where the GPU has it (compute capability >= 8.0), else float16. "
+        "int8/int4 mean a pre-quantized (AWQ/GPTQ) checkpoint; fp8 quantizes at load.",
     )
     max_model_len: int = Field(
         default=8192, ge=256, le=2_097_152, description="Context length in tokens (prompt + output) per sequence."

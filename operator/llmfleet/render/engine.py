@@ -80,9 +80,10 @@ def vllm_args(inp: RenderInput) -> list[str]:
         f"--port={ENGINE_PORT}",
         f"--shutdown-timeout={int(parse_duration(spec.engine.drain.shutdown_timeout))}",
     ]
-    if spec.model.dtype in ("float16", "bfloat16"):
-        args.append(f"--dtype={spec.model.dtype}")
-    elif spec.model.dtype == "fp8":
+    dtype = inp.sizing.dtype  # resolved for the GPU: spec.model.dtype may say auto
+    if dtype in ("float16", "bfloat16"):
+        args.append(f"--dtype={dtype}")
+    elif dtype == "fp8":
         args.append("--quantization=fp8")
     args.append("--enable-prefix-caching" if spec.engine.enable_prefix_caching else "--no-enable-prefix-caching")
     return args + list(spec.engine.extra_args)

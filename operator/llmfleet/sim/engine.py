@@ -356,7 +356,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     p.add_argument("--enable-prefix-caching", dest="prefix_caching", action="store_true", default=True)
     p.add_argument("--no-enable-prefix-caching", dest="prefix_caching", action="store_false")
-    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--dtype", default="auto")
     p.add_argument("--quantization", default=None)
     p.add_argument("--max-num-seqs", type=int, default=256)
     p.add_argument("--shutdown-timeout", type=int, default=0,
@@ -370,7 +370,7 @@ def build_app(args: argparse.Namespace) -> EngineApp:
     from llmfleet.api.sizing import SizingError, size
     from llmfleet.api.v1alpha1 import LLMDeploymentSpec
 
-    dtype = "fp8" if args.quantization == "fp8" else (args.dtype if args.dtype in ("float16", "bfloat16") else "bfloat16")
+    dtype = "fp8" if args.quantization == "fp8" else (args.dtype if args.dtype in ("float16", "bfloat16") else "auto")
     engine: dict[str, Any] = {"gpuMemoryUtilization": min(0.98, args.gpu_memory_utilization)}
     if args.tensor_parallel_size in (1, 2, 4, 8):
         engine["tensorParallelSize"] = args.tensor_parallel_size
