@@ -210,3 +210,17 @@ def test_a_t4_deployment_renders_float16(minimal_obj: dict) -> None:
     minimal_obj["spec"]["model"] = {"name": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 4096}
     args = render(minimal_obj)["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--dtype=float16" in args and "--dtype=bfloat16" not in args
+
+
+def test_the_default_engine_image_is_chosen_when_rendering_not_stored_in_the_cr(minimal_obj: dict) -> None:
+    """A schema default would freeze the image into every CR at creation; an operator upgrade must move them."""
+    from llmfleet.api.crd import crd
+    from llmfleet.api.v1alpha1 import DEFAULT_ENGINE_IMAGE, TESTED_VLLM_VERSION
+
+    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert "default" not in schema["properties"]["spec"]["properties"]["engine"]["properties"]["image"]
+    c = render(minimal_obj)["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == DEFAULT_ENGINE_IMAGE == f"vllm/vllm-openai:v{TESTED_VLLM_VERSION}"
+    minimal_obj["spec"]["engine"] = {"image": "vllm/vllm-openai:v0.30.0"}
+    c = render(minimal_obj)["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == "vllm/vllm-openai:v0.30.0"

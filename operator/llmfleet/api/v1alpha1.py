@@ -23,7 +23,11 @@ PLURAL = "llmdeployments"
 SINGULAR = "llmdeployment"
 SHORT_NAMES = ["llmd"]
 
-DEFAULT_ENGINE_IMAGE = "vllm/vllm-openai:v0.18.0"
+# The vLLM release engine-sim and the renderer are checked against (flags, SIGTERM, metrics, API shapes), and the
+# image a CR without spec.engine.image runs. Resolved when rendering, never stored in the CR: an operator
+# upgrade moves such CRs to the release it was tested with.
+TESTED_VLLM_VERSION = "0.33.0"
+DEFAULT_ENGINE_IMAGE = f"vllm/vllm-openai:v{TESTED_VLLM_VERSION}"
 DEFAULT_LLMFLEET_IMAGE = "ghcr.io/llmfleet/llmfleet:0.1.0"
 DEFAULT_REDIS_IMAGE = "redis:8"
 SPOT_NOTICE_SECONDS = 120.0
@@ -145,7 +149,9 @@ class EngineSpec(Model):
             ]
         }
     )
-    image: str = Field(default=DEFAULT_ENGINE_IMAGE, min_length=1, description="vLLM OpenAI server image.")
+    image: str | None = Field(
+        default=None, min_length=1, description="vLLM OpenAI server image. Unset: the release this operator was "
+        f"tested with (now {DEFAULT_ENGINE_IMAGE}), chosen when rendering, so an operator upgrade moves it too.")
     tensor_parallel_size: Literal["auto", 1, 2, 4, 8] = Field(
         default="auto",
         description="GPUs per replica: auto (smallest that fits model, context and KV cache) or 1, 2, 4, 8.",

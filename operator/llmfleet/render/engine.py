@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from llmfleet.api.quantity import parse_duration
-from llmfleet.api.v1alpha1 import LLMDeploymentSpec, Toleration
+from llmfleet.api.v1alpha1 import DEFAULT_ENGINE_IMAGE, LLMDeploymentSpec, Toleration
 from llmfleet.render.common import (
     CAPACITY_TYPE_LABEL,
     ENGINE_PORT,
@@ -155,7 +155,7 @@ def engine_deployment(inp: RenderInput, pool: Pool) -> Manifest:
 
     container: dict[str, Any] = {
         "name": "vllm",
-        "image": inp.options.engine_image or spec.engine.image,
+        "image": inp.options.engine_image or spec.engine.image or DEFAULT_ENGINE_IMAGE,
         "args": vllm_args(inp),
         "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
         "env": [e.model_dump(by_alias=True, exclude_none=True) for e in spec.engine.env],
