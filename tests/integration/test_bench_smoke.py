@@ -122,3 +122,31 @@ def test_fleet_bench_quick_prints_both_fleets_and_their_ratio_per_scenario() -> 
         assert s["cost_ratio_vs_static"] > 0 and s["ttft_p95_ratio_vs_static"] > 0
         assert s["concurrent_requests"] > 0
     assert lines[-1]["summary"] is True
+
+
+def test_chaos_bench_short_spot_notice_and_operator_failover_lose_nothing(cluster, operator) -> None:
+    """The short chaos run `.ci/run` includes: under streaming load, a spot node's termination notice, then the
+    same with the leading operator SIGKILLed first. Done-when of the faults issue: with notice nothing fails and
+    nothing is cut, the replacement serves, status and Events say what happened; one operator writes at a time
+    and the standby takes over and acts."""
+    operator.stop()  # the chart's two operators take over for this test
+    try:
+        r = subprocess.run([sys.executable, str(ROOT / "bench" / "chaos.py"), "--short", "--cluster-dir",
+                            str(cluster.run_dir)], capture_output=True, text=True, timeout=900, env=cluster.env)
+    finally:
+        operator.start()
+    lines = json_lines(r.stdout)
+    by = {x["scenario"]: x for x in lines if "scenario" in x}
+    assert by.keys() == {"spot-notice", "operator-failover"}, r.stdout + r.stderr[-3000:]
+    for line in by.values():
+        assert line["sent"] > 0 and line["completed"] == line["sent"], line
+        assert line["failed"] == 0 and line["truncated"] == 0, line
+        assert line["replacement_ready_s"] is not None, line
+        assert line["max_concurrent_writers"] == 1, line
+        assert line["reclaims_in_status"] >= 1 and line["reclaim_events"] >= 1, line
+        assert line["reclaim_condition"] == "False/Replaced", line
+    failover = by["operator-failover"]
+    # Another process leads (the standby, or the killed container restarted in its pod: its identity is new).
+    assert failover["killed_leader"] and failover["new_leader"] not in (None, failover["killed_leader"]), failover
+    assert failover["operator_writes"] > 0, failover  # the new leader acted on the notice
+    assert lines[-1]["summary"] is True and r.returncode == 0, r.stderr[-3000:]
