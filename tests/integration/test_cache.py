@@ -192,3 +192,83 @@ def test_killed_redis_costs_no_failed_request(eng) -> None:
         own.kill()
 
 
+
+
+class VllmShapes:
+    """A stand-in engine that answers with the shapes vLLM 0.33 gives failed requests, all with HTTP 200 (a
+    replay, as recorded from its source; engine-sim produces the abort shapes live on SIGTERM): keyed by the
+    last user message. Counts the requests that reach it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from aiohttp import web
+
+        from tests.unit.test_cache_entries import vllm_stream, vllm_whole
+
+        self.hits: dict[str, int] = {}
+        shapes = {
+            "abort-stream": (True, vllm_stream(["Par", "tial"], "abort")),
+            "error-stream": (True, vllm_stream(["Par", "tial"], "length", error=True)),
+            "empty-stream": (True, vllm_stream([], "length")),
+            "empty-whole": (False, vllm_whole("", "length")),
+            "whole": (False, vllm_whole("A whole answer.", "length")),
+        }
+
+        async def complete(request: web.Request) -> web.StreamResponse:
+            body = await request.json()
+            key = body["messages"][-1]["content"]
+            self.hits[key] = self.hits.get(key, 0) + 1
+            stream, data = shapes[key]
+            if body.get("stream") != stream:
+                data = vllm_stream(["A whole answer."], "length") if body.get("stream") else vllm_whole("x", "length")
+            return web.Response(body=data, content_type="text/event-stream" if body.get("stream") else "application/json")
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", complete)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        runner = web.AppRunner(app)
+
+        def serve() -> None:
+            import asyncio
+
+            loop = asyncio.new_event_loop()
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+            loop.run_forever()
+
+        threading.Thread(target=serve, daemon=True).start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/")
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+
+
+def test_vllm_shaped_aborts_errors_and_empty_answers_leave_the_cache_empty(rds) -> None:
+    shapes = VllmShapes()
+    s = gateway(cache_config(shapes, rds), {"alice": ALICE})
+    r = redis.Redis(port=rds.port)
+    def entries() -> set[bytes]:
+        return set(r.scan_iter("llmfleet:exact:*")) | set(r.scan_iter("llmfleet:sem*"))
+
+    before = entries()
+    try:
+        for key in ("abort-stream", "error-stream", "empty-stream", "empty-whole"):
+            for _ in range(2):
+                hits = shapes.hits.get(key, 0)
+                got = ask(s, key, system="vllm shapes", stream=key.endswith("-stream"))
+                # An abort is retried (no other replica here: 503); nothing was kept, so the second time too the
+                # request goes to the engine and is no cache hit.
+                assert got.status_code in (200, 503), got.text
+                assert got.headers.get("x-llmfleet-cache") in (None, "miss") and shapes.hits[key] > hits
+        assert entries() == before  # not one entry, exact or semantic
+        ok = ask(s, "whole", system="vllm shapes")
+        assert ok.status_code == 200 and ask(s, "whole", system="vllm shapes").headers["x-llmfleet-cache"] == "exact"
+        text = httpx.get(s.url + "/metrics").text
+        assert metric(text, "llmfleet_gateway_upstream_errors_total", kind="error_event") >= 2
+    finally:
+        s.stop()

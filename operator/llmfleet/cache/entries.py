@@ -19,6 +19,11 @@ class CorruptEntry(ValueError):
     pass
 
 
+# Finish reasons of a request vLLM did not complete (aborted: shutdown, client gone, preemption limits;
+# error: a failed generation). Their 200 answers are never cached.
+FAILED_FINISH = frozenset({"abort", "error"})
+
+
 def from_json_response(data: bytes, chat: bool) -> dict[str, Any] | None:
     """An entry from a complete non-streaming response; None when it is not worth caching."""
     try:
@@ -29,6 +34,8 @@ def from_json_response(data: bytes, chat: bool) -> dict[str, Any] | None:
         return None
     if not isinstance(content, str) or (chat and choice["message"].get("tool_calls")):
         return None
+    if not content or choice.get("finish_reason") in FAILED_FINISH or resp.get("error"):
+        return None  # vLLM answers an aborted or failed request with 200: not an answer to replay
     usage = resp.get("usage") or {}
     return {"v": VERSION, "chat": chat, "content": content, "finish_reason": choice.get("finish_reason") or "stop",
             "prompt_tokens": int(usage.get("prompt_tokens", 0)), "completion_tokens": int(usage.get("completion_tokens", 0))}
@@ -48,6 +55,8 @@ def from_sse(data: bytes, chat: bool) -> dict[str, Any] | None:
             chunk = orjson.loads(line[6:])
         except orjson.JSONDecodeError:
             return None
+        if "error" in chunk:
+            return None  # vLLM's in-stream error event (then [DONE]): a failure, whatever came before it
         if chunk.get("usage"):
             usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
@@ -60,7 +69,10 @@ def from_sse(data: bytes, chat: bool) -> dict[str, Any] | None:
             elif isinstance(choice.get("text"), str):
                 parts.append(choice["text"])
             finish = choice.get("finish_reason") or finish
-    return {"v": VERSION, "chat": chat, "content": "".join(parts), "finish_reason": finish or "stop",
+    content = "".join(parts)
+    if not content or finish in FAILED_FINISH:
+        return None
+    return {"v": VERSION, "chat": chat, "content": content, "finish_reason": finish or "stop",
             "prompt_tokens": int(usage.get("prompt_tokens", 0)),
             "completion_tokens": int(usage.get("completion_tokens", 0)) or max(1, len(parts))}
 

@@ -53,6 +53,7 @@ MAX_ATTEMPTS = 3
 # 500: vLLM's GenerationError ("a retryable request-level internal error" in its own words).
 RETRYABLE_STATUS = (500, 502, 503, 504)
 ABORTED = b'"finish_reason":"abort"'  # vLLM's finish reason for a request its engine aborted
+ERROR_EVENT = b'data: {"error"'  # vLLM's in-stream error event (json.dumps: `{"error": {...}}`), then [DONE]
 DONE_EVENT = b"data: [DONE]"
 DEFAULT_MAX_TOKENS = 256  # reserved against the token limit when a request names none
 
@@ -558,6 +559,7 @@ class Gateway:
             (b"content-type", wire.SSE_CONTENT_TYPE), (b"cache-control", b"no-cache"), *extra]})
         chunks = 0
         last = b""
+        engine_error = False
         first_at = self.clock()
         ctx.ttft = first_at - ctx.started
         chunk = head
@@ -567,6 +569,8 @@ class Gateway:
                 if ABORTED in chunk:  # the engine aborted the stream (shut down): a cut answer, not a whole one
                     chunk = chunk.split(DONE_EVENT, 1)[0]
                     failure = "aborted by the engine"
+                if ERROR_EVENT in chunk:  # the engine's own error event reaches the client; it is no answer
+                    engine_error = True
                 chunks += chunk.count(b"data: ")
                 last = chunk
                 if captured is not None:
@@ -585,6 +589,10 @@ class Gateway:
         complete = not failure and last.rstrip().endswith(b"[DONE]")
         if complete:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if engine_error:  # ended as the engine meant, with its error event: counted, never cached
+                ctx.status = 502
+                self.telemetry.upstream_errors.labels(ctx.route, "error_event").inc()
+                complete = False
         else:
             # The client must not take a cut stream for a whole one: an error event, then the end.
             ctx.status = 502
