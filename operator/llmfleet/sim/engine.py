@@ -221,8 +221,10 @@ def _error(status: int, message: str, type_: str = wire.INVALID_REQUEST, param: 
 class EngineApp:
     """The ASGI application."""
 
-    def __init__(self, sim: EngineSim, served_name: str, max_model_len: int, default_max_tokens: int = 128) -> None:
+    def __init__(self, sim: EngineSim, served_name: str, max_model_len: int, default_max_tokens: int = 128,
+                 stream_interval: int = 1) -> None:
         self.sim = sim
+        self.stream_interval = max(1, stream_interval)
         self.served_name = served_name
         self.max_model_len = max_model_len
         self.default_max_tokens = default_max_tokens
@@ -338,12 +340,24 @@ class EngineApp:
             (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
         out = wire.Stream(self.served_name, chat, rid, created)
         n = 0
+        pending: list[str] = []
         while (word := await self._next_token(p, disconnected)) is not None:
+            if n == 0 and chat:  # vLLM's first write of a chat stream: the role, no text
+                await send({"type": "http.response.body", "body": out.delta(""), "more_body": True})
             n += 1
-            await send({"type": "http.response.body", "body": out.delta(word), "more_body": True})
-        head = out.delta("") if n == 0 else b""  # vLLM sends the role chunk before any output, an abort's too
-        payload = head + out.end(p.finish, (p.req.prompt_tokens, n) if include_usage else None)
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
+            pending.append(word)
+            # --stream-interval: the first token alone, then every N tokens (vLLM's OutputProcessor)
+            if n == 1 or len(pending) >= self.stream_interval:
+                await send({"type": "http.response.body", "body": out.delta("".join(pending)), "more_body": True})
+                pending.clear()
+        if pending:
+            await send({"type": "http.response.body", "body": out.delta("".join(pending)), "more_body": True})
+        if n == 0 and chat:  # an abort's stream still starts with the role chunk
+            await send({"type": "http.response.body", "body": out.delta(""), "more_body": True})
+        # The finish chunk, the usage chunk (only when asked) and [DONE]: three writes, as vLLM makes them.
+        events = out.end(p.finish, (p.req.prompt_tokens, n) if include_usage else None).split(b"\n\n")[:-1]
+        for i, event in enumerate(events):
+            await send({"type": "http.response.body", "body": event + b"\n\n", "more_body": i < len(events) - 1})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -364,6 +378,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", default="H100-80GB", help="GPU type from the catalog for the performance model")
     p.add_argument("--speedup", type=float, default=1.0, help="run the model this many times faster than real time")
     p.add_argument("--default-max-tokens", type=int, default=128)
+    p.add_argument("--stream-interval", type=int, default=1, help="tokens per streamed chunk after the first (vLLM's)")
 
 
 def build_app(args: argparse.Namespace) -> EngineApp:
@@ -383,7 +398,8 @@ def build_app(args: argparse.Namespace) -> EngineApp:
         sizing = size(LLMDeploymentSpec.model_validate(spec_doc))
     profile = EngineProfile.from_sizing(sizing, args.max_num_seqs, args.prefix_caching)
     served = args.served_model_name or args.model
-    return EngineApp(EngineSim(profile, served, args.speedup), served, args.max_model_len, args.default_max_tokens)
+    return EngineApp(EngineSim(profile, served, args.speedup), served, args.max_model_len, args.default_max_tokens,
+                     args.stream_interval)
 
 
 def serve(args: argparse.Namespace) -> None:
