@@ -93,7 +93,7 @@ def engine_aborted_one(url: str, within: float = 10) -> bool:
     """Whether the engine counts an aborted request and runs none any more, polling up to `within` seconds."""
     def aborted() -> bool:
         m = httpx.get(url + "/metrics").text
-        return metric(m, "vllm:request_success_total", finished_kind="abort") >= 1 and \
+        return metric(m, "vllm:request_success_total", finished_reason="abort") >= 1 and \
             metric(m, "vllm:num_requests_running") == 0
     deadline = time.monotonic() + within
     while not aborted() and time.monotonic() < deadline:
@@ -273,6 +273,37 @@ def test_replicas_that_refuse_connections_do_not_use_up_the_attempts() -> None:
         live.stop()
     assert r.status_code == 200, r.text
     assert refused == 3
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_token_accounting_is_the_engines_own_usage_and_the_client_gets_what_it_asked(asked: bool) -> None:
+    """With --stream-interval 4 a frame carries up to four tokens: counting frames was off by 3x. The gateway asks
+    vLLM for its usage chunk, counts exactly that, and strips it when the client did not ask for it."""
+    e = engine("m", 50.0, "--stream-interval", "4")
+    s = gateway({"model": "m", "engines": {"static": [e.url]}, "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0}},
+                None)
+    try:
+        extra = {"stream_options": {"include_usage": True}} if asked else {}
+        events = []
+        for i in range(3):
+            with httpx.stream("POST", s.url + "/v1/chat/completions", json=chat(f"usage {i}", stream=True,
+                                                                                 max_tokens=37, **extra)) as r:
+                events += [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+        whole = httpx.post(s.url + "/v1/chat/completions", json=chat("usage whole", max_tokens=11)).json()
+        gw_metrics, engine_metrics = httpx.get(s.url + "/metrics").text, httpx.get(e.url + "/metrics").text
+    finally:
+        s.stop()
+        e.stop()
+    usage_chunks = [ev for ev in events if not ev["choices"]]
+    assert len(usage_chunks) == (3 if asked else 0)  # exactly what the client asked for
+    assert all(u["usage"]["completion_tokens"] == 37 for u in usage_chunks)
+    text_frames = [ev for ev in events if ev["choices"] and ev["choices"][0]["delta"].get("content")]
+    assert len(text_frames) < 3 * 37 / 2  # the engine did batch tokens into frames
+    counted = metric(gw_metrics, "llmfleet_gateway_tokens_total", route="self-hosted", kind="completion")
+    generated = metric(engine_metrics, "vllm:generation_tokens_total")
+    assert counted == generated == 3 * 37 + whole["usage"]["completion_tokens"] == 3 * 37 + 11
+    prompts = metric(gw_metrics, "llmfleet_gateway_tokens_total", route="self-hosted", kind="prompt")
+    assert prompts == metric(engine_metrics, "vllm:prompt_tokens_total")
 
 
 def test_engine_sim_metrics_move_with_load() -> None:

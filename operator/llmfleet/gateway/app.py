@@ -55,6 +55,7 @@ RETRYABLE_STATUS = (500, 502, 503, 504)
 ABORTED = b'"finish_reason":"abort"'  # vLLM's finish reason for a request its engine aborted
 ERROR_EVENT = b'data: {"error"'  # vLLM's in-stream error event (json.dumps: `{"error": {...}}`), then [DONE]
 DONE_EVENT = b"data: [DONE]"
+USAGE = b'"usage":{'  # a usage object in a stream event (orjson and pydantic write no space after the colon)
 DEFAULT_MAX_TOKENS = 256  # reserved against the token limit when a request names none
 
 # Routes, as the response header, metrics and the access log name them.
@@ -85,7 +86,7 @@ class Request:
     """What the stages read of one completion request: headers gathered in one pass, the body parsed once."""
 
     __slots__ = ("authorization", "body", "body_bytes", "cache_control", "cache_opt_in", "chat", "max_tokens", "path",
-                 "request_id", "sensitivity", "stream")
+                 "request_id", "sensitivity", "stream", "strip_usage")
 
     def __init__(self, path: str, raw_headers: Headers, body_bytes: bytes, sensitivity_header: bytes) -> None:
         self.path = path
@@ -98,6 +99,7 @@ class Request:
         self.cache_control: bytes | None = None
         self.cache_opt_in: bytes | None = None
         self.stream = False
+        self.strip_usage = False  # the engine is asked for the usage chunk the client did not ask for
         self.max_tokens = DEFAULT_MAX_TOKENS
         for name, value in raw_headers:
             if name == b"authorization":
@@ -123,6 +125,7 @@ class Ctx:
     endpoint: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    usage_seen: bool = False  # the counts are the engine's own usage, not an estimate
     ttft: float | None = None
     stream: bool = False
     cache: str = "off"
@@ -289,6 +292,14 @@ class Gateway:
         if type(max_tokens) is not int or max_tokens < 1:
             raise Reply(400, "max_tokens must be a positive integer.", param="max_tokens")
         req.body, req.max_tokens, req.stream = body, max_tokens, bool(body.get("stream"))
+        if req.stream:
+            options = body.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage")):
+                # Token limits and telemetry need the engine's own usage (frame counts are off with tool parsers,
+                # speculative decoding, --stream-interval): ask for it, and strip it from what the client gets.
+                extra = options if isinstance(options, dict) else {}
+                req.body_bytes = orjson.dumps({**body, "stream_options": {**extra, "include_usage": True}})
+                req.strip_usage = True
 
     async def admit(self, ctx: Ctx, req: Request) -> Decision:
         """The per-key limits, before any content is scanned: a throttled key costs a hash lookup, no scan."""
@@ -511,7 +522,7 @@ class Gateway:
             if not ctx.stream or not resp.content_type.startswith(wire.SSE_CONTENT_TYPE):
                 complete = await self._relay_whole(ctx, resp, send, extra, captured)
             else:
-                complete = await self._relay_stream(ctx, resp, send, extra, captured)
+                complete = await self._relay_stream(ctx, resp, send, extra, captured, req.strip_usage)
         finally:
             resp.release()
         if complete and captured is not None and self.cache is not None:
@@ -537,7 +548,7 @@ class Gateway:
         return True
 
     async def _relay_stream(self, ctx: Ctx, resp: Response | ExternalResponse, send: Send, extra: Headers,
-                            captured: list[bytes] | None) -> bool:
+                            captured: list[bytes] | None, strip_usage: bool = False) -> bool:
         # Hold the response start until the first chunk: until then a failed replica can be retried.
         head = await _before_output(ctx, resp.readany)
         if head is None:
@@ -571,18 +582,22 @@ class Gateway:
                     failure = "aborted by the engine"
                 if ERROR_EVENT in chunk:  # the engine's own error event reaches the client; it is no answer
                     engine_error = True
-                chunks += chunk.count(b"data: ")
-                last = chunk
                 if captured is not None:
-                    captured.append(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    captured.append(chunk)  # as the engine wrote it, usage included
+                if USAGE in chunk:  # the engine's usage (its own write, before [DONE])
+                    chunk = _take_usage(ctx, chunk, strip_usage)
+                chunks += chunk.count(b"data: ")
+                if chunk:
+                    last = chunk
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if failure:
                     break
                 chunk = await resp.readany()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             failure = type(exc).__name__
         finally:
-            ctx.completion_tokens = max(0, chunks - 2)
+            if not ctx.usage_seen:  # an engine that sends no usage: one token per content frame, an estimate
+                ctx.completion_tokens = max(0, chunks - 2)
         if ctx.gone:
             ctx.status = 499
             return False
@@ -603,8 +618,6 @@ class Gateway:
             # An event cut half-way is ended first, so that the error is an event of its own.
             await send({"type": "http.response.body", "more_body": False,
                         "body": event if not last or last.endswith(b"\n\n") else b"\n\n" + event})
-        if b'"usage"' in last:
-            self._usage_from_sse(ctx, last)
         if chunks > 3:
             self.telemetry.itl.labels(ctx.route).observe((self.clock() - first_at) / (chunks - 3))
         return complete
@@ -625,17 +638,6 @@ class Gateway:
         except (AttributeError, TypeError, ValueError):
             pass
         return True
-
-    @staticmethod
-    def _usage_from_sse(ctx: Ctx, chunk: bytes) -> None:
-        for line in chunk.split(b"\n"):
-            if line.startswith(b"data: {") and b'"usage"' in line:
-                try:
-                    usage = orjson.loads(line[6:]).get("usage") or {}
-                    ctx.prompt_tokens = int(usage.get("prompt_tokens", ctx.prompt_tokens))
-                    ctx.completion_tokens = int(usage.get("completion_tokens", ctx.completion_tokens))
-                except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-                    pass
 
     def _finish(self, ctx: Ctx) -> None:
         tel = self.telemetry
@@ -670,6 +672,26 @@ async def _before_output(ctx: Ctx, read: Callable[[], Awaitable[bytes]]) -> byte
             ctx.status = 499
             return None
         raise RetryUpstream() from None
+
+
+def _take_usage(ctx: Ctx, chunk: bytes, strip: bool) -> bytes:
+    """Read the usage events of a piece of a stream into ctx (exact counts); with ``strip``, leave out the usage
+    chunk (no choices) the client did not ask for. Runs once a stream, where the engine writes its usage."""
+    kept = []
+    for event in chunk.split(b"\n\n"):
+        if event.startswith(b"data: {") and USAGE in event:
+            try:
+                doc = orjson.loads(event[6:])
+                usage = doc["usage"]
+                ctx.prompt_tokens = int(usage["prompt_tokens"])
+                ctx.completion_tokens = int(usage["completion_tokens"])
+                ctx.usage_seen = True
+                if strip and not doc.get("choices"):
+                    continue
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                pass  # half an event (split across reads) or no usage after all: passed on as it came
+        kept.append(event)
+    return b"\n\n".join(kept)
 
 
 def _role_only(head: bytes) -> bool:
