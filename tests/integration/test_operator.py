@@ -128,7 +128,7 @@ def test_invalid_cr_is_rejected_by_the_api_server_with_the_cel_message(cluster, 
     assert result.returncode != 0
     assert "spec.pools.onDemand.minReplicas: Invalid value" in result.stderr
     assert "minReplicas must be <= maxReplicas" in result.stderr
-    assert "extraArgs may not set flags the operator owns" in result.stderr
+    assert "none of the flags the operator owns" in result.stderr
 
 
 def test_spec_the_operator_cannot_size_is_degraded_and_nothing_is_deleted(cluster, operator, namespace) -> None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from llmfleet.api import vllm_flags
 from llmfleet.api.load import SpecError, load_documents, parse_object
 from llmfleet.api.quantity import parse_duration, parse_quantity
+from llmfleet.api.v1alpha1 import extra_arg_problem
 
 
 def with_spec(base: dict, **patch) -> dict:
@@ -41,7 +45,7 @@ def test_defaults_fill_a_minimal_spec(minimal_obj: dict) -> None:
         ({"cache": {"semantic": {"threshold": 1.2}}}, "spec.cache.semantic.threshold: Input should be less than or equal to 1"),
         ({"engine": {"tensorParallelSize": 3}}, "spec.engine.tensorParallelSize: Input should be 'auto', 1, 2, 4 or 8"),
         ({"engine": {"extraArgs": ["--max-num-seqs=64", "--tensor-parallel-size=2"]}},
-         "spec.engine: extraArgs[1] '--tensor-parallel-size=2' sets a flag the operator owns"),
+         "spec.engine: extraArgs[1] '--tensor-parallel-size=2' is vLLM's --tensor-parallel-size, which the operator sets from spec.engine.tensorParallelSize"),
         ({"model": {"name": "x", "dtype": "fp4"}}, "spec.model.dtype: Input should be 'auto', 'float16', 'bfloat16', 'fp8', 'int8' or 'int4'"),
         ({"autoscaling": {"scaleUpWindow": "soon"}}, "spec.autoscaling.scaleUpWindow: 'soon' is not a duration"),
         ({"gateway": {"external": {"use": "general"}}}, "spec.gateway.external: baseURL and model are required unless use is never"),
@@ -79,3 +83,19 @@ def test_durations(text: str, seconds: float) -> None:
 @pytest.mark.parametrize(("text", "value"), [("2Gi", 2 * 2**30), ("500m", 0.5), ("4", 4), ("1G", 1e9)])
 def test_quantities(text: str, value: float) -> None:
     assert parse_quantity(text) == value
+
+
+# extraArgs: every spelling argparse (as vLLM configures it) reads as an owned or breaking flag is refused.
+_LONG = sorted({o for fs in vllm_flags.OWNED.values() for o in fs if o.startswith("--")}
+               | {o for fs, _ in vllm_flags.BREAKING.values() for o in fs})
+
+
+@given(option=st.sampled_from(_LONG), cut=st.integers(0, 6), underscores=st.lists(st.booleans(), min_size=8, max_size=8),
+       value=st.none() | st.text(max_size=12), dotted=st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_any_spelling_of_an_owned_or_breaking_flag_is_refused(option, cut, underscores, value, dotted) -> None:
+    body = option[2:]
+    body = body[: max(1, len(body) - cut)]  # argparse takes any prefix that is not ambiguous
+    body = "".join("_" if c == "-" and underscores[i % 8] else c for i, c in enumerate(body))  # vLLM reads _ as -
+    arg = "--" + body + (".key" if dotted else "") + ("" if value is None else "=" + value)
+    assert extra_arg_problem(arg) is not None, arg

@@ -50,7 +50,7 @@ def test_names_subresources_and_columns() -> None:
 
 def test_cross_field_rules_are_cel() -> None:
     text = yaml.safe_dump(crd())
-    for message in ("minReplicas must be <= maxReplicas", "extraArgs may not set flags the operator owns",
+    for message in ("minReplicas must be <= maxReplicas", "none of the flags the operator owns",
                     "baseURL and model are required unless use is never", "external Redis needs url or secretRef",
                     "must be one of 'auto', 1, 2, 4, 8"):
         assert message in text

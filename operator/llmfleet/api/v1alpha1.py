@@ -7,12 +7,12 @@ twice on purpose: as pydantic validators (the operator and CLI re-validate) and 
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from llmfleet.api import vllm_flags
 from llmfleet.api.quantity import Duration, Quantity, parse_duration
 
 GROUP = "llmfleet.io"
@@ -32,14 +32,61 @@ DEFAULT_LLMFLEET_IMAGE = "ghcr.io/llmfleet/llmfleet:0.1.0"
 DEFAULT_REDIS_IMAGE = "redis:8"
 SPOT_NOTICE_SECONDS = 120.0
 
-# Flags the operator renders itself; extraArgs may not set them (they would fight the spec).
-OWNED_ENGINE_FLAGS = (
-    "model", "served-model-name", "tensor-parallel-size", "tp", "max-model-len", "enable-prefix-caching",
-    "no-enable-prefix-caching", "gpu-memory-utilization", "port", "host", "dtype", "quantization",
-    "shutdown-timeout",
+# The spec field each vLLM option the operator renders comes from (the option strings: api/vllm_flags.py).
+OWNED_FROM = {
+    "model_tag": "spec.model.name", "model": "spec.model.name", "served_model_name": "spec.model.servedName",
+    "tensor_parallel_size": "spec.engine.tensorParallelSize", "max_model_len": "spec.model.maxModelLen",
+    "enable_prefix_caching": "spec.engine.enablePrefixCaching",
+    "gpu_memory_utilization": "spec.engine.gpuMemoryUtilization", "port": "the operator (the pod's port)",
+    "host": "the operator (the pod's address)", "dtype": "spec.model.dtype", "quantization": "spec.model.dtype",
+    "shutdown_timeout": "spec.engine.drain.shutdownTimeout",
+}
+OWNED_ENGINE_FLAGS = tuple(sorted({f for fs in vllm_flags.OWNED.values() for f in fs if f.startswith("-")}))
+BREAKING_ENGINE_FLAGS = tuple(sorted({f for fs, _ in vllm_flags.BREAKING.values() for f in fs}))
+
+
+def _flag_name(arg: str) -> str:
+    """The option an extraArgs entry names, as vLLM's FlexibleArgumentParser reads it: before any '=', underscores
+    as dashes, a dotted JSON sub-key (--opt.key=v) cut off."""
+    name = arg.split("=", 1)[0]
+    return "--" + name[2:].replace("_", "-").split(".", 1)[0] if name.startswith("--") else name
+
+
+def _takes(name: str, option: str) -> bool:
+    """Whether argparse (allow_abbrev, as vLLM leaves it) takes ``name`` as ``option``: a long option by any
+    prefix of it; a short one (-tp) also with its value glued on (-tp2)."""
+    if option.startswith("--"):
+        return len(name) > 2 and option.startswith(name)
+    return name.startswith(option)
+
+
+def extra_arg_problem(arg: str) -> str | None:
+    """Why vLLM would take this extraArgs entry as a flag the operator owns, or as one that breaks the pod or the
+    gateway; None when it is fine."""
+    if not arg.startswith("-"):
+        return (f"{arg!r} is not a flag: vLLM takes a bare word as the model to serve; give each flag with its value "
+                "after '=' (--flag=value)")
+    name = _flag_name(arg)
+    for dest, options in vllm_flags.OWNED.items():
+        hit = next((o for o in options if o.startswith("-") and _takes(name, o)), None)
+        if hit:
+            return f"{arg!r} is vLLM's {hit}, which the operator sets from {OWNED_FROM[dest]}"
+    for options, why in vllm_flags.BREAKING.values():
+        hit = next((o for o in options if _takes(name, o)), None)
+        if hit:
+            return f"{arg!r} is vLLM's {hit}, which {why}"
+    return None
+
+
+# The same rule for the API server (CEL, strings extension): the entry's option name, then any owned or breaking
+# option it would be taken as.
+_CEL_OPTIONS = "[" + ", ".join(f"'{o}'" for o in (*OWNED_ENGINE_FLAGS, *BREAKING_ENGINE_FLAGS)) + "]"
+_CEL_EXTRA_ARGS = (
+    "!has(self.extraArgs) || (self.extraArgs.all(a, a.startsWith('-')) && self.extraArgs.map(a, "
+    "a.split('=')[0].startsWith('--') ? '--' + a.split('=')[0].substring(2).replace('_', '-').split('.')[0] "
+    ": a.split('=')[0]).all(n, "
+    f"!{_CEL_OPTIONS}.exists(o, o.startsWith('--') ? (size(n) > 2 && o.startsWith(n)) : n.startsWith(o))))"
 )
-_OWNED_FLAG_RE = "^--(" + "|".join(re.escape(f) for f in OWNED_ENGINE_FLAGS) + ")(=.*)?$"
-_OWNED_FLAG_CEL = "^--(" + "|".join(OWNED_ENGINE_FLAGS) + ")(=.*)?$"
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> Any:
@@ -141,9 +188,11 @@ class EngineSpec(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    f"!has(self.extraArgs) || self.extraArgs.all(a, !a.matches('{_OWNED_FLAG_CEL}'))",
-                    "extraArgs may not set flags the operator owns (" + ", ".join("--" + f for f in OWNED_ENGINE_FLAGS)
-                    + "): use the matching spec field",
+                    _CEL_EXTRA_ARGS,
+                    "extraArgs: one flag per entry, its value after '=' (--flag=value); none of the flags the operator "
+                    f"owns, in any spelling vLLM {vllm_flags.VLLM_VERSION} accepts (" + ", ".join(OWNED_ENGINE_FLAGS)
+                    + "): use the spec field; none that break the pod or the gateway (" + ", ".join(BREAKING_ENGINE_FLAGS)
+                    + ")",
                     ".extraArgs",
                 ),
             ]
@@ -164,7 +213,8 @@ class EngineSpec(Model):
     )
     extra_args: list[str] = Field(
         default_factory=list, max_length=64,
-        description="More vLLM flags. Flags the operator owns (model, TP, port, …) are rejected.",
+        description="More vLLM flags, one per entry with its value after '=' (--max-num-seqs=128). Flags the "
+        "operator owns (model, TP, port, …) in any spelling vLLM accepts, and flags that break the pod, are rejected.",
         json_schema_extra={"items": {"type": "string", "maxLength": 1024}},
     )
     env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra environment, e.g. HF_TOKEN.")
@@ -176,10 +226,9 @@ class EngineSpec(Model):
     @model_validator(mode="after")
     def _no_owned_flags(self) -> EngineSpec:
         for i, arg in enumerate(self.extra_args):
-            if re.match(_OWNED_FLAG_RE, arg):
-                raise ValueError(
-                    f"extraArgs[{i}] {arg!r} sets a flag the operator owns; use the matching spec field instead"
-                )
+            problem = extra_arg_problem(arg)
+            if problem:
+                raise ValueError(f"extraArgs[{i}] {problem}")
         return self
 
 
