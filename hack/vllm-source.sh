@@ -13,6 +13,7 @@ FILES=(
   vllm/entrypoints/common/cli_args.py
   vllm/utils/argparse_utils.py
   vllm/v1/metrics/loggers.py
+  vllm/v1/metrics/buckets.py
 )
 log() { printf '[vllm-source %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 if [ -f "$OUT/.complete" ]; then

@@ -101,3 +101,43 @@ def test_no_other_vllm_flag_is_refused(cluster, namespace, accepted: dict[str, l
     assert [a for a in args if extra_arg_problem(a)] == []
     server = refused_by_the_api_server(cluster, args, namespace)
     assert [a for a, refused in zip(args, server, strict=True) if refused] == []
+
+
+def test_engine_sim_exports_vllms_series_with_vllms_types_labels_and_buckets(src: Path) -> None:
+    """Every vllm:* family engine-sim exports is one vLLM 0.33 defines (vllm/v1/metrics/loggers.py), with the same
+    type, label names and, for the histograms, bucket bounds; and it exports every series llmfleet reads."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.integration.servers import engine
+
+    out = subprocess.run([sys.executable, str(ROOT / "hack" / "vllm_metrics.py"), str(src)], capture_output=True,
+                         text=True, check=True)
+    vllm = json.loads(out.stdout)
+    e = engine("m", 50.0)
+    try:
+        import httpx
+
+        httpx.post(e.url + "/v1/chat/completions", json={"model": "m", "max_tokens": 4, "messages": [
+            {"role": "user", "content": "metrics"}]}, timeout=30)
+        text = httpx.get(e.url + "/metrics").text
+    finally:
+        e.stop()
+    ours = {}
+    for fam in text_string_to_metric_families(text):
+        if not fam.name.startswith("vllm:") or fam.name.endswith("_created"):  # the client's own timestamps
+            continue
+        name = fam.name + ("_total" if fam.type == "counter" else "")
+        sample = next(s for s in fam.samples if not s.name.endswith(("_created", "_sum", "_count")))
+        labels = sorted(k for k in sample.labels if k != "le")
+        buckets = sorted({float(s.labels["le"]) for s in fam.samples if "le" in s.labels} - {float("inf")})
+        ours[name] = (fam.type, labels, buckets or None)
+    read = {"vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
+            "vllm:time_to_first_token_seconds", "vllm:prompt_tokens_total", "vllm:prompt_tokens_by_source_total",
+            "vllm:generation_tokens_total", "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total",
+            "vllm:request_success_total"}  # what the autoscaler, `llmfleet prefix-cache` and the tests read
+    assert read <= ours.keys(), read - ours.keys()
+    for name, (kind, labels, buckets) in ours.items():
+        assert name in vllm, f"vLLM {vllm_flags.VLLM_VERSION} has no {name}"
+        assert kind == vllm[name]["type"] and labels == sorted(vllm[name]["labels"]), (name, kind, labels, vllm[name])
+        if vllm[name]["buckets"] is not None:
+            assert buckets == vllm[name]["buckets"], name

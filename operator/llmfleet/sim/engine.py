@@ -37,9 +37,14 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 WORDS = ("the", "model", "serves", "tokens", "quickly", "while", "cache", "hits", "save", "prefill", "on",
          "every", "replica", "and", "spot", "capacity", "keeps", "cost", "low", "for", "users", "who", "stream")
 CHARS_PER_TOKEN = 4
-TTFT_BUCKETS = (0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
-ITL_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
-E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0)
+# vLLM 0.33's histogram bounds (vllm/v1/metrics/buckets.py; the conformance test compares them).
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+                80.0, 160.0, 640.0, 2560.0)
+ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0,
+                   960.0, 1920.0, 7680.0)
+FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")  # vLLM's FinishReason
+PROMPT_SOURCES = ("local_compute", "local_cache_hit", "external_kv_transfer")  # vLLM's PromptTokenStats
 
 
 def prompt_text(body: dict[str, Any]) -> str:
@@ -75,28 +80,57 @@ def output_tokens(text: str, n: int) -> list[str]:
 
 
 class Metrics:
+    """The series vLLM 0.33 exports that a fleet reads, with vLLM's names, types, labels (``model_name`` and
+    ``engine``, one engine here: "0") and buckets; tests/integration/test_vllm_conformance.py holds each to
+    vLLM's own definitions (vllm/v1/metrics/loggers.py)."""
+
     def __init__(self, model: str) -> None:
         self.registry = CollectorRegistry()
-        r, labels = self.registry, ["model_name"]
-        self.running = Gauge("vllm:num_requests_running", "Requests in the running batch.", labels, registry=r).labels(model)
-        self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting to be scheduled.", labels, registry=r).labels(model)
-        self.kv = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage, 1 = full.", labels, registry=r).labels(model)
-        self.ttft = Histogram("vllm:time_to_first_token_seconds", "Time to first token.", labels,
-                              buckets=TTFT_BUCKETS, registry=r).labels(model)
-        self.itl = Histogram("vllm:inter_token_latency_seconds", "Inter-token latency.", labels,
-                             buckets=ITL_BUCKETS, registry=r).labels(model)
-        self.tpot = Histogram("vllm:time_per_output_token_seconds", "Time per output token.", labels,
-                              buckets=ITL_BUCKETS, registry=r).labels(model)
-        self.e2e = Histogram("vllm:e2e_request_latency_seconds", "End-to-end request latency.", labels,
-                             buckets=E2E_BUCKETS, registry=r).labels(model)
-        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prefill tokens processed.", labels, registry=r).labels(model)
-        self.generation_tokens = Counter("vllm:generation_tokens", "Generation tokens.", labels, registry=r).labels(model)
-        self.prefix_queries = Counter("vllm:prefix_cache_queries", "Prefix-cache queries, in tokens.", labels,
-                                      registry=r).labels(model)
-        self.prefix_hits = Counter("vllm:prefix_cache_hits", "Prefix-cache hits, in tokens.", labels,
-                                   registry=r).labels(model)
-        self.success = Counter("vllm:request_success", "Finished requests by reason.", ["model_name", "finished_reason"],
-                               registry=r)
+        r, labels, ids = self.registry, ["model_name", "engine"], (model, "0")
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, labels, registry=r).labels(*ids)
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, labels, registry=r).labels(*ids)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=r).labels(*ids)
+
+        self.running = gauge("vllm:num_requests_running", "Number of requests in model execution batches.")
+        self.waiting = gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.")
+        by_reason = Gauge("vllm:num_requests_waiting_by_reason", "Number of waiting requests by reason.",
+                          [*labels, "reason"], registry=r)
+        self.waiting_capacity = by_reason.labels(*ids, "capacity")
+        by_reason.labels(*ids, "deferred").set(0)  # LoRA budgets, KV transfers: not modelled
+        self.kv = gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
+        self.ttft = histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
+                              TTFT_BUCKETS)
+        self.itl = histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
+                             ITL_BUCKETS)
+        self.tpot = histogram("vllm:request_time_per_output_token_seconds",
+                              "Histogram of time_per_output_token_seconds per request.", ITL_BUCKETS)
+        self.e2e = histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
+                             LATENCY_BUCKETS)
+        self.queue_time = histogram("vllm:request_queue_time_seconds",
+                                    "Histogram of time spent in WAITING phase for request.", LATENCY_BUCKETS)
+        self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
+        sources = Counter("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.", [*labels, "source"],
+                          registry=r)
+        self.prompt_by_source = {s: sources.labels(*ids, s) for s in PROMPT_SOURCES}
+        self.prompt_cached = counter("vllm:prompt_tokens_cached", "Number of cached prompt tokens (local or external).")
+        self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.")
+        self.preemptions = counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.")
+        self.prefix_queries = counter("vllm:prefix_cache_queries",
+                                      "Prefix cache queries, in terms of number of queried tokens.")
+        self.prefix_hits = counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.")
+        success = Counter("vllm:request_success", "Count of successfully processed requests.",
+                          [*labels, "finished_reason"], registry=r)
+        self.success = {reason: success.labels(*ids, reason) for reason in FINISH_REASONS}
+        rejections = Counter("vllm:admission_rejections", "Number of admission attempts rejected by a queue limit, "
+                             "by reason.", ["model_name", "reason"], registry=r)
+        self.admission_rejections = {reason: rejections.labels(model, reason)
+                                     for reason in ("max_num_queued_reqs", "max_num_queued_tokens")}
         self.model = model
 
 
@@ -109,6 +143,7 @@ class Pending:
     last_at: float | None = None
     words: list[str] = field(default_factory=list)
     finish: str = "length"  # vLLM's finish reason: "length" here (no stop strings), "abort" when aborted
+    scheduled: bool = False  # admitted to the running batch (its queue time and prompt sources are counted)
 
 
 class EngineSim:
@@ -137,7 +172,7 @@ class EngineSim:
         if self.shutting_down:  # vLLM's engine core rejects an add during shutdown: aborted, no tokens
             p.finish = "abort"
             p.queue.put_nowait(None)
-            self.metrics.success.labels(self.model, "abort").inc()
+            self.metrics.success["abort"].inc()
             return p
         self.pending[req.id] = p
         self.engine.submit(req)
@@ -148,7 +183,7 @@ class EngineSim:
 
     def abort(self, p: Pending) -> None:
         if self.pending.pop(p.req.id, None) is not None and self.engine.abort(p.req.id):
-            self.metrics.success.labels(self.model, "abort").inc()
+            self.metrics.success["abort"].inc()
 
     def abort_all(self) -> int:
         """End every unfinished request with finish_reason "abort" (what its client sees); their count."""
@@ -172,11 +207,26 @@ class EngineSim:
     def _gauges(self) -> None:
         self.metrics.running.set(len(self.engine.running))
         self.metrics.waiting.set(len(self.engine.waiting))
+        self.metrics.waiting_capacity.set(len(self.engine.waiting))
         self.metrics.kv.set(self.engine.kv_usage)
         q, h = self.engine.prefix_queries, self.engine.prefix_hits
         self.metrics.prefix_queries.inc(q - self._prefix_seen[0])
         self.metrics.prefix_hits.inc(h - self._prefix_seen[1])
         self._prefix_seen = (q, h)
+
+    def _scheduled(self) -> None:
+        """Requests the step admitted: their time in the queue, and where their prompt tokens came from."""
+        now = time.perf_counter()
+        m = self.metrics
+        for p in self.pending.values():
+            if p.scheduled or not p.req.admitted:
+                continue
+            p.scheduled = True
+            m.queue_time.observe(now - p.arrived)
+            cached = p.req.cached_tokens
+            m.prompt_by_source["local_cache_hit"].inc(cached)
+            m.prompt_by_source["local_compute"].inc(p.req.prompt_tokens - cached)
+            m.prompt_cached.inc(cached)
 
     async def _loop(self) -> None:
         while True:
@@ -186,6 +236,7 @@ class EngineSim:
                 await self._wake.wait()
                 continue
             result = self.engine.step()
+            self._scheduled()
             self._gauges()
             await asyncio.sleep(result.duration_s / self.speedup)
             now = time.perf_counter()
@@ -207,7 +258,7 @@ class EngineSim:
                 if p is not None:
                     p.queue.put_nowait(None)
                     self.metrics.e2e.observe(now - p.arrived)
-                    self.metrics.success.labels(self.model, "length").inc()
+                    self.metrics.success[p.finish].inc()
 
 
 class _ClientGone(Exception):
