@@ -99,6 +99,8 @@ def test_queue_depth_from_prometheus_scales_spot_first_then_back_down(cluster, o
         assert "queue depth" in st["lastScale"]["reason"], st["lastScale"]
         assert st["metrics"]["queueDepth"] > 2
         assert replicas(cluster, namespace, "llama3-8b") == (1, 2)  # the on-demand baseline, then spot
+        # Prefill work is read from vLLM's split of prompt tokens (cache hits are no GPU work), and status says so.
+        assert st["metrics"]["promptTokensSource"] == "local_compute", st["metrics"]
     finally:
         load.close()
     assert not load.errors, load.errors[:3]

@@ -565,7 +565,11 @@ class MetricsStatus(BaseModel):
     ready_replicas: int | None = Field(default=None, description="Engine replicas reporting metrics.")
     ttft_p95: float | None = Field(default=None, description="TTFT p95 in seconds over the last minute.")
     kv_cache_usage: float | None = Field(default=None, description="Mean KV-cache usage of the replicas, 0 to 1.")
-    prompt_tokens_per_second: float | None = Field(default=None, description="Prompt tokens per second, all replicas.")
+    prompt_tokens_per_second: float | None = Field(
+        default=None, description="Prompt tokens per second the replicas prefilled (see promptTokensSource).")
+    prompt_tokens_source: Literal["local_compute", "all"] | None = Field(
+        default=None, description="local_compute: the tokens the GPUs computed (prefix-cache hits left out, from "
+        "vllm:prompt_tokens_by_source); all: every prompt token (an engine that does not split them).")
     generation_tokens_per_second: float | None = Field(
         default=None, description="Generated tokens per second, all replicas.")
 

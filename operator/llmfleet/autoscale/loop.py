@@ -75,6 +75,8 @@ def metrics_status(obs: Observation) -> dict[str, Any]:
         out["kvCacheUsage"] = round(obs.kv_usage, 2)
     if obs.prompt_tps is not None:
         out["promptTokensPerSecond"] = round(obs.prompt_tps, 1)
+        if obs.prompt_source is not None:
+            out["promptTokensSource"] = obs.prompt_source
     if obs.generation_tps is not None:
         out["generationTokensPerSecond"] = round(obs.generation_tps, 1)
     return out

@@ -3,7 +3,7 @@
 Series are selected by ``namespace`` and vLLM's own ``model_name`` label (the served name), which any
 Prometheus scraping the engine pods has (kube-prometheus' PodMonitor and our dev scrape config both add
 ``namespace``). Every failure becomes a ``MetricsAvailable=False`` condition naming the cause; the policy
-then holds the target. Plain httpx rather than prometheus-api-client: eight instant queries per tick do not
+then holds the target. Plain httpx rather than prometheus-api-client: nine instant queries per tick do not
 need a client that depends on matplotlib (a fork of it exists only to make that optional).
 """
 
@@ -16,7 +16,7 @@ from typing import Protocol
 
 import httpx
 
-from llmfleet.autoscale.policy import Observation
+from llmfleet.autoscale.policy import PROMPT_ALL, PROMPT_COMPUTED, Observation
 
 QUERY_TIMEOUT_SECONDS = 5.0
 Condition = tuple[str, str, str]  # (status, reason, message)
@@ -34,6 +34,7 @@ class MetricsSource(Protocol):
 
 
 def queries(namespace: str, model: str, gateway_service: str) -> dict[str, str]:
+    """The PromQL the autoscaler reads, by figure (the engine series are vLLM 0.33's own)."""
     sel = f'namespace="{namespace}",model_name="{model}"'
     gw = f'namespace="{namespace}",service="{gateway_service}"'
     return {
@@ -46,6 +47,9 @@ def queries(namespace: str, model: str, gateway_service: str) -> dict[str, str]:
         "kv": f"avg(vllm:kv_cache_usage_perc{{{sel}}})",
         "ttft": f"histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{{{sel}}}[1m])))",
         "prompt_tps": f"sum(rate(vllm:prompt_tokens_total{{{sel}}}[1m]))",
+        # The prefill work the GPUs did (vLLM >= 0.33 splits prompt tokens by source): prefix-cache hits are no
+        # work, so a fleet with reused prefixes is not sized for prompt tokens it never computes.
+        "prompt_compute_tps": f'sum(rate(vllm:prompt_tokens_by_source_total{{{sel},source="local_compute"}}[1m]))',
         "generation_tps": f"sum(rate(vllm:generation_tokens_total{{{sel}}}[1m]))",
     }
 
@@ -86,8 +90,11 @@ class PrometheusSource:
             return Observed(None, ("False", "NoEngineSeries",
                                    f"{url} has no vllm:num_requests_waiting series with namespace={namespace!r} and "
                                    f"model_name={model!r} (engines starting, or not scraped); holding the replica count."))
+        computed = got["prompt_compute_tps"] is not None
         obs = Observation(waiting=got["waiting"] or 0.0, running=got["running"] or 0.0, ready=ready,
-                          ttft_p95=got["ttft"], kv_usage=got["kv"], prompt_tps=got["prompt_tps"],
+                          ttft_p95=got["ttft"], kv_usage=got["kv"],
+                          prompt_tps=got["prompt_compute_tps"] if computed else got["prompt_tps"],
+                          prompt_source=PROMPT_COMPUTED if computed else PROMPT_ALL,
                           generation_tps=got["generation_tps"], arrivals=got["arrivals"])
         return Observed(obs, ("True", "MetricsRead", f"Queue depth, TTFT p95, token rates and KV-cache usage read "
                                                      f"from {url}."))

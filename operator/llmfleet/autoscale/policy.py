@@ -48,6 +48,10 @@ TARGET_UTILIZATION = 0.7  # share of a replica's token capacity the fleet is siz
 DECODE_STEP_TARGET_S = 0.04  # decode capacity is counted at the batch whose step stays under this (25 tokens/s)
 TTFT_DOWN_FRACTION = 0.6  # shrink only while TTFT p95 is below this share of the target
 MAX_GROWTH_FACTOR = 2.0
+# What the prompt rate counts: the tokens the GPUs prefilled (vLLM's local_compute source), or every prompt
+# token, prefix-cache hits included, from an engine that does not split them (an over-count of the work).
+PROMPT_COMPUTED = "local_compute"
+PROMPT_ALL = "all"
 MIN_GROWTH_STEP = 4
 
 
@@ -64,6 +68,7 @@ class Observation:
     prompt_tps: float | None = None  # prompt tokens per second, whole fleet (rate of vllm:prompt_tokens_total)
     generation_tps: float | None = None  # generated tokens per second, whole fleet
     replacing: int = 0  # replicas lost to a reclaim whose replacements do not serve yet (``replacing()``)
+    prompt_source: str | None = None  # what prompt_tps counts: PROMPT_COMPUTED or PROMPT_ALL
 
     @property
     def busy(self) -> bool:
