@@ -265,16 +265,18 @@ class _ClientGone(Exception):
     pass
 
 
-def _error(status: int, message: str, type_: str = wire.INVALID_REQUEST, param: str | None = None) -> tuple[int, bytes]:
-    return status, wire.error_body(message, type_, None, param)
+def _error(status: int, message: str, type_: str = "BadRequestError", param: str | None = None) -> tuple[int, bytes]:
+    """vLLM's ErrorResponse: the error's `code` is the HTTP status, its `type` vLLM's error class."""
+    return status, orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": status}})
 
 
 class EngineApp:
     """The ASGI application."""
 
     def __init__(self, sim: EngineSim, served_name: str, max_model_len: int, default_max_tokens: int = 128,
-                 stream_interval: int = 1) -> None:
+                 stream_interval: int = 1, max_num_queued_reqs: int | None = None) -> None:
         self.sim = sim
+        self.max_num_queued_reqs = max_num_queued_reqs
         self.stream_interval = max(1, stream_interval)
         self.served_name = served_name
         self.max_model_len = max_model_len
@@ -342,6 +344,11 @@ class EngineApp:
                 400, f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
                 f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion).",
                 param="max_tokens"))
+            return
+        if self.max_num_queued_reqs is not None and len(self.sim.pending) + 1 > self.max_num_queued_reqs:
+            self.sim.metrics.admission_rejections["max_num_queued_reqs"].inc()
+            await self._send(send, *_error(503, "The engine is currently busy and cannot accept new requests. Please "
+                                                "try again later or on a different instance.", "Service Unavailable"))
             return
         p = self.sim.submit(text, max_tokens)
         rid = wire.completion_id(chat)
@@ -423,7 +430,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-enable-prefix-caching", dest="prefix_caching", action="store_false")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--quantization", default=None)
-    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--max-num-seqs", type=int, default=None, help="default: vLLM's for the GPU (1024 on H100/H200)")
+    p.add_argument("--max-num-batched-tokens", type=int, default=None, help="default: vLLM's for the GPU")
+    p.add_argument("--max-num-queued-reqs", type=int, default=None,
+                   help="admission control: answer 503 while this many requests are unfinished (vLLM's)")
     p.add_argument("--shutdown-timeout", type=int, default=0,
                    help="SIGTERM: 0 aborts in-flight requests (vLLM's default), N lets them finish for N seconds")
     p.add_argument("--gpu", default="H100-80GB", help="GPU type from the catalog for the performance model")
@@ -447,10 +457,10 @@ def build_app(args: argparse.Namespace) -> EngineApp:
     except SizingError:
         spec_doc["model"]["name"] = "meta-llama/Meta-Llama-3-8B-Instruct"  # unknown model: size as an 8B
         sizing = size(LLMDeploymentSpec.model_validate(spec_doc))
-    profile = EngineProfile.from_sizing(sizing, args.max_num_seqs, args.prefix_caching)
+    profile = EngineProfile.from_sizing(sizing, args.max_num_seqs, args.prefix_caching, args.max_num_batched_tokens)
     served = args.served_model_name or args.model
     return EngineApp(EngineSim(profile, served, args.speedup), served, args.max_model_len, args.default_max_tokens,
-                     args.stream_interval)
+                     args.stream_interval, args.max_num_queued_reqs)
 
 
 def serve(args: argparse.Namespace) -> None:
