@@ -306,6 +306,41 @@ def test_token_accounting_is_the_engines_own_usage_and_the_client_gets_what_it_a
     assert prompts == metric(engine_metrics, "vllm:prompt_tokens_total")
 
 
+def test_an_engine_at_its_admission_limit_answers_503_and_the_gateway_moves_on_without_ejecting_it() -> None:
+    """vLLM's --max-num-queued-reqs: past it the engine answers 503 with vLLM's error body (code = the status). The
+    gateway serves the request from another replica and passes the busy one over only briefly (50 ms, doubling):
+    a replica whose queue is full is healthy, and a 10 s ejection would waste it."""
+    a = engine("m", 2.0, "--max-num-queued-reqs", "2")
+    b = engine("m", 20.0)
+    full = engine("m", 20.0, "--max-num-queued-reqs", "0")  # refuses everything: its queue never has room
+    try:
+        async def burst(url: str, n: int) -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as c:
+                return await asyncio.gather(*[c.post(url + "/v1/chat/completions", json=chat(f"q{i}", max_tokens=30))
+                                              for i in range(n)])
+
+        direct = [r for r in asyncio.run(burst(a.url, 6)) if r.status_code == 503]
+        assert direct and direct[0].json()["error"] == {
+            "message": "The engine is currently busy and cannot accept new requests. Please try again later or on a "
+                       "different instance.", "type": "Service Unavailable", "param": None, "code": 503}
+        s = gateway({"model": "m", "engines": {"static": [full.url, b.url]}, "routing": "least-outstanding",
+                     "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0}}, None)
+        try:
+            statuses = []
+            for i in range(6):
+                statuses.append(httpx.post(s.url + "/v1/chat/completions", json=chat(f"r{i}"), timeout=30).status_code)
+                time.sleep(0.45)  # longer than the back-offs so far (50, 100, 200, 400 ms)
+            gw_503 = metric(httpx.get(s.url + "/metrics").text, "llmfleet_gateway_upstream_errors_total", kind="http_503")
+        finally:
+            s.stop()
+        refusals = metric(httpx.get(full.url + "/metrics").text, "vllm:admission_rejections_total")
+    finally:
+        for e in (a, b, full):
+            e.stop()
+    assert statuses == [200] * 6
+    assert refusals == gw_503 >= 4  # tried again after each short back-off, not kept out for 10 s
+
+
 def test_engine_sim_metrics_move_with_load() -> None:
     e = engine("m", 1.0)
     try:

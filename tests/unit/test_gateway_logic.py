@@ -81,6 +81,29 @@ def test_least_outstanding_and_ejection() -> None:
     assert r.pick(b"") is b
 
 
+def test_a_replica_that_answers_503_is_backed_off_briefly_and_growing_not_ejected() -> None:
+    """vLLM's admission control (503) says busy, not broken: pass it over for 50 ms, doubling while it refuses (to
+    2 s), and forget it once it serves; a failure still ejects for the cool-down."""
+    clock = Clock()
+    r = Router("least-outstanding", clock=clock, eject_seconds=10)
+    r.set_endpoints(["http://a", "http://b"])
+    a, b = r.endpoints["http://a"], r.endpoints["http://b"]
+    b.outstanding = 5  # a is the one picked while it is available
+    waits = []
+    for _ in range(8):
+        r.busy(a)
+        waits.append(round(a.ejected_until - clock.t, 3))
+        assert r.pick(b"") is b
+        clock.t = a.ejected_until
+        assert r.pick(b"") is a  # back as soon as its back-off is over
+    assert waits == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    r.ok(a)
+    r.busy(a)
+    assert round(a.ejected_until - clock.t, 3) == 0.05  # a success starts the back-off over
+    r.fail(a)
+    assert a.ejected_until - clock.t == 10
+
+
 @pytest.mark.parametrize("card", ["4111111111111111", "5500000000000004", "378282246310005", "6011111111111117"])
 def test_luhn_accepts_real_test_cards(card: str) -> None:
     assert luhn_ok(card)

@@ -445,7 +445,10 @@ class Gateway:
                 attempts += 1
                 resp.release()
                 self.router.end(ep)
-                self.router.fail(ep)
+                if resp.status == 503:  # vLLM's admission control: healthy, its queue is full
+                    self.router.busy(ep)
+                else:
+                    self.router.fail(ep)
                 tel.upstream_errors.labels(SELF_HOSTED, f"http_{resp.status}").inc()
                 continue
             try:

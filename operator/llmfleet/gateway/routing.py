@@ -3,7 +3,9 @@ prompt prefix with a load bound, so vLLM's prefix cache hits while no replica ov
 
 The load bound follows "consistent hashing with bounded loads" (Mirrokni et al.): a replica may take a
 request only while its outstanding count is below ``ceil(c × (total + 1) / n)``; otherwise the next
-replica on the ring is tried. A replica that fails is ejected for a cool-down and then tried again.
+replica on the ring is tried. A replica that fails is ejected for a cool-down and then tried again. A replica
+that answers 503 (vLLM's admission control: its queue is full, it is healthy) is only passed over for a short
+interval that doubles while it keeps refusing (``BUSY_BACKOFF_S`` up to ``BUSY_BACKOFF_MAX_S``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 VNODES = 64
+BUSY_BACKOFF_S = 0.05
+BUSY_BACKOFF_MAX_S = 2.0
 PREFIX_CHARS = 512  # the stable part of a prompt: system prompt and the start of the conversation
 
 
@@ -26,6 +30,7 @@ class Endpoint:
     outstanding: int = 0
     ejected_until: float = 0.0
     failures: int = 0
+    busy_strikes: int = 0  # 503s in a row (admission control)
     served: int = 0
     meta: dict[str, str] = field(default_factory=dict)
 
@@ -112,6 +117,13 @@ class Router:
         ep.ejected_until = self.clock() + self.eject_seconds
         self._ejected_until = max(self._ejected_until, ep.ejected_until)
 
+    def busy(self, ep: Endpoint) -> None:
+        """The replica refused for load (503): back off briefly, longer each time in a row; it is not broken."""
+        ep.busy_strikes += 1
+        ep.ejected_until = self.clock() + min(BUSY_BACKOFF_MAX_S, BUSY_BACKOFF_S * 2 ** (ep.busy_strikes - 1))
+        self._ejected_until = max(self._ejected_until, ep.ejected_until)
+
     def ok(self, ep: Endpoint) -> None:
         ep.failures = 0
+        ep.busy_strikes = 0
         ep.ejected_until = 0.0
