@@ -49,6 +49,43 @@ def test_chart_crd_and_install_manifests_are_in_sync() -> None:
     assert (ROOT / "manifests" / "install" / "llmfleet.yaml").read_text() == rendered, "run hack/gen.sh"
 
 
+def test_a_pod_monitor_selects_every_engine_and_gateway_pod_where_prometheus_operator_is() -> None:
+    from llmfleet.api.load import parse_object
+    from llmfleet.api.sizing import size
+    from llmfleet.render import render_all
+    from llmfleet.render.common import DEPLOYMENT_LABEL, POOL_LABEL
+    from tests.conftest import EXAMPLES
+
+    assert "PodMonitor" not in helm("template", "t", str(CHART))  # no Prometheus Operator: nothing to render
+    docs = yaml.safe_load_all(helm("template", "t", str(CHART), "--api-versions", "monitoring.coreos.com/v1/PodMonitor"))
+    (pm,) = [d for d in docs if d and d["kind"] == "PodMonitor"]
+    assert pm["spec"]["namespaceSelector"] == {"any": True}
+    exprs = pm["spec"]["selector"]["matchExpressions"]
+    endpoint = pm["spec"]["podMetricsEndpoints"][0]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    to_service = next(r for r in endpoint["relabelings"] if r["targetLabel"] == "service")
+    seen = set()
+    for path in EXAMPLES:
+        obj = parse_object(yaml.safe_load(path.read_text()))
+        for m in render_all(obj, size(obj.spec)):
+            if m["kind"] != "Deployment":
+                continue
+            pod = m["spec"]["template"]
+            labels = pod["metadata"]["labels"]
+            selected = all(e["key"] in labels if e["operator"] == "Exists" else labels.get(e["key"]) in e["values"]
+                           for e in exprs)
+            component = labels.get("app.kubernetes.io/component")
+            assert selected == (component in ("engine", "gateway")), (m["metadata"]["name"], labels)
+            if selected:
+                seen.add(component)
+                assert any(p["name"] == "http" for p in pod["spec"]["containers"][0]["ports"])
+                # The gateway's series get the `service` label the autoscaler's wake-up query selects on.
+                assert f"{component};{labels[DEPLOYMENT_LABEL]}".startswith("gateway;") == (component == "gateway")
+                assert component != "engine" or POOL_LABEL in labels
+    assert seen == {"engine", "gateway"}
+    assert (to_service["regex"], to_service["replacement"]) == ("gateway;(.+)", "${1}-gateway")
+
+
 def test_rbac_grants_no_wildcards() -> None:
     docs = list(yaml.safe_load_all(helm("template", "t", str(CHART))))
     role = next(d for d in docs if d and d["kind"] == "ClusterRole")
