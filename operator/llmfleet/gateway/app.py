@@ -11,8 +11,10 @@ disconnect closes the upstream connection at once, which aborts the request in v
 another replica only before its first byte reached the client: after a connect error, a reset, a 500/502-504,
 or vLLM's answer to a request it will not run (`finish_reason: "abort"` before any text: what an engine that is
 shutting down answers); up to three attempts that reached an engine, while refused connections (nothing sent:
-a replica not listening yet or any more) move on to the next replica for free. A stream that does not end the way the engine meant (no `[DONE]`, cut, or aborted by a
-shutting-down engine) ends with an SSE error event, never as a normal end.
+a replica not listening yet or any more) move on to the next replica for free. A stream that does not end the
+way the engine meant (no `[DONE]`, cut, or aborted by a shutting-down engine) ends with an SSE error event,
+never as a normal end. Token counts are the engine's own usage (asked for when the client did not, and then
+stripped from what the client gets).
 """
 
 from __future__ import annotations
