@@ -341,6 +341,22 @@ def test_an_engine_at_its_admission_limit_answers_503_and_the_gateway_moves_on_w
     assert refusals == gw_503 >= 4  # tried again after each short back-off, not kept out for 10 s
 
 
+def test_engine_sim_clamps_max_tokens_to_the_context_as_vllm_does() -> None:
+    """vLLM 0.33 (get_max_tokens) never refuses max_tokens: it is clamped to the rest of the context; only a prompt
+    longer than the context is a 400."""
+    e = engine("m", 200.0, "--max-model-len", "300")
+    try:
+        r = httpx.post(e.url + "/v1/completions", json={"model": "m", "prompt": "x" * 400, "max_tokens": 5000},
+                       timeout=30)
+        long = httpx.post(e.url + "/v1/completions", json={"model": "m", "prompt": "x" * 1600}, timeout=30)
+    finally:
+        e.stop()
+    assert r.status_code == 200 and r.json()["usage"] == {"prompt_tokens": 100, "completion_tokens": 200,
+                                                          "total_tokens": 300}
+    assert long.status_code == 400 and long.json()["error"]["code"] == 400
+    assert long.json()["error"]["message"] == "Input length (400) exceeds model's maximum context length (300)."
+
+
 def test_engine_sim_metrics_move_with_load() -> None:
     e = engine("m", 1.0)
     try:

@@ -334,17 +334,18 @@ class EngineApp:
             await self._send(send, *_error(400, "messages must be a list", param="messages"))
             return
         text = prompt_text(body)
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or self.default_max_tokens
-        if not isinstance(max_tokens, int) or max_tokens < 1:
+        asked = body.get("max_tokens") or body.get("max_completion_tokens")
+        if asked is not None and (not isinstance(asked, int) or asked < 1):
             await self._send(send, *_error(400, "max_tokens must be a positive integer", param="max_tokens"))
             return
         prompt_tokens = count_tokens(text)
-        if prompt_tokens + max_tokens > self.max_model_len:
+        if prompt_tokens > self.max_model_len:
             await self._send(send, *_error(
-                400, f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
-                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion).",
-                param="max_tokens"))
+                400, f"Input length ({prompt_tokens}) exceeds model's maximum context length ({self.max_model_len})."))
             return
+        # vLLM's get_max_tokens: what was asked (else the generation config's default), clamped to the rest of the
+        # context, never refused for it.
+        max_tokens = max(1, min(asked or self.default_max_tokens, self.max_model_len - prompt_tokens))
         if self.max_num_queued_reqs is not None and len(self.sim.pending) + 1 > self.max_num_queued_reqs:
             self.sim.metrics.admission_rejections["max_num_queued_reqs"].inc()
             await self._send(send, *_error(503, "The engine is currently busy and cannot accept new requests. Please "
