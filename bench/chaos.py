@@ -25,11 +25,14 @@ Each line: ``sent`` (requests answered or failed while the scenario ran), ``comp
 byte), ``truncated`` (a stream that started and did not finish), ``truncated_with_error_event`` (of those, the
 ones that ended with the gateway's SSE error event), ``retried`` (attempts the gateways moved to another
 replica), ``client_reconnects`` (requests whose connection failed before any answer came back: refused by a
-gateway that had stopped listening, or a kept-alive connection it had just closed; sent again by the client,
-as OpenAI's SDK does), ``replacement_ready_s`` (fault → the fleet serving at full strength again),
+gateway that had stopped listening, or a kept-alive connection it had just closed; sent again by the client
+after 0.5 s and 1 s, as OpenAI's SDK does), ``replacement_ready_s`` (fault → the fleet serving at full strength again),
 ``ttft_p95_before_s``/``ttft_p95_during_s`` (first token as the client saw it, before the fault and from the
 fault until the end), ``max_concurrent_writers`` (most distinct operator pods that wrote to the API within any
 2 seconds of the scenario, from the audit log; must be 1), and what status and Events said.
+
+Reconnects in ``gateway-restart`` come from kwok, not the gateway: kwok frees a deleted pod's IP at once and
+may give it to a new pod while the old process still drains on it (a kubelet keeps a terminating pod's IP).
 
     python bench/chaos.py [--scenarios a,b] [--streams 120] [--short] [--cluster-dir DIR]
 
@@ -331,7 +334,7 @@ class Load:
             while not self.prober.gateways and waited < 10:  # a Service with no ready endpoint yet
                 await asyncio.sleep(0.1)
                 waited += 0.1
-            for _attempt in range(3):
+            for attempt in range(3):  # OpenAI's SDK: two retries of a connection error, 0.5 s then 1 s apart
                 gateways = self.prober.gateways
                 if not gateways:
                     o.error = "no ready gateway"
@@ -340,8 +343,12 @@ class Load:
                 try:
                     await self._one(session, ip, body, o)
                     break
-                except _Reconnect:  # the connection failed before any answer: retried, as OpenAI's SDK does
+                except _Reconnect:  # the connection failed before any answer: sent again, as the SDK does
                     o.reconnects += 1
+                    if attempt == 2:
+                        o.error = "connection failed 3 times"
+                    else:
+                        await asyncio.sleep(0.5 * 2 ** attempt)
             self.outcomes.append(o)
 
     @staticmethod
