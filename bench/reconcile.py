@@ -9,8 +9,8 @@ Two phases, one cluster, one operator:
    time, each after the previous one's children exist: the apply → children-created latency a user of a
    busy cluster sees (``apply_to_children_p50_s``/``p95``).
 "Children created" means every object the renderer plans for that CR exists (watches on every child kind).
-Then: writes the operator makes in an idle period (from the API server's audit log), operator RSS and
-CPU. Baseline in the same run: the same children applied directly with server-side apply by this process
+Then, once every rollout is over: writes the operator makes in an idle period (from the API server's audit
+log), operator RSS and CPU. Baseline in the same run: the same children applied directly with server-side apply by this process
 (what the API server alone costs), reported as ``direct_apply_children_p50_s`` and a ratio.
 
     python bench/reconcile.py [--crs 100] [--latency 20] [--idle 60] [--quick] [--kubeconfig PATH]
@@ -212,6 +212,16 @@ def main() -> int:
             time.sleep(0.25)
         children.stop.set()
 
+        def settled_count() -> int:
+            """CRs whose rollouts are over (Progressing False): a gateway pod counts as available only after
+            the Deployment's minReadySeconds, so Ready comes a few seconds before the last status change."""
+            items = kube.list("llmfleet.io/v1alpha1", "LLMDeployment", NS, "")
+            return sum(1 for o in items if any(c["type"] == "Progressing" and c["status"] == "False"
+                                               for c in (o.get("status") or {}).get("conditions", [])))
+
+        deadline = time.perf_counter() + 120
+        while settled_count() < len(names) + len(late) and time.perf_counter() < deadline:
+            time.sleep(0.25)
         time.sleep(3)
         idle_start = time.time()
         time.sleep(args.idle)
