@@ -175,25 +175,27 @@ def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(
         writes = operator_writes(cluster, since)
         assert {w.split("/")[0] for _, w, _ in writes} == {pod_of(first)}, writes  # the standby wrote nothing
 
-        # 1. A graceful stop (pod deleted: SIGTERM) releases the lease: the standby leads within a few retries,
-        # long before the lease would have expired.
-        standby = next(p for p in pods if p != pod_of(first))
+        # 1. A graceful stop (pod deleted: SIGTERM) releases the lease: another operator leads within a few
+        # retries, long before the lease would have expired. Usually the standby; the Deployment's replacement for
+        # the deleted pod campaigns too, as soon as it starts, and may win the race (as it may in a real cluster).
         cluster.kubectl("delete", "pod", pod_of(first), "-n", "llmfleet-system", "--wait=false")
         stopped = time.monotonic()
-        eventually(lambda: pod_of(holder(cluster)) == standby, 60, 0.1, what="the standby to take the released lease")
+        eventually(lambda: pod_of(holder(cluster)) not in ("", pod_of(first)), 60, 0.1,
+                   what="another operator to take the released lease")
         graceful_s = time.monotonic() - stopped
+        leader = pod_of(holder(cluster))
         cluster.kubectl("patch", "llmd", "llama3-8b", "-n", namespace, "--type=merge", "-p",
                         '{"spec": {"gateway": {"replicas": 3}}}')
         eventually(lambda: status(cluster, namespace, "llama3-8b").get("observedGeneration") == 2, 60,
                    what="the new leader to reconcile a change")
         desired = (status(cluster, namespace, "llama3-8b").get("replicas") or {}).get("desired")
 
-        # 2. SIGKILL the leader: no release, the lease has to expire. The Deployment's replacement for the
-        # deleted pod is on standby now; the killed container restarts as a new candidate. Either may win.
+        # 2. SIGKILL the leader: no release, the lease has to expire. The other pod is on standby now; the
+        # killed container restarts as a new candidate. Either may win.
         second = holder(cluster)
         eventually(lambda: len(cluster.names("pod", "llmfleet-system", "app.kubernetes.io/name=llmfleet")) == 2, 60,
                    what="the replacement operator pod")
-        kill_pod_process(standby)
+        kill_pod_process(leader)
         killed = time.monotonic()
         eventually(lambda: holder(cluster) not in (None, second), 60, 0.1, what="a standby to take the expired lease")
         kill_s = time.monotonic() - killed
@@ -211,7 +213,7 @@ def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(
                   "max_writers_in_2s": max_writers_in(writes), "terms": order}
         # One writer at a time: each writer's writes form one uninterrupted run, one run per leadership term.
         assert len(order) == 3 and len(set(order)) == 3, (report, writes)
-        assert [w.split("/")[0] for w in order[:2]] == [pod_of(first), standby], (report, writes)
+        assert [w.split("/")[0] for w in order[:2]] == [pod_of(first), leader], (report, writes)
         assert report["max_writers_in_2s"] == 1, (report, writes)
         # A release hands over in retries; a kill within the lease duration after the standby last saw the
         # lease change (it looks every retry period, so at most one period before the kill) and one more retry.
