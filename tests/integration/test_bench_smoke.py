@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -136,6 +138,7 @@ def test_chaos_bench_short_spot_notice_and_operator_failover_lose_nothing(cluste
     finally:
         operator.start()
     lines = json_lines(r.stdout)
+    Path(tempfile.gettempdir(), "llmfleet-chaos-short.jsonl").write_text(r.stdout)  # for a failure's post-mortem
     by = {x["scenario"]: x for x in lines if "scenario" in x}
     assert by.keys() == {"spot-notice", "operator-failover"}, r.stdout + r.stderr[-3000:]
     for line in by.values():

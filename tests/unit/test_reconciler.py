@@ -59,3 +59,16 @@ def test_the_newest_copy_of_the_cr_wins(minimal_obj: dict) -> None:
     r.store.cr_event(newer, deleted=False)
     p = asyncio.run(r.reconcile("ml", "demo", body))  # the event body is older than the store's copy
     assert p is not None and p.status is not None and p.status["replicas"]["desired"] == 3
+
+
+def test_a_reconcile_on_a_stale_copy_starts_from_the_status_written_here(minimal_obj: dict) -> None:
+    """The watch brings our own status write back later than the next event may come: a reconcile on the stale
+    copy must not write back the old status (a reclaim counted, then uncounted, was seen in the chaos bench)."""
+    kube, r, body = setup(minimal_obj, T0 + timedelta(minutes=5))
+    first = asyncio.run(r.reconcile("ml", "demo", body))
+    assert first is not None and first.status is not None
+    written = kube.get(*API)["status"]
+    stale = {**body, "status": {**written, "costPerHour": -1.0}}  # what the watch still had before our write
+    again = asyncio.run(r.reconcile("ml", "demo", stale))
+    assert again is not None and again.status is None  # starts from what it wrote: nothing to change
+    assert kube.get(*API)["status"]["costPerHour"] == written["costPerHour"]

@@ -65,6 +65,10 @@ class Reconciler:
         # CRs created this long after start-up find every child watch running: their children need no listing.
         self.watches_up_at = clock() + timedelta(seconds=WATCH_GRACE_SECONDS)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # The status each CR was last given here, with the resourceVersion it was computed from: until the watch
+        # brings a newer copy, the next reconcile starts from it, not from the stale one (a count such as
+        # status.replicas.spot.reclaims would otherwise be written back to its old value).
+        self._written: dict[tuple[str, str], tuple[int, Obj]] = {}
         self._scheduled: set[tuple[str, str]] = set()
         # Spec changes (create/update/resume) and child-triggered follow-ups (mostly status) run in separate
         # pools, so that during a burst the follow-ups of early CRs never queue ahead of the creation of later ones.
@@ -82,9 +86,16 @@ class Reconciler:
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             self.store.forget(namespace, name)
             self.autoscaler.forget((namespace, name))
+            self._written.pop((namespace, name), None)
             return None  # gone or going: garbage collection removes the children
         raw.setdefault("apiVersion", API_VERSION)
         raw.setdefault("kind", KIND)
+        written = self._written.get((namespace, name))
+        if written is not None:
+            if _rv(raw) <= written[0]:
+                raw = {**raw, "status": written[1]}  # our own write, not on the watch yet
+            else:
+                del self._written[(namespace, name)]
         snapshot = self.store.snapshot(self.port, namespace, name)
         now = self.clock()
         scale = None
@@ -96,6 +107,8 @@ class Reconciler:
             scale = self.autoscaler.step((namespace, name), spec, raw.get("status") or {}, now, observed)
         p = plan(raw, snapshot, now, self.options, scale)
         execute(self.port, raw, p, self._apply_pool)
+        if p.status is not None:
+            self._written[(namespace, name)] = (_rv(raw), p.status)
         for ref, _ in p.to_delete:
             if ref.kind == "Pod":  # engine pods drained on a notice
                 self.store.mark_deleting(namespace, name, ref.name, now.isoformat())
