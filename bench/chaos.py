@@ -59,7 +59,6 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import aiohttp  # noqa: E402
 
-from harness import pct  # noqa: E402
+from harness import max_writers, operator_writes, pct  # noqa: E402
 from llmfleet.dev.podrunner import PodRunner  # noqa: E402
 from llmfleet.kube.client import KubeClient, load_config  # noqa: E402
 from llmfleet.kube.port import KubeError  # noqa: E402
@@ -80,9 +79,6 @@ K8S_VERSION = os.environ.get("K8S_VERSION", "v1.36.3")
 BIN = Path(os.environ.get("LLMFLEET_CACHE", Path.home() / ".cache" / "llmfleet")) / "bin" / K8S_VERSION
 NS, NAME, KEY = "chaos", "chaos", "sk-chaos-0123456789abcdef"
 OPERATOR_NS = "llmfleet-system"
-SA_USER = f"system:serviceaccount:{OPERATOR_NS}:llmfleet"
-POD_EXTRA = "authentication.kubernetes.io/pod-name"
-TOKEN_EXTRA = "authentication.kubernetes.io/credential-id"  # one per token: a restarted container gets another
 NOTICE_TAINT = "aws-node-termination-handler/spot-itn"
 LEASE = {"leaseDuration": 6, "renewDeadline": 4, "retryPeriod": 1}
 SCENARIOS = ("spot-notice", "spot-stockout", "engine-kill", "node-loss", "operator-failover", "gateway-restart")
@@ -207,33 +203,6 @@ class Stack:
     def events(self, reason: str) -> list[str]:
         return [e.get("message", "") for e in self.kube.list("v1", "Event", NS, "") if e.get("reason") == reason]
 
-    def writers(self, since: float, until: float) -> list[tuple[float, str]]:
-        """(time, writer) of every successful write by the chart's operators in [since, until], leases aside. Tokens
-        are bound to pods, so the audit log names the pod and the token: a writer is "pod/credential-id" (a
-        container restarted in the same pod is another writer)."""
-        out = []
-        with open(self.dir / "audit.log") as f:
-            for line in f:
-                if SA_USER not in line:
-                    continue
-                ev = json.loads(line)
-                user, ref = ev.get("user") or {}, ev.get("objectRef") or {}
-                if ev.get("stage") != "ResponseComplete" or ev.get("verb") in ("get", "list", "watch"):
-                    continue
-                if user.get("username") != SA_USER or ref.get("resource") == "leases":
-                    continue
-                if (ev.get("responseStatus") or {}).get("code", 500) >= 400:
-                    continue
-                t = datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
-                if since <= t <= until:
-                    extra = user.get("extra") or {}
-                    out.append((t, "/".join([(extra.get(POD_EXTRA) or ["?"])[0], *(extra.get(TOKEN_EXTRA) or [])])))
-        return sorted(out)
-
-
-def max_writers(writes: list[tuple[float, str]], window: float = 2.0) -> int:
-    return max((len({p for t2, p in writes if t <= t2 < t + window}) for t, _ in writes), default=0)
-
 
 def _get(url: str, timeout: float = 0.5) -> bytes | None:
     try:
@@ -254,7 +223,6 @@ class Prober:
         self.retried: dict[str, float] = {}  # gateway pod → its upstream errors that were retried
         self.gateway_pods: set[str] = set()
         self.stop = threading.Event()
-        self.changed = threading.Event()
         threading.Thread(target=self._loop, daemon=True).start()
 
     def _loop(self) -> None:
@@ -263,23 +231,22 @@ class Prober:
                 self._probe()
             self.stop.wait(0.3)
 
+    def _healthy(self, component: str, port: int) -> dict[str, str]:
+        """Pod name → IP of the component's pods that exist, are not terminating and answer /health."""
+        out = {}
+        for pod in self.stack.pods(component):
+            ip = (pod.get("status") or {}).get("podIP")
+            if ip and not pod["metadata"].get("deletionTimestamp") \
+                    and _get(f"http://{ip}:{port}/health") is not None:
+                out[pod["metadata"]["name"]] = ip
+        return out
+
     def _probe(self) -> None:
-        gateways, names = [], set()
-        for pod in self.stack.pods("gateway"):
-            ip = (pod.get("status") or {}).get("podIP")
-            if ip and not pod["metadata"].get("deletionTimestamp") \
-                    and _get(f"http://{ip}:{GATEWAY_PORT}/health") is not None:
-                gateways.append(ip)
-                names.add(pod["metadata"]["name"])
-                metrics = _get(f"http://{ip}:{GATEWAY_PORT}/metrics", 1.0) or b""
-                self.retried[pod["metadata"]["name"]] = _retried(metrics.decode())
-        engines = {}
-        for pod in self.stack.pods("engine"):
-            ip = (pod.get("status") or {}).get("podIP")
-            if ip and not pod["metadata"].get("deletionTimestamp") \
-                    and _get(f"http://{ip}:{ENGINE_PORT}/health") is not None:
-                engines[pod["metadata"]["name"]] = ip
-        self.gateways, self.gateway_pods, self.engines = sorted(gateways), names, engines
+        gateways = self._healthy("gateway", GATEWAY_PORT)
+        for name, ip in gateways.items():
+            self.retried[name] = _retried((_get(f"http://{ip}:{GATEWAY_PORT}/metrics", 1.0) or b"").decode())
+        self.engines = self._healthy("engine", ENGINE_PORT)
+        self.gateways, self.gateway_pods = sorted(gateways.values()), set(gateways)
 
 
 def _retried(metrics: str) -> float:
@@ -518,7 +485,7 @@ async def scenario(name: str, stack: Stack, prober: Prober, args: argparse.Names
     retried = sum(max(0.0, v - retried_before.get(k, 0.0)) for k, v in prober.retried.items())
     st = await asyncio.to_thread(stack.status)
     reclaim = next((c for c in st.get("conditions", []) if c.get("type") == "Reclaim"), {})
-    writes = await asyncio.to_thread(stack.writers, started_wall, ended_wall)
+    writes = await asyncio.to_thread(operator_writes, stack.dir / "audit.log", started_wall, ended_wall)
     return {
         "scenario": name,
         "streams": args.streams,
@@ -536,7 +503,7 @@ async def scenario(name: str, stack: Stack, prober: Prober, args: argparse.Names
         "ttft_p95_during_s": round(pct(during, 95), 3) if during else None,
         "max_concurrent_writers": max_writers(writes),
         "operator_writes": len(writes),
-        "writers": sorted({p for _, p in writes}),
+        "writers": sorted({w for _, w, _ in writes}),
         "reclaims_in_status": _reclaims(st) - reclaims_before,
         "reclaim_condition": f"{reclaim.get('status')}/{reclaim.get('reason')}" if reclaim else None,
         "reclaim_events": len(await asyncio.to_thread(stack.events, "ReclaimNotice")) - events_before,

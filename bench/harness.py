@@ -4,6 +4,9 @@ Both are raw asyncio protocols on uvloop so that they cost far less than what th
 upstream answers a chat completion with a fixed body, or streams N SSE chunks (optionally one every
 ``interval`` seconds, for the soak case). The load generator runs C connections, each sending the
 next request when the previous response ended, and records latency and time to first body byte.
+
+Also: the writes the chart's operators made, from the API server's audit log (``operator_writes``), for the
+benchmarks and tests that hold leader election to one writer at a time.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 
 COMPLETION = json.dumps({
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "m",
@@ -444,3 +449,39 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     v = sorted(values)
     return v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))]
+
+
+# The chart's operators in the audit log: their ServiceAccount, and the pod and token its pod-bound tokens name.
+OPERATOR_USER = "system:serviceaccount:llmfleet-system:llmfleet"
+POD_EXTRA = "authentication.kubernetes.io/pod-name"
+TOKEN_EXTRA = "authentication.kubernetes.io/credential-id"  # one per token: a restarted container gets another
+
+
+def operator_writes(audit_log: Path, since: float, until: float = float("inf")) -> list[tuple[float, str, str]]:
+    """(time, writer, what) of every successful write the chart's operators made in [since, until], leases aside,
+    in time order. Tokens are bound to their pods (as a kubelet's are), so the log names the pod and the token: a
+    writer is "pod/credential-id" (a container restarted in the same pod is another writer)."""
+    out = []
+    with open(audit_log) as f:
+        for line in f:
+            if OPERATOR_USER not in line:
+                continue
+            ev = json.loads(line)
+            user, ref = ev.get("user") or {}, ev.get("objectRef") or {}
+            if ev.get("stage") != "ResponseComplete" or ev.get("verb") in ("get", "list", "watch"):
+                continue
+            if user.get("username") != OPERATOR_USER or ref.get("resource") == "leases":
+                continue
+            if (ev.get("responseStatus") or {}).get("code", 500) >= 400:
+                continue
+            t = datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+            if since <= t <= until:
+                extra = user.get("extra") or {}
+                writer = "/".join([(extra.get(POD_EXTRA) or ["?"])[0], *(extra.get(TOKEN_EXTRA) or [])])
+                out.append((t, writer, f"{ev['verb']} {ref.get('resource')}/{ref.get('name')}"))
+    return sorted(out)
+
+
+def max_writers(writes: list[tuple[float, str, str]], window: float = 2.0) -> int:
+    """The most distinct writers within any ``window`` seconds: 1 when leader election holds."""
+    return max((len({w for t2, w, _ in writes if t <= t2 < t + window}) for t, _, _ in writes), default=0)

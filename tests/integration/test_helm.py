@@ -19,8 +19,11 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.integration.conftest import BIN, _epoch, eventually
+from tests.integration.conftest import BIN, eventually
 from tests.integration.test_operator import example, status, wait_ready
+
+sys.path.insert(0, str(ROOT / "bench"))
+from harness import max_writers, operator_writes  # noqa: E402
 
 pytestmark = pytest.mark.integration
 CHART = ROOT / "charts" / "llmfleet"
@@ -93,28 +96,7 @@ def test_rbac_grants_no_wildcards() -> None:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule.get("apiGroups", [])
 
 
-SA_USER = "system:serviceaccount:llmfleet-system:llmfleet"
-POD_EXTRA = "authentication.kubernetes.io/pod-name"
-TOKEN_EXTRA = "authentication.kubernetes.io/credential-id"  # one per token: a restarted container gets another
 LEASE = {"leaseDuration": 6, "renewDeadline": 4, "retryPeriod": 1}  # short, so the test takes seconds
-
-
-def operator_writes(cluster, since: float) -> list[tuple[float, str, str]]:
-    """(time, writer, what) of every successful write the chart's operators made since a time, leases aside, from
-    the API server's audit log. Tokens are bound to their pods (as a kubelet's are), so the log names the pod and
-the token (a writer is "pod/credential-id")."""
-    out = []
-    for ev in cluster.audit_writes(since, ("",)):
-        user = ev.get("user") or {}
-        ref = ev.get("objectRef") or {}
-        if user.get("username") != SA_USER or ref.get("resource") == "leases":
-            continue
-        if (ev.get("responseStatus") or {}).get("code", 500) >= 400:
-            continue
-        extra = user.get("extra") or {}
-        pod = "/".join([(extra.get(POD_EXTRA) or ["?"])[0], *(extra.get(TOKEN_EXTRA) or [])])
-        out.append((_epoch(ev["requestReceivedTimestamp"]), pod, f"{ev['verb']} {ref.get('resource')}/{ref.get('name')}"))
-    return sorted(out)
 
 
 def terms(writes: list[tuple[float, str, str]]) -> list[str]:
@@ -124,10 +106,6 @@ def terms(writes: list[tuple[float, str, str]]) -> list[str]:
         if not runs or runs[-1] != pod:
             runs.append(pod)
     return runs
-
-
-def max_writers_in(writes: list[tuple[float, str, str]], window: float = 2.0) -> int:
-    return max((len({p for t2, p, _ in writes if t <= t2 < t + window}) for t, _, _ in writes), default=0)
 
 
 def holder(cluster) -> str | None:
@@ -172,7 +150,7 @@ def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(
         assert len(pods) == 2
         first = holder(cluster)
         assert pod_of(first) in pods, (first, pods)
-        writes = operator_writes(cluster, since)
+        writes = operator_writes(cluster.run_dir / "audit.log", since)
         assert {w.split("/")[0] for _, w, _ in writes} == {pod_of(first)}, writes  # the standby wrote nothing
 
         # 1. A graceful stop (pod deleted: SIGTERM) releases the lease: another operator leads within a few
@@ -207,10 +185,10 @@ def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(
         # The autoscaler's target came through both failovers (a fresh leader starts from status, not from min).
         assert (st.get("replicas") or {}).get("desired") == desired, st
 
-        writes = operator_writes(cluster, since)
+        writes = operator_writes(cluster.run_dir / "audit.log", since)
         order = terms(writes)
         report = {"graceful_handover_s": round(graceful_s, 1), "kill_handover_s": round(kill_s, 1),
-                  "max_writers_in_2s": max_writers_in(writes), "terms": order}
+                  "max_writers_in_2s": max_writers(writes), "terms": order}
         # One writer at a time: each writer's writes form one uninterrupted run, one run per leadership term.
         assert len(order) == 3 and len(set(order)) == 3, (report, writes)
         assert [w.split("/")[0] for w in order[:2]] == [pod_of(first), leader], (report, writes)

@@ -112,11 +112,9 @@ class PodRunner:
             keys = [k for k, r in self.running.items() if r.node == node]
             for key in keys:
                 r = self.running.pop(key)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(r.proc.pid, signal.SIGKILL)
-                r.proc.wait()
-                if r.log_file:
-                    r.log_file.close()
+                r.term_at, r.kill_at = None, 0.0  # no preStop, no SIGTERM: killed at the next reap, now
+                self.stopping.append(r)
+            self._reap()
             return keys
 
     def _data(self, kind: str, namespace: str, name: str) -> dict[str, str]:

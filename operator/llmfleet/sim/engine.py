@@ -185,14 +185,12 @@ class EngineSim:
         if self.pending.pop(p.req.id, None) is not None and self.engine.abort(p.req.id):
             self.metrics.success["abort"].inc()
 
-    def abort_all(self) -> int:
-        """End every unfinished request with finish_reason "abort" (what its client sees); their count."""
-        aborted = list(self.pending.values())
-        for p in aborted:
+    def abort_all(self) -> None:
+        """End every unfinished request with finish_reason "abort" (what its client sees)."""
+        for p in list(self.pending.values()):
             self.abort(p)
             p.finish = "abort"
             p.queue.put_nowait(None)
-        return len(aborted)
 
     async def shutdown(self, timeout: float) -> None:
         """vLLM's engine shutdown: abort everything (timeout 0) or let in-flight requests finish for up to
