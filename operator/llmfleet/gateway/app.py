@@ -10,8 +10,8 @@ streamed (bytes passed through unchanged) → settle (the tokens actually genera
 disconnect closes the upstream connection at once, which aborts the request in vLLM. A request is retried on
 another replica only before its first byte reached the client: after a connect error, a reset, a 500/502-504,
 or vLLM's answer to a request it will not run (`finish_reason: "abort"` before any text: what an engine that is
-shutting down answers); up to three attempts that reached an engine, while refused connections (nothing sent:
-a replica not listening yet or any more) move on to the next replica for free. A stream that does not end the
+shutting down answers); up to three attempts that reached an engine, while refused connections and abort
+answers (nothing generated: a replica not listening yet, or leaving) move on to the next replica for free. A stream that does not end the
 way the engine meant (no `[DONE]`, cut, or aborted by a shutting-down engine) ends with an SSE error event,
 never as a normal end. Token counts are the engine's own usage (asked for when the client did not, and then
 stripped from what the client gets).
@@ -459,7 +459,8 @@ class Gateway:
                 self.router.ok(ep)
                 ep.served += 1
             except RetryUpstream as exc:
-                attempts += 1
+                if not exc.args or exc.args[0] != "abort":  # an engine that is leaving turned it away: free, too
+                    attempts += 1
                 self.router.fail(ep)
                 tel.upstream_errors.labels(SELF_HOSTED, exc.args[0] if exc.args else "reset").inc()
                 continue
