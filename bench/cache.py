@@ -129,7 +129,7 @@ async def savings(args: argparse.Namespace, pairs: list[dict[str, str]], trace: 
     from tests.integration.servers import engine, gateway, metric
     from tests.integration.test_cache import Redis
 
-    from llmfleet.sim.perfmodel import EngineProfile
+    from llmfleet.fleet.capacity import EngineProfile
 
     rows = []
     with trace.open() as f:

@@ -70,10 +70,10 @@ import aiohttp  # noqa: E402
 
 from harness import max_writers, operator_writes, pct  # noqa: E402
 from llmfleet.dev.podrunner import PodRunner  # noqa: E402
+from llmfleet.fleet import names  # noqa: E402
+from llmfleet.fleet.names import ENGINE_PORT, GATEWAY_PORT, label_selector  # noqa: E402
 from llmfleet.kube.client import KubeClient, load_config  # noqa: E402
 from llmfleet.kube.port import KubeError  # noqa: E402
-from llmfleet.render.common import ENGINE_PORT, GATEWAY_PORT, label_selector  # noqa: E402
-from llmfleet.render.gateway import gateway_service_name  # noqa: E402
 
 K8S_VERSION = os.environ.get("K8S_VERSION", "v1.36.3")
 BIN = Path(os.environ.get("LLMFLEET_CACHE", Path.home() / ".cache" / "llmfleet")) / "bin" / K8S_VERSION
@@ -424,7 +424,7 @@ async def operator_failover(stack: Stack, args: argparse.Namespace, note: dict[s
 
 
 async def gateway_restart(stack: Stack, args: argparse.Namespace, note: dict[str, Any]) -> None:
-    await asyncio.to_thread(stack.kubectl, "rollout", "restart", f"deployment/{gateway_service_name(NAME)}", "-n", NS)
+    await asyncio.to_thread(stack.kubectl, "rollout", "restart", f"deployment/{names.gateway(NAME)}", "-n", NS)
 
 
 FAULTS = {"spot-notice": spot_notice, "spot-stockout": spot_stockout, "engine-kill": engine_kill,

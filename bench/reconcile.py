@@ -41,10 +41,10 @@ import yaml  # noqa: E402
 from harness import pct, proc_cpu_seconds, proc_rss_kib  # noqa: E402
 from llmfleet.api.load import parse_object  # noqa: E402
 from llmfleet.api.sizing import size  # noqa: E402
+from llmfleet.fleet.names import DEPLOYMENT_LABEL  # noqa: E402
 from llmfleet.kube.client import KubeClient, load_config  # noqa: E402
 from llmfleet.reconcile.observe import CHILD_KINDS  # noqa: E402
 from llmfleet.render import render_all  # noqa: E402
-from llmfleet.render.common import DEPLOYMENT_LABEL  # noqa: E402
 
 NS = "bench-reconcile"
 

@@ -8,11 +8,11 @@ from typing import Any
 from llmfleet.api.catalog import GIB
 from llmfleet.api.sizing import Sizing, size
 from llmfleet.api.v1alpha1 import LLMDeployment
-from llmfleet.render import PoolCounts, split_replicas
+from llmfleet.fleet.pools import PoolCounts, split_replicas
 
 
 @dataclass(frozen=True)
-class Plan:
+class PlanReport:
     obj: LLMDeployment
     sizing: Sizing
     at_min: PoolCounts
@@ -49,17 +49,17 @@ class Plan:
         }
 
 
-def make_plan(obj: LLMDeployment) -> Plan:
+def make_plan(obj: LLMDeployment) -> PlanReport:
     spec = obj.spec
     sizing = size(spec)
     if spec.autoscaling.enabled:
         lo, hi = spec.autoscaling.min_replicas, spec.autoscaling.max_replicas
     else:
         lo = hi = split_replicas(spec).total
-    return Plan(obj, sizing, split_replicas(spec, lo), split_replicas(spec, hi))
+    return PlanReport(obj, sizing, split_replicas(spec, lo), split_replicas(spec, hi))
 
 
-def format_plan(plan: Plan) -> str:
+def format_plan(plan: PlanReport) -> str:
     d = plan.as_dict()
     s = plan.sizing
     saving = 1 - s.spot_per_replica_hour / s.on_demand_per_replica_hour if s.on_demand_per_replica_hour else 0.0

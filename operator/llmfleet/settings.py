@@ -1,11 +1,17 @@
-"""Typed settings for the long-running commands, read from flags and LLMFLEET_* environment variables."""
+"""The operator's one settings object: read once at start-up from flags and LLMFLEET_* environment variables
+(``llmfleet operator``), validated, and passed down; nothing below it reads the environment for these.
+
+kopf fixes two of them when it starts (a change needs a restart): ``autoscale_interval`` (a timer's interval)
+and ``workers`` (its executor). The gateway and engine-sim take their configuration from their own files and
+flags (``llmfleet gateway --config``, ``llmfleet engine-sim --help``).
+"""
 
 from __future__ import annotations
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from llmfleet.reconcile.reclaim import DEFAULT_CONDITIONS, DEFAULT_TAINTS
+from llmfleet.fleet.reclaim import DEFAULT_CONDITIONS, DEFAULT_TAINTS
 
 
 class OperatorSettings(BaseSettings):
@@ -37,7 +43,9 @@ class OperatorSettings(BaseSettings):
     prometheus_url: str | None = Field(
         default=None, description="Prometheus for every CR that does not set spec.autoscaling.prometheus.url.")
     autoscale_interval: float = Field(
-        default=15.0, gt=0, description="Seconds between autoscaler ticks per CR (read when the handlers load).")
+        default=15.0, gt=0, description="Seconds between autoscaler ticks per CR (kopf fixes it at start-up).")
+    workers: int = Field(default=16, ge=1, description="Reconcile worker threads (and kopf's executor; fixed at "
+                         "start-up).")
     reclaim_taints: list[str] = Field(
         default_factory=lambda: list(DEFAULT_TAINTS), description="Node taint keys that announce a reclaim "
         "(the node is going): its engine pods are drained and replaced at once. JSON list in the environment.")

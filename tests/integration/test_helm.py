@@ -55,8 +55,8 @@ def test_chart_crd_and_install_manifests_are_in_sync() -> None:
 def test_a_pod_monitor_selects_every_engine_and_gateway_pod_where_prometheus_operator_is() -> None:
     from llmfleet.api.load import parse_object
     from llmfleet.api.sizing import size
+    from llmfleet.fleet.names import DEPLOYMENT_LABEL, POOL_LABEL
     from llmfleet.render import render_all
-    from llmfleet.render.common import DEPLOYMENT_LABEL, POOL_LABEL
     from tests.conftest import EXAMPLES
 
     assert "PodMonitor" not in helm("template", "t", str(CHART))  # no Prometheus Operator: nothing to render

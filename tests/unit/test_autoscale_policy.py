@@ -8,17 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmfleet.api.v1alpha1 import AutoscalingSpec
-from llmfleet.autoscale.policy import (
-    Capacity,
-    Observation,
-    ScaleState,
-    capacity_of,
-    decide,
-    initial_state,
-    recommend,
-    replacing,
-)
+from llmfleet.api.load import parse_spec
+from llmfleet.api.v1alpha1 import AutoscalingSpec, LLMDeploymentSpec
+from llmfleet.autoscale.policy import Observation, ScaleState, decide, initial_state, recommend
+from llmfleet.fleet.capacity import Capacity, capacity_of
+from llmfleet.fleet.reclaim import replacing
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CAP = Capacity(prefill_tps=20_000, decode_tps=6_000)
@@ -117,7 +111,7 @@ def test_without_token_rates_the_fleet_shrinks_one_replica_per_down_window() -> 
 
 
 def test_capacity_of_the_reference_replica_follows_the_performance_model() -> None:
-    from llmfleet.sim.perfmodel import EngineProfile
+    from llmfleet.fleet.capacity import EngineProfile
 
     cap = capacity_of(EngineProfile())  # Llama-3-8B bf16 on one H100: 7.5 ms + 0.137 ms per sequence
     assert cap.prefill_tps == 20_000
@@ -180,15 +174,22 @@ def test_without_scale_to_zero_an_idle_fleet_keeps_min_replicas() -> None:
 
 
 def test_initial_state_prefers_the_last_target_then_spec_replicas_then_min() -> None:
-    s = spec(minReplicas=2, maxReplicas=8)
-    assert initial_state(s, 5, 7, T0).target == 7
-    assert initial_state(s, 5, None, T0).target == 5
-    assert initial_state(s, None, None, T0).target == 2
-    assert initial_state(s, 50, None, T0).target == 8
-    assert initial_state(s, 5, 7, T0).spec_replicas == 5  # not a manual scale on the next decision
+    def full(replicas: int | None, **autoscaling: object) -> LLMDeploymentSpec:
+        raw: dict[str, object] = {"model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"},
+                                  "autoscaling": {"minReplicas": 2, "maxReplicas": 8, **autoscaling}}
+        if replicas is not None:
+            raw["replicas"] = replicas
+        return parse_spec(raw)
+
+    assert initial_state(full(5), 7, T0).target == 7
+    assert initial_state(full(5), None, T0).target == 5
+    assert initial_state(full(None), None, T0).target == 2
+    assert initial_state(full(50), None, T0).target == 8
+    assert initial_state(full(0, scaleToZero={"enabled": True}), None, T0).target == 0
+    assert initial_state(full(5), 7, T0).spec_replicas == 5  # not a manual scale on the next decision
 
 
-# Reclaims are lost capacity: one rule (policy.replacing, read by decide) for the operator and the simulator.
+# Reclaims are lost capacity: one rule (fleet.reclaim.replacing, read by decide) for the operator and the simulator.
 @given(current=st.integers(2, 12), lost=st.integers(1, 6), waiting=st.floats(0, 50), running=st.floats(0, 200),
        ttft=st.none() | st.floats(0.01, 5.0), kv=st.none() | st.floats(0, 1), gen=st.none() | st.floats(0, 5000),
        ticks=st.integers(1, 40))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from llmfleet.api.conditions import ConditionResult, Reason
 from llmfleet.autoscale.metrics import Observed
 from llmfleet.autoscale.policy import Observation
 from llmfleet.kube.fake import FakeKube
@@ -16,7 +17,7 @@ from llmfleet.render import RenderOptions
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CR = ("llmfleet.io/v1alpha1", "LLMDeployment", "ml", "demo")
-OK = ("True", "MetricsRead", "read")
+OK = ConditionResult("True", Reason.METRICS_READ, "read")
 
 
 def stamp(t: datetime) -> str:
@@ -96,7 +97,7 @@ class Scripted:
     """A MetricsSource that answers with the figures a test sets (a real implementation of the protocol)."""
 
     def __init__(self) -> None:
-        self.observed = Observed(None, ("False", "PrometheusUnreachable", "down"))
+        self.observed = Observed(None, ConditionResult("False", Reason.PROMETHEUS_UNREACHABLE, "down"))
         self.calls: list[tuple[str, str, str, bool]] = []
 
     async def observe(self, url: str, namespace: str, model: str, gateway_service: str,

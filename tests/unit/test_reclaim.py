@@ -10,12 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from llmfleet.api.conditions import EventReason
+from llmfleet.fleet.reclaim import DEFAULT_CONDITIONS, DEFAULT_TAINTS, NODE_DELETED, drains, notice
 from llmfleet.kube.fake import FakeKube
 from llmfleet.reconcile.apply import execute
 from llmfleet.reconcile.observe import observe
-from llmfleet.reconcile.plan import RECLAIM_NOTICE, plan
-from llmfleet.reconcile.reclaim import DEFAULT_CONDITIONS, DEFAULT_TAINTS, NODE_DELETED, drains, notice
+from llmfleet.reconcile.plan import plan
 
+RECLAIM_NOTICE = EventReason.RECLAIM_NOTICE
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 

@@ -7,8 +7,9 @@ import pytest
 
 from llmfleet.api.load import load_documents, parse_object
 from llmfleet.api.sizing import size
-from llmfleet.render import PoolCounts, RenderOptions, render_all, split_replicas
-from llmfleet.render.common import DEPLOYMENT_LABEL, MANAGED_BY
+from llmfleet.fleet.names import DEPLOYMENT_LABEL, MANAGED_BY
+from llmfleet.fleet.pools import PoolCounts, split_replicas
+from llmfleet.render import RenderOptions, render_all
 from tests.conftest import EXAMPLES
 
 K8S_SCHEMA_VERSION = "1.36"

@@ -522,9 +522,10 @@ class Condition(BaseModel):
     """The standard metav1.Condition shape."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
-    type: str = Field(description="Ready, Progressing, Degraded, SpotFallback or MetricsAvailable.")
+    type: str = Field(description="Ready, Progressing, Degraded, SpotFallback, Reclaim or MetricsAvailable "
+                      "(llmfleet.api.conditions.ConditionType).")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(description="CamelCase reason.")
+    reason: str = Field(description="CamelCase reason (llmfleet.api.conditions.Reason).")
     message: str = Field(default="", description="What happened, in a sentence a user can act on.")
     last_transition_time: str | None = Field(default=None, description="When status last changed (RFC 3339).")
     observed_generation: int | None = Field(default=None, description="Generation the condition was computed for.")
@@ -587,12 +588,12 @@ class LLMDeploymentStatus(BaseModel):
     observed_generation: int | None = Field(default=None, description="Generation last reconciled.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded, …")
     tensor_parallel_size: int | None = Field(default=None, description="Resolved tensor-parallel size.")
-    replicas: ReplicaStatus = Field(default_factory=ReplicaStatus, description="Replica counts per pool.")
+    replicas: ReplicaStatus | None = Field(default=None, description="Replica counts per pool.")
     ready: str | None = Field(default=None, description="ready/desired, for kubectl get.")
     spot: str | None = Field(default=None, description="Spot ready/desired, for kubectl get.")
     selector: str | None = Field(default=None, description="Label selector of engine pods (scale subresource).")
     endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL of the gateway.")
-    metrics: MetricsStatus = Field(default_factory=MetricsStatus, description="Live figures from Prometheus.")
+    metrics: MetricsStatus | None = Field(default=None, description="Live figures from Prometheus.")
     last_scale: LastScale | None = Field(default=None, description="The last scaling decision.")
     cost_per_hour: float | None = Field(default=None, description="USD per hour of the ready engine replicas.")
 

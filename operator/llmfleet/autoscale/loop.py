@@ -12,41 +12,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from llmfleet.api.sizing import SizingError, size
-from llmfleet.api.v1alpha1 import LLMDeploymentSpec
-from llmfleet.autoscale.metrics import Condition, Observed
-from llmfleet.autoscale.policy import (
-    Capacity,
-    Decision,
-    Observation,
-    ScaleState,
-    capacity_of,
-    decide,
-    initial_state,
-    replacing,
-)
-from llmfleet.reconcile.status import RECLAIM, ScaleInput
-from llmfleet.sim.perfmodel import EngineProfile
+from llmfleet.api.conditions import ConditionResult, ConditionType
+from llmfleet.api.v1alpha1 import LastScale, LLMDeploymentSpec, MetricsStatus
+from llmfleet.autoscale.metrics import Observed
+from llmfleet.autoscale.policy import Observation, ScaleDecision, ScaleState, decide, initial_state
+from llmfleet.fleet.capacity import Capacity, replica_capacity
+from llmfleet.fleet.reclaim import replacing
+from llmfleet.fleet.scale import ScaleInput
 
-Key = tuple[str, str]
+CRKey = tuple[str, str]  # (namespace, name) of an LLMDeployment
 
 
 @dataclass
 class _Entry:
     state: ScaleState
-    metrics: dict[str, Any] | None = None
-    last_scale: dict[str, Any] | None = None
-    available: Condition | None = None
+    metrics: MetricsStatus | None = None
+    last_scale: LastScale | None = None
+    available: ConditionResult | None = None
     capacity: Capacity | None = None
     capacity_for: LLMDeploymentSpec | None = None  # the spec the capacity was computed from
 
 
 def replacing_now(status: dict[str, Any]) -> int:
-    """``policy.replacing`` from the CR's status: while its Reclaim condition is True (replacements pending), the
-    pods the last notice drained (``replicas.<pool>.lastReclaim.pods``), against its ``ready`` ("ready/desired")."""
-    if not any(c.get("type") == RECLAIM and c.get("status") == "True" for c in status.get("conditions") or []):
+    """``fleet.reclaim.replacing`` from the CR's status: while its Reclaim condition is True (replacements
+    pending), the pods the last notice drained (``replicas.<pool>.lastReclaim.pods``), against its ``ready``
+    ("ready/desired")."""
+    if not any(c.get("type") == ConditionType.RECLAIM and c.get("status") == "True"
+               for c in status.get("conditions") or []):
         return 0
     pools = (status.get("replicas") or {}).values()
     lost = sum(len((p.get("lastReclaim") or {}).get("pods") or []) for p in pools if isinstance(p, dict))
@@ -57,43 +51,46 @@ def replacing_now(status: dict[str, Any]) -> int:
     return replacing(lost, desired, ready)
 
 
-def replica_capacity(spec: LLMDeploymentSpec) -> Capacity | None:
-    """One replica's token capacity from the engine performance model; None when the spec cannot be sized."""
+_M = TypeVar("_M", MetricsStatus, LastScale)
+
+
+def _model(cls: type[_M], value: Any) -> _M | None:
+    """A status field written before (by this or an earlier operator), or None when absent or unreadable."""
+    if not isinstance(value, dict):
+        return None
     try:
-        return capacity_of(EngineProfile.for_spec(spec, size(spec)))
-    except SizingError:
+        return cls.model_validate(value)
+    except ValueError:
         return None
 
 
-def metrics_status(obs: Observation) -> dict[str, Any]:
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def metrics_status(obs: Observation) -> MetricsStatus:
     """status.metrics, rounded so that an unchanged fleet writes an unchanged status."""
-    out: dict[str, Any] = {"queueDepth": round(obs.waiting, 1), "running": round(obs.running, 1),
-                           "readyReplicas": obs.ready}
-    if obs.ttft_p95 is not None:
-        out["ttftP95"] = round(obs.ttft_p95, 3)
-    if obs.kv_usage is not None:
-        out["kvCacheUsage"] = round(obs.kv_usage, 2)
-    if obs.prompt_tps is not None:
-        out["promptTokensPerSecond"] = round(obs.prompt_tps, 1)
-        if obs.prompt_source is not None:
-            out["promptTokensSource"] = obs.prompt_source
-    if obs.generation_tps is not None:
-        out["generationTokensPerSecond"] = round(obs.generation_tps, 1)
-    return out
+    return MetricsStatus(
+        queue_depth=round(obs.waiting, 1), running=round(obs.running, 1), ready_replicas=obs.ready,
+        ttft_p95=_rounded(obs.ttft_p95, 3), kv_cache_usage=_rounded(obs.kv_usage, 2),
+        prompt_tokens_per_second=_rounded(obs.prompt_tps, 1),
+        prompt_tokens_source=obs.prompt_source if obs.prompt_tps is not None else None,
+        generation_tokens_per_second=_rounded(obs.generation_tps, 1),
+    )
 
 
 class Autoscaler:
     def __init__(self) -> None:
-        self._entries: dict[Key, _Entry] = {}
+        self._entries: dict[CRKey, _Entry] = {}
 
-    def forget(self, key: Key) -> None:
+    def forget(self, key: CRKey) -> None:
         self._entries.pop(key, None)
 
-    def target(self, key: Key) -> int | None:
+    def target(self, key: CRKey) -> int | None:
         e = self._entries.get(key)
         return e.state.target if e else None
 
-    def step(self, key: Key, spec: LLMDeploymentSpec, status: dict[str, Any], now: datetime,
+    def step(self, key: CRKey, spec: LLMDeploymentSpec, status: dict[str, Any], now: datetime,
              observed: Observed | None = None) -> ScaleInput | None:
         """The scale input for one reconcile of this CR; None when autoscaling is off."""
         a = spec.autoscaling
@@ -103,8 +100,9 @@ class Autoscaler:
         e = self._entries.get(key)
         if e is None:
             last = (status.get("replicas") or {}).get("desired") if status.get("observedGeneration") else None
-            e = self._entries[key] = _Entry(initial_state(a, spec.replicas, last, now),
-                                            last_scale=status.get("lastScale"), metrics=status.get("metrics"))
+            e = self._entries[key] = _Entry(initial_state(spec, last, now),
+                                            last_scale=_model(LastScale, status.get("lastScale")),
+                                            metrics=_model(MetricsStatus, status.get("metrics")))
         obs = observed.observation if observed else None
         if obs is not None:
             obs = replace(obs, replacing=replacing_now(status))
@@ -114,9 +112,9 @@ class Autoscaler:
             e.available = observed.available
             if obs is not None:
                 e.metrics = metrics_status(obs)
-        d: Decision = decide(a, e.state, obs, now, spec.replicas, e.capacity)
+        d: ScaleDecision = decide(a, e.state, obs, now, spec.replicas, e.capacity)
         e.state = d.state
         if d.changed:
-            e.last_scale = {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "from": d.previous, "to": d.target,
-                            "reason": d.reason}
+            e.last_scale = LastScale(time=now.strftime("%Y-%m-%dT%H:%M:%SZ"), from_=d.previous, to=d.target,
+                                     reason=d.reason)
         return ScaleInput(target=d.target, metrics=e.metrics, last_scale=e.last_scale, metrics_available=e.available)

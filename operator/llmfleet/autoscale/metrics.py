@@ -16,16 +16,16 @@ from typing import Protocol
 
 import httpx
 
+from llmfleet.api.conditions import ConditionResult, Reason
 from llmfleet.autoscale.policy import PROMPT_ALL, PROMPT_COMPUTED, Observation
 
 QUERY_TIMEOUT_SECONDS = 5.0
-Condition = tuple[str, str, str]  # (status, reason, message)
 
 
 @dataclass(frozen=True)
 class Observed:
     observation: Observation | None  # None: nothing to decide on
-    available: Condition
+    available: ConditionResult
 
 
 class MetricsSource(Protocol):
@@ -82,12 +82,12 @@ class PrometheusSource:
         try:
             values = await asyncio.gather(*(self._query(url, promql) for promql in q.values()))
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            return Observed(None, ("False", "PrometheusUnreachable",
+            return Observed(None, ConditionResult("False", Reason.PROMETHEUS_UNREACHABLE,
                                    f"Querying {url} failed ({type(exc).__name__}: {exc}); holding the replica count."))
         got = dict(zip(q, values, strict=True))
         ready = int(got["ready"] or 0)
         if ready == 0 and expect_engines:
-            return Observed(None, ("False", "NoEngineSeries",
+            return Observed(None, ConditionResult("False", Reason.NO_ENGINE_SERIES,
                                    f"{url} has no vllm:num_requests_waiting series with namespace={namespace!r} and "
                                    f"model_name={model!r} (engines starting, or not scraped); holding the replica count."))
         computed = got["prompt_compute_tps"] is not None
@@ -96,5 +96,5 @@ class PrometheusSource:
                           prompt_tps=got["prompt_compute_tps"] if computed else got["prompt_tps"],
                           prompt_source=PROMPT_COMPUTED if computed else PROMPT_ALL,
                           generation_tps=got["generation_tps"], arrivals=got["arrivals"])
-        return Observed(obs, ("True", "MetricsRead", f"Queue depth, TTFT p95, token rates and KV-cache usage read "
+        return Observed(obs, ConditionResult("True", Reason.METRICS_READ, f"Queue depth, TTFT p95, token rates and KV-cache usage read "
                                                      f"from {url}."))

@@ -3,7 +3,7 @@
 No I/O and no clock of its own, so every window is tested by passing times. The rules, in order:
 
 1. **Token load** (the sizing rule). The fleet's prompt and generation token rates, divided by what one
-   replica can do (``Capacity``: prefill tokens/s, and decode tokens/s at the batch where a step stays under
+   replica can do (``fleet.capacity.Capacity``: prefill tokens/s, and decode tokens/s at the batch where a step stays under
    ``DECODE_STEP_TARGET_S``), is the work in replica-equivalents; the fleet is sized so each replica runs at
    ``TARGET_UTILIZATION``. This is what lets a fleet shrink safely: queue depth and KV-cache usage stay
    near zero on a large GPU until the replica is saturated, so neither says how many replicas the load needs.
@@ -20,7 +20,7 @@ No I/O and no clock of its own, so every window is tested by passing times. The 
    ``idleAfter`` goes to zero, and the first request seen wakes it at once (no window: it is waiting). It only
    goes to zero while the gateway's request rate is visible (``arrivals``), the one signal that can wake it.
 6. **Reclaims are lost capacity, not a smaller load.** While replicas lost to a reclaim notice (or a crash) are
-   being replaced (``Observation.replacing``, from ``replacing()``), the target never falls: the fewer ready
+   being replaced (``Observation.replacing``, from ``fleet.reclaim.replacing``), the target never falls: the fewer ready
    replicas and their hotter figures say nothing about how many the load needs. The operator (from its
    Reclaim condition) and the fleet simulator (from its own reclaims) both feed this one rule.
 7. **Windows** (the HPA's stabilisation): the target rises only to the *lowest* recommendation of the last
@@ -38,20 +38,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Literal
 
 from llmfleet.api.quantity import parse_duration
-from llmfleet.api.v1alpha1 import AutoscalingSpec
-from llmfleet.sim.perfmodel import EngineProfile
+from llmfleet.api.v1alpha1 import AutoscalingSpec, LLMDeploymentSpec
+from llmfleet.fleet.capacity import Capacity
+from llmfleet.fleet.pools import bounded, clamp, initial_replicas
 
 KV_HIGH_WATER = 0.75  # KV usage a replica may reach after a scale-down
 TARGET_UTILIZATION = 0.7  # share of a replica's token capacity the fleet is sized for
-DECODE_STEP_TARGET_S = 0.04  # decode capacity is counted at the batch whose step stays under this (25 tokens/s)
 TTFT_DOWN_FRACTION = 0.6  # shrink only while TTFT p95 is below this share of the target
 MAX_GROWTH_FACTOR = 2.0
 # What the prompt rate counts: the tokens the GPUs prefilled (vLLM's local_compute source), or every prompt
 # token, prefix-cache hits included, from an engine that does not split them (an over-count of the work).
-PROMPT_COMPUTED = "local_compute"
-PROMPT_ALL = "all"
+PromptSource = Literal["local_compute", "all"]
+PROMPT_COMPUTED: PromptSource = "local_compute"
+PROMPT_ALL: PromptSource = "all"
 MIN_GROWTH_STEP = 4
 
 
@@ -67,34 +69,12 @@ class Observation:
     arrivals: float | None = None  # requests per second reaching the gateway; None: unknown
     prompt_tps: float | None = None  # prompt tokens per second, whole fleet (rate of vllm:prompt_tokens_total)
     generation_tps: float | None = None  # generated tokens per second, whole fleet
-    replacing: int = 0  # replicas lost to a reclaim whose replacements do not serve yet (``replacing()``)
-    prompt_source: str | None = None  # what prompt_tps counts: PROMPT_COMPUTED or PROMPT_ALL
+    replacing: int = 0  # replicas lost to a reclaim whose replacements do not serve yet
+    prompt_source: PromptSource | None = None  # what prompt_tps counts: PROMPT_COMPUTED or PROMPT_ALL
 
     @property
     def busy(self) -> bool:
         return self.waiting > 0 or self.running > 0 or bool(self.arrivals)
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """What one replica can do: from the engine performance model of the CR's model, TP and GPU."""
-
-    prefill_tps: float
-    decode_tps: float
-
-    def replicas_for(self, obs: Observation) -> float | None:
-        """The fleet's token work in replica-equivalents (time shares of prefill and decode), if rates are known."""
-        if obs.prompt_tps is None or obs.generation_tps is None:
-            return None
-        return obs.prompt_tps / self.prefill_tps + obs.generation_tps / self.decode_tps
-
-
-def capacity_of(profile: EngineProfile) -> Capacity:
-    """One replica's token capacity from its performance model: decode counted at the batch whose step time
-    stays under DECODE_STEP_TARGET_S (bounded by max_num_seqs), prefill at its rate."""
-    batch = (DECODE_STEP_TARGET_S - profile.decode_base_s) / profile.decode_per_seq_s
-    batch = max(1.0, min(float(profile.max_num_seqs), batch))
-    return Capacity(prefill_tps=profile.prefill_tokens_per_s, decode_tps=batch / profile.step_seconds(int(batch), 0))
 
 
 @dataclass(frozen=True)
@@ -108,7 +88,7 @@ class ScaleState:
 
 
 @dataclass(frozen=True)
-class Decision:
+class ScaleDecision:
     target: int
     recommendation: int
     reason: str  # a sentence: why the target is what it is
@@ -120,28 +100,11 @@ class Decision:
         return self.target != self.previous
 
 
-def replacing(lost: int, desired: int, ready: int) -> int:
-    """Replicas lost to reclaims that are not serving again yet: of the ``lost`` ones (drained since the fleet
-    was last whole), as many as the fleet is short. A shortfall beyond them (a scale-up or a rollout starting)
-    is not lost capacity and holds nothing."""
-    return max(0, min(lost, desired - ready))
-
-
-def clamp(spec: AutoscalingSpec, n: int) -> int:
-    return max(spec.min_replicas, min(spec.max_replicas, n))
-
-
-def initial_state(spec: AutoscalingSpec, spec_replicas: int | None, last_target: int | None,
-                  now: datetime) -> ScaleState:
-    """Where a fresh operator starts: the target it last wrote to status, else spec.replicas, else minReplicas."""
-    if last_target is not None:
-        start = last_target
-    elif spec_replicas is not None:
-        start = spec_replicas
-    else:
-        start = spec.min_replicas
-    target = start if start == 0 and spec.scale_to_zero.enabled else clamp(spec, start)
-    return ScaleState(target=target, active_at=now, spec_replicas=spec_replicas)
+def initial_state(spec: LLMDeploymentSpec, last_target: int | None, now: datetime) -> ScaleState:
+    """Where a fresh operator starts: the target it last wrote to status, else the fleet's initial size
+    (``fleet.pools.initial_replicas``: spec.replicas, else minReplicas)."""
+    start = last_target if last_target is not None else initial_replicas(spec)
+    return ScaleState(target=bounded(spec.autoscaling, start), active_at=now, spec_replicas=spec.replicas)
 
 
 def recommend(spec: AutoscalingSpec, obs: Observation, current: int,
@@ -153,7 +116,7 @@ def recommend(spec: AutoscalingSpec, obs: Observation, current: int,
         if obs.busy:
             return max(1, math.ceil(obs.waiting / q)), "requests arrived while scaled to zero"
         return 0, "no requests"
-    work = capacity.replicas_for(obs) if capacity else None
+    work = capacity.replicas_for(obs.prompt_tps, obs.generation_tps) if capacity else None
     by_load = math.ceil(work / TARGET_UTILIZATION - 1e-9) if work is not None else 0
     load = f"token load {work:.2f} replicas at {TARGET_UTILIZATION:.0%}" if work is not None else ""
     if obs.waiting > q * current:
@@ -191,20 +154,20 @@ def _window(history: tuple[tuple[datetime, int], ...], now: datetime, seconds: f
 
 
 def decide(spec: AutoscalingSpec, state: ScaleState, obs: Observation | None, now: datetime,
-           spec_replicas: int | None = None, capacity: Capacity | None = None) -> Decision:
+           spec_replicas: int | None = None, capacity: Capacity | None = None) -> ScaleDecision:
     current = state.target
     if spec_replicas is not None and spec_replicas != state.spec_replicas:
         # `kubectl scale llmd` (or an edit of spec.replicas): the autoscaler goes on from the new figure.
         target = clamp(spec, spec_replicas)
         fresh = ScaleState(target=target, active_at=now, spec_replicas=spec_replicas)
-        return Decision(target, target, f"spec.replicas set to {spec_replicas}", fresh, current)
+        return ScaleDecision(target, target, f"spec.replicas set to {spec_replicas}", fresh, current)
     bounded = clamp(spec, current)
     if current != bounded and not (current == 0 and spec.scale_to_zero.enabled):
         state = replace(state, target=bounded, history=())
-        return Decision(bounded, bounded, f"kept within minReplicas..maxReplicas "
+        return ScaleDecision(bounded, bounded, f"kept within minReplicas..maxReplicas "
                         f"({spec.min_replicas}..{spec.max_replicas})", state, current)
     if obs is None:
-        return Decision(current, current, f"no metrics; holding {current} replicas", state, current)
+        return ScaleDecision(current, current, f"no metrics; holding {current} replicas", state, current)
 
     active_at = now if obs.busy else state.active_at
     idle_for = (now - active_at).total_seconds() if active_at else 0.0
@@ -250,4 +213,4 @@ def decide(spec: AutoscalingSpec, state: ScaleState, obs: Observation | None, no
             reason = f"{reason}; waiting out scaleDownWindow {spec.scale_down_window}"
     else:
         target = current
-    return Decision(target, rec, reason, replace(state, target=target), current)
+    return ScaleDecision(target, rec, reason, replace(state, target=target), current)

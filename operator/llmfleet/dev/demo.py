@@ -58,8 +58,8 @@ def _autoscaler_view(kube: Any, ns: str, name: str, key: str, timeout: float = 6
 
 
 def run(example: Path, keep: bool, run_dir: Path) -> int:
+    from llmfleet.fleet.names import label_selector
     from llmfleet.kube.client import KubeClient, load_config
-    from llmfleet.render.common import label_selector
 
     env = {**os.environ, "LLMFLEET_CLUSTER_DIR": str(run_dir)}
     _say("starting the local control plane (first run compiles it: several minutes)")

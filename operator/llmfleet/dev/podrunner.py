@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmfleet.fleet import names
+from llmfleet.fleet import pods as fleet_pods
+from llmfleet.fleet.names import COMPONENT_LABEL, DEPLOYMENT_LABEL, ENGINE_PORT, GATEWAY_PORT, POOL_LABEL
 from llmfleet.kube.client import KubeClient
 from llmfleet.kube.port import KubeError, Obj
-from llmfleet.render.common import COMPONENT_LABEL, DEPLOYMENT_LABEL, ENGINE_PORT, GATEWAY_PORT, POOL_LABEL
-from llmfleet.render.gateway import gateway_service_name
 
 log = logging.getLogger("llmfleet.podrunner")
 
@@ -171,8 +172,7 @@ class PodRunner:
     def _service_hosts(self, namespace: str) -> str:
         """There is no cluster DNS here (and EndpointSlices refuse loopback pod IPs): map each Service name
         to the IP of a running pod its selector matches (name=ip,...)."""
-        pods = [p for p in self.kube.list("v1", "Pod", namespace, "")
-                if (p.get("status") or {}).get("podIP") and (p.get("status") or {}).get("phase") == "Running"]
+        pods = [p for p in self.kube.list("v1", "Pod", namespace, "") if fleet_pods.running(p)]
         pairs = []
         for svc in self.kube.list("v1", "Service", namespace, ""):
             sel = (svc.get("spec") or {}).get("selector") or {}
@@ -265,10 +265,8 @@ class PodRunner:
         pods = self.kube.list("v1", "Pod", "", "")
         live: dict[str, Obj] = {}
         for pod in pods:
-            meta, st = pod["metadata"], pod.get("status") or {}
-            if pod["spec"].get("nodeName") not in nodes or meta.get("deletionTimestamp"):
-                continue
-            if st.get("phase") != "Running" or not st.get("podIP"):
+            meta = pod["metadata"]
+            if fleet_pods.node(pod) not in nodes or fleet_pods.terminating(pod) or not fleet_pods.running(pod):
                 continue
             live[f"{meta['namespace']}/{meta['name']}"] = pod
         for key in [k for k, r in self.running.items() if k not in live or live[k]["metadata"]["uid"] != r.uid]:
@@ -300,7 +298,7 @@ class PodRunner:
             elif labels.get(COMPONENT_LABEL) == "gateway" and labels.get(DEPLOYMENT_LABEL):
                 # The `service` label a ServiceMonitor on the gateway Service would give.
                 targets.append({"targets": [f"{pod['status']['podIP']}:{GATEWAY_PORT}"],
-                                "labels": {**where, "service": gateway_service_name(labels[DEPLOYMENT_LABEL])}})
+                                "labels": {**where, "service": names.gateway(labels[DEPLOYMENT_LABEL])}})
         text = json.dumps(targets, indent=1)
         if text != self._targets_written and self.prometheus_targets is not None:
             tmp = self.prometheus_targets.with_suffix(".tmp")

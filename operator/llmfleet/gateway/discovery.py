@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from llmfleet.fleet import pods as fleet_pods
 from llmfleet.gateway.routing import Router
 from llmfleet.kube.port import KubeError, Obj
 
@@ -44,13 +45,7 @@ def ready_urls(slices: list[Obj], port: int) -> list[str]:
 
 def ready_pod_urls(pods: list[Obj], port: int) -> list[str]:
     """Engine pods that are Ready and not terminating (the pod-discovery mode of local dev clusters)."""
-    urls = []
-    for p in pods:
-        st = p.get("status") or {}
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or [])
-        if ready and st.get("podIP") and not p["metadata"].get("deletionTimestamp"):
-            urls.append(engine_url(st["podIP"], port))
-    return sorted(set(urls))
+    return sorted({engine_url(p["status"]["podIP"], port) for p in pods if fleet_pods.serving(p)})
 
 
 class EndpointSliceWatcher:

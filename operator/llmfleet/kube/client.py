@@ -8,6 +8,7 @@ parsed.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import threading
 import uuid
@@ -17,7 +18,7 @@ from typing import Any
 
 import orjson
 from kubernetes import client, config, watch
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError
 from urllib3.exceptions import HTTPError
@@ -104,7 +105,7 @@ class KubeClient:
         try:
             resp = self._resource(api_version, kind).get(namespace=namespace or None, label_selector=label_selector,
                                                          serialize=False)
-            return orjson.loads(resp.data).get("items") or []  # type: ignore[no-any-return]
+            return orjson.loads(resp.data).get("items") or []
         except (DynamicApiError, ApiException, HTTPError) as exc:
             raise _error(exc) from None
 
@@ -162,7 +163,7 @@ class KubeClient:
             _drain(self._resource("v1", "Event").create(body=body, namespace=meta["namespace"], serialize=False))
 
     def watch_snapshots(self, kind: str, namespace: str, label_selector: str,
-                        timeout_s: int = 300) -> Iterator[list[Obj]]:
+                        timeout_s: int = 300) -> Iterator[builtins.list[Obj]]:
         """The selected EndpointSlices or Pods of a namespace as they change: the list first, then the whole
         set again after every change a watch reports (one long request instead of a list per poll). A watch
         the server ends (``timeout_s``) resumes from the last resourceVersion; an expired one (410) lists
@@ -208,10 +209,13 @@ class KubeClient:
             audiences=[], expiration_seconds=3600, bound_object_ref=bound))
         self._count()
         try:
-            token = client.CoreV1Api(self.api).create_namespaced_service_account_token(
-                service_account, namespace, body).status.token
+            status = client.CoreV1Api(self.api).create_namespaced_service_account_token(
+                service_account, namespace, body).status
         except (ApiException, HTTPError) as exc:
             raise _error(exc) from None
+        if status is None or not status.token:
+            raise KubeError(0, f"the TokenRequest for {namespace}/{service_account} returned no token")
+        token = status.token
         cfg = self.api.configuration
         import yaml
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from llmfleet.api.conditions import EventReason
 from llmfleet.api.v1alpha1 import API_VERSION, KIND
 from llmfleet.kube.port import KubePort, Obj
 from llmfleet.reconcile.plan import Plan
@@ -33,8 +34,8 @@ def execute(port: KubePort, raw: Obj, plan: Plan, pool: ThreadPoolExecutor | Non
         for line in plan.details:
             log.info("%s/%s: %s", meta["namespace"], meta["name"], line)
         if plan.error is not None:
-            port.event(raw, "Warning", "InvalidSpec", str(plan.error))
+            port.event(raw, "Warning", EventReason.INVALID_SPEC, str(plan.error))
         else:
             created = sum(1 for d in plan.details if d.endswith(": missing"))
             summary = f"Applied {len(plan.to_apply)} children ({created} created), pruned {len(plan.to_delete)}"
-            port.event(raw, "Normal", "Reconciled", summary + ": " + "; ".join(plan.details)[:900])
+            port.event(raw, "Normal", EventReason.RECONCILED, summary + ": " + "; ".join(plan.details)[:900])

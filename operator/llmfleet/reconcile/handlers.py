@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,26 +23,24 @@ from llmfleet.api.load import SpecError, parse_spec
 from llmfleet.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION, PrometheusRef
 from llmfleet.autoscale.loop import Autoscaler
 from llmfleet.autoscale.metrics import MetricsSource, Observed, PrometheusSource
+from llmfleet.fleet import names, pods, reclaim
+from llmfleet.fleet.names import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
 from llmfleet.kube.port import KubeError, KubePort, Obj
-from llmfleet.reconcile import reclaim
 from llmfleet.reconcile.apply import execute
 from llmfleet.reconcile.observe import ChildStore
 from llmfleet.reconcile.observe import resource_version as _rv
-from llmfleet.reconcile.plan import Plan, created_at, plan
+from llmfleet.reconcile.plan import Plan, plan
 from llmfleet.render import RenderOptions
-from llmfleet.render.common import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
-from llmfleet.render.gateway import gateway_service_name
+from llmfleet.settings import OperatorSettings
 
 log = logging.getLogger("llmfleet.operator")
 DEFAULT_PROMETHEUS_URL = PrometheusRef().url
-# kopf fixes a timer's interval when the handler is declared, so it is read here, at import.
-AUTOSCALE_INTERVAL = float(os.environ.get("LLMFLEET_AUTOSCALE_INTERVAL", "15"))
 COALESCE_SECONDS = 0.2
 WATCH_GRACE_SECONDS = 10.0
 
 
 def _created_after(raw: Obj, when: datetime) -> bool:
-    created = created_at(raw)
+    created = pods.created_at(raw)
     return created is not None and created > when
 
 
@@ -145,7 +142,7 @@ class Reconciler:
                 url = self.prometheus_url
             model = spec.model.served_name or name
             target = self.autoscaler.target((namespace, name))
-            observed = await self.metrics.observe(url, namespace, model, gateway_service_name(name),
+            observed = await self.metrics.observe(url, namespace, model, names.gateway(name),
                                                   expect_engines=target != 0)
         return await self.reconcile(namespace, name, follow_up=True, observed=observed)
 
@@ -172,11 +169,21 @@ class Reconciler:
 
 _background: set[asyncio.Task[None]] = set()
 _reconciler: Reconciler | None = None
+_operator_settings: OperatorSettings | None = None
 
 
-def configure(reconciler: Reconciler) -> None:
-    global _reconciler
-    _reconciler = reconciler
+def configure(reconciler: Reconciler, settings: OperatorSettings) -> None:
+    """Hand the handlers their reconciler and the process's settings, and declare the autoscaler's timer.
+
+    Settings kopf fixes at start-up (a restart of the operator applies a change): ``autoscale_interval`` (a
+    timer's interval is fixed when it is declared, so it is declared here, once) and ``workers`` (kopf's
+    executor, sized by the startup handler). Everything else is read per reconcile from the objects passed
+    down. Call once per process, before ``kopf.run``.
+    """
+    global _reconciler, _operator_settings
+    _reconciler, _operator_settings = reconciler, settings
+    interval = settings.autoscale_interval
+    kopf.timer(GROUP, VERSION, PLURAL, interval=interval, initial_delay=interval, id="autoscale")(autoscale)
 
 
 def _get() -> Reconciler:
@@ -193,7 +200,8 @@ def _settings(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.execution.max_workers = int(os.environ.get("LLMFLEET_WORKERS", "16"))
+    if _operator_settings is not None:
+        settings.execution.max_workers = _operator_settings.workers
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
 
@@ -212,20 +220,19 @@ async def _reconcile_or_raise(namespace: str, name: str, body: Obj | None = None
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-async def on_llmdeployment(namespace: str, name: str, body: Any, **_: Any) -> None:
-    await _reconcile_or_raise(namespace, name, _plain(body))
+async def on_llmdeployment(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
+    await _reconcile_or_raise(namespace or "", name, _plain(body))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def on_delete(namespace: str, name: str, **_: Any) -> None:
+def on_delete(namespace: str | None, name: str, **_: Any) -> None:
     log.info("%s/%s deleted; Kubernetes garbage collection removes its children", namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=AUTOSCALE_INTERVAL, initial_delay=AUTOSCALE_INTERVAL, id="autoscale")
-async def autoscale(namespace: str, name: str, spec: Any, **_: Any) -> None:
-    """The autoscaler's tick; also the safety net for missed events (reads only when nothing changed)."""
+async def autoscale(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> None:
+    """The autoscaler's tick (declared by ``configure``); also the safety net for missed events (reads only when nothing changed)."""
     try:
-        await _get().autoscale(namespace, name, dict(spec))
+        await _get().autoscale(namespace or "", name, dict(spec))
     except KubeError as exc:
         log.warning("%s/%s: autoscaler tick failed (%s); the next tick retries", namespace, name, exc)
 
@@ -245,8 +252,8 @@ def _cr_changed(body: Any, type: str | None, **_: Any) -> None:
         _reconciler.store.cr_event(_plain(body), deleted=type == "DELETED")
 
 
-async def _child_changed(namespace: str | None, labels: dict[str, str], body: Any, type: str | None,
-                         resource: Any, **_: Any) -> None:
+async def _child_changed(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, type: str,
+                         resource: kopf.Resource, **_: Any) -> None:
     owner = labels.get(DEPLOYMENT_LABEL)
     if owner and namespace:
         r = _get()
@@ -268,7 +275,7 @@ for _group, _version, _plural in (
     ("policy", "v1", "poddisruptionbudgets"),
 ):
     kopf.on.event(_group, _version, _plural, labels=_OURS, id=f"child-{_plural}")(_child_changed)
-kopf.on.event("", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT, "app.kubernetes.io/component": "engine"},
+kopf.on.event("", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT, names.COMPONENT_LABEL: names.ENGINE},
               id="engine-pods")(_child_changed)
 
 

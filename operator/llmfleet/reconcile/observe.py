@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from llmfleet.fleet.names import child_selector, engine_pod_selector
 from llmfleet.kube.port import KubePort, Obj
-from llmfleet.render.common import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
-from llmfleet.render.engine import engine_pod_selector
 
 # Every kind a CR can own, in (apiVersion, kind) form: what prune looks at.
 CHILD_KINDS: tuple[tuple[str, str], ...] = (
@@ -26,10 +25,6 @@ class Snapshot:
     children: dict[tuple[str, str], Obj]  # (kind, name) -> live object
     engine_pods: tuple[Obj, ...]
     notices: Mapping[str, str] = field(default_factory=dict)  # node name -> reclaim signal, for the pods' nodes
-
-
-def child_selector(name: str) -> str:
-    return f"{MANAGED_BY}={MANAGER},{DEPLOYMENT_LABEL}={name}"
 
 
 def observe(port: KubePort, namespace: str, name: str) -> Snapshot:
@@ -130,10 +125,10 @@ class ChildStore:
                 del children[k]
             for k, obj in fresh.children.items():
                 self._put(children, k, obj)
-            pods = self._pods.setdefault(key, {})
-            pods.clear()
+            by_name = self._pods.setdefault(key, {})
+            by_name.clear()
             for pod in fresh.engine_pods:
-                pods[pod["metadata"]["name"]] = pod
+                by_name[pod["metadata"]["name"]] = pod
             self._warm.add(key)
         pods = tuple(self._pods.get(key, {}).values())
         nodes = {(p.get("spec") or {}).get("nodeName") for p in pods}

@@ -10,19 +10,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from llmfleet.api.conditions import EventReason, Reason
 from llmfleet.api.load import FieldError, SpecError, parse_spec
-from llmfleet.api.quantity import parse_duration
 from llmfleet.api.sizing import Sizing, SizingError, size
 from llmfleet.api.v1alpha1 import LLMDeployment, LLMDeploymentSpec, ObjectMeta
+from llmfleet.fleet import pods
+from llmfleet.fleet.pools import initial_replicas, late_spot, split_replicas
+from llmfleet.fleet.reclaim import drains
+from llmfleet.fleet.scale import ScaleInput
 from llmfleet.kube.port import Obj, Ref
 from llmfleet.reconcile.observe import Snapshot
-from llmfleet.reconcile.reclaim import drains
-from llmfleet.reconcile.status import ScaleInput, compute_status, degraded_status
-from llmfleet.render import Manifest, RenderOptions, render_all, split_replicas
-from llmfleet.render.common import POOL_LABEL, stable_hash
+from llmfleet.reconcile.status import as_json, compute_status, degraded_status, parse_previous
+from llmfleet.render import Manifest, RenderOptions, render_all
+from llmfleet.render.common import stable_hash
 
 APPLIED_HASH = "llmfleet.io/applied-hash"
-RECLAIM_NOTICE = "ReclaimNotice"  # Event reason: engine pods drained because their node is going
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ class Plan:
     to_delete: list[tuple[Ref, str]] = field(default_factory=list)  # (ref, uid)
     status: dict[str, Any] | None = None  # None: unchanged
     details: list[str] = field(default_factory=list)  # human-readable, become Events
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message) Events of their own
+    # (type, reason, message): Events of their own
+    events: list[tuple[str, EventReason, str]] = field(default_factory=list)
     error: FieldError | None = None  # invalid spec: nothing is applied or deleted
     desired: list[Manifest] = field(default_factory=list)
 
@@ -80,68 +83,41 @@ def needs_apply(desired: Manifest, live: Obj | None) -> str | None:
 
 
 def desired_total(spec: LLMDeploymentSpec, scale: ScaleInput | None = None) -> int:
-    """The autoscaler's target when it runs; else spec.replicas (clamped to the autoscaling range), else the minimum."""
-    a = spec.autoscaling
-    if scale is not None and a.enabled:
+    """The autoscaler's target when it runs; else the fleet's initial size (``fleet.pools.initial_replicas``)."""
+    if scale is not None and spec.autoscaling.enabled:
         return scale.target
-    if spec.replicas is not None:
-        return min(max(spec.replicas, a.min_replicas), a.max_replicas) if a.enabled else spec.replicas
-    return a.min_replicas if a.enabled else spec.pools.on_demand.min_replicas
+    return initial_replicas(spec)
 
 
-def created_at(obj: Obj) -> datetime | None:
-    stamp = obj["metadata"].get("creationTimestamp")
-    return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")) if stamp else None
-
-
-def _pod_ready(pod: Obj) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
-def spot_shortfall(spec: LLMDeploymentSpec, pods: tuple[Obj, ...], now: datetime) -> int:
-    """Spot engine pods that have not become ready within pools.spot.pendingTimeout of their creation.
-
-    Unscheduled (no spot capacity) and scheduled-but-starting pods count alike once past the timeout: the
-    on-demand stand-ins stay until spot replicas actually serve, so a spot pod that just got a node does not
-    pull its stand-in away minutes before it is ready.
-    """
-    if not spec.pools.spot.enabled:
-        return 0
-    timeout = parse_duration(spec.pools.spot.pending_timeout)
-    late = 0
-    for pod in pods:
-        meta = pod["metadata"]
-        if meta.get("labels", {}).get(POOL_LABEL) != "spot" or meta.get("deletionTimestamp") or _pod_ready(pod):
-            continue
-        created = created_at(pod)
-        if created is not None and (now - created).total_seconds() >= timeout:
-            late += 1
-    return late
+def spot_shortfall(spec: LLMDeploymentSpec, engine_pods: tuple[Obj, ...], now: datetime) -> int:
+    """Spot engine pods past pools.spot.pendingTimeout that are not ready (``fleet.pools.late_spot``)."""
+    return late_spot(spec, (pods.age_seconds(p, now) for p in engine_pods
+                            if pods.pool(p) == "spot" and not pods.terminating(p) and not pods.ready(p)))
 
 
 def plan(raw: Obj, snapshot: Snapshot, now: datetime, options: RenderOptions | None = None,
          scale: ScaleInput | None = None) -> Plan:
     meta = raw["metadata"]
-    previous = raw.get("status") or {}
+    previous_json = raw.get("status") or {}
+    previous = parse_previous(previous_json)
     generation = meta.get("generation")
     try:
         spec = parse_spec(raw.get("spec") or {})
-        obj = LLMDeployment(
-            apiVersion=raw["apiVersion"], kind=raw["kind"],
-            metadata=ObjectMeta(name=meta["name"], namespace=meta.get("namespace", "default"),
-                                uid=meta.get("uid"), generation=generation),
-            spec=spec,
-        )
+        obj = LLMDeployment.model_validate({
+            "apiVersion": raw["apiVersion"], "kind": raw["kind"],
+            "metadata": ObjectMeta(name=meta["name"], namespace=meta.get("namespace", "default"),
+                                   uid=meta.get("uid"), generation=generation),
+            "spec": spec,
+        })
         sizing: Sizing = size(spec)
     except SpecError as exc:
         err = exc.errors[0]
-        return _invalid(previous, generation, now, "InvalidSpec", err)
+        return _invalid(previous_json, generation, now, Reason.INVALID_SPEC, err)
     except SizingError as exc:
-        return _invalid(previous, generation, now, "SizingFailed", FieldError(exc.field, str(exc)))
+        return _invalid(previous_json, generation, now, Reason.SIZING_FAILED, FieldError(exc.field, str(exc)))
 
-    late_spot = spot_shortfall(spec, snapshot.engine_pods, now)
-    counts = split_replicas(spec, desired_total(spec, scale), late_spot)
+    late = spot_shortfall(spec, snapshot.engine_pods, now)
+    counts = split_replicas(spec, desired_total(spec, scale), late)
     desired = [with_hash(m) for m in render_all(obj, sizing, counts, options)]
     to_apply, details = [], []
     for m in desired:
@@ -169,17 +145,18 @@ def plan(raw: Obj, snapshot: Snapshot, now: datetime, options: RenderOptions | N
             to_delete.append((Ref("v1", "Pod", d.pod["metadata"].get("namespace", meta.get("namespace", "")),
                                   d.pod["metadata"]["name"]), d.pod["metadata"]["uid"]))
         pods = ", ".join(d.pod["metadata"]["name"] for d in on_node)
-        events.append(("Warning", RECLAIM_NOTICE,
+        events.append(("Warning", EventReason.RECLAIM_NOTICE,
                        f"Node {node} is going ({on_node[0].signal}): draining {pods}; replacements requested "
                        f"({', '.join(sorted({d.pool for d in on_node}))} pool)."))
-    status = compute_status(obj, sizing, counts, snapshot, previous, now, scale, late_spot, drained)
+    status = as_json(compute_status(obj, sizing, counts, snapshot, previous, now, scale, late, drained))
     return Plan(
-        to_apply=to_apply, to_delete=to_delete, status=None if status == previous else status,
+        to_apply=to_apply, to_delete=to_delete, status=None if status == previous_json else status,
         details=details, desired=desired, events=events,
     )
 
 
-def _invalid(previous: dict[str, Any], generation: int | None, now: datetime, reason: str, err: FieldError) -> Plan:
-    status = degraded_status(previous, generation, now, reason, str(err))
+def _invalid(previous: dict[str, Any], generation: int | None, now: datetime, reason: Reason,
+             err: FieldError) -> Plan:
+    status = as_json(degraded_status(parse_previous(previous), generation, now, reason, str(err)))
     return Plan(status=None if status == previous else status, error=err,
                 details=[f"{reason}: {err}"])

@@ -80,9 +80,10 @@ def run(settings: OperatorSettings) -> int:
         engine_command=tuple(settings.engine_command) if settings.engine_command else None,
         engine_discovery=settings.engine_discovery,
     )
-    handlers.configure(handlers.Reconciler(port, options, handlers.utcnow, prometheus_url=settings.prometheus_url,
+    handlers.configure(handlers.Reconciler(port, options, handlers.utcnow, workers=settings.workers,
+                                           prometheus_url=settings.prometheus_url,
                                            reclaim_taints=tuple(settings.reclaim_taints),
-                                           reclaim_conditions=tuple(settings.reclaim_conditions)))
+                                           reclaim_conditions=tuple(settings.reclaim_conditions)), settings)
     try:
         kopf.run(
             standalone=True,  # one writer is the Lease's job, not kopf peering's

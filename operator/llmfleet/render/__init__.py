@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from llmfleet.api.sizing import Sizing
 from llmfleet.api.v1alpha1 import LLMDeployment
+from llmfleet.fleet.pools import PoolCounts, split_replicas
 from llmfleet.render.cache import cache_deployment, cache_service
-from llmfleet.render.common import Manifest, PoolCounts, RenderInput, RenderOptions
-from llmfleet.render.engine import engine_deployments, engine_pdb, engine_service, split_replicas
+from llmfleet.render.common import Manifest, RenderInput, RenderOptions
+from llmfleet.render.engine import engine_deployments, engine_pdb, engine_service
 from llmfleet.render.gateway import (
     gateway_configmap,
     gateway_deployment,
@@ -20,7 +21,7 @@ from llmfleet.render.gateway import (
     gateway_service_account,
 )
 
-__all__ = ["Manifest", "PoolCounts", "RenderInput", "RenderOptions", "render_all", "split_replicas"]
+__all__ = ["Manifest", "RenderInput", "RenderOptions", "render_all"]
 
 
 def render_all(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from llmfleet.api.quantity import parse_quantity
-from llmfleet.render.common import REDIS_PORT, Manifest, RenderInput, metadata, selector_labels
+from llmfleet.fleet import names
+from llmfleet.fleet.names import REDIS_PORT, selector_labels
+from llmfleet.render.common import Manifest, RenderInput, metadata
 
-COMPONENT = "cache"
+COMPONENT = names.CACHE
 
 
 def managed(inp: RenderInput) -> bool:
@@ -20,7 +22,7 @@ def redis_url(inp: RenderInput) -> str | None:
         return None
     if cache.redis.mode == "external":
         return cache.redis.url
-    return f"redis://{inp.name}-cache:{REDIS_PORT}/0"
+    return f"redis://{names.cache(inp.name)}:{REDIS_PORT}/0"
 
 
 def cache_deployment(inp: RenderInput) -> Manifest | None:
@@ -32,7 +34,7 @@ def cache_deployment(inp: RenderInput) -> Manifest | None:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(inp, f"{inp.name}-cache", COMPONENT),
+        "metadata": metadata(inp, names.cache(inp.name), COMPONENT),
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": pod_labels},
@@ -72,7 +74,7 @@ def cache_service(inp: RenderInput) -> Manifest | None:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(inp, f"{inp.name}-cache", COMPONENT),
+        "metadata": metadata(inp, names.cache(inp.name), COMPONENT),
         "spec": {
             "selector": selector_labels(inp.name, COMPONENT),
             "ports": [{"name": "redis", "port": REDIS_PORT, "targetPort": "redis", "protocol": "TCP"}],

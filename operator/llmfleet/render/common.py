@@ -1,4 +1,5 @@
-"""What every rendered child shares: names, labels, owner references, the render inputs, a stable hash."""
+"""What every rendered child shares: labels, owner references, the render inputs, a stable hash (the names and
+labels themselves are the fleet's: ``llmfleet.fleet.names``)."""
 
 from __future__ import annotations
 
@@ -9,43 +10,10 @@ from typing import Any
 
 from llmfleet.api.sizing import Sizing
 from llmfleet.api.v1alpha1 import API_VERSION, KIND, LLMDeployment
+from llmfleet.fleet.names import MANAGED_BY, MANAGER, selector_labels
+from llmfleet.fleet.pools import PoolCounts
 
 Manifest = dict[str, Any]
-
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGER = "llmfleet"
-DEPLOYMENT_LABEL = "llmfleet.io/deployment"
-COMPONENT_LABEL = "app.kubernetes.io/component"
-POOL_LABEL = "llmfleet.io/pool"
-SPEC_HASH_ANNOTATION = "llmfleet.io/spec-hash"
-CAPACITY_TYPE_LABEL = "llmfleet.io/capacity-type"
-
-ENGINE_PORT = 8000
-GATEWAY_PORT = 8080
-REDIS_PORT = 6379
-
-
-@dataclass(frozen=True)
-class PoolCounts:
-    """Desired replicas per pool (from the autoscaler, or the spec's minimum).
-
-    ``fallback`` of the on-demand replicas stand in for spot replicas that could not start within
-    ``pools.spot.pendingTimeout``; they go once the spot replicas are ready.
-    """
-
-    on_demand: int
-    spot: int
-    fallback: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.on_demand + self.spot
-
-    @property
-    def target(self) -> int:
-        """Replicas the fleet should serve with (the stand-ins not counted twice)."""
-        return self.total - self.fallback
-
 
 @dataclass(frozen=True)
 class RenderOptions:
@@ -74,15 +42,6 @@ class RenderInput:
     @property
     def namespace(self) -> str:
         return self.obj.metadata.namespace
-
-
-def selector_labels(name: str, component: str) -> dict[str, str]:
-    return {DEPLOYMENT_LABEL: name, COMPONENT_LABEL: component}
-
-
-def label_selector(name: str, component: str) -> str:
-    """``selector_labels`` as a Kubernetes label selector string."""
-    return ",".join(f"{k}={v}" for k, v in selector_labels(name, component).items())
 
 
 def labels(inp: RenderInput, component: str, extra: dict[str, str] | None = None) -> dict[str, str]:

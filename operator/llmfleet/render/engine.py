@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from llmfleet.api.quantity import parse_duration
-from llmfleet.api.v1alpha1 import DEFAULT_ENGINE_IMAGE, LLMDeploymentSpec, Toleration
-from llmfleet.render.common import (
+from llmfleet.api.v1alpha1 import DEFAULT_ENGINE_IMAGE, Toleration
+from llmfleet.fleet import names
+from llmfleet.fleet.names import (
     CAPACITY_TYPE_LABEL,
     ENGINE_PORT,
     POOL_LABEL,
     SPEC_HASH_ANNOTATION,
-    Manifest,
-    PoolCounts,
-    RenderInput,
-    disruption_budget,
-    label_selector,
-    metadata,
+    Pool,
     selector_labels,
-    stable_hash,
 )
+from llmfleet.render.common import Manifest, RenderInput, disruption_budget, metadata, stable_hash
 
-Pool = Literal["spot", "on-demand"]
-COMPONENT = "engine"
-
-
-def engine_pod_selector(name: str) -> str:
-    """The label selector of a CR's engine pods (gateway discovery, status.selector, the operator's pod reads)."""
-    return label_selector(name, COMPONENT)
+COMPONENT = names.ENGINE
 
 PROBE_TIMEOUT_SECONDS = 5  # per /health probe of an engine (Kubernetes' default is 1 s)
 
@@ -45,27 +35,6 @@ SPOT_NODE_LABELS = (
     ("cloud.google.com/gke-spot", "true"),
     ("kubernetes.azure.com/scalesetpriority", "spot"),
 )
-
-
-def split_replicas(spec: LLMDeploymentSpec, total: int | None = None, spot_shortfall: int = 0) -> PoolCounts:
-    """Spread a total over the pools: the on-demand minimum first, then spot, then on-demand.
-
-    ``spot_shortfall``: spot replicas that have not become ready within ``pendingTimeout``; with
-    ``fallbackToOnDemand`` as many on-demand replicas are added (within ``onDemand.maxReplicas``) while the
-    spot ones stay wanted, so they take spot capacity as soon as it comes back.
-    """
-    if total is None:
-        if spec.autoscaling.enabled or spec.replicas is None:
-            total = spec.autoscaling.min_replicas if spec.autoscaling.enabled else spec.pools.on_demand.min_replicas
-        else:
-            total = spec.replicas
-    od, sp = spec.pools.on_demand, spec.pools.spot
-    spot_cap = sp.max_replicas if sp.enabled else 0
-    total = max(0, min(total, od.max_replicas + spot_cap))
-    on_demand = min(od.max_replicas, max(min(od.min_replicas, total), total - spot_cap))
-    spot = total - on_demand
-    fallback = min(spot_shortfall, spot, od.max_replicas - on_demand) if sp.fallback_to_on_demand else 0
-    return PoolCounts(on_demand=on_demand + fallback, spot=spot, fallback=max(0, fallback))
 
 
 def vllm_args(inp: RenderInput) -> list[str]:
@@ -145,7 +114,7 @@ def engine_deployment(inp: RenderInput, pool: Pool) -> Manifest:
     spec = inp.obj.spec
     pool_spec = spec.pools.spot if pool == "spot" else spec.pools.on_demand
     replicas = inp.counts.spot if pool == "spot" else inp.counts.on_demand
-    name = f"{inp.name}-engine-{pool.replace('-', '')}"
+    name = names.engine_deployment(inp.name, pool)
     pod_labels = {**selector_labels(inp.name, COMPONENT), POOL_LABEL: pool}
     drain = spec.engine.drain
     tolerations = [{"key": spec.accelerator.resource_name, "operator": "Exists", "effect": "NoSchedule"}]
@@ -214,7 +183,7 @@ def engine_service(inp: RenderInput) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(inp, f"{inp.name}-engine", COMPONENT),
+        "metadata": metadata(inp, names.engine_service(inp.name), COMPONENT),
         "spec": {
             "selector": selector_labels(inp.name, COMPONENT),
             "ports": [{"name": "http", "port": ENGINE_PORT, "targetPort": "http", "protocol": "TCP"}],
@@ -223,4 +192,4 @@ def engine_service(inp: RenderInput) -> Manifest:
 
 
 def engine_pdb(inp: RenderInput) -> Manifest:
-    return disruption_budget(inp, f"{inp.name}-engine", COMPONENT)
+    return disruption_budget(inp, names.engine_service(inp.name), COMPONENT)

@@ -7,21 +7,18 @@ import json
 from typing import Any
 
 from llmfleet.api.quantity import parse_duration
-from llmfleet.render.cache import redis_url
-from llmfleet.render.common import (
+from llmfleet.fleet import names
+from llmfleet.fleet.names import (
     ENGINE_PORT,
     GATEWAY_PORT,
     SPEC_HASH_ANNOTATION,
-    Manifest,
-    RenderInput,
-    disruption_budget,
-    metadata,
+    engine_pod_selector,
     selector_labels,
-    stable_hash,
 )
-from llmfleet.render.engine import engine_pod_selector
+from llmfleet.render.cache import redis_url
+from llmfleet.render.common import Manifest, RenderInput, disruption_budget, metadata, stable_hash
 
-COMPONENT = "gateway"
+COMPONENT = names.GATEWAY
 CONFIG_KEY = "gateway.json"
 CONFIG_DIR = "/etc/llmfleet"
 KEYS_DIR = "/etc/llmfleet/keys"
@@ -37,7 +34,7 @@ def gateway_config(inp: RenderInput) -> dict[str, Any]:
         "model": inp.obj.served_name,
         "namespace": inp.namespace,
         "engines": {
-            "service": f"{inp.name}-engine",
+            "service": names.engine_service(inp.name),
             "endpointSliceSelector": f"kubernetes.io/service-name={inp.name}-engine",
             "port": ENGINE_PORT,
             "discovery": inp.options.engine_discovery,
@@ -75,7 +72,7 @@ def gateway_configmap(inp: RenderInput) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(inp, f"{inp.name}-gateway", COMPONENT),
+        "metadata": metadata(inp, names.gateway(inp.name), COMPONENT),
         "data": {CONFIG_KEY: json.dumps(gateway_config(inp), indent=2, sort_keys=True)},
     }
 
@@ -84,7 +81,7 @@ def gateway_service_account(inp: RenderInput) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": metadata(inp, f"{inp.name}-gateway", COMPONENT),
+        "metadata": metadata(inp, names.gateway(inp.name), COMPONENT),
     }
 
 
@@ -92,7 +89,7 @@ def gateway_role(inp: RenderInput) -> Manifest:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": metadata(inp, f"{inp.name}-gateway", COMPONENT),
+        "metadata": metadata(inp, names.gateway(inp.name), COMPONENT),
         "rules": [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}]
         + ([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
            if inp.options.engine_discovery == "pods" else []),
@@ -100,7 +97,7 @@ def gateway_role(inp: RenderInput) -> Manifest:
 
 
 def gateway_role_binding(inp: RenderInput) -> Manifest:
-    name = f"{inp.name}-gateway"
+    name = names.gateway(inp.name)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
@@ -113,7 +110,7 @@ def gateway_role_binding(inp: RenderInput) -> Manifest:
 def gateway_deployment(inp: RenderInput) -> Manifest:
     spec = inp.obj.spec
     gw = spec.gateway
-    name = f"{inp.name}-gateway"
+    name = names.gateway(inp.name)
     pod_labels = selector_labels(inp.name, COMPONENT)
     env: list[dict[str, Any]] = [{"name": "LLMFLEET_LOG_FORMAT", "value": "json"}]
     if gw.external.api_key_secret_ref:
@@ -171,16 +168,11 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
     }
 
 
-def gateway_service_name(name: str) -> str:
-    """The gateway Service of a deployment (also the `service` label its metrics carry in Prometheus)."""
-    return f"{name}-gateway"
-
-
 def gateway_service(inp: RenderInput) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(inp, gateway_service_name(inp.name), COMPONENT),
+        "metadata": metadata(inp, names.gateway(inp.name), COMPONENT),
         "spec": {
             "selector": selector_labels(inp.name, COMPONENT),
             "ports": [{"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}],
@@ -189,9 +181,5 @@ def gateway_service(inp: RenderInput) -> Manifest:
 
 
 def gateway_pdb(inp: RenderInput) -> Manifest:
-    return disruption_budget(inp, f"{inp.name}-gateway", COMPONENT)
+    return disruption_budget(inp, names.gateway(inp.name), COMPONENT)
 
-
-def gateway_endpoint_for(name: str, namespace: str) -> str:
-    """The in-cluster OpenAI base URL of a deployment's gateway."""
-    return f"http://{gateway_service_name(name)}.{namespace}.svc:{GATEWAY_PORT}/v1"

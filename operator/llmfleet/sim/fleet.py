@@ -2,7 +2,7 @@
 of engine replicas (each the continuous-batching ``perfmodel`` of engine-sim), routed least-outstanding as the
 gateway does, scaled by the autoscaler's own pure policy, with cold starts, spot reclaims and on-demand fallback.
 A reclaimed replica drains for the notice and is replaced in its pool; the policy holds the target meanwhile
-through the same rule the operator feeds (``policy.replacing``).
+through the same rule the operator feeds (``fleet.reclaim.replacing``).
 
 Pure computation: no sockets, no wall clock; the same inputs give the same figures. What it models, and what
 it leaves out, is stated in ``SimConfig``; where a figure comes from the trace or the catalog it says so.
@@ -25,9 +25,11 @@ from typing import Any
 from llmfleet.api.quantity import parse_duration
 from llmfleet.api.sizing import Sizing, size
 from llmfleet.api.v1alpha1 import LLMDeploymentSpec
-from llmfleet.autoscale.policy import Observation, ScaleState, capacity_of, decide, replacing
-from llmfleet.render.engine import split_replicas
-from llmfleet.sim.perfmodel import EngineProfile, FastBatchEngine, SimRequest
+from llmfleet.autoscale.policy import Observation, ScaleState, decide
+from llmfleet.fleet.capacity import EngineProfile, capacity_of
+from llmfleet.fleet.pools import clamp, initial_replicas, late_spot, split_replicas
+from llmfleet.fleet.reclaim import replacing
+from llmfleet.sim.perfmodel import FastBatchEngine, SimRequest
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # simulated time 0 as the policy's clock sees it
 
@@ -145,7 +147,7 @@ class Fleet:
         self.stats = Stats()
         self.state: ScaleState | None = None
         self.target = 0
-        self.reclaimed = 0  # replicas reclaimed since the fleet was last whole (policy.replacing)
+        self.reclaimed = 0  # replicas reclaimed since the fleet was last whole (fleet.reclaim.replacing)
         self.end = 0.0
         self._spot_slots = max(1, spec.pools.spot.max_replicas)
         self._pending_timeout = parse_duration(spec.pools.spot.pending_timeout)
@@ -166,10 +168,10 @@ class Fleet:
         else:
             if a.enabled:
                 start = self.config.initial_replicas
-                self.target = a.min_replicas if start is None else max(a.min_replicas, min(a.max_replicas, start))
-                self.state = ScaleState(target=self.target, active_at=EPOCH)
+                self.target = initial_replicas(self.spec) if start is None else clamp(a, start)
+                self.state = ScaleState(target=self.target, active_at=EPOCH, spec_replicas=self.spec.replicas)
             else:
-                self.target = self.spec.replicas if self.spec.replicas is not None else self.spec.pools.on_demand.min_replicas
+                self.target = initial_replicas(self.spec)
             self.at(self.config.tick_s, "tick")  # the operator's tick: autoscaler and the spot pendingTimeout
         self._reconcile(0.0, warm=True)
         if any(r.ready_at is None for r in self.replicas):
@@ -276,9 +278,8 @@ class Fleet:
         if self.config.static_replicas is not None:
             want = {"on-demand": self.target, "spot": 0}
         else:
-            late = sum(1 for r in self._live("spot")
-                       if (r.ready_at is None or r.ready_at > now)
-                       and now - r.created >= self._pending_timeout)
+            late = late_spot(self.spec, (now - r.created for r in self._live("spot")
+                                         if r.ready_at is None or r.ready_at > now))
             counts = split_replicas(self.spec, self.target, late)
             want = {"on-demand": counts.on_demand, "spot": counts.spot}
             if counts.fallback and not warm:  # one tick's worth per tick that ran stand-ins

@@ -1,13 +1,10 @@
-"""A continuous-batching performance model of one vLLM replica (pure: no I/O, no clock of its own).
+"""A continuous-batching simulation of one vLLM replica (pure: no I/O, no clock of its own), run with the
+replica's ``EngineProfile`` from ``llmfleet.fleet.capacity``.
 
 Each ``step()`` is one engine iteration: waiting requests are admitted while the KV cache has room and the
 batch is below ``max_num_seqs``; prefill is chunked under a per-step token budget; every decoding sequence
 emits one token. The step costs ``decode_base + decode_per_seq × batch + prefill_tokens / prefill_rate``.
 A prefix cache (blocks of the prompt, LRU, bounded by KV capacity) makes repeated prefixes cheaper.
-
-Calibration for Llama-3-8B bf16 on one H100-80GB (ARCHITECTURE.md §4, public vLLM benchmarks):
-prefill ≈ 20k tokens/s (TTFT ≈ 55 ms for a 1k-token prompt at no load), decode step 7.5 ms at batch 1
-rising to ≈ 25 ms at batch 128. Other models and GPUs scale by (parameters / TP) / relative GPU speed.
 """
 
 from __future__ import annotations
@@ -17,71 +14,11 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from llmfleet.api.catalog import GPU
-from llmfleet.api.sizing import Sizing
-from llmfleet.api.v1alpha1 import LLMDeploymentSpec
+from llmfleet.fleet.capacity import EngineProfile
 
-REF_PARAMS = 8.03e9
+__all__ = ["BLOCK_TOKENS", "BatchEngine", "EngineProfile", "FastBatchEngine", "SimRequest"]
+
 BLOCK_TOKENS = 16
-
-
-def vllm_batch_defaults(gpu: GPU) -> tuple[int, int]:
-    """vLLM 0.33's defaults for its OpenAI server by GPU (EngineArgs.get_batch_defaults): max_num_seqs and
-    max_num_batched_tokens. 160 GiB and up: 1024 and 16384; 70 GiB and up but not an A100 (H100, H200): 1024 and
-    8192; anything else: 256 and 2048."""
-    if gpu.memory_gib >= 160:
-        return 1024, 16384
-    if gpu.memory_gib >= 70 and "a100" not in gpu.name.lower():
-        return 1024, 8192
-    return 256, 2048
-
-
-@dataclass(frozen=True)
-class EngineProfile:
-    prefill_tokens_per_s: float = 20_000.0
-    decode_base_s: float = 0.0075
-    decode_per_seq_s: float = 0.000137
-    kv_capacity_tokens: int = 450_000
-    max_num_seqs: int = 256
-    max_batched_tokens: int = 8192
-    prefix_caching: bool = True
-
-    @classmethod
-    def from_sizing(cls, sizing: Sizing, max_num_seqs: int | None = None, prefix_caching: bool = True,
-                    max_batched_tokens: int | None = None) -> EngineProfile:
-        """Scale the reference profile by model size per GPU and GPU speed; batch limits as given, else vLLM's
-        defaults for the GPU."""
-        default_seqs, default_tokens = vllm_batch_defaults(sizing.gpu)
-        per_gpu = sizing.model.parameters / sizing.tensor_parallel_size
-        # Tensor parallel is not free: ~10% communication overhead per doubling beyond one GPU.
-        tp_overhead = 1.0 + 0.1 * (sizing.tensor_parallel_size.bit_length() - 1)
-        factor = (per_gpu / REF_PARAMS) * tp_overhead / sizing.gpu.relative_speed
-        ref = cls()
-        return cls(
-            prefill_tokens_per_s=ref.prefill_tokens_per_s / factor,
-            decode_base_s=ref.decode_base_s * factor,
-            decode_per_seq_s=ref.decode_per_seq_s * factor,
-            kv_capacity_tokens=sizing.kv_capacity_tokens,
-            max_num_seqs=max_num_seqs or default_seqs,
-            max_batched_tokens=max_batched_tokens or default_tokens,
-            prefix_caching=prefix_caching,
-        )
-
-    @classmethod
-    def for_spec(cls, spec: LLMDeploymentSpec, sizing: Sizing) -> EngineProfile:
-        """The profile of one replica of a CR: its sizing, prefix caching and any --max-num-seqs or
-        --max-num-batched-tokens in extraArgs (else vLLM's defaults for the GPU)."""
-        seqs = tokens = None
-        for arg in spec.engine.extra_args:
-            if arg.startswith("--max-num-seqs="):
-                seqs = int(arg.split("=", 1)[1])
-            elif arg.startswith("--max-num-batched-tokens="):
-                tokens = int(arg.split("=", 1)[1])
-        return cls.from_sizing(sizing, max_num_seqs=seqs, prefix_caching=spec.engine.enable_prefix_caching,
-                               max_batched_tokens=tokens)
-
-    def step_seconds(self, decoding: int, prefill_tokens: int) -> float:
-        return self.decode_base_s + self.decode_per_seq_s * decoding + prefill_tokens / self.prefill_tokens_per_s
 
 
 @dataclass

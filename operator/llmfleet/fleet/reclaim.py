@@ -1,4 +1,5 @@
-"""Reclaim notices: which signal on a node says it is about to go, and which engine pods to drain for it.
+"""Reclaim notices: which signal on a node says it is about to go, which engine pods to drain for it, and how
+many lost replicas are still being replaced.
 
 Pure. The signals real clusters give, configurable (``OperatorSettings.reclaim_taints`` and
 ``reclaim_conditions``), with these defaults:
@@ -23,8 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from llmfleet.kube.port import Obj
-from llmfleet.render.common import POOL_LABEL
+from llmfleet.fleet import pods
+from llmfleet.fleet.names import Pool
+from llmfleet.fleet.pods import Obj
 
 DEFAULT_TAINTS: tuple[str, ...] = (
     "aws-node-termination-handler/spot-itn",
@@ -47,8 +49,8 @@ class Drain:
     signal: str
 
     @property
-    def pool(self) -> str:
-        return str((self.pod["metadata"].get("labels") or {}).get(POOL_LABEL, "on-demand"))
+    def pool(self) -> Pool:
+        return pods.pool(self.pod)
 
 
 def notice(node: Obj, taints: tuple[str, ...] = DEFAULT_TAINTS,
@@ -69,7 +71,16 @@ def drains(engine_pods: tuple[Obj, ...] | list[Obj], notices: Mapping[str, str])
     """Engine pods on a node with a notice that are not terminating yet, in name order."""
     out = []
     for pod in engine_pods:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node and node in notices and not pod["metadata"].get("deletionTimestamp"):
+        node = pods.node(pod)
+        if node and node in notices and not pods.terminating(pod):
             out.append(Drain(pod, node, notices[node]))
     return sorted(out, key=lambda d: str(d.pod["metadata"]["name"]))
+
+
+def replacing(lost: int, desired: int, ready: int) -> int:
+    """Replicas lost to reclaims that are not serving again yet: of the ``lost`` ones (drained since the fleet
+    was last whole), as many as the fleet is short. A shortfall beyond them (a scale-up or a rollout starting)
+    is not lost capacity and holds nothing. The autoscaler never lowers its target while this is above zero
+    (``autoscale.policy``); the operator feeds it from its Reclaim condition, the fleet simulator from its own
+    reclaims."""
+    return max(0, min(lost, desired - ready))
