@@ -109,13 +109,13 @@ class KubeClient:
         except (DynamicApiError, ApiException, HTTPError) as exc:
             raise _error(exc) from None
 
-    def apply(self, manifest: Obj) -> None:
+    def apply(self, manifest: Obj, field_manager: str = FIELD_MANAGER) -> None:
         meta = manifest["metadata"]
         self._count()
         try:
             _drain(self._resource(manifest["apiVersion"], manifest["kind"]).server_side_apply(
                 body=manifest, name=meta["name"], namespace=meta.get("namespace"),
-                field_manager=FIELD_MANAGER, force_conflicts=True, serialize=False,
+                field_manager=field_manager, force_conflicts=True, serialize=False,
             ))
         except (DynamicApiError, ApiException, HTTPError) as exc:
             raise _error(exc) from None

@@ -49,8 +49,8 @@ class KubePort(Protocol):
 
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[Obj]: ...
 
-    def apply(self, manifest: Obj) -> None:
-        """Server-side apply under field manager ``llmfleet``, forcing ownership of our fields."""
+    def apply(self, manifest: Obj, field_manager: str = FIELD_MANAGER) -> None:
+        """Server-side apply under a field manager (``llmfleet``), forcing ownership of the fields it sets."""
         ...
 
     def delete(self, ref: Ref, uid: str | None = None) -> None:
