@@ -53,9 +53,17 @@ def curve(pairs: list[dict[str, str]], emb: MiniLMEmbedder) -> list[dict[str, fl
         correct = int(np.sum(over & own & (best == np.arange(len(pairs)))))
         wrong = int(np.sum(over & own & (best != np.arange(len(pairs)))))
         false = int(np.sum(over & ~own))
-        out.append({"threshold": t, "hit_rate": round(correct / half, 4),
-                    "false_hit_rate": round((wrong + false) / len(pairs), 4), "pairs": len(pairs),
-                    "correct_hits": correct, "wrong_hits": wrong, "false_hits": false})
+        out.append(
+            {
+                "threshold": t,
+                "hit_rate": round(correct / half, 4),
+                "false_hit_rate": round((wrong + false) / len(pairs), 4),
+                "pairs": len(pairs),
+                "correct_hits": correct,
+                "wrong_hits": wrong,
+                "false_hits": false,
+            }
+        )
     return out
 
 
@@ -70,28 +78,49 @@ async def latency(args: argparse.Namespace, pairs: list[dict[str, str]]) -> dict
 
     rds = Redis()
     eng = engine("m", 1.0)
-    gw = gateway({"model": "m", "engines": {"static": [eng.url]},
-                  "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0},
-                  "cache": {"redisURL": rds.url, "exact": {"enabled": True}, "semantic": {"enabled": True,
-                            "threshold": 0.95, "embeddingModel": "all-MiniLM-L6-v2"}}}, {"bench": "sk-bench-cache"}, "--no-access-log")
+    gw = gateway(
+        {
+            "model": "m",
+            "engines": {"static": [eng.url]},
+            "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0},
+            "cache": {
+                "redisURL": rds.url,
+                "exact": {"enabled": True},
+                "semantic": {"enabled": True, "threshold": 0.95, "embeddingModel": "all-MiniLM-L6-v2"},
+            },
+        },
+        {"bench": "sk-bench-cache"},
+        "--no-access-log",
+    )
     port = free_port()
-    fast = multiprocessing.get_context("spawn").Process(target=run_upstream, args=(port, 32, 0.0, None), daemon=True)
+    fast = multiprocessing.get_context("spawn").Process(
+        target=run_upstream, args=(port, 32, 0.0, None), daemon=True
+    )
     fast.start()
     headers = {"Authorization": "Bearer sk-bench-cache"}
     n = 20 if args.quick else 100
 
     def body(q: str) -> dict:
-        return {"model": "m", "temperature": 0, "max_tokens": 32, "messages": [{"role": "user", "content": q}]}
+        return {
+            "model": "m",
+            "temperature": 0,
+            "max_tokens": 32,
+            "messages": [{"role": "user", "content": q}],
+        }
 
     try:
-        time.sleep(1)
+        await asyncio.sleep(1)
         async with httpx.AsyncClient(timeout=60) as c:
+
             async def timed(url: str, b: dict, hdr: dict) -> tuple[float, str]:
                 t0 = time.perf_counter()
                 r = await c.post(url, json=b, headers=hdr)
                 return time.perf_counter() - t0, r.headers.get("x-llmfleet-cache", "")
 
-            direct = [(await timed(f"http://127.0.0.1:{port}/v1/chat/completions", body("x"), {}))[0] for _ in range(n)]
+            direct = [
+                (await timed(f"http://127.0.0.1:{port}/v1/chat/completions", body("x"), {}))[0]
+                for _ in range(n)
+            ]
             misses, exact, semantic = [], [], []
             for p in pairs[:n]:
                 dt, kind = await timed(gw.url + "/v1/chat/completions", body(p["origin"]), headers)
@@ -114,8 +143,15 @@ async def latency(args: argparse.Namespace, pairs: list[dict[str, str]]) -> dict
             "exact_hit_p50_ms": round(statistics.median(exact) * 1000, 3) if exact else None,
             "exact_hit_added_p50_ms": round((statistics.median(exact) - base) * 1000, 3) if exact else None,
             "semantic_hit_p50_ms": round(statistics.median(semantic) * 1000, 3) if semantic else None,
-            "semantic_hit_added_p50_ms": round((statistics.median(semantic) - base) * 1000, 3) if semantic else None,
-            "samples": {"miss": len(misses), "exact": len(exact), "semantic": len(semantic), "direct": len(direct)},
+            "semantic_hit_added_p50_ms": round((statistics.median(semantic) - base) * 1000, 3)
+            if semantic
+            else None,
+            "samples": {
+                "miss": len(misses),
+                "exact": len(exact),
+                "semantic": len(semantic),
+                "direct": len(direct),
+            },
         }
     finally:
         gw.stop()
@@ -139,14 +175,21 @@ async def savings(args: argparse.Namespace, pairs: list[dict[str, str]], trace: 
     n = args.requests if not args.quick else 60
     picks = rng.choice(len(rows), size=n, replace=False)
     ranks = np.arange(1, len(pairs) + 1)
-    zipf = (1 / ranks ** 1.1) / np.sum(1 / ranks ** 1.1)
+    zipf = (1 / ranks**1.1) / np.sum(1 / ranks**1.1)
     questions = rng.choice(len(pairs), size=n, p=zipf)
     reword = rng.random(n) < 0.5
     rds = Redis()
     eng = engine("m", 50.0)
-    gw = gateway({"model": "m", "engines": {"static": [eng.url]}, "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0},
-                  "cache": {"redisURL": rds.url, "semantic": {"enabled": True, "threshold": 0.95}}},
-                 {"bench": "sk-bench-cache"}, "--no-access-log")
+    gw = gateway(
+        {
+            "model": "m",
+            "engines": {"static": [eng.url]},
+            "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0},
+            "cache": {"redisURL": rds.url, "semantic": {"enabled": True, "threshold": 0.95}},
+        },
+        {"bench": "sk-bench-cache"},
+        "--no-access-log",
+    )
     prof = EngineProfile()
     engine_s_total = engine_s_saved = 0.0
     tokens_total = tokens_saved = 0
@@ -158,9 +201,17 @@ async def savings(args: argparse.Namespace, pairs: list[dict[str, str]], trace: 
                 q = pairs[questions[i]]["similar" if reword[i] else "origin"]
                 # One application: a stable system prompt and fixed sampling parameters; the question varies.
                 # The trace row gives this request's size for the accounting of what a hit saves.
-                body = {"model": "m", "temperature": 0, "max_tokens": 64,
-                        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]}
-                r = await c.post(gw.url + "/v1/chat/completions", json=body, headers={"Authorization": "Bearer sk-bench-cache"})
+                body = {
+                    "model": "m",
+                    "temperature": 0,
+                    "max_tokens": 64,
+                    "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}],
+                }
+                r = await c.post(
+                    gw.url + "/v1/chat/completions",
+                    json=body,
+                    headers={"Authorization": "Bearer sk-bench-cache"},
+                )
                 kind = r.headers.get("x-llmfleet-cache", "?")
                 kinds[kind] = kinds.get(kind, 0) + 1
                 cost = ctx_tokens / prof.prefill_tokens_per_s + gen_tokens * prof.step_seconds(1, 0)
@@ -169,16 +220,23 @@ async def savings(args: argparse.Namespace, pairs: list[dict[str, str]], trace: 
                 if kind in ("exact", "semantic"):
                     engine_s_saved += cost
                     tokens_saved += ctx_tokens + gen_tokens
-        engine_metrics = httpx.get(eng.url + "/metrics").text
+            engine_metrics = (await c.get(eng.url + "/metrics")).text
     finally:
         gw.stop()
         eng.stop()
         rds.kill()
     return {
-        "savings": True, "requests": n, "results": kinds, "zipf_s": 1.1, "reworded_share": 0.5,
+        "savings": True,
+        "requests": n,
+        "results": kinds,
+        "zipf_s": 1.1,
+        "reworded_share": 0.5,
         "hit_share": round((kinds.get("exact", 0) + kinds.get("semantic", 0)) / n, 4),
-        "tokens_total": tokens_total, "tokens_saved": tokens_saved, "tokens_saved_share": round(tokens_saved / tokens_total, 4),
-        "engine_seconds_total_batch1": round(engine_s_total, 1), "engine_seconds_saved_batch1": round(engine_s_saved, 1),
+        "tokens_total": tokens_total,
+        "tokens_saved": tokens_saved,
+        "tokens_saved_share": round(tokens_saved / tokens_total, 4),
+        "engine_seconds_total_batch1": round(engine_s_total, 1),
+        "engine_seconds_saved_batch1": round(engine_s_saved, 1),
         "engine_generation_tokens": metric(engine_metrics, "vllm:generation_tokens_total"),
         "trace": "Azure LLM inference trace 2023 (conv), CC-BY 4.0, Patel et al., Splitwise, ISCA 2024",
     }
@@ -207,10 +265,18 @@ def main() -> int:
         print(json.dumps(p), flush=True)
     ok = [p for p in points if p["false_hit_rate"] <= 0.01]
     best = max(ok, key=lambda p: p["hit_rate"]) if ok else None
-    print(json.dumps({"recommendation": True, "max_false_hit_rate": 0.01,
-                      "threshold": best["threshold"] if best else None,
-                      "hit_rate": best["hit_rate"] if best else None,
-                      "seed_default": 0.95}), flush=True)
+    print(
+        json.dumps(
+            {
+                "recommendation": True,
+                "max_false_hit_rate": 0.01,
+                "threshold": best["threshold"] if best else None,
+                "hit_rate": best["hit_rate"] if best else None,
+                "seed_default": 0.95,
+            }
+        ),
+        flush=True,
+    )
     if args.skip_servers:
         return 0
     print(json.dumps(asyncio.run(latency(args, pairs))), flush=True)

@@ -81,7 +81,14 @@ NS, NAME, KEY = "chaos", "chaos", "sk-chaos-0123456789abcdef"
 OPERATOR_NS = "llmfleet-system"
 NOTICE_TAINT = "aws-node-termination-handler/spot-itn"
 LEASE = {"leaseDuration": 6, "renewDeadline": 4, "retryPeriod": 1}
-SCENARIOS = ("spot-notice", "spot-stockout", "engine-kill", "node-loss", "operator-failover", "gateway-restart")
+SCENARIOS = (
+    "spot-notice",
+    "spot-stockout",
+    "engine-kill",
+    "node-loss",
+    "operator-failover",
+    "gateway-restart",
+)
 CLOUD_NOTICE_S = 120.0  # AWS gives two minutes
 
 
@@ -97,19 +104,26 @@ def trace_lengths(max_tokens: int) -> list[tuple[int, int]]:
 
 def cr(replicas: int) -> dict[str, Any]:
     return {
-        "apiVersion": "llmfleet.io/v1alpha1", "kind": "LLMDeployment", "metadata": {"name": NAME, "namespace": NS},
+        "apiVersion": "llmfleet.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": NAME, "namespace": NS},
         "spec": {
             "model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct", "servedName": NAME, "maxModelLen": 8192},
             "accelerator": {"type": "H100-80GB"},
             "replicas": replicas,
             "autoscaling": {"enabled": False},
-            "pools": {"onDemand": {"minReplicas": 1, "maxReplicas": replicas},
-                      "spot": {"enabled": True, "maxReplicas": replicas, "pendingTimeout": "15s"}},
+            "pools": {
+                "onDemand": {"minReplicas": 1, "maxReplicas": replicas},
+                "spot": {"enabled": True, "maxReplicas": replicas, "pendingTimeout": "15s"},
+            },
             # The drain budget fits the compressed notice: preStop, then vLLM drains for up to 20 s.
             "engine": {"drain": {"preStopSleep": "2s", "shutdownTimeout": "20s"}},
             "cache": {"exact": {"enabled": False}, "semantic": {"enabled": False}},
-            "gateway": {"replicas": 2, "auth": {"apiKeysSecretRef": "chaos-keys"},
-                        "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0}},
+            "gateway": {
+                "replicas": 2,
+                "auth": {"apiKeysSecretRef": "chaos-keys"},
+                "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0},
+            },
         },
     }
 
@@ -121,30 +135,66 @@ class Stack:
     def __init__(self, cluster_dir: Path | None, spot_nodes: int, ondemand_nodes: int) -> None:
         self.own = cluster_dir is None
         self.dir = cluster_dir or Path(tempfile.mkdtemp(prefix="llmfleet-chaos-"))
-        self.env = {**os.environ, "LLMFLEET_CLUSTER_DIR": str(self.dir), "KUBECONFIG": str(self.dir / "kubeconfig"),
-                    "LLMFLEET_SPOT_NODES": str(spot_nodes), "LLMFLEET_ONDEMAND_NODES": str(ondemand_nodes)}
+        self.env = {
+            **os.environ,
+            "LLMFLEET_CLUSTER_DIR": str(self.dir),
+            "KUBECONFIG": str(self.dir / "kubeconfig"),
+            "LLMFLEET_SPOT_NODES": str(spot_nodes),
+            "LLMFLEET_ONDEMAND_NODES": str(ondemand_nodes),
+        }
         self.stop = threading.Event()
         self.runner: PodRunner | None = None
 
     def up(self, replicas: int) -> None:
         if self.own:
             log("starting the local control plane")
-            subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "up"], env=self.env, check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                ["bash", str(ROOT / "hack" / "cluster.sh"), "up"],
+                env=self.env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         self.kube = KubeClient(load_config(str(self.dir / "kubeconfig")))
         self.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         self.kubectl("wait", "--for=condition=Established", "crd/llmdeployments.llmfleet.io", "--timeout=60s")
-        self.runner = PodRunner(KubeClient(load_config(str(self.dir / "kubeconfig"))), self.dir / "chaos-pods")
+        self.runner = PodRunner(
+            KubeClient(load_config(str(self.dir / "kubeconfig"))), self.dir / "chaos-pods"
+        )
         threading.Thread(target=self._run_pods, daemon=True).start()
         log("installing the chart: two operators, one leader")
         values = ",".join(f"leaderElection.{k}={v}" for k, v in LEASE.items())
         extra = json.dumps([{"name": "LLMFLEET_ENGINE_DISCOVERY", "value": "pods"}])
-        subprocess.run([str(BIN / "helm"), "upgrade", "--install", "llmfleet", str(ROOT / "charts" / "llmfleet"),
-                        "-n", OPERATOR_NS, "--create-namespace", "--wait", "--timeout", "180s", "--set", values,
-                        "--set-json", f"extraEnv={extra}"], env=self.env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                str(BIN / "helm"),
+                "upgrade",
+                "--install",
+                "llmfleet",
+                str(ROOT / "charts" / "llmfleet"),
+                "-n",
+                OPERATOR_NS,
+                "--create-namespace",
+                "--wait",
+                "--timeout",
+                "180s",
+                "--set",
+                values,
+                "--set-json",
+                f"extraEnv={extra}",
+            ],
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        self.kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "chaos-keys", "namespace": NS},
-                         "data": {"chaos": base64.b64encode(KEY.encode()).decode()}})
+        self.kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "chaos-keys", "namespace": NS},
+                "data": {"chaos": base64.b64encode(KEY.encode()).decode()},
+            }
+        )
         self.kube.apply(cr(replicas))
 
     def _run_pods(self) -> None:
@@ -154,12 +204,14 @@ class Stack:
                 self.runner.sync()
             except KubeError as exc:
                 log(f"pod runner: API not reachable ({exc})")
-            except Exception as exc:  # noqa: BLE001 - one bad sync must not end the runner
+            except Exception as exc:
                 log(f"pod runner: {type(exc).__name__}: {exc}")
             time.sleep(0.25)
 
     def kubectl(self, *args: str, check: bool = True) -> str:
-        r = subprocess.run([str(BIN / "kubectl"), *args], env=self.env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [str(BIN / "kubectl"), *args], env=self.env, capture_output=True, text=True, timeout=120
+        )
         if check and r.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {r.stderr}")
         return r.stdout
@@ -167,19 +219,28 @@ class Stack:
     def down(self) -> None:
         if hasattr(self, "kube"):
             self.restore_nodes()  # a shared cluster gets its nodes back
-        subprocess.run([str(BIN / "helm"), "uninstall", "llmfleet", "-n", OPERATOR_NS, "--wait", "--timeout", "60s"],
-                       env=self.env, capture_output=True, timeout=120)
+        subprocess.run(
+            [str(BIN / "helm"), "uninstall", "llmfleet", "-n", OPERATOR_NS, "--wait", "--timeout", "60s"],
+            env=self.env,
+            capture_output=True,
+            timeout=120,
+        )
         self.kubectl("delete", "namespace", NS, "--wait=false", check=False)
         self.stop.set()
         if self.runner is not None:
             with self.runner.lock:
                 self.runner.stop_all(timeout=10)
         if self.own:
-            subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "down"], env=self.env, capture_output=True)
+            subprocess.run(
+                ["bash", str(ROOT / "hack" / "cluster.sh"), "down"], env=self.env, capture_output=True
+            )
 
     # -------------------------------------------------------------------------------------- the world
     def nodes(self, pool: str) -> list[str]:
-        return sorted(n["metadata"]["name"] for n in self.kube.list("v1", "Node", "", f"llmfleet.io/capacity-type={pool}"))
+        return sorted(
+            n["metadata"]["name"]
+            for n in self.kube.list("v1", "Node", "", f"llmfleet.io/capacity-type={pool}")
+        )
 
     def restore_nodes(self) -> None:
         """Every node of nodes.yaml present, none with a notice, none lost."""
@@ -201,7 +262,9 @@ class Stack:
         return (self.kube.get("llmfleet.io/v1alpha1", "LLMDeployment", NS, NAME) or {}).get("status") or {}
 
     def events(self, reason: str) -> list[str]:
-        return [e.get("message", "") for e in self.kube.list("v1", "Event", NS, "") if e.get("reason") == reason]
+        return [
+            e.get("message", "") for e in self.kube.list("v1", "Event", NS, "") if e.get("reason") == reason
+        ]
 
 
 def _get(url: str, timeout: float = 0.5) -> bytes | None:
@@ -236,8 +299,11 @@ class Prober:
         out = {}
         for pod in self.stack.pods(component):
             ip = (pod.get("status") or {}).get("podIP")
-            if ip and not pod["metadata"].get("deletionTimestamp") \
-                    and _get(f"http://{ip}:{port}/health") is not None:
+            if (
+                ip
+                and not pod["metadata"].get("deletionTimestamp")
+                and _get(f"http://{ip}:{port}/health") is not None
+            ):
                 out[pod["metadata"]["name"]] = ip
         return out
 
@@ -253,8 +319,11 @@ def _retried(metrics: str) -> float:
     """Self-hosted upstream failures a gateway moved to another replica (every kind but a cut stream)."""
     total = 0.0
     for line in metrics.splitlines():
-        if line.startswith("llmfleet_gateway_upstream_errors_total{") and 'route="self-hosted"' in line \
-                and 'kind="cut"' not in line:
+        if (
+            line.startswith("llmfleet_gateway_upstream_errors_total{")
+            and 'route="self-hosted"' in line
+            and 'kind="cut"' not in line
+        ):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -294,8 +363,13 @@ class Load:
         await asyncio.sleep(rng.random() * 2)  # spread the first requests
         while self.running:
             prompt, out = self.lengths[rng.randrange(len(self.lengths))]
-            body = {"model": NAME, "stream": True, "max_tokens": out, "temperature": 1.0,
-                    "messages": [{"role": "user", "content": f"user {i} asks: " + "word " * max(1, prompt - 8)}]}
+            body = {
+                "model": NAME,
+                "stream": True,
+                "max_tokens": out,
+                "temperature": 1.0,
+                "messages": [{"role": "user", "content": f"user {i} asks: " + "word " * max(1, prompt - 8)}],
+            }
             o = Outcome(time.monotonic())
             waited = 0.0
             while not self.prober.gateways and waited < 10:  # a Service with no ready endpoint yet
@@ -315,14 +389,17 @@ class Load:
                     if attempt == 2:
                         o.error = "connection failed 3 times"
                     else:
-                        await asyncio.sleep(0.5 * 2 ** attempt)
+                        await asyncio.sleep(0.5 * 2**attempt)
             self.outcomes.append(o)
 
     @staticmethod
     async def _one(session: aiohttp.ClientSession, ip: str, body: dict[str, Any], o: Outcome) -> None:
         try:
-            async with session.post(f"http://{ip}:{GATEWAY_PORT}/v1/chat/completions", json=body,
-                                    headers={"Authorization": f"Bearer {KEY}"}) as r:
+            async with session.post(
+                f"http://{ip}:{GATEWAY_PORT}/v1/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {KEY}"},
+            ) as r:
                 o.status = r.status
                 tail = b""
                 async for chunk in r.content.iter_any():
@@ -330,8 +407,12 @@ class Load:
                         o.got_bytes, o.ttft = True, time.monotonic() - o.started
                     tail = (tail + chunk)[-600:]
                 o.error_event = b'"upstream_cut"' in tail or b'data: {"error"' in tail
-                o.complete = r.status == 200 and tail.rstrip().endswith(b"data: [DONE]") and not o.error_event \
+                o.complete = (
+                    r.status == 200
+                    and tail.rstrip().endswith(b"data: [DONE]")
+                    and not o.error_event
                     and b'"finish_reason":"abort"' not in tail
+                )
         except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as exc:
             if o.status == 0:  # refused, or a kept-alive connection the gateway had closed: nothing came back
                 raise _Reconnect() from exc
@@ -350,7 +431,9 @@ async def wait_whole(stack: Stack, prober: Prober, replicas: int, timeout: float
         if ready and len(prober.engines) >= replicas and len(prober.gateways) >= 2 and stack.leader():
             return
         await asyncio.sleep(0.5)
-    raise RuntimeError(f"the fleet is not whole: engines {sorted(prober.engines)}, gateways {prober.gateways}")
+    raise RuntimeError(
+        f"the fleet is not whole: engines {sorted(prober.engines)}, gateways {prober.gateways}"
+    )
 
 
 def busiest_spot_node(stack: Stack) -> tuple[str, list[str]]:
@@ -390,15 +473,20 @@ async def spot_stockout(stack: Stack, args: argparse.Namespace, note: dict[str, 
 async def engine_kill(stack: Stack, args: argparse.Namespace, note: dict[str, Any]) -> None:
     runner = stack.runner
     assert runner is not None
-    pod = next(p for p in sorted(stack.pods("engine"), key=lambda p: p["metadata"]["name"])
-               if not p["metadata"].get("deletionTimestamp"))
+    pod = next(
+        p
+        for p in sorted(stack.pods("engine"), key=lambda p: p["metadata"]["name"])
+        if not p["metadata"].get("deletionTimestamp")
+    )
     key, ip = f"{NS}/{pod['metadata']['name']}", pod["status"]["podIP"]
     note["pod"] = pod["metadata"]["name"]
     killed = await asyncio.to_thread(runner.kill, key)
 
     def restarted() -> bool:  # the container came back (a new process) and answers its probe
         r = runner.running.get(key)
-        return r is not None and r.proc.pid != killed and _get(f"http://{ip}:{ENGINE_PORT}/health") is not None
+        return (
+            r is not None and r.proc.pid != killed and _get(f"http://{ip}:{ENGINE_PORT}/health") is not None
+        )
 
     note["_replaced"] = restarted
 
@@ -424,15 +512,24 @@ async def operator_failover(stack: Stack, args: argparse.Namespace, note: dict[s
 
 
 async def gateway_restart(stack: Stack, args: argparse.Namespace, note: dict[str, Any]) -> None:
-    await asyncio.to_thread(stack.kubectl, "rollout", "restart", f"deployment/{names.gateway(NAME)}", "-n", NS)
+    await asyncio.to_thread(
+        stack.kubectl, "rollout", "restart", f"deployment/{names.gateway(NAME)}", "-n", NS
+    )
 
 
-FAULTS = {"spot-notice": spot_notice, "spot-stockout": spot_stockout, "engine-kill": engine_kill,
-          "node-loss": node_loss, "operator-failover": operator_failover, "gateway-restart": gateway_restart}
+FAULTS = {
+    "spot-notice": spot_notice,
+    "spot-stockout": spot_stockout,
+    "engine-kill": engine_kill,
+    "node-loss": node_loss,
+    "operator-failover": operator_failover,
+    "gateway-restart": gateway_restart,
+}
 
 
-async def scenario(name: str, stack: Stack, prober: Prober, args: argparse.Namespace,
-                   lengths: list[tuple[int, int]]) -> dict[str, Any]:
+async def scenario(
+    name: str, stack: Stack, prober: Prober, args: argparse.Namespace, lengths: list[tuple[int, int]]
+) -> dict[str, Any]:
     await asyncio.to_thread(stack.restore_nodes)
     await wait_whole(stack, prober, args.replicas)
     baseline_engines, baseline_gateways = dict(prober.engines), set(prober.gateway_pods)
@@ -509,7 +606,8 @@ async def scenario(name: str, stack: Stack, prober: Prober, args: argparse.Names
         "reclaim_events": len(await asyncio.to_thread(stack.events, "ReclaimNotice")) - events_before,
         "notice_s": args.notice if name in ("spot-notice", "spot-stockout", "operator-failover") else None,
         "notice_compression": round(CLOUD_NOTICE_S / args.notice, 1)
-        if name in ("spot-notice", "spot-stockout", "operator-failover") else None,
+        if name in ("spot-notice", "spot-stockout", "operator-failover")
+        else None,
         **{k: v for k, v in note.items() if not k.startswith("_")},
     }
 
@@ -542,8 +640,13 @@ async def main_async(args: argparse.Namespace, stack: Stack) -> int:
         "all_replaced": all(x["replacement_ready_s"] is not None for x in lines),
     }
     print(json.dumps(summary), flush=True)
-    ok = (summary["failed"] == 0 and summary["truncated_with_notice"] == 0 and summary["all_replaced"]
-          and summary["truncated_without_error_event"] == 0 and summary["max_concurrent_writers"] <= 1)
+    ok = (
+        summary["failed"] == 0
+        and summary["truncated_with_notice"] == 0
+        and summary["all_replaced"]
+        and summary["truncated_without_error_event"] == 0
+        and summary["max_concurrent_writers"] <= 1
+    )
     return 0 if ok else 1
 
 
@@ -553,15 +656,23 @@ def main() -> int:
     ap.add_argument("--streams", type=int, default=120, help="concurrent streaming clients")
     ap.add_argument("--max-tokens", type=int, default=300, help="cap on the trace's output lengths")
     ap.add_argument("--replicas", type=int, default=4, help="engine replicas (1 on-demand, the rest spot)")
-    ap.add_argument("--notice", type=float, default=20.0, help="seconds from the notice to the node's deletion")
-    ap.add_argument("--stockout", type=float, default=30.0, help="seconds without spot capacity (spot-stockout)")
+    ap.add_argument(
+        "--notice", type=float, default=20.0, help="seconds from the notice to the node's deletion"
+    )
+    ap.add_argument(
+        "--stockout", type=float, default=30.0, help="seconds without spot capacity (spot-stockout)"
+    )
     ap.add_argument("--before", type=float, default=20.0, help="seconds of load before the fault")
-    ap.add_argument("--after", type=float, default=10.0, help="seconds of load after the fleet is whole again")
+    ap.add_argument(
+        "--after", type=float, default=10.0, help="seconds of load after the fleet is whole again"
+    )
     ap.add_argument("--short", action="store_true", help="spot-notice and operator-failover, short phases")
     ap.add_argument("--cluster-dir", type=Path, help="a running hack/cluster.sh cluster to use")
     args = ap.parse_args()
     if args.short:
-        args.scenarios = "spot-notice,operator-failover" if args.scenarios == ",".join(SCENARIOS) else args.scenarios
+        args.scenarios = (
+            "spot-notice,operator-failover" if args.scenarios == ",".join(SCENARIOS) else args.scenarios
+        )
         args.streams, args.before, args.after, args.notice = min(args.streams, 40), 6.0, 3.0, 10.0
         args.max_tokens = min(args.max_tokens, 150)
     args.scenarios = [s for s in args.scenarios.split(",") if s]

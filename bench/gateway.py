@@ -51,7 +51,18 @@ from harness import proc_cpu_seconds as cpu_seconds  # noqa: E402
 from harness import proc_rss_kib as rss_kib  # noqa: E402
 
 LITELLM = Path.home() / ".cache" / "llmfleet" / "peers" / "litellm" / "bin" / "litellm"
-PORTKEY = Path.home() / ".cache" / "llmfleet" / "peers" / "portkey" / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+PORTKEY = (
+    Path.home()
+    / ".cache"
+    / "llmfleet"
+    / "peers"
+    / "portkey"
+    / "node_modules"
+    / "@portkey-ai"
+    / "gateway"
+    / "build"
+    / "start-server.js"
+)
 KEY = "sk-bench-0123456789abcdef"
 PROXY_CPU, CLIENT_CPU = 1, 0
 
@@ -62,7 +73,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(port: int, path: str = "/health", timeout: float = 120, headers: dict[str, str] | None = None) -> None:
+def wait_http(
+    port: int, path: str = "/health", timeout: float = 120, headers: dict[str, str] | None = None
+) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout
@@ -78,16 +91,35 @@ def wait_http(port: int, path: str = "/health", timeout: float = 120, headers: d
 
 
 def taskset(cmd: list[str]) -> list[str]:
-    return ["taskset", "-c", str(PROXY_CPU), *cmd] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else cmd
+    return (
+        ["taskset", "-c", str(PROXY_CPU), *cmd]
+        if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1
+        else cmd
+    )
 
 
 def start_llmfleet(upstream: int, workdir: Path, ext_port: int) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     start_llmfleet_config(upstream, workdir, ext_port)
     log = open(workdir / "gateway-access.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(taskset([sys.executable, "-m", "llmfleet", "gateway", "--config", str(workdir / "gw.json"),
-                                     "--keys-file", str(workdir / "keys"), "--port", str(port)]),
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        taskset(
+            [
+                sys.executable,
+                "-m",
+                "llmfleet",
+                "gateway",
+                "--config",
+                str(workdir / "gw.json"),
+                "--keys-file",
+                str(workdir / "keys"),
+                "--port",
+                str(port),
+            ]
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     wait_http(port)
     return proc, port
 
@@ -114,30 +146,77 @@ def start_litellm(upstream: int, workdir: Path) -> tuple[subprocess.Popen[bytes]
         "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/m\n"
         f"      api_base: http://127.0.0.1:{upstream}/v1\n      api_key: dummy\n"
         f"general_settings:\n  master_key: {KEY}\nlitellm_settings:\n  drop_params: true\n"
-        "  telemetry: false\n")
-    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_SCHEMA_UPDATE": "True",
-           "NO_DOCS": "True"}
+        "  telemetry: false\n"
+    )
+    env = {
+        **os.environ,
+        "LITELLM_LOG": "ERROR",
+        "LITELLM_TELEMETRY": "False",
+        "DISABLE_SCHEMA_UPDATE": "True",
+        "NO_DOCS": "True",
+    }
     log = open(workdir / "litellm.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(taskset([str(LITELLM), "--config", str(workdir / "litellm.yaml"), "--port", str(port),
-                                     "--num_workers", "1", "--host", "127.0.0.1"]),
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        taskset(
+            [
+                str(LITELLM),
+                "--config",
+                str(workdir / "litellm.yaml"),
+                "--port",
+                str(port),
+                "--num_workers",
+                "1",
+                "--host",
+                "127.0.0.1",
+            ]
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     wait_http(port, "/health/liveliness", timeout=180)
     return proc, port
 
 
-GRANIAN = Path(sys.executable).parent / "granian"  # in .venv: it must import llmfleet (hack/peers.sh --granian)
+GRANIAN = (
+    Path(sys.executable).parent / "granian"
+)  # in .venv: it must import llmfleet (hack/peers.sh --granian)
 
 
 def start_granian(upstream: int, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     """The same gateway (same config, same keys) behind granian's RSGI interface, one worker, uvloop."""
     start_llmfleet_config(upstream, workdir, upstream)
     port = free_port()
-    env = {**os.environ, "LLMFLEET_GATEWAY_CONFIG": str(workdir / "gw.json"), "LLMFLEET_GATEWAY_KEYS": str(workdir / "keys"),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "LLMFLEET_GATEWAY_CONFIG": str(workdir / "gw.json"),
+        "LLMFLEET_GATEWAY_KEYS": str(workdir / "keys"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "operator"), os.environ.get("PYTHONPATH", "")]),
+    }
     log = open(workdir / "granian.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(taskset([str(GRANIAN), "--interface", "rsgi", "--workers", "1", "--loop", "uvloop",
-                                     "--host", "127.0.0.1", "--port", str(port), "--no-ws", "bench.granian_app:app"]),
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    proc = subprocess.Popen(
+        taskset(
+            [
+                str(GRANIAN),
+                "--interface",
+                "rsgi",
+                "--workers",
+                "1",
+                "--loop",
+                "uvloop",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-ws",
+                "bench.granian_app:app",
+            ]
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+    )
     wait_http(port)
     return proc, port
 
@@ -147,18 +226,27 @@ def start_portkey(upstream: int, workdir: Path) -> tuple[subprocess.Popen[bytes]
     listen() to loopback."""
     port = free_port()
     pin = workdir / "loopback.cjs"
-    pin.write_text("const net = require('net'); const listen = net.Server.prototype.listen;\n"
-                   "net.Server.prototype.listen = function (...a) {\n"
-                   "  if (typeof a[0] === 'object' && a[0] !== null) { a[0] = { ...a[0], host: '127.0.0.1' }; }\n"
-                   "  else if (typeof a[0] === 'number') { a.splice(1, typeof a[1] === 'string' ? 1 : 0, '127.0.0.1'); }\n"
-                   "  return listen.apply(this, a); };\n")
+    pin.write_text(
+        "const net = require('net'); const listen = net.Server.prototype.listen;\n"
+        "net.Server.prototype.listen = function (...a) {\n"
+        "  if (typeof a[0] === 'object' && a[0] !== null) { a[0] = { ...a[0], host: '127.0.0.1' }; }\n"
+        "  else if (typeof a[0] === 'number') { a.splice(1, typeof a[1] === 'string' ? 1 : 0, '127.0.0.1'); }\n"
+        "  return listen.apply(this, a); };\n"
+    )
     log = open(workdir / "portkey.log", "wb")  # noqa: SIM115
     env = {**os.environ, "NODE_ENV": "production"}
-    proc = subprocess.Popen(taskset(["node", "-r", str(pin), str(PORTKEY), f"--port={port}", "--headless"]),
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        taskset(["node", "-r", str(pin), str(PORTKEY), f"--port={port}", "--headless"]),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     wait_http(port, "/", timeout=60)
-    TARGET_HEADERS["portkey"] = {"authorization": "Bearer dummy", "x-portkey-provider": "openai",
-                                 "x-portkey-custom-host": f"http://127.0.0.1:{upstream}/v1"}
+    TARGET_HEADERS["portkey"] = {
+        "authorization": "Bearer dummy",
+        "x-portkey-provider": "openai",
+        "x-portkey-custom-host": f"http://127.0.0.1:{upstream}/v1",
+    }
     return proc, port
 
 
@@ -175,16 +263,29 @@ def start_relay(upstream: int) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def body(stream: bool) -> bytes:
-    msgs = [{"role": "system", "content": "You are a helpful assistant."},
-            {"role": "user", "content": "Summarise the benefits of continuous batching in two sentences."}]
+    msgs = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Summarise the benefits of continuous batching in two sentences."},
+    ]
     return json.dumps({"model": "m", "messages": msgs, "max_tokens": 64, "stream": stream}).encode()
 
 
-def run_case(port: int, stream: bool, concurrency: int, duration: float, target: str = "") -> dict[str, float]:
+def run_case(
+    port: int, stream: bool, concurrency: int, duration: float, target: str = ""
+) -> dict[str, float]:
     import uvloop
 
-    res = uvloop.run(load("127.0.0.1", port, "/v1/chat/completions", body(stream),
-                          TARGET_HEADERS.get(target, {"authorization": f"Bearer {KEY}"}), concurrency, duration))
+    res = uvloop.run(
+        load(
+            "127.0.0.1",
+            port,
+            "/v1/chat/completions",
+            body(stream),
+            TARGET_HEADERS.get(target, {"authorization": f"Bearer {KEY}"}),
+            concurrency,
+            duration,
+        )
+    )
     ok = len(res.latencies)
     return {
         "rps": round(ok / res.elapsed, 1) if res.elapsed else 0.0,
@@ -203,6 +304,7 @@ SCAN_CAP = 1 << 20  # the default sensitivity.maxScanBytes
 
 def adversarial_prompts(size: int) -> dict[str, str]:
     """A prompt of about `size` characters that is as costly as we know how to make it for each detector."""
+
     def fill(unit: str) -> str:  # `size` bytes of UTF-8
         return unit * (size // len(unit.encode()))
 
@@ -223,18 +325,31 @@ def worst_case(port: int, pid: int, seconds: float) -> list[dict[str, Any]]:
     headers = {"authorization": f"Bearer {KEY}"}
     for size_name, size in (("body-limit", MAX_BODY - 4096), ("scan-cap", SCAN_CAP - 4096)):
         for detector, prompt in adversarial_prompts(size).items():
-            payload = json.dumps({"model": "m", "prompt": prompt, "max_tokens": 1}, ensure_ascii=False).encode()
+            payload = json.dumps(
+                {"model": "m", "prompt": prompt, "max_tokens": 1}, ensure_ascii=False
+            ).encode()
             n = 5
             cpu0 = cpu_seconds(pid)
             res = uvloop.run(_sequential(port, payload, headers, n))
             cpu = cpu_seconds(pid) - cpu0
-            lines.append({"case": "worst-case", "detector": detector, "size": size_name, "body_bytes": len(payload),
-                          "requests": n, "errors": res.errors, "statuses": res.statuses,
-                          "gateway_cpu_ms_per_request": round(cpu / n * 1000, 1),
-                          "latency_p50_ms": round(pct(res.latencies, 0.5) * 1000, 1)})
+            lines.append(
+                {
+                    "case": "worst-case",
+                    "detector": detector,
+                    "size": size_name,
+                    "body_bytes": len(payload),
+                    "requests": n,
+                    "errors": res.errors,
+                    "statuses": res.statuses,
+                    "gateway_cpu_ms_per_request": round(cpu / n * 1000, 1),
+                    "latency_p50_ms": round(pct(res.latencies, 0.5) * 1000, 1),
+                }
+            )
     # Ordinary streams with and without a client flooding worst-case requests beside them.
-    flood_body = json.dumps({"model": "m", "prompt": adversarial_prompts(SCAN_CAP - 4096)["email"],
-                             "max_tokens": 1}, ensure_ascii=False).encode()
+    flood_body = json.dumps(
+        {"model": "m", "prompt": adversarial_prompts(SCAN_CAP - 4096)["email"], "max_tokens": 1},
+        ensure_ascii=False,
+    ).encode()
 
     async def streams(flood: bool) -> Any:
         stop = asyncio.Event()
@@ -254,11 +369,18 @@ def worst_case(port: int, pid: int, seconds: float) -> list[dict[str, Any]]:
 
     quiet, _ = uvloop.run(streams(False))
     loud, sent = uvloop.run(streams(True))
-    lines.append({"case": "worst-case-beside-streams", "concurrency": 16, "seconds": seconds,
-                  "worst_case_requests_sent": sent, "errors": quiet.errors + loud.errors,
-                  "ttft_p95_unloaded_ms": round(pct(quiet.ttfts, 0.95) * 1000, 2),
-                  "ttft_p95_beside_worst_case_ms": round(pct(loud.ttfts, 0.95) * 1000, 2),
-                  "ttft_p95_added_ms": round((pct(loud.ttfts, 0.95) - pct(quiet.ttfts, 0.95)) * 1000, 2)})
+    lines.append(
+        {
+            "case": "worst-case-beside-streams",
+            "concurrency": 16,
+            "seconds": seconds,
+            "worst_case_requests_sent": sent,
+            "errors": quiet.errors + loud.errors,
+            "ttft_p95_unloaded_ms": round(pct(quiet.ttfts, 0.95) * 1000, 2),
+            "ttft_p95_beside_worst_case_ms": round(pct(loud.ttfts, 0.95) * 1000, 2),
+            "ttft_p95_added_ms": round((pct(loud.ttfts, 0.95) - pct(quiet.ttfts, 0.95)) * 1000, 2),
+        }
+    )
     return lines
 
 
@@ -281,8 +403,9 @@ async def _sequential(port: int, payload: bytes, headers: dict[str, str], n: int
     return res
 
 
-def soak(upstream_soak: int, targets: dict[str, tuple[int, int]], streams: int, seconds: float,
-         ramp: float) -> list[dict[str, object]]:
+def soak(
+    upstream_soak: int, targets: dict[str, tuple[int, int]], streams: int, seconds: float, ramp: float
+) -> list[dict[str, object]]:
     """N concurrent long streams direct, then through each target (name -> (port, pid)) in turn; a line per
     target with its RSS per open stream and TTFT added to the direct path's."""
     import uvloop
@@ -299,8 +422,16 @@ def soak(upstream_soak: int, targets: dict[str, tuple[int, int]], streams: int, 
                     peak = max(peak, rss_kib(measure_pid))
 
         sampler = asyncio.get_running_loop().create_task(sample())
-        res = await hold_streams("127.0.0.1", port, "/v1/chat/completions", body(True),
-                                 {"authorization": f"Bearer {KEY}"}, streams, ramp, timeout=ramp + seconds + 120)
+        res = await hold_streams(
+            "127.0.0.1",
+            port,
+            "/v1/chat/completions",
+            body(True),
+            {"authorization": f"Bearer {KEY}"},
+            streams,
+            ramp,
+            timeout=ramp + seconds + 120,
+        )
         sampler.cancel()
         return res, base, peak
 
@@ -312,53 +443,73 @@ def soak(upstream_soak: int, targets: dict[str, tuple[int, int]], streams: int, 
         cpu = cpu_seconds(pid) - cpu0
         added = pct(through.ttfts, 0.95) - pct(direct.ttfts, 0.95)  # type: ignore[attr-defined]
         done = len(through.latencies)  # type: ignore[attr-defined]
-        lines.append({
-            "case": "soak",
-            "target": target,
-            "concurrent_streams": streams,
-            "stream_seconds": seconds,
-            "ramp_seconds": ramp,
-            "peak_open_streams_at_least": streams if ramp <= seconds else round(streams * seconds / ramp),
-            "completed": done,
-            "errors": streams - done,  # every stream that did not complete with status 200
-            "rss_base_kib": base,
-            "rss_peak_kib": peak,
-            "rss_kib_per_stream": round((peak - base) / streams, 2),
-            "ttft_direct_p95_ms": round(pct(direct.ttfts, 0.95) * 1000, 2),  # type: ignore[attr-defined]
-            "ttft_gateway_p95_ms": round(pct(through.ttfts, 0.95) * 1000, 2),  # type: ignore[attr-defined]
-            "ttft_added_p95_ms": round(added * 1000, 2),
-            "ttft_gateway_p50_ms": round(pct(through.ttfts, 0.5) * 1000, 2),  # type: ignore[attr-defined]
-            "ttft_gateway_p99_ms": round(pct(through.ttfts, 0.99) * 1000, 2),  # type: ignore[attr-defined]
-            "statuses": through.statuses,  # type: ignore[attr-defined]
-            "direct_statuses": direct.statuses,  # type: ignore[attr-defined]
-            "gateway_cpu_s": round(cpu, 1),
-            "gateway_cpu_share": round(cpu / through.elapsed, 2),  # type: ignore[attr-defined]
-        })
+        lines.append(
+            {
+                "case": "soak",
+                "target": target,
+                "concurrent_streams": streams,
+                "stream_seconds": seconds,
+                "ramp_seconds": ramp,
+                "peak_open_streams_at_least": streams if ramp <= seconds else round(streams * seconds / ramp),
+                "completed": done,
+                "errors": streams - done,  # every stream that did not complete with status 200
+                "rss_base_kib": base,
+                "rss_peak_kib": peak,
+                "rss_kib_per_stream": round((peak - base) / streams, 2),
+                "ttft_direct_p95_ms": round(pct(direct.ttfts, 0.95) * 1000, 2),  # type: ignore[attr-defined]
+                "ttft_gateway_p95_ms": round(pct(through.ttfts, 0.95) * 1000, 2),  # type: ignore[attr-defined]
+                "ttft_added_p95_ms": round(added * 1000, 2),
+                "ttft_gateway_p50_ms": round(pct(through.ttfts, 0.5) * 1000, 2),  # type: ignore[attr-defined]
+                "ttft_gateway_p99_ms": round(pct(through.ttfts, 0.99) * 1000, 2),  # type: ignore[attr-defined]
+                "statuses": through.statuses,  # type: ignore[attr-defined]
+                "direct_statuses": direct.statuses,  # type: ignore[attr-defined]
+                "gateway_cpu_s": round(cpu, 1),
+                "gateway_cpu_share": round(cpu / through.elapsed, 2),  # type: ignore[attr-defined]
+            }
+        )
     return lines
 
 
-def main() -> int:
+def main() -> int:  # noqa: C901 - one script: flags, then each case in turn
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per case")
     ap.add_argument("--quick", action="store_true", help="2 s per case, no soak (under two minutes)")
     ap.add_argument("--soak", action="store_true", help="also run the 10,000-stream soak")
     ap.add_argument("--soak-streams", type=int, default=10_000)
-    ap.add_argument("--soak-interval", type=float, default=0.05, help="seconds between tokens of a soak stream")
+    ap.add_argument(
+        "--soak-interval", type=float, default=0.05, help="seconds between tokens of a soak stream"
+    )
     ap.add_argument("--soak-seconds", type=float, default=20.0, help="length of a soak stream")
-    ap.add_argument("--soak-tokens", type=int, default=None,
-                    help="tokens per soak stream (default: --soak-seconds / --soak-interval)")
+    ap.add_argument(
+        "--soak-tokens",
+        type=int,
+        default=None,
+        help="tokens per soak stream (default: --soak-seconds / --soak-interval)",
+    )
     ap.add_argument("--soak-ramp", type=float, default=15.0, help="seconds over which the soak streams open")
     ap.add_argument("--no-litellm", action="store_true", help="skip LiteLLM (e.g. not installed)")
     ap.add_argument("--no-portkey", action="store_true", help="skip Portkey's gateway (e.g. not installed)")
-    ap.add_argument("--granian", action="store_true", help="also run the gateway behind granian's RSGI interface "
-                    "(target llmfleet-granian; granian from hack/peers.sh --granian)")
+    ap.add_argument(
+        "--granian",
+        action="store_true",
+        help="also run the gateway behind granian's RSGI interface "
+        "(target llmfleet-granian; granian from hack/peers.sh --granian)",
+    )
     ap.add_argument("--no-worst-case", action="store_true", help="skip the sensitivity-scan worst case")
-    ap.add_argument("--relay-floor", action="store_true", help="also measure a byte relay that parses nothing "
-                    "(target relay-floor): the least any Python proxy pinned to one core can cost here")
-    ap.add_argument("--upstream", choices=("raw", "uvicorn"), default="raw",
-                    help="the fast upstream: a raw asyncio protocol (the default; far cheaper than any Python "
-                    "HTTP server) or an ASGI app on uvicorn, as a Python engine server such as vLLM is "
-                    "(its one-message streams make the direct streaming path much faster)")
+    ap.add_argument(
+        "--relay-floor",
+        action="store_true",
+        help="also measure a byte relay that parses nothing "
+        "(target relay-floor): the least any Python proxy pinned to one core can cost here",
+    )
+    ap.add_argument(
+        "--upstream",
+        choices=("raw", "uvicorn"),
+        default="raw",
+        help="the fast upstream: a raw asyncio protocol (the default; far cheaper than any Python "
+        "HTTP server) or an ASGI app on uvicorn, as a Python engine server such as vLLM is "
+        "(its one-message streams make the direct streaming path much faster)",
+    )
     ap.add_argument("--soak-only", action="store_true", help="only the soak case")
     args = ap.parse_args()
     if args.quick:
@@ -385,19 +536,29 @@ def main() -> int:
         print(json.dumps({"warning": f"LiteLLM not found at {LITELLM}; run hack/peers.sh"}), flush=True)
     use_portkey = not args.no_portkey and PORTKEY.exists() and shutil.which("node") is not None
     if not args.no_portkey and not use_portkey:
-        print(json.dumps({"warning": f"Portkey's gateway not found at {PORTKEY} (or no node); run hack/peers.sh"}),
-              flush=True)
+        print(
+            json.dumps(
+                {"warning": f"Portkey's gateway not found at {PORTKEY} (or no node); run hack/peers.sh"}
+            ),
+            flush=True,
+        )
 
     workdir = Path(tempfile.mkdtemp(prefix="llmfleet-bench-gw-"))
     ctx = multiprocessing.get_context("spawn")
     up_port, soak_port = free_port(), free_port()
     procs: list[multiprocessing.process.BaseProcess] = [
-        ctx.Process(target=run_asgi_upstream, args=(up_port, 32, CLIENT_CPU), daemon=True) if args.upstream == "uvicorn"
+        ctx.Process(target=run_asgi_upstream, args=(up_port, 32, CLIENT_CPU), daemon=True)
+        if args.upstream == "uvicorn"
         else ctx.Process(target=run_upstream, args=(up_port, 32, 0.0, CLIENT_CPU), daemon=True),
     ]
     if args.soak:
-        procs.append(ctx.Process(target=run_upstream, args=(soak_port, args.soak_tokens, args.soak_interval, CLIENT_CPU),
-                                 daemon=True))
+        procs.append(
+            ctx.Process(
+                target=run_upstream,
+                args=(soak_port, args.soak_tokens, args.soak_interval, CLIENT_CPU),
+                daemon=True,
+            )
+        )
     for p in procs:
         p.start()
     time.sleep(1)
@@ -415,12 +576,20 @@ def main() -> int:
             probe = run_case(servers["portkey"][1], True, 1, 0.2, "portkey")
             if probe["errors"]:
                 no_stream.add("portkey")
-                print(json.dumps({"warning": "Portkey's gateway fails every streaming request here (see portkey.log "
-                                  f"in {workdir}): its streaming cases are left out", "probe": probe}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "warning": "Portkey's gateway fails every streaming request here (see portkey.log "
+                            f"in {workdir}): its streaming cases are left out",
+                            "probe": probe,
+                        }
+                    ),
+                    flush=True,
+                )
         if args.relay_floor:
             servers["relay-floor"] = start_relay(up_port)
         results: dict[tuple[str, bool, int], dict[str, Any]] = {}
-        for stream in (() if args.soak_only else (False, True)):
+        for stream in () if args.soak_only else (False, True):
             for conc in (1, 16, 64):
                 for target, (proc, port) in servers.items():
                     if stream and target in no_stream:
@@ -430,8 +599,14 @@ def main() -> int:
                     figures = run_case(port, stream, conc, args.duration, target)
                     cpu = (cpu_seconds(proc.pid) - cpu0) if proc else 0.0
                     n = figures["requests"] or 1
-                    line = {"target": target, "stream": stream, "concurrency": conc, **figures,
-                            "gateway_cpu_s": round(cpu, 2), "cpu_us_per_request": round(cpu / n * 1e6, 1) if proc else None}
+                    line = {
+                        "target": target,
+                        "stream": stream,
+                        "concurrency": conc,
+                        **figures,
+                        "gateway_cpu_s": round(cpu, 2),
+                        "cpu_us_per_request": round(cpu / n * 1e6, 1) if proc else None,
+                    }
                     results[(target, stream, conc)] = line
                     print(json.dumps(line), flush=True)
 
@@ -443,37 +618,66 @@ def main() -> int:
             "upstream": args.upstream,
             "added_p50_ms": round(get("llmfleet", False, 1, "p50_ms") - get("direct", False, 1, "p50_ms"), 3),
             "added_p99_ms": round(get("llmfleet", False, 1, "p99_ms") - get("direct", False, 1, "p99_ms"), 3),
-            "stream_ttft_added_p50_ms": round(get("llmfleet", True, 1, "ttft_p50_ms") - get("direct", True, 1, "ttft_p50_ms"), 3),
+            "stream_ttft_added_p50_ms": round(
+                get("llmfleet", True, 1, "ttft_p50_ms") - get("direct", True, 1, "ttft_p50_ms"), 3
+            ),
             "share_of_direct": round(get("llmfleet", False, 64, "rps") / get("direct", False, 64, "rps"), 3),
-            "stream_share_of_direct": round(get("llmfleet", True, 64, "rps") / get("direct", True, 64, "rps"), 3),
+            "stream_share_of_direct": round(
+                get("llmfleet", True, 64, "rps") / get("direct", True, 64, "rps"), 3
+            ),
         }
         if use_litellm:
-            summary["rps_ratio_vs_litellm"] = round(get("llmfleet", False, 64, "rps") / get("litellm", False, 64, "rps"), 2)
-            summary["stream_rps_ratio_vs_litellm"] = round(get("llmfleet", True, 64, "rps") / get("litellm", True, 64, "rps"), 2)
-            summary["litellm_added_p50_ms"] = round(get("litellm", False, 1, "p50_ms") - get("direct", False, 1, "p50_ms"), 3)
+            summary["rps_ratio_vs_litellm"] = round(
+                get("llmfleet", False, 64, "rps") / get("litellm", False, 64, "rps"), 2
+            )
+            summary["stream_rps_ratio_vs_litellm"] = round(
+                get("llmfleet", True, 64, "rps") / get("litellm", True, 64, "rps"), 2
+            )
+            summary["litellm_added_p50_ms"] = round(
+                get("litellm", False, 1, "p50_ms") - get("direct", False, 1, "p50_ms"), 3
+            )
         if use_portkey:
-            summary["rps_ratio_vs_portkey"] = round(get("llmfleet", False, 64, "rps") / get("portkey", False, 64, "rps"), 2)
+            summary["rps_ratio_vs_portkey"] = round(
+                get("llmfleet", False, 64, "rps") / get("portkey", False, 64, "rps"), 2
+            )
             if "portkey" not in no_stream:
-                summary["stream_rps_ratio_vs_portkey"] = round(get("llmfleet", True, 64, "rps")
-                                                               / get("portkey", True, 64, "rps"), 2)
+                summary["stream_rps_ratio_vs_portkey"] = round(
+                    get("llmfleet", True, 64, "rps") / get("portkey", True, 64, "rps"), 2
+                )
         if args.granian:
-            summary["granian_cpu_ratio"] = round(get("llmfleet-granian", False, 64, "cpu_us_per_request")
-                                                 / get("llmfleet", False, 64, "cpu_us_per_request"), 2)
-            summary["granian_stream_cpu_ratio"] = round(get("llmfleet-granian", True, 64, "cpu_us_per_request")
-                                                        / get("llmfleet", True, 64, "cpu_us_per_request"), 2)
+            summary["granian_cpu_ratio"] = round(
+                get("llmfleet-granian", False, 64, "cpu_us_per_request")
+                / get("llmfleet", False, 64, "cpu_us_per_request"),
+                2,
+            )
+            summary["granian_stream_cpu_ratio"] = round(
+                get("llmfleet-granian", True, 64, "cpu_us_per_request")
+                / get("llmfleet", True, 64, "cpu_us_per_request"),
+                2,
+            )
         for name in ("llmfleet", "llmfleet-granian", "litellm", "portkey", "relay-floor"):
             if (name, False, 64) in results:
                 summary[f"{name}_cpu_us_per_request"] = get(name, False, 64, "cpu_us_per_request")
             if (name, True, 64) in results:
                 summary[f"{name}_stream_cpu_us_per_request"] = get(name, True, 64, "cpu_us_per_request")
         if args.relay_floor:
-            summary["cpu_ratio_vs_relay_floor"] = round(get("llmfleet", False, 64, "cpu_us_per_request")
-                                                        / get("relay-floor", False, 64, "cpu_us_per_request"), 2)
-            summary["stream_cpu_ratio_vs_relay_floor"] = round(get("llmfleet", True, 64, "cpu_us_per_request")
-                                                               / get("relay-floor", True, 64, "cpu_us_per_request"), 2)
+            summary["cpu_ratio_vs_relay_floor"] = round(
+                get("llmfleet", False, 64, "cpu_us_per_request")
+                / get("relay-floor", False, 64, "cpu_us_per_request"),
+                2,
+            )
+            summary["stream_cpu_ratio_vs_relay_floor"] = round(
+                get("llmfleet", True, 64, "cpu_us_per_request")
+                / get("relay-floor", True, 64, "cpu_us_per_request"),
+                2,
+            )
         if args.relay_floor:
-            summary["relay_floor_share_of_direct"] = round(get("relay-floor", False, 64, "rps") / get("direct", False, 64, "rps"), 3)
-            summary["relay_floor_stream_share_of_direct"] = round(get("relay-floor", True, 64, "rps") / get("direct", True, 64, "rps"), 3)
+            summary["relay_floor_share_of_direct"] = round(
+                get("relay-floor", False, 64, "rps") / get("direct", False, 64, "rps"), 3
+            )
+            summary["relay_floor_stream_share_of_direct"] = round(
+                get("relay-floor", True, 64, "rps") / get("direct", True, 64, "rps"), 3
+            )
         if not args.soak_only:
             print(json.dumps(summary), flush=True)
         if not args.no_worst_case:
@@ -481,7 +685,9 @@ def main() -> int:
             assert proc is not None
             for line in worst_case(port, proc.pid, max(3.0, args.duration)):
                 print(json.dumps(line), flush=True)
-                results[(f"worst {line.get('detector', line['case'])} {line.get('size', '')}", True, 0)] = line
+                results[(f"worst {line.get('detector', line['case'])} {line.get('size', '')}", True, 0)] = (
+                    line
+                )
         if args.soak:
             gw_proc, _ = servers.pop("llmfleet")
             if gw_proc is not None:
@@ -494,11 +700,24 @@ def main() -> int:
                 relay_proc, relay_port = start_relay(soak_port)
                 servers["relay-floor-soak"] = (relay_proc, relay_port)
                 targets["relay-floor"] = (relay_port, relay_proc.pid)
-            for line in soak(soak_port, targets, soak_streams, args.soak_tokens * args.soak_interval, args.soak_ramp):
-                print(json.dumps({**line, "streams_requested": args.soak_streams, "fd_limit": fd_limit,
-                                  "token_interval_s": args.soak_interval, "tokens_per_stream": args.soak_tokens}),
-                      flush=True)
-                results[(f"soak {line['target']}", True, soak_streams)] = line  # its errors count in the exit code
+            for line in soak(
+                soak_port, targets, soak_streams, args.soak_tokens * args.soak_interval, args.soak_ramp
+            ):
+                print(
+                    json.dumps(
+                        {
+                            **line,
+                            "streams_requested": args.soak_streams,
+                            "fd_limit": fd_limit,
+                            "token_interval_s": args.soak_interval,
+                            "tokens_per_stream": args.soak_tokens,
+                        }
+                    ),
+                    flush=True,
+                )
+                results[(f"soak {line['target']}", True, soak_streams)] = (
+                    line  # its errors count in the exit code
+                )
         errors = sum(int(v.get("errors", 0)) for v in results.values())
         return 0 if errors == 0 else 1
     finally:

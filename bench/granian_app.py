@@ -19,8 +19,14 @@ from llmfleet.gateway.server import build, tune_gc
 
 class RSGIGateway:
     def __init__(self) -> None:
-        args = Namespace(config=os.environ["LLMFLEET_GATEWAY_CONFIG"], model=None, engine=[],
-                         keys_file=os.environ.get("LLMFLEET_GATEWAY_KEYS"), redis_url=None, no_access_log=False)
+        args = Namespace(
+            config=os.environ["LLMFLEET_GATEWAY_CONFIG"],
+            model=None,
+            engine=[],
+            keys_file=os.environ.get("LLMFLEET_GATEWAY_KEYS"),
+            redis_url=None,
+            no_access_log=False,
+        )
         self.gw, _ = build(args)
         self.started: asyncio.Task[None] | None = None
         tune_gc()
@@ -39,7 +45,10 @@ class RSGIGateway:
         callbacks: list[Any] = []
         state: dict[str, Any] = {"status": 200, "headers": [], "stream": None}
         asgi_scope = {
-            "type": "http", "method": scope.method, "path": scope.path, "query_string": scope.query_string.encode(),
+            "type": "http",
+            "method": scope.method,
+            "path": scope.path,
+            "query_string": scope.query_string.encode(),
             "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in scope.headers.items()],
             "http_version": scope.http_version,
             "extensions": {"llmfleet.body": body, "llmfleet.on_disconnect": callbacks.append},
@@ -55,7 +64,9 @@ class RSGIGateway:
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
-                state["headers"] = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())]
+                state["headers"] = [
+                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", ())
+                ]
                 return
             data, more = message.get("body", b""), message.get("more_body", False)
             if state["stream"] is None and not more:

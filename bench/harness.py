@@ -20,16 +20,30 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-COMPLETION = json.dumps({
-    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok " * 16}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 20, "completion_tokens": 16, "total_tokens": 36},
-}).encode()
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok " * 16}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 16, "total_tokens": 36},
+    }
+).encode()
 
 
 def sse_chunk(i: int) -> bytes:
-    body = json.dumps({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": "m",
-                       "choices": [{"index": 0, "delta": {"content": f" tok{i}"}, "finish_reason": None}]})
+    body = json.dumps(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": f" tok{i}"}, "finish_reason": None}],
+        }
+    )
     return b"data: " + body.encode() + b"\n\n"
 
 
@@ -102,8 +116,8 @@ class UpstreamProtocol(asyncio.Protocol):
                     length = int(v.strip())
             if len(self.buf) < end + 4 + length:
                 return
-            body = self.buf[end + 4:end + 4 + length]
-            self.buf = self.buf[end + 4 + length:]
+            body = self.buf[end + 4 : end + 4 + length]
+            self.buf = self.buf[end + 4 + length :]
             path = head.split(" ", 2)[1]
             self.respond(path, body)
 
@@ -111,14 +125,24 @@ class UpstreamProtocol(asyncio.Protocol):
         assert self.transport is not None
         if path.endswith("/models"):
             data = b'{"object":"list","data":[{"id":"m","object":"model"}]}'
-            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                                 + str(len(data)).encode() + b"\r\n\r\n" + data)
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(data)).encode()
+                + b"\r\n\r\n"
+                + data
+            )
             return
         if b'"stream":true' not in body.replace(b" ", b""):
-            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                                 + str(len(COMPLETION)).encode() + b"\r\n\r\n" + COMPLETION)
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(COMPLETION)).encode()
+                + b"\r\n\r\n"
+                + COMPLETION
+            )
             return
-        self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
         if self.ticker is None:
             for i in range(self.chunks):
                 self.transport.write(_chunked(sse_chunk(i)))
@@ -131,8 +155,9 @@ class UpstreamProtocol(asyncio.Protocol):
 async def serve_upstream(port: int, chunks: int = 32, interval: float = 0.0) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
     ticker = Ticker(chunks, interval) if interval > 0 else None
-    return await loop.create_server(lambda: UpstreamProtocol(chunks, ticker), "127.0.0.1", port,
-                                    backlog=16384)
+    return await loop.create_server(
+        lambda: UpstreamProtocol(chunks, ticker), "127.0.0.1", port, backlog=16384
+    )
 
 
 def _serve_forever(cpu: int | None, start: Callable[[], Awaitable[asyncio.AbstractServer]]) -> None:
@@ -223,14 +248,24 @@ def asgi_upstream(chunks: int) -> object:
         if scope["path"].endswith("/models") or scope["path"] == "/health":
             data, ctype = models, b"application/json"
         elif b'"stream":true' in body.replace(b" ", b""):
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
             await send({"type": "http.response.body", "body": stream_body})
             return
         else:
             data, ctype = COMPLETION, b"application/json"
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", ctype), (b"content-length", str(len(data)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(data)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": data})
 
     return app
@@ -242,8 +277,16 @@ def run_asgi_upstream(port: int, chunks: int, cpu: int | None) -> None:
 
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
-    uvicorn.run(asgi_upstream(chunks), host="127.0.0.1", port=port, loop="uvloop", http="httptools",  # type: ignore[arg-type]
-                log_level="warning", access_log=False, backlog=16384)
+    uvicorn.run(
+        asgi_upstream(chunks),
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",  # type: ignore[arg-type]
+        log_level="warning",
+        access_log=False,
+        backlog=16384,
+    )
 
 
 @dataclass
@@ -257,8 +300,10 @@ class Result:
 
 def request_bytes(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    return (f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n{extra}\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
 
 
 async def _read_response(reader: asyncio.StreamReader, t0: float, res: Result) -> None:
@@ -280,15 +325,23 @@ async def _read_response(reader: asyncio.StreamReader, t0: float, res: Result) -
                 first = False
     else:
         i = lower.find(b"content-length:")
-        n = int(lower[i + 15:lower.find(b"\r\n", i)].strip()) if i >= 0 else 0
+        n = int(lower[i + 15 : lower.find(b"\r\n", i)].strip()) if i >= 0 else 0
         await reader.readexactly(n)
         res.ttfts.append(time.perf_counter() - t0)
     if status != 200:
         res.errors += 1
 
 
-async def load(host: str, port: int, path: str, body: bytes, headers: dict[str, str], concurrency: int,
-               duration: float, read_timeout: float = 120.0) -> Result:
+async def load(
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    concurrency: int,
+    duration: float,
+    read_timeout: float = 120.0,
+) -> Result:
     res = Result()
     req = request_bytes(host, port, path, body, headers)
     deadline = time.perf_counter() + duration
@@ -343,7 +396,7 @@ class _HeldStream(asyncio.Protocol):
                 return
             status = int(self.head[9:12])
             self.res.statuses[status] = self.res.statuses.get(status, 0) + 1
-            data = self.head[end + 4:]
+            data = self.head[end + 4 :]
             self.body_seen = True
             if status != 200:
                 self._finish(ok=False)
@@ -372,8 +425,16 @@ class _HeldStream(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def hold_streams(host: str, port: int, path: str, body: bytes, headers: dict[str, str], streams: int,
-                       ramp: float, timeout: float) -> Result:
+async def hold_streams(
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    streams: int,
+    ramp: float,
+    timeout: float,
+) -> Result:
     """Open ``streams`` streaming requests, one per connection, evenly over ``ramp`` seconds (users arrive;
     they do not all click in the same millisecond), and wait until every one has ended or ``timeout``.
 
@@ -389,7 +450,9 @@ async def hold_streams(host: str, port: int, path: str, body: bytes, headers: di
         done = loop.create_future()
         futures.append(done)
         try:
-            await loop.create_connection(lambda: _HeldStream(req, res, done), host, port, local_addr=(source, 0))
+            await loop.create_connection(
+                lambda: _HeldStream(req, res, done), host, port, local_addr=(source, 0)
+            )
         except OSError as exc:
             res.errors += 1
             res.statuses[f"connect {exc.errno}"] = res.statuses.get(f"connect {exc.errno}", 0) + 1
@@ -454,10 +517,14 @@ def pct(values: list[float], q: float) -> float:
 # The chart's operators in the audit log: their ServiceAccount, and the pod and token its pod-bound tokens name.
 OPERATOR_USER = "system:serviceaccount:llmfleet-system:llmfleet"
 POD_EXTRA = "authentication.kubernetes.io/pod-name"
-TOKEN_EXTRA = "authentication.kubernetes.io/credential-id"  # one per token: a restarted container gets another
+TOKEN_EXTRA = (
+    "authentication.kubernetes.io/credential-id"  # one per token: a restarted container gets another
+)
 
 
-def operator_writes(audit_log: Path, since: float, until: float = float("inf")) -> list[tuple[float, str, str]]:
+def operator_writes(
+    audit_log: Path, since: float, until: float = float("inf")
+) -> list[tuple[float, str, str]]:
     """(time, writer, what) of every successful write the chart's operators made in [since, until], leases aside,
     in time order. Tokens are bound to their pods (as a kubelet's are), so the log names the pod and the token: a
     writer is "pod/credential-id" (a container restarted in the same pod is another writer)."""

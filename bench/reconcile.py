@@ -112,7 +112,11 @@ def audit_writes(audit: Path, since: float) -> int:
                 continue
             if not (ev.get("userAgent") or "").startswith(("llmfleet-operator", "kopf")):
                 continue
-            if (ev.get("objectRef") or {}).get("resource") in ("clusterkopfpeerings", "kopfpeerings", "leases"):
+            if (ev.get("objectRef") or {}).get("resource") in (
+                "clusterkopfpeerings",
+                "kopfpeerings",
+                "leases",
+            ):
                 continue
             ts = datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
             if ts >= since:
@@ -120,7 +124,7 @@ def audit_writes(audit: Path, since: float) -> int:
     return n
 
 
-def main() -> int:
+def main() -> int:  # noqa: C901 - one script: flags, then each phase in turn
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--crs", type=int, default=100)
     ap.add_argument("--latency", type=int, default=20, help="CRs applied one at a time after the burst")
@@ -132,18 +136,26 @@ def main() -> int:
         args.crs, args.idle, args.latency = min(args.crs, 10), min(args.idle, 10.0), min(args.latency, 5)
 
     own_cluster = args.kubeconfig is None
-    run_dir = Path(tempfile.mkdtemp(prefix="llmfleet-bench-")) if own_cluster else Path(args.kubeconfig).parent
+    run_dir = (
+        Path(tempfile.mkdtemp(prefix="llmfleet-bench-")) if own_cluster else Path(args.kubeconfig).parent
+    )
     # 100 CRs need ~100 GPUs and ~400 pods: enough fake on-demand nodes for all of them. Pod IPs from a
     # routable-looking range, as in a real cluster: nothing serves on them here, and with loopback pod IPs
     # (what dev clusters use so local processes can serve) the EndpointSlice and Endpoints controllers
     # reject every address and retry: thousands of failing writes and Warning events that load the API
     # server as no real cluster would.
-    env = {**os.environ, "LLMFLEET_CLUSTER_DIR": str(run_dir),
-           "LLMFLEET_ONDEMAND_NODES": str(max(2, args.crs // 6 + 1)),  # 8 GPUs each: room for the latency CRs too
-           "LLMFLEET_POD_CIDR": "10.64.0.0/16"}
+    env = {
+        **os.environ,
+        "LLMFLEET_CLUSTER_DIR": str(run_dir),
+        "LLMFLEET_ONDEMAND_NODES": str(
+            max(2, args.crs // 6 + 1)
+        ),  # 8 GPUs each: room for the latency CRs too
+        "LLMFLEET_POD_CIDR": "10.64.0.0/16",
+    }
     if own_cluster:
-        subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "up"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["bash", str(ROOT / "hack" / "cluster.sh"), "up"], env=env, check=True, stdout=subprocess.DEVNULL
+        )
     kubeconfig = run_dir / "kubeconfig"
     env["KUBECONFIG"] = str(kubeconfig)
     operator = None
@@ -157,7 +169,9 @@ def main() -> int:
         # Baseline: the API server applying one CR's children for us directly (no operator involved).
         direct = []
         for i in range(5):
-            obj = parse_object({**cr(f"direct-{i}"), "apiVersion": "llmfleet.io/v1alpha1", "kind": "LLMDeployment"})
+            obj = parse_object(
+                {**cr(f"direct-{i}"), "apiVersion": "llmfleet.io/v1alpha1", "kind": "LLMDeployment"}
+            )
             manifests = render_all(obj, size(obj.spec))
             t0 = time.perf_counter()
             for m in manifests:
@@ -165,9 +179,23 @@ def main() -> int:
             direct.append(time.perf_counter() - t0)
 
         log = tempfile.NamedTemporaryFile(prefix="bench-operator-", suffix=".log", delete=False)  # noqa: SIM115
-        operator = subprocess.Popen([sys.executable, "-m", "llmfleet", "operator", "--kubeconfig", str(kubeconfig),
-                                     "--liveness-port", "0", "--namespace", NS],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env)
+        operator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llmfleet",
+                "operator",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--liveness-port",
+                "0",
+                "--namespace",
+                NS,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         time.sleep(3)
 
         children = ChildWatch(kube)
@@ -184,8 +212,13 @@ def main() -> int:
         def ready_count(which: list[str]) -> int:
             items = kube.list("llmfleet.io/v1alpha1", "LLMDeployment", NS, "")
             return sum(
-                1 for o in items if o["metadata"]["name"] in which and any(
-                    c["type"] == "Ready" and c["status"] == "True" for c in (o.get("status") or {}).get("conditions", []))
+                1
+                for o in items
+                if o["metadata"]["name"] in which
+                and any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in (o.get("status") or {}).get("conditions", [])
+                )
             )
 
         deadline = time.perf_counter() + 600
@@ -216,8 +249,14 @@ def main() -> int:
             """CRs whose rollouts are over (Progressing False): a gateway pod counts as available only after
             the Deployment's minReadySeconds, so Ready comes a few seconds before the last status change."""
             items = kube.list("llmfleet.io/v1alpha1", "LLMDeployment", NS, "")
-            return sum(1 for o in items if any(c["type"] == "Progressing" and c["status"] == "False"
-                                               for c in (o.get("status") or {}).get("conditions", [])))
+            return sum(
+                1
+                for o in items
+                if any(
+                    c["type"] == "Progressing" and c["status"] == "False"
+                    for c in (o.get("status") or {}).get("conditions", [])
+                )
+            )
 
         deadline = time.perf_counter() + 120
         while settled_count() < len(names) + len(late) and time.perf_counter() < deadline:
@@ -238,8 +277,11 @@ def main() -> int:
             "burst_apply_to_children_p50_s": round(statistics.median(burst), 3) if burst else None,
             "burst_apply_to_children_p95_s": round(pct(burst, 0.95), 3) if burst else None,
             "direct_apply_children_p50_s": round(statistics.median(direct), 3),
-            "apply_to_children_vs_direct_ratio": round(statistics.median(single) / statistics.median(direct), 2)
-            if single else None,
+            "apply_to_children_vs_direct_ratio": round(
+                statistics.median(single) / statistics.median(direct), 2
+            )
+            if single
+            else None,
             "idle_window_s": args.idle,
             "idle_writes_per_min": round(writes * 60 / args.idle, 2),
             "operator_rss_mib": round(proc_rss_kib(operator.pid) / 1024, 1),
@@ -252,7 +294,9 @@ def main() -> int:
             operator.terminate()
             operator.wait(timeout=30)
         if own_cluster:
-            subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "down"], env=env, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                ["bash", str(ROOT / "hack" / "cluster.sh"), "down"], env=env, stdout=subprocess.DEVNULL
+            )
         else:
             from llmfleet.kube.port import Ref
 

@@ -19,8 +19,20 @@ import sys
 from pathlib import Path
 
 # What the operator renders itself (extraArgs may not set it), and what would break the pod or the gateway.
-OWNED = ("model_tag", "model", "served_model_name", "tensor_parallel_size", "max_model_len", "enable_prefix_caching",
-         "gpu_memory_utilization", "port", "host", "dtype", "quantization", "shutdown_timeout")
+OWNED = (
+    "model_tag",
+    "model",
+    "served_model_name",
+    "tensor_parallel_size",
+    "max_model_len",
+    "enable_prefix_caching",
+    "gpu_memory_utilization",
+    "port",
+    "host",
+    "dtype",
+    "quantization",
+    "shutdown_timeout",
+)
 BREAKING = {
     "uds": "serves on a Unix socket: the Service, probes and gateways reach nothing",
     "grpc": "serves gRPC instead of the OpenAI HTTP API the gateway speaks",
@@ -41,7 +53,7 @@ def _is_bool(node: ast.AST | None) -> bool:
     return node is not None and "bool" in ast.unparse(node)
 
 
-def options(src: Path) -> dict[str, set[str]]:
+def options(src: Path) -> dict[str, set[str]]:  # noqa: C901 - one pass over vLLM's argparse calls
     """dest → every option string vllm serve accepts for it."""
     out: dict[str, set[str]] = {}
     bools: set[str] = set()
@@ -56,10 +68,17 @@ def options(src: Path) -> dict[str, set[str]]:
                         out.setdefault(name, set()).add("--" + name.replace("_", "-"))
                         if _is_bool(item.annotation):
                             bools.add(name)
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and _is_bool(node.annotation):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and _is_bool(node.annotation)
+            ):
                 bools.add(node.target.id)  # EngineArgs' own dataclass fields
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "add_argument"):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "add_argument"
+            ):
                 continue
             strings = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
             flags = [s for s in strings if s.startswith("-")]
@@ -83,7 +102,7 @@ def options(src: Path) -> dict[str, set[str]]:
                 out[dest].add("--no-" + flag[2:])
                 for prefix, inverse in (("--enable-", "--disable-"), ("--disable-", "--enable-")):
                     if flag.startswith(prefix):
-                        out[dest].add(inverse + flag[len(prefix):])
+                        out[dest].add(inverse + flag[len(prefix) :])
     return out
 
 
@@ -114,8 +133,10 @@ def module(src: Path, version: str) -> str:
         "",
         "# dest -> (option strings, why it breaks the pod or the gateway)",
         "BREAKING: dict[str, tuple[tuple[str, ...], str]] = {",
-        *(f'    "{d}": (({", ".join(json.dumps(f) for f in fs)},), {json.dumps(BREAKING[d])}),'
-          for d, fs in breaking.items()),
+        *(
+            f'    "{d}": (({", ".join(json.dumps(f) for f in fs)},), {json.dumps(BREAKING[d])}),'
+            for d, fs in breaking.items()
+        ),
         "}",
         "",
     ]

@@ -25,8 +25,11 @@ def _families(buckets_py: Path) -> dict[str, list[float]]:
     consts: dict[str, list[float]] = {}
     families: dict[str, str] = {}
     for node in tree.body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (
-            node.targets[0] if isinstance(node, ast.Assign) else None)
+        target = (
+            node.target
+            if isinstance(node, ast.AnnAssign)
+            else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        )
         if not isinstance(target, ast.Name) or node.value is None:
             continue
         if target.id.endswith("_BUCKETS"):
@@ -53,16 +56,24 @@ def _labels(node: ast.AST | None) -> list[str]:
 def metrics(src: Path) -> dict[str, dict[str, Any]]:
     families = _families(src / "vllm" / "v1" / "metrics" / "buckets.py")
     tree = ast.parse((src / "vllm" / "v1" / "metrics" / "loggers.py").read_text())
-    bucket_vars: dict[str, str] = {}  # time_to_first_token_buckets = histogram_buckets("time_to_first_token", ...)
+    bucket_vars: dict[
+        str, str
+    ] = {}  # time_to_first_token_buckets = histogram_buckets("time_to_first_token", ...)
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and \
-                getattr(node.value.func, "id", "") == "histogram_buckets" and isinstance(node.targets[0], ast.Name):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and getattr(node.value.func, "id", "") == "histogram_buckets"
+            and isinstance(node.targets[0], ast.Name)
+        ):
             first = node.value.args[0] if node.value.args else None
             if isinstance(first, ast.Constant):
                 bucket_vars[node.targets[0].id] = str(first.value)
     out: dict[str, dict[str, Any]] = {}
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in KINDS):
+        if not (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in KINDS
+        ):
             continue
         kw = {k.arg: k.value for k in node.keywords}
         name_node = kw.get("name")

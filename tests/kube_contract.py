@@ -24,7 +24,9 @@ def case(fn: Case) -> Case:
     return fn
 
 
-def configmap(ns: str, name: str, data: dict[str, str], labels: dict[str, str] | None = None) -> dict[str, Any]:
+def configmap(
+    ns: str, name: str, data: dict[str, str], labels: dict[str, str] | None = None
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": ns}
     if labels is not None:
         meta["labels"] = labels
@@ -32,8 +34,12 @@ def configmap(ns: str, name: str, data: dict[str, str], labels: dict[str, str] |
 
 
 def llmd(ns: str, name: str, max_model_len: int = 8192) -> dict[str, Any]:
-    return {"apiVersion": CR[0], "kind": CR[1], "metadata": {"name": name, "namespace": ns},
-            "spec": {"model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct", "maxModelLen": max_model_len}}}
+    return {
+        "apiVersion": CR[0],
+        "kind": CR[1],
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct", "maxModelLen": max_model_len}},
+    }
 
 
 def get(port: KubePort, ns: str, name: str, kind: tuple[str, str] = ("v1", "ConfigMap")) -> dict[str, Any]:
@@ -113,14 +119,48 @@ def status_patches_merge(port: KubePort, ns: str) -> None:
     port.patch_status(*CR, ns, "m", {"ready": "0/2", "metrics": {"queueDepth": 3.0, "running": 1.0}})
     port.patch_status(*CR, ns, "m", {"metrics": {"running": 2.0}, "endpoint": "http://e/v1"})
     status = get(port, ns, "m", CR)["status"]
-    assert status == {"ready": "0/2", "endpoint": "http://e/v1", "metrics": {"queueDepth": 3.0, "running": 2.0}}
+    assert status == {
+        "ready": "0/2",
+        "endpoint": "http://e/v1",
+        "metrics": {"queueDepth": 3.0, "running": 2.0},
+    }
     port.patch_status(*CR, ns, "m", {"metrics": {"queueDepth": None}, "endpoint": None})
     assert get(port, ns, "m", CR)["status"] == {"ready": "0/2", "metrics": {"running": 2.0}}
-    port.patch_status(*CR, ns, "m", {"conditions": [{"type": "Ready", "status": "True", "reason": "AllReplicasReady",
-                                                      "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
-    port.patch_status(*CR, ns, "m", {"conditions": [{"type": "Degraded", "status": "False", "reason": "AsExpected",
-                                                      "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
-    assert [c["type"] for c in get(port, ns, "m", CR)["status"]["conditions"]] == ["Degraded"]  # a list is replaced
+    port.patch_status(
+        *CR,
+        ns,
+        "m",
+        {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "AllReplicasReady",
+                    "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
+    port.patch_status(
+        *CR,
+        ns,
+        "m",
+        {
+            "conditions": [
+                {
+                    "type": "Degraded",
+                    "status": "False",
+                    "reason": "AsExpected",
+                    "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
+    assert [c["type"] for c in get(port, ns, "m", CR)["status"]["conditions"]] == [
+        "Degraded"
+    ]  # a list is replaced
 
 
 @case
@@ -137,8 +177,11 @@ def label_selectors_select_like_the_server(port: KubePort, ns: str) -> None:
     port.apply(configmap(ns, "d", {}, {"other": "1"}))
 
     def names(selector: str) -> list[str]:
-        return sorted(o["metadata"]["name"] for o in port.list("v1", "ConfigMap", ns, selector)
-                      if o["metadata"]["name"] in {"a", "b", "c", "d"})  # not kube-root-ca.crt
+        return sorted(
+            o["metadata"]["name"]
+            for o in port.list("v1", "ConfigMap", ns, selector)
+            if o["metadata"]["name"] in {"a", "b", "c", "d"}
+        )  # not kube-root-ca.crt
 
     assert names("") == ["a", "b", "c", "d"]
     assert names("app=a") == ["a"]

@@ -1,4 +1,5 @@
 """Lets `python -m llmfleet` run the CLI."""
+
 import sys
 
 from llmfleet.cli import main

@@ -70,7 +70,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         except SizingError as exc:
             raise UserError(f"{source}: {obj.metadata.name}: {exc.field}: {exc}") from None
         if args.namespace:
-            obj = obj.model_copy(update={"metadata": obj.metadata.model_copy(update={"namespace": args.namespace})})
+            obj = obj.model_copy(
+                update={"metadata": obj.metadata.model_copy(update={"namespace": args.namespace})}
+            )
         out.extend(render_all(obj, sizing, options=options))
     sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=120))
     return 0
@@ -91,17 +93,28 @@ def cmd_operator(args: argparse.Namespace) -> int:
     from llmfleet.reconcile.process import run
     from llmfleet.settings import OperatorSettings
 
-    overrides = {k: v for k, v in {
-        "namespaces": args.namespace or None, "kubeconfig": args.kubeconfig, "leader_elect": args.leader_elect,
-        "lease_name": args.lease_name, "lease_namespace": args.lease_namespace, "log_level": args.log_level,
-        "liveness_port": args.liveness_port,
-    }.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "namespaces": args.namespace or None,
+            "kubeconfig": args.kubeconfig,
+            "leader_elect": args.leader_elect,
+            "lease_name": args.lease_name,
+            "lease_namespace": args.lease_namespace,
+            "log_level": args.log_level,
+            "liveness_port": args.liveness_port,
+        }.items()
+        if v is not None
+    }
     try:
         settings = OperatorSettings(**overrides)
     except ValidationError as exc:
-        raise UserError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
-                                  for e in exc.errors())) from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        raise UserError(
+            "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        ) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return run(settings)
 
 
@@ -171,8 +184,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for flag, value in (("--speed", args.speed), ("--copies", args.copies), ("--tick", args.tick)):
         if value <= 0:
             raise UserError(f"{flag} must be > 0, got {value}")
-    for flag, value in (("--warmup", args.warmup), ("--cold-start", args.cold_start),
-                        ("--reclaims-per-hour", args.reclaims_per_hour)):
+    for flag, value in (
+        ("--warmup", args.warmup),
+        ("--cold-start", args.cold_start),
+        ("--reclaims-per-hour", args.reclaims_per_hour),
+    ):
         if value < 0:
             raise UserError(f"{flag} must be >= 0, got {value}")
     if args.static is not None and args.static < 1:
@@ -185,11 +201,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise UserError(f"--trace: {exc}") from None
     if not trace or trace[-1].at < args.warmup * 60:
         raise UserError(f"--warmup {args.warmup:g} min leaves no request of the trace to measure")
-    config = SimConfig(cold_start_s=args.cold_start, tick_s=args.tick, spot_reclaims_per_hour=args.reclaims_per_hour,
-                       spot_capacity=args.spot_capacity, static_replicas=args.static, warmup_s=args.warmup * 60,
-                       initial_replicas=args.initial, seed=args.seed)
-    print(f"llmfleet simulate: {len(trace)} requests over {trace[-1].at:.0f} s (trace {trace_path.name}, "
-          f"time /{args.speed:g}, {args.copies} cop{'y' if args.copies == 1 else 'ies'})", file=sys.stderr)
+    config = SimConfig(
+        cold_start_s=args.cold_start,
+        tick_s=args.tick,
+        spot_reclaims_per_hour=args.reclaims_per_hour,
+        spot_capacity=args.spot_capacity,
+        static_replicas=args.static,
+        warmup_s=args.warmup * 60,
+        initial_replicas=args.initial,
+        seed=args.seed,
+    )
+    print(
+        f"llmfleet simulate: {len(trace)} requests over {trace[-1].at:.0f} s (trace {trace_path.name}, "
+        f"time /{args.speed:g}, {args.copies} cop{'y' if args.copies == 1 else 'ies'})",
+        file=sys.stderr,
+    )
     try:
         for line in compare(objs[0].spec, trace, config):
             print(json.dumps({"source": trace_path.name, "speed": args.speed, "copies": args.copies, **line}))
@@ -206,16 +232,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmfleet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("plan", help="size an LLMDeployment: TP, KV capacity, concurrency and cost",
-                       description="Print tensor-parallel size, GPUs per replica, KV-cache capacity, the most "
-                       "concurrent sequences and $/h per replica and fleet, on-demand vs spot.")
+    p = sub.add_parser(
+        "plan",
+        help="size an LLMDeployment: TP, KV capacity, concurrency and cost",
+        description="Print tensor-parallel size, GPUs per replica, KV-cache capacity, the most "
+        "concurrent sequences and $/h per replica and fleet, on-demand vs spot.",
+    )
     p.add_argument("-f", "--file", required=True, help="LLMDeployment YAML file (- for stdin)")
     p.add_argument("-o", "--output", choices=["table", "json"], default="table", help="output format")
     p.set_defaults(func=cmd_plan)
 
-    p = sub.add_parser("render", help="print every child manifest of an LLMDeployment as YAML (for GitOps)",
-                       description="Render the Deployments, Services, ConfigMap, RBAC and PDB the operator would "
-                       "apply, without a cluster.")
+    p = sub.add_parser(
+        "render",
+        help="print every child manifest of an LLMDeployment as YAML (for GitOps)",
+        description="Render the Deployments, Services, ConfigMap, RBAC and PDB the operator would "
+        "apply, without a cluster.",
+    )
     p.add_argument("-f", "--file", required=True, help="LLMDeployment YAML file (- for stdin)")
     p.add_argument("-n", "--namespace", help="override metadata.namespace")
     p.add_argument("--llmfleet-image", help="image for the gateway (default: spec.gateway.image)")
@@ -225,15 +257,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("crd", help="print the LLMDeployment CustomResourceDefinition")
     p.set_defaults(func=cmd_crd)
 
-    p = sub.add_parser("operator", help="run the operator (kopf) against the current cluster",
-                       description="Reconcile LLMDeployments: render children, apply them with server-side apply, "
-                       "prune leftovers, write status. Settings also come from LLMFLEET_* variables.")
+    p = sub.add_parser(
+        "operator",
+        help="run the operator (kopf) against the current cluster",
+        description="Reconcile LLMDeployments: render children, apply them with server-side apply, "
+        "prune leftovers, write status. Settings also come from LLMFLEET_* variables.",
+    )
     p.add_argument("-n", "--namespace", action="append", help="namespace to watch (repeatable); default: all")
     p.add_argument("--kubeconfig", help="kubeconfig path (default: in-cluster, then KUBECONFIG)")
-    p.add_argument("--leader-elect", action="store_true", default=None,
-                   help="act only while holding the leader Lease (run several replicas safely)")
+    p.add_argument(
+        "--leader-elect",
+        action="store_true",
+        default=None,
+        help="act only while holding the leader Lease (run several replicas safely)",
+    )
     p.add_argument("--lease-name", help="leader Lease name (default llmfleet-operator)")
-    p.add_argument("--lease-namespace", help="leader Lease namespace (default: POD_NAMESPACE, else llmfleet-system)")
+    p.add_argument(
+        "--lease-namespace", help="leader Lease namespace (default: POD_NAMESPACE, else llmfleet-system)"
+    )
     p.add_argument("--log-level", help="log level (default: INFO)")
     p.add_argument("--liveness-port", type=int, help="port of /healthz (default 8081; 0 disables)")
     p.set_defaults(func=cmd_operator)
@@ -241,57 +282,91 @@ def build_parser() -> argparse.ArgumentParser:
     from llmfleet.gateway.server import add_arguments as gateway_arguments
     from llmfleet.sim.engine import add_arguments as engine_arguments
 
-    p = sub.add_parser("engine-sim", help="a vLLM-compatible server driven by a continuous-batching performance model",
-                       description="Serves the OpenAI API like `vllm serve` (same flags, SSE, /metrics names) with "
-                       "latency from a performance model of the given model and GPU. Unknown vLLM flags are ignored.")
+    p = sub.add_parser(
+        "engine-sim",
+        help="a vLLM-compatible server driven by a continuous-batching performance model",
+        description="Serves the OpenAI API like `vllm serve` (same flags, SSE, /metrics names) with "
+        "latency from a performance model of the given model and GPU. Unknown vLLM flags are ignored.",
+    )
     engine_arguments(p)
     p.set_defaults(func=cmd_engine_sim, allow_unknown=True)
 
-    p = sub.add_parser("gateway", help="the OpenAI-compatible streaming gateway (auth, limits, routing)",
-                       description="Serves /v1/chat/completions and /v1/completions in front of the engines: API keys, "
-                       "per-key limits, sensitivity routing (self-hosted vs external), prefix-affinity routing.")
+    p = sub.add_parser(
+        "gateway",
+        help="the OpenAI-compatible streaming gateway (auth, limits, routing)",
+        description="Serves /v1/chat/completions and /v1/completions in front of the engines: API keys, "
+        "per-key limits, sensitivity routing (self-hosted vs external), prefix-affinity routing.",
+    )
     gateway_arguments(p)
     p.set_defaults(func=cmd_gateway)
 
-    p = sub.add_parser("prefix-cache", help="prefix-cache hit rate from vLLM metrics, and how to order prompts",
-                       description="Reads vllm:prefix_cache_queries_total and vllm:prefix_cache_hits_total from each "
-                       "engine's /metrics and prints the hit rate, with guidance on prompt ordering.")
+    p = sub.add_parser(
+        "prefix-cache",
+        help="prefix-cache hit rate from vLLM metrics, and how to order prompts",
+        description="Reads vllm:prefix_cache_queries_total and vllm:prefix_cache_hits_total from each "
+        "engine's /metrics and prints the hit rate, with guidance on prompt ordering.",
+    )
     p.add_argument("--metrics", action="append", default=[], help="engine base or /metrics URL (repeatable)")
     p.set_defaults(func=cmd_prefix_cache)
 
-    p = sub.add_parser("simulate", help="replay a request trace through a simulated fleet, autoscaled vs static",
-                       description="A discrete-event fleet simulator: engines are engine-sim's continuous-batching "
-                       "model, routed least-outstanding, scaled by the operator's own autoscaler policy with cold "
-                       "starts, spot reclaims and on-demand fallback. Prints JSON lines: the autoscaled fleet, a "
-                       "static on-demand fleet of maxReplicas (or --static) on the same trace, and their ratio.")
+    p = sub.add_parser(
+        "simulate",
+        help="replay a request trace through a simulated fleet, autoscaled vs static",
+        description="A discrete-event fleet simulator: engines are engine-sim's continuous-batching "
+        "model, routed least-outstanding, scaled by the operator's own autoscaler policy with cold "
+        "starts, spot reclaims and on-demand fallback. Prints JSON lines: the autoscaled fleet, a "
+        "static on-demand fleet of maxReplicas (or --static) on the same trace, and their ratio.",
+    )
     p.add_argument("-f", "--file", required=True, help="LLMDeployment YAML file (- for stdin)")
-    p.add_argument("--trace", required=True, help="request trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens)")
+    p.add_argument(
+        "--trace", required=True, help="request trace CSV (TIMESTAMP,ContextTokens,GeneratedTokens)"
+    )
     p.add_argument("--speed", type=float, default=1.0, help="compress the trace's time by this factor")
-    p.add_argument("--copies", type=int, default=1, help="overlay this many randomly shifted copies of the trace")
+    p.add_argument(
+        "--copies", type=int, default=1, help="overlay this many randomly shifted copies of the trace"
+    )
     p.add_argument("--minutes", type=float, help="only the first MINUTES of the (compressed) trace")
     p.add_argument("--cold-start", type=float, default=120.0, help="seconds from a new replica to serving")
     p.add_argument("--tick", type=float, default=15.0, help="autoscaler interval in seconds")
-    p.add_argument("--reclaims-per-hour", type=float, default=0.0, help="spot reclaims per spot replica and hour")
+    p.add_argument(
+        "--reclaims-per-hour", type=float, default=0.0, help="spot reclaims per spot replica and hour"
+    )
     p.add_argument("--spot-capacity", type=int, help="spot replicas the provider has (default: unlimited)")
-    p.add_argument("--static", type=int, help="baseline size (default: autoscaling.maxReplicas, all on-demand)")
-    p.add_argument("--initial", type=int, help="replicas the autoscaled fleet starts with, warm (default: minReplicas)")
-    p.add_argument("--warmup", type=float, default=0.0,
-                   help="minutes left out of latency and cost (the fleet settling from minReplicas)")
+    p.add_argument(
+        "--static", type=int, help="baseline size (default: autoscaling.maxReplicas, all on-demand)"
+    )
+    p.add_argument(
+        "--initial", type=int, help="replicas the autoscaled fleet starts with, warm (default: minReplicas)"
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="minutes left out of latency and cost (the fleet settling from minReplicas)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (trace copies, reclaims)")
     p.set_defaults(func=cmd_simulate)
 
     dev = sub.add_parser("dev", help="local development helpers (a cluster without Docker)")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="DEV_COMMAND")
-    p = dev_sub.add_parser("pod-runner", help="run pods scheduled on kwok nodes as local processes on their pod IPs",
-                           description="A stand-in for a kubelet: the llmfleet image runs `llmfleet <args>`, vLLM "
-                           "images run `llmfleet engine-sim`; ConfigMap/Secret volumes and env are materialised.")
+    p = dev_sub.add_parser(
+        "pod-runner",
+        help="run pods scheduled on kwok nodes as local processes on their pod IPs",
+        description="A stand-in for a kubelet: the llmfleet image runs `llmfleet <args>`, vLLM "
+        "images run `llmfleet engine-sim`; ConfigMap/Secret volumes and env are materialised.",
+    )
     p.add_argument("--kubeconfig", help="admin kubeconfig of the local cluster (default: KUBECONFIG)")
     p.add_argument("--logs", default="build/pods", help="directory for per-pod logs (default: build/pods)")
-    p.add_argument("--prometheus-targets", help="write the engine pods it runs as Prometheus file_sd targets here")
+    p.add_argument(
+        "--prometheus-targets", help="write the engine pods it runs as Prometheus file_sd targets here"
+    )
     p.set_defaults(func=cmd_pod_runner)
-    p = dev_sub.add_parser("up", help="the whole stack locally: control plane, operator, pods as processes, a request",
-                           description="Start the local control plane, the operator and the pod runner, apply an "
-                           "LLMDeployment, wait for Ready and stream a completion through its gateway.")
+    p = dev_sub.add_parser(
+        "up",
+        help="the whole stack locally: control plane, operator, pods as processes, a request",
+        description="Start the local control plane, the operator and the pod runner, apply an "
+        "LLMDeployment, wait for Ready and stream a completion through its gateway.",
+    )
     p.add_argument("-f", "--file", default="manifests/examples/llama3-8b.yaml", help="LLMDeployment to apply")
     p.add_argument("--keep", action="store_true", help="leave everything running")
     p.add_argument("--run-dir", default="build/dev-cluster", help="where the cluster keeps its state")

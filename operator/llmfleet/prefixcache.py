@@ -38,7 +38,9 @@ def parse(text: str, endpoint: str = "") -> PrefixStats:
                 out += float(line.rsplit(" ", 1)[1])
         return out
 
-    return PrefixStats(endpoint, total("vllm:prefix_cache_queries_total"), total("vllm:prefix_cache_hits_total"))
+    return PrefixStats(
+        endpoint, total("vllm:prefix_cache_queries_total"), total("vllm:prefix_cache_hits_total")
+    )
 
 
 def scrape(url: str) -> PrefixStats:

@@ -21,11 +21,15 @@ INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
 
 
-def error(message: str, type_: str = INVALID_REQUEST, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+def error(
+    message: str, type_: str = INVALID_REQUEST, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def error_body(message: str, type_: str = INVALID_REQUEST, code: str | None = None, param: str | None = None) -> bytes:
+def error_body(
+    message: str, type_: str = INVALID_REQUEST, code: str | None = None, param: str | None = None
+) -> bytes:
     return orjson.dumps(error(message, type_, code, param))
 
 
@@ -45,23 +49,39 @@ def completion_id(chat: bool) -> str:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
-def completion(model: str, chat: bool, content: str, finish_reason: str, prompt_tokens: int, completion_tokens: int,
-               rid: str | None = None, created: int | None = None) -> bytes:
+def completion(
+    model: str,
+    chat: bool,
+    content: str,
+    finish_reason: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    rid: str | None = None,
+    created: int | None = None,
+) -> bytes:
     """A whole (non-streaming) chat.completion or text_completion body."""
     choice: dict[str, Any] = {"index": 0, "finish_reason": finish_reason, "logprobs": None}
     if chat:
         choice["message"] = {"role": "assistant", "content": content}
     else:
         choice["text"] = content
-    return orjson.dumps({
-        "id": rid or completion_id(chat), "object": "chat.completion" if chat else "text_completion",
-        "created": int(time.time()) if created is None else created, "model": model, "choices": [choice],
-        "usage": usage(prompt_tokens, completion_tokens),
-    })
+    return orjson.dumps(
+        {
+            "id": rid or completion_id(chat),
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()) if created is None else created,
+            "model": model,
+            "choices": [choice],
+            "usage": usage(prompt_tokens, completion_tokens),
+        }
+    )
 
 
 class Stream:

@@ -29,9 +29,17 @@ class Cluster:
         self.kubeconfig = run_dir / "kubeconfig"
         self.env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": f"{BIN}:{os.environ['PATH']}"}
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(BIN / "kubectl"), *args], input=input, capture_output=True, text=True,
-                                env=self.env, timeout=120)
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(BIN / "kubectl"), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr}")
         return result
@@ -70,7 +78,9 @@ def _epoch(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def eventually(check: Callable[[], object], timeout: float = 60, interval: float = 0.3, what: str = "") -> object:
+def eventually(
+    check: Callable[[], object], timeout: float = 60, interval: float = 0.3, what: str = ""
+) -> object:
     """Poll until check() returns something truthy (a bound on waiting, not a performance threshold)."""
     deadline = time.monotonic() + timeout
     last: object = None
@@ -90,8 +100,13 @@ def eventually(check: Callable[[], object], timeout: float = 60, interval: float
 def cluster() -> Iterator[Cluster]:
     run_dir = Path(tempfile.mkdtemp(prefix="llmfleet-cluster-"))
     env = {**os.environ, "LLMFLEET_CLUSTER_DIR": str(run_dir)}
-    up = subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "up"], env=env, capture_output=True, text=True,
-                        timeout=3000)
+    up = subprocess.run(
+        ["bash", str(ROOT / "hack" / "cluster.sh"), "up"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3000,
+    )
     if up.returncode != 0:
         raise RuntimeError(f"cluster did not start:\n{up.stdout}\n{up.stderr}")
     c = Cluster(run_dir)
@@ -100,7 +115,9 @@ def cluster() -> Iterator[Cluster]:
         c.kubectl("wait", "--for=condition=Established", "crd/llmdeployments.llmfleet.io", "--timeout=60s")
         yield c
     finally:
-        subprocess.run(["bash", str(ROOT / "hack" / "cluster.sh"), "down"], env=env, capture_output=True, timeout=120)
+        subprocess.run(
+            ["bash", str(ROOT / "hack" / "cluster.sh"), "down"], env=env, capture_output=True, timeout=120
+        )
 
 
 # The session's operator asks this Prometheus; the `prometheus` fixture starts it for the tests that need it
@@ -118,13 +135,27 @@ class Operator:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llmfleet", "operator", "--kubeconfig", str(self.cluster.kubeconfig),
-             "--liveness-port", "0", *self.extra],
-            stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "llmfleet",
+                "operator",
+                "--kubeconfig",
+                str(self.cluster.kubeconfig),
+                "--liveness-port",
+                "0",
+                *self.extra,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             # Loopback pod IPs keep EndpointSlices empty: gateways find engines by listing pods (hack/README.md).
-            env={**self.cluster.env, "PYTHONUNBUFFERED": "1", "LLMFLEET_AUTOSCALE_INTERVAL": AUTOSCALE_INTERVAL,
-                 "LLMFLEET_ENGINE_DISCOVERY": "pods",
-                 "LLMFLEET_PROMETHEUS_URL": f"http://127.0.0.1:{PROMETHEUS_PORT}"},
+            env={
+                **self.cluster.env,
+                "PYTHONUNBUFFERED": "1",
+                "LLMFLEET_AUTOSCALE_INTERVAL": AUTOSCALE_INTERVAL,
+                "LLMFLEET_ENGINE_DISCOVERY": "pods",
+                "LLMFLEET_PROMETHEUS_URL": f"http://127.0.0.1:{PROMETHEUS_PORT}",
+            },
         )
 
     def stop(self) -> None:

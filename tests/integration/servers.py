@@ -38,8 +38,12 @@ class Server:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = tempfile.NamedTemporaryFile(prefix="llmfleet-srv-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "llmfleet", *args], stdout=self.log,
-                                     stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llmfleet", *args],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
         wait_port(port, self.proc)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
@@ -58,8 +62,21 @@ class Server:
 
 def engine(model: str = "m", speedup: float = 20.0, *extra: str) -> Server:
     port = free_port()
-    return Server(["engine-sim", "--host", "127.0.0.1", "--port", str(port), "--served-model-name", model,
-                   "--speedup", str(speedup), *extra], port)
+    return Server(
+        [
+            "engine-sim",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--served-model-name",
+            model,
+            "--speedup",
+            str(speedup),
+            *extra,
+        ],
+        port,
+    )
 
 
 def gateway(config: dict[str, Any], keys: dict[str, str] | None = None, *extra: str) -> Server:

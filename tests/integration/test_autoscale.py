@@ -26,10 +26,24 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def pod_runner(cluster: Cluster, prometheus: Prometheus) -> Iterator[Path]:
     logs = Path(tempfile.mkdtemp(prefix="llmfleet-pods-"))
-    runner = subprocess.Popen([sys.executable, "-m", "llmfleet", "dev", "pod-runner", "--kubeconfig",
-                               str(cluster.kubeconfig), "--logs", str(logs),
-                               "--prometheus-targets", str(prometheus.targets)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cluster.env)
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmfleet",
+            "dev",
+            "pod-runner",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--logs",
+            str(logs),
+            "--prometheus-targets",
+            str(prometheus.targets),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cluster.env,
+    )
     try:
         yield logs
     finally:
@@ -44,8 +58,18 @@ def replicas(cluster: Cluster, ns: str, name: str) -> tuple[int, int]:
 
 
 def engine_ip(cluster: Cluster, ns: str, name: str) -> str:
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l",
-                                      f"llmfleet.io/deployment={name},llmfleet.io/pool=on-demand", "-o", "json").stdout)
+    pods = json.loads(
+        cluster.kubectl(
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            f"llmfleet.io/deployment={name},llmfleet.io/pool=on-demand",
+            "-o",
+            "json",
+        ).stdout
+    )
     return next(p["status"]["podIP"] for p in pods["items"] if (p.get("status") or {}).get("podIP"))
 
 
@@ -59,11 +83,20 @@ class Load:
             t.start()
 
     def _run(self) -> None:
-        body = json.dumps({"model": "llama3-8b", "prompt": "Tell a long story. " * 20, "max_tokens": 4000,
-                           "stream": True, "ignore_eos": True}).encode()
+        body = json.dumps(
+            {
+                "model": "llama3-8b",
+                "prompt": "Tell a long story. " * 20,
+                "max_tokens": 4000,
+                "stream": True,
+                "ignore_eos": True,
+            }
+        ).encode()
         while not self.stop.is_set():
             try:
-                req = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    self.url, data=body, headers={"Content-Type": "application/json"}
+                )
                 with urllib.request.urlopen(req, timeout=120) as resp:
                     for _line in resp:
                         if self.stop.is_set():
@@ -79,23 +112,37 @@ class Load:
             t.join(timeout=30)
 
 
-def test_queue_depth_from_prometheus_scales_spot_first_then_back_down(cluster, operator, prometheus, pod_runner,
-                                                                      namespace) -> None:
+def test_queue_depth_from_prometheus_scales_spot_first_then_back_down(
+    cluster, operator, prometheus, pod_runner, namespace
+) -> None:
     obj = example(namespace)
     obj["spec"]["engine"] = {"extraArgs": ["--max-num-seqs=2"]}  # a small batch: a queue builds at once
     obj["spec"]["cache"] = {"exact": {"enabled": False}, "semantic": {"enabled": False}}
     obj["spec"]["gateway"] = {"replicas": 1}
-    obj["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 3, "targetQueueDepthPerReplica": 2,
-                                  "scaleUpWindow": "0s", "scaleDownWindow": "10s"}
+    obj["spec"]["autoscaling"] = {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "targetQueueDepthPerReplica": 2,
+        "scaleUpWindow": "0s",
+        "scaleDownWindow": "10s",
+    }
     cluster.apply(obj)
-    eventually(lambda: condition(status(cluster, namespace, "llama3-8b"), "MetricsAvailable").get("status") == "True",
-               120, what="the engine's series in Prometheus")
+    eventually(
+        lambda: (
+            condition(status(cluster, namespace, "llama3-8b"), "MetricsAvailable").get("status") == "True"
+        ),
+        120,
+        what="the engine's series in Prometheus",
+    )
     assert replicas(cluster, namespace, "llama3-8b") == (1, 0)
 
     load = Load(f"http://{engine_ip(cluster, namespace, 'llama3-8b')}:8000/v1/completions", streams=12)
     try:
-        st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b")).get("lastScale", {}).get("to") == 3 and s,
-                        120, what="a scale-up to maxReplicas")
+        st = eventually(
+            lambda: (s := status(cluster, namespace, "llama3-8b")).get("lastScale", {}).get("to") == 3 and s,
+            120,
+            what="a scale-up to maxReplicas",
+        )
         assert "queue depth" in st["lastScale"]["reason"], st["lastScale"]
         assert st["metrics"]["queueDepth"] > 2
         assert replicas(cluster, namespace, "llama3-8b") == (1, 2)  # the on-demand baseline, then spot
@@ -105,8 +152,11 @@ def test_queue_depth_from_prometheus_scales_spot_first_then_back_down(cluster, o
         load.close()
     assert not load.errors, load.errors[:3]
 
-    st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b")).get("lastScale", {}).get("to") == 1 and s,
-                    120, what="the scale-down once the queue is gone")
+    st = eventually(
+        lambda: (s := status(cluster, namespace, "llama3-8b")).get("lastScale", {}).get("to") == 1 and s,
+        120,
+        what="the scale-down once the queue is gone",
+    )
     assert "load fits" in st["lastScale"]["reason"], st["lastScale"]
     assert replicas(cluster, namespace, "llama3-8b") == (1, 0)
 
@@ -115,9 +165,14 @@ def test_spot_that_cannot_schedule_falls_back_to_on_demand_and_returns(cluster, 
     obj = example(namespace)
     obj["spec"]["autoscaling"] = {"enabled": False}
     obj["spec"]["replicas"] = 3
-    obj["spec"]["pools"] = {"onDemand": {"minReplicas": 1, "maxReplicas": 4},
-                            "spot": {"maxReplicas": 4, "pendingTimeout": "3s",
-                                     "nodeSelector": {"llmfleet.io/spot-zone": "sold-out"}}}
+    obj["spec"]["pools"] = {
+        "onDemand": {"minReplicas": 1, "maxReplicas": 4},
+        "spot": {
+            "maxReplicas": 4,
+            "pendingTimeout": "3s",
+            "nodeSelector": {"llmfleet.io/spot-zone": "sold-out"},
+        },
+    }
     cluster.apply(obj)
     eventually(lambda: replicas(cluster, namespace, "llama3-8b") == (3, 2), 90, what="on-demand stand-ins")
     c = condition(status(cluster, namespace, "llama3-8b"), "SpotFallback")
@@ -127,19 +182,36 @@ def test_spot_that_cannot_schedule_falls_back_to_on_demand_and_returns(cluster, 
     del obj["spec"]["pools"]["spot"]["nodeSelector"]  # spot capacity is back
     cluster.apply(obj)
     eventually(lambda: replicas(cluster, namespace, "llama3-8b") == (1, 2), 90, what="stand-ins removed")
-    st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b"))["replicas"]["spot"]["ready"] == 2 and s,
-                    90, what="spot ready")
+    st = eventually(
+        lambda: (s := status(cluster, namespace, "llama3-8b"))["replicas"]["spot"]["ready"] == 2 and s,
+        90,
+        what="spot ready",
+    )
     assert condition(st, "SpotFallback")["status"] == "False"
 
 
 def gateway_post(cluster: Cluster, ns: str, name: str) -> tuple[int, Message]:
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", ns, "-l",
-                                      f"llmfleet.io/deployment={name},app.kubernetes.io/component=gateway",
-                                      "-o", "json").stdout)
+    pods = json.loads(
+        cluster.kubectl(
+            "get",
+            "pods",
+            "-n",
+            ns,
+            "-l",
+            f"llmfleet.io/deployment={name},app.kubernetes.io/component=gateway",
+            "-o",
+            "json",
+        ).stdout
+    )
     ip = next(p["status"]["podIP"] for p in pods["items"] if (p.get("status") or {}).get("podIP"))
-    body = json.dumps({"model": "llama3-8b", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]})
-    req = urllib.request.Request(f"http://{ip}:8080/v1/chat/completions", data=body.encode(),
-                                 headers={"Content-Type": "application/json", "X-Data-Sensitivity": "sensitive"})
+    body = json.dumps(
+        {"model": "llama3-8b", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    req = urllib.request.Request(
+        f"http://{ip}:8080/v1/chat/completions",
+        data=body.encode(),
+        headers={"Content-Type": "application/json", "X-Data-Sensitivity": "sensitive"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, resp.headers
@@ -147,25 +219,38 @@ def gateway_post(cluster: Cluster, ns: str, name: str) -> tuple[int, Message]:
         return exc.code, exc.headers
 
 
-def test_idle_fleet_scales_to_zero_and_a_request_at_the_gateway_wakes_it(cluster, operator, prometheus, pod_runner,
-                                                                         namespace) -> None:
+def test_idle_fleet_scales_to_zero_and_a_request_at_the_gateway_wakes_it(
+    cluster, operator, prometheus, pod_runner, namespace
+) -> None:
     obj = example(namespace)
     obj["spec"]["engine"] = {}
     obj["spec"]["cache"] = {"exact": {"enabled": False}, "semantic": {"enabled": False}}
     obj["spec"]["gateway"] = {"replicas": 1}
-    obj["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 2,
-                                  "scaleToZero": {"enabled": True, "idleAfter": "5s"}}
+    obj["spec"]["autoscaling"] = {
+        "minReplicas": 1,
+        "maxReplicas": 2,
+        "scaleToZero": {"enabled": True, "idleAfter": "5s"},
+    }
     cluster.apply(obj)
-    st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b")).get("lastScale", {}).get("to") == 0 and s,
-                    150, what="scale to zero once idle")
+    st = eventually(
+        lambda: (s := status(cluster, namespace, "llama3-8b")).get("lastScale", {}).get("to") == 0 and s,
+        150,
+        what="scale to zero once idle",
+    )
     assert "no requests for" in st["lastScale"]["reason"], st["lastScale"]
     eventually(lambda: replicas(cluster, namespace, "llama3-8b") == (0, 0), 30, what="engines scaled to zero")
     assert condition(st, "Ready")["reason"] == "ScaledToZero"
 
-    code, headers = eventually(lambda: (r := gateway_post(cluster, namespace, "llama3-8b"))[0] == 503 and r, 60,
-                               what="the gateway refusing while no engine runs")
+    code, headers = eventually(
+        lambda: (r := gateway_post(cluster, namespace, "llama3-8b"))[0] == 503 and r,
+        60,
+        what="the gateway refusing while no engine runs",
+    )
     assert headers.get("Retry-After") == "2"
-    st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b")).get("lastScale", {}).get("to") == 1 and s,
-                    60, what="woken by the request")
+    st = eventually(
+        lambda: (s := status(cluster, namespace, "llama3-8b")).get("lastScale", {}).get("to") == 1 and s,
+        60,
+        what="woken by the request",
+    )
     assert st["lastScale"]["reason"] == "requests arrived while scaled to zero"
     eventually(lambda: gateway_post(cluster, namespace, "llama3-8b")[0] == 200, 120, what="served again")

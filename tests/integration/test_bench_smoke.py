@@ -21,22 +21,44 @@ def json_lines(out: str) -> list[dict]:
 
 
 def test_gateway_bench_quick_prints_its_contract() -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gateway.py"), "--quick", "--no-litellm", "--no-portkey",
-                        "--relay-floor", "--duration", "1"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "gateway.py"),
+            "--quick",
+            "--no-litellm",
+            "--no-portkey",
+            "--relay-floor",
+            "--duration",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = json_lines(r.stdout)
     cases = [line for line in lines if "target" in line]
     assert {(c["target"], c["stream"], c["concurrency"]) for c in cases} >= {
-        (t, s, c) for t in ("direct", "llmfleet", "relay-floor") for s in (False, True) for c in (1, 16, 64)}
+        (t, s, c) for t in ("direct", "llmfleet", "relay-floor") for s in (False, True) for c in (1, 16, 64)
+    }
     for c in cases:
         assert {"rps", "p50_ms", "p99_ms", "ttft_p50_ms", "errors"} <= c.keys()
         assert c["errors"] == 0 and c["rps"] > 0
     [summary] = [line for line in lines if line.get("summary")]
-    assert {"added_p50_ms", "added_p99_ms", "share_of_direct", "stream_share_of_direct",
-            "relay_floor_share_of_direct", "cpu_ratio_vs_relay_floor"} <= summary.keys()
+    assert {
+        "added_p50_ms",
+        "added_p99_ms",
+        "share_of_direct",
+        "stream_share_of_direct",
+        "relay_floor_share_of_direct",
+        "cpu_ratio_vs_relay_floor",
+    } <= summary.keys()
     worst = [line for line in lines if line.get("case") == "worst-case"]
     assert {(w["detector"], w["size"]) for w in worst} == {
-        (d, s) for d in ("email", "credit-card", "ssn", "secret", "unicode") for s in ("body-limit", "scan-cap")}
+        (d, s)
+        for d in ("email", "credit-card", "ssn", "secret", "unicode")
+        for s in ("body-limit", "scan-cap")
+    }
     assert all(w["errors"] == 0 and w["gateway_cpu_ms_per_request"] > 0 for w in worst)
     [beside] = [line for line in lines if line.get("case") == "worst-case-beside-streams"]
     assert beside["worst_case_requests_sent"] > 0 and beside["errors"] == 0
@@ -44,13 +66,35 @@ def test_gateway_bench_quick_prints_its_contract() -> None:
 
 
 def test_gateway_soak_holds_every_stream_to_the_end_and_prints_its_contract() -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gateway.py"), "--soak-only", "--soak-streams", "200",
-                        "--soak-interval", "0.1", "--soak-seconds", "1", "--soak-ramp", "0.5", "--relay-floor"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "gateway.py"),
+            "--soak-only",
+            "--soak-streams",
+            "200",
+            "--soak-interval",
+            "0.1",
+            "--soak-seconds",
+            "1",
+            "--soak-ramp",
+            "0.5",
+            "--relay-floor",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = {x["target"]: x for x in json_lines(r.stdout) if x.get("case") == "soak"}
     assert lines.keys() == {"llmfleet", "relay-floor"}, r.stdout + r.stderr
     for line in lines.values():
-        assert {"concurrent_streams", "errors", "rss_kib_per_stream", "ttft_added_p95_ms", "fd_limit"} <= line.keys()
+        assert {
+            "concurrent_streams",
+            "errors",
+            "rss_kib_per_stream",
+            "ttft_added_p95_ms",
+            "fd_limit",
+        } <= line.keys()
         assert line["concurrent_streams"] == 200 and line["completed"] == 200 and line["errors"] == 0, line
         assert line["statuses"] == {"200": 200} and line["direct_statuses"] == {"200": 200}
         assert line["tokens_per_stream"] == 10
@@ -60,22 +104,49 @@ def test_gateway_soak_holds_every_stream_to_the_end_and_prints_its_contract() ->
 def test_reconcile_bench_quick_on_the_session_cluster(cluster, operator) -> None:
     operator.stop()  # the bench runs its own operator
     try:
-        r = subprocess.run([sys.executable, str(ROOT / "bench" / "reconcile.py"), "--quick", "--crs", "3",
-                            "--latency", "3", "--idle", "3", "--kubeconfig", str(cluster.kubeconfig)],
-                           capture_output=True, text=True, timeout=600, env=cluster.env)
+        r = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "reconcile.py"),
+                "--quick",
+                "--crs",
+                "3",
+                "--latency",
+                "3",
+                "--idle",
+                "3",
+                "--kubeconfig",
+                str(cluster.kubeconfig),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=cluster.env,
+        )
     finally:
         operator.start()
     (line,) = [x for x in json_lines(r.stdout) if x.get("bench") == "reconcile"]
     assert line["crs"] == 3 and line["ready_crs"] == 3
     assert line["latency_crs"] == line["latency_ready_crs"] == 3
-    assert {"all_ready_s", "apply_to_children_p50_s", "apply_to_children_p95_s", "idle_writes_per_min",
-            "operator_rss_mib", "burst_apply_to_children_p50_s", "burst_apply_to_children_p95_s"} <= line.keys()
+    assert {
+        "all_ready_s",
+        "apply_to_children_p50_s",
+        "apply_to_children_p95_s",
+        "idle_writes_per_min",
+        "operator_rss_mib",
+        "burst_apply_to_children_p50_s",
+        "burst_apply_to_children_p95_s",
+    } <= line.keys()
     assert line["idle_writes_per_min"] == 0
 
 
 def test_cache_bench_threshold_curve_prints_its_contract() -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "cache.py"), "--skip-servers"], capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "cache.py"), "--skip-servers"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     lines = json_lines(r.stdout)
     points = [x for x in lines if "threshold" in x and "hit_rate" in x and "pairs" in x]
@@ -86,8 +157,12 @@ def test_cache_bench_threshold_curve_prints_its_contract() -> None:
 
 
 def test_cache_bench_names_a_missing_pairs_file() -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "cache.py"), "--pairs", "/nope.json"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "cache.py"), "--pairs", "/nope.json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "--pairs /nope.json: no such file" in r.stderr
 
 
@@ -99,10 +174,23 @@ def test_prefix_cache_report_reads_engine_counters() -> None:
         import httpx
 
         for _ in range(3):
-            httpx.post(e.url + "/v1/chat/completions", json={"model": "m", "max_tokens": 2, "messages": [
-                {"role": "system", "content": "A long stable system prompt. " * 20}, {"role": "user", "content": "q"}]})
-        r = subprocess.run([sys.executable, "-m", "llmfleet", "prefix-cache", "--metrics", e.url], capture_output=True,
-                           text=True, timeout=60)
+            httpx.post(
+                e.url + "/v1/chat/completions",
+                json={
+                    "model": "m",
+                    "max_tokens": 2,
+                    "messages": [
+                        {"role": "system", "content": "A long stable system prompt. " * 20},
+                        {"role": "user", "content": "q"},
+                    ],
+                },
+            )
+        r = subprocess.run(
+            [sys.executable, "-m", "llmfleet", "prefix-cache", "--metrics", e.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stderr
         row = next(line for line in r.stdout.splitlines() if line.startswith("http"))
         rate = float(row.split()[-1].rstrip("%"))
@@ -113,8 +201,12 @@ def test_prefix_cache_report_reads_engine_counters() -> None:
 
 
 def test_fleet_bench_quick_prints_both_fleets_and_their_ratio_per_scenario() -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "fleet.py"), "--quick"],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "fleet.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     lines = json_lines(r.stdout)
     scenarios = [line for line in lines if "scenario" in line]
@@ -133,17 +225,43 @@ def test_chaos_bench_short_spot_notice_and_operator_failover_lose_nothing(cluste
     and the standby takes over and acts."""
     operator.stop()  # the chart's two operators take over for this test
     try:
-        r = subprocess.run([sys.executable, str(ROOT / "bench" / "chaos.py"), "--short", "--cluster-dir",
-                            str(cluster.run_dir)], capture_output=True, text=True, timeout=900, env=cluster.env)
+        r = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "chaos.py"),
+                "--short",
+                "--cluster-dir",
+                str(cluster.run_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=cluster.env,
+        )
     finally:
         operator.start()
     lines = json_lines(r.stdout)
-    Path(tempfile.gettempdir(), "llmfleet-chaos-short.jsonl").write_text(r.stdout)  # for a failure's post-mortem
+    Path(tempfile.gettempdir(), "llmfleet-chaos-short.jsonl").write_text(
+        r.stdout
+    )  # for a failure's post-mortem
     by = {x["scenario"]: x for x in lines if "scenario" in x}
     assert by.keys() == {"spot-notice", "operator-failover"}, r.stdout + r.stderr[-3000:]
     for line in by.values():
-        brief = {k: line[k] for k in ("scenario", "sent", "completed", "failed", "failed_statuses", "failed_errors",
-                                      "truncated", "truncated_with_error_event", "client_reconnects", "retried")}
+        brief = {
+            k: line[k]
+            for k in (
+                "scenario",
+                "sent",
+                "completed",
+                "failed",
+                "failed_statuses",
+                "failed_errors",
+                "truncated",
+                "truncated_with_error_event",
+                "client_reconnects",
+                "retried",
+            )
+        }
         assert line["sent"] > 0 and line["completed"] == line["sent"], brief
         assert line["failed"] == 0 and line["truncated"] == 0, line
         assert line["replacement_ready_s"] is not None, line
@@ -152,6 +270,8 @@ def test_chaos_bench_short_spot_notice_and_operator_failover_lose_nothing(cluste
         assert line["reclaim_condition"] == "False/Replaced", line
     failover = by["operator-failover"]
     # Another process leads (the standby, or the killed container restarted in its pod: its identity is new).
-    assert failover["killed_leader"] and failover["new_leader"] not in (None, failover["killed_leader"]), failover
+    assert failover["killed_leader"] and failover["new_leader"] not in (None, failover["killed_leader"]), (
+        failover
+    )
     assert failover["operator_writes"] > 0, failover  # the new leader acted on the notice
     assert lines[-1]["summary"] is True and r.returncode == 0, r.stderr[-3000:]

@@ -25,8 +25,12 @@ class Redis:
     def __init__(self) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="llmfleet-redis-")
-        out = subprocess.run(["bash", str(ROOT / "hack" / "redis.sh"), "start", str(self.port), self.dir],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["bash", str(ROOT / "hack" / "redis.sh"), "start", str(self.port), self.dir],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         self.pid = int(out.stdout.strip().splitlines()[-1])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -61,8 +65,12 @@ def cache_config(eng, rds, **cache) -> dict:
         "model": "m",
         "engines": {"static": [eng.url]},
         "limits": {"requestsPerMinute": 100000, "tokensPerMinute": 100_000_000},
-        "cache": {"redisURL": rds.url, "exact": {"enabled": True, "ttlSeconds": 600, "replay": "deterministic"},
-                  "semantic": {"enabled": True, "threshold": 0.95, "embeddingModel": "all-MiniLM-L6-v2"}, **cache},
+        "cache": {
+            "redisURL": rds.url,
+            "exact": {"enabled": True, "ttlSeconds": 600, "replay": "deterministic"},
+            "semantic": {"enabled": True, "threshold": 0.95, "embeddingModel": "all-MiniLM-L6-v2"},
+            **cache,
+        },
     }
 
 
@@ -74,9 +82,16 @@ def gw(eng, rds):
 
 
 def ask(gw, content: str, key: str = ALICE, system: str = "You answer briefly.", **extra) -> httpx.Response:
-    body = {"model": "m", "temperature": 0, "max_tokens": 12,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": content}], **extra}
-    return httpx.post(gw.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    body = {
+        "model": "m",
+        "temperature": 0,
+        "max_tokens": 12,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": content}],
+        **extra,
+    }
+    return httpx.post(
+        gw.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
 
 
 def engine_prompts(eng) -> float:
@@ -89,11 +104,16 @@ def test_exact_hit_replays_the_answer_without_the_engine(gw, eng) -> None:
     before = engine_prompts(eng)
     second = ask(gw, "What is PagedAttention?")
     assert second.headers["x-llmfleet-cache"] == "exact"
-    assert second.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
+    assert (
+        second.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
+    )
     assert second.json()["id"] != first.json()["id"]
     assert engine_prompts(eng) == before
     changed = ask(gw, "What is PagedAttention?", max_tokens=13)  # different sampling: different entry
-    assert changed.headers["x-llmfleet-cache"] in ("miss", "semantic") and changed.headers["x-llmfleet-cache"] != "exact"
+    assert (
+        changed.headers["x-llmfleet-cache"] in ("miss", "semantic")
+        and changed.headers["x-llmfleet-cache"] != "exact"
+    )
 
 
 def test_semantic_hit_for_a_paraphrase_with_the_real_model(gw, eng) -> None:
@@ -103,7 +123,10 @@ def test_semantic_hit_for_a_paraphrase_with_the_real_model(gw, eng) -> None:
     time.sleep(0.2)  # the index picks the new entry up asynchronously
     r = ask(gw, similar)
     assert r.headers["x-llmfleet-cache"] == "semantic"
-    assert r.json()["choices"][0]["message"]["content"] == ask(gw, origin).json()["choices"][0]["message"]["content"]
+    assert (
+        r.json()["choices"][0]["message"]["content"]
+        == ask(gw, origin).json()["choices"][0]["message"]["content"]
+    )
     other = ask(gw, "How do I bake sourdough bread at home?")
     assert other.headers["x-llmfleet-cache"] == "miss"
     # Same question under another system prompt is another conversation: never a hit.
@@ -125,26 +148,55 @@ def test_errors_and_non_deterministic_requests_are_not_cached(gw) -> None:
     hot = ask(gw, "Tell me a story", temperature=1.0)
     assert hot.headers["x-llmfleet-cache"] == "skip"
     assert ask(gw, "Tell me a story", temperature=1.0).headers["x-llmfleet-cache"] == "skip"
-    opted = httpx.post(gw.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {ALICE}", "X-LLMfleet-Cache": "allow"},
-                       json={"model": "m", "temperature": 0.7, "max_tokens": 5, "messages": [{"role": "user", "content": "opt in"}]})
+    opted = httpx.post(
+        gw.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {ALICE}", "X-LLMfleet-Cache": "allow"},
+        json={
+            "model": "m",
+            "temperature": 0.7,
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "opt in"}],
+        },
+    )
     assert opted.headers["x-llmfleet-cache"] == "miss"
-    keep_out = {"model": "m", "temperature": 0, "max_tokens": 5, "messages": [{"role": "user", "content": "do not keep this"}]}
-    no_store = httpx.post(gw.url + "/v1/chat/completions", json=keep_out,
-                          headers={"Authorization": f"Bearer {ALICE}", "Cache-Control": "no-store"})
+    keep_out = {
+        "model": "m",
+        "temperature": 0,
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "do not keep this"}],
+    }
+    no_store = httpx.post(
+        gw.url + "/v1/chat/completions",
+        json=keep_out,
+        headers={"Authorization": f"Bearer {ALICE}", "Cache-Control": "no-store"},
+    )
     assert no_store.headers["x-llmfleet-cache"] == "skip"
-    after = httpx.post(gw.url + "/v1/chat/completions", json=keep_out, headers={"Authorization": f"Bearer {ALICE}"})
+    after = httpx.post(
+        gw.url + "/v1/chat/completions", json=keep_out, headers={"Authorization": f"Bearer {ALICE}"}
+    )
     assert after.headers["x-llmfleet-cache"] == "miss"  # nothing was stored
 
 
 def test_cut_stream_is_not_cached(gw) -> None:
-    body = {"model": "m", "temperature": 0, "max_tokens": 400, "stream": True,
-            "messages": [{"role": "user", "content": "a long streamed answer that the client abandons"}]}
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {ALICE}"}) as r:
+    body = {
+        "model": "m",
+        "temperature": 0,
+        "max_tokens": 400,
+        "stream": True,
+        "messages": [{"role": "user", "content": "a long streamed answer that the client abandons"}],
+    }
+    with httpx.stream(
+        "POST", gw.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {ALICE}"}
+    ) as r:
         for chunk in r.iter_raw():
             if b"data: " in chunk:
                 break
     time.sleep(0.3)
-    r = httpx.post(gw.url + "/v1/chat/completions", json={**body, "stream": False}, headers={"Authorization": f"Bearer {ALICE}"})
+    r = httpx.post(
+        gw.url + "/v1/chat/completions",
+        json={**body, "stream": False},
+        headers={"Authorization": f"Bearer {ALICE}"},
+    )
     assert r.headers["x-llmfleet-cache"] == "miss"
 
 
@@ -153,8 +205,14 @@ def test_streamed_replay_parses_with_the_openai_client(gw) -> None:
     msgs = [{"role": "user", "content": "Stream me a cached answer about KV caches"}]
     live = client.chat.completions.create(model="m", messages=msgs, temperature=0, max_tokens=20, stream=True)
     live_text = "".join(c.choices[0].delta.content or "" for c in live if c.choices)
-    raw = client.chat.completions.with_raw_response.create(model="m", messages=msgs, temperature=0, max_tokens=20,
-                                                             stream=True, stream_options={"include_usage": True})
+    raw = client.chat.completions.with_raw_response.create(
+        model="m",
+        messages=msgs,
+        temperature=0,
+        max_tokens=20,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     assert raw.headers["x-llmfleet-cache"] == "exact"
     chunks = list(raw.parse())
     replay_text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -173,7 +231,9 @@ def test_corrupt_entry_is_dropped_not_served(gw, rds) -> None:
         r.set(k, b"\x00not json")
     again = ask(gw, "corruption check")
     assert again.status_code == 200 and again.headers["x-llmfleet-cache"] in ("miss", "semantic")
-    assert again.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
+    assert (
+        again.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
+    )
 
 
 def test_killed_redis_costs_no_failed_request(eng) -> None:
@@ -191,8 +251,6 @@ def test_killed_redis_costs_no_failed_request(eng) -> None:
     finally:
         s.stop()
         own.kill()
-
-
 
 
 class VllmShapes:
@@ -222,8 +280,14 @@ class VllmShapes:
             self.hits[key] = self.hits.get(key, 0) + 1
             stream, data = shapes[key]
             if body.get("stream") != stream:
-                data = vllm_stream(["A whole answer."], "length") if body.get("stream") else vllm_whole("x", "length")
-            return web.Response(body=data, content_type="text/event-stream" if body.get("stream") else "application/json")
+                data = (
+                    vllm_stream(["A whole answer."], "length")
+                    if body.get("stream")
+                    else vllm_whole("x", "length")
+                )
+            return web.Response(
+                body=data, content_type="text/event-stream" if body.get("stream") else "application/json"
+            )
 
         app = web.Application()
         app.router.add_post("/v1/chat/completions", complete)
@@ -253,6 +317,7 @@ def test_vllm_shaped_aborts_errors_and_empty_answers_leave_the_cache_empty(rds) 
     shapes = VllmShapes()
     s = gateway(cache_config(shapes, rds), {"alice": ALICE})
     r = redis.Redis(port=rds.port)
+
     def entries() -> set[bytes]:
         return set(r.scan_iter("llmfleet:exact:*")) | set(r.scan_iter("llmfleet:sem*"))
 
@@ -268,7 +333,10 @@ def test_vllm_shaped_aborts_errors_and_empty_answers_leave_the_cache_empty(rds) 
                 assert got.headers.get("x-llmfleet-cache") in (None, "miss") and shapes.hits[key] > hits
         assert entries() == before  # not one entry, exact or semantic
         ok = ask(s, "whole", system="vllm shapes")
-        assert ok.status_code == 200 and ask(s, "whole", system="vllm shapes").headers["x-llmfleet-cache"] == "exact"
+        assert (
+            ok.status_code == 200
+            and ask(s, "whole", system="vllm shapes").headers["x-llmfleet-cache"] == "exact"
+        )
         text = httpx.get(s.url + "/metrics").text
         assert metric(text, "llmfleet_gateway_upstream_errors_total", kind="error_event") >= 2
     finally:

@@ -15,9 +15,13 @@ SELECTOR = "kubernetes.io/service-name=demo-engine"
 
 def endpoint_slice(namespace: str, endpoints: list[tuple[str, dict[str, bool]]]) -> dict:
     return {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "demo-engine-abc", "namespace": namespace,
-                     "labels": {"kubernetes.io/service-name": "demo-engine"}},
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "demo-engine-abc",
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": "demo-engine"},
+        },
         "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
         "endpoints": [{"addresses": [addr], "conditions": cond} for addr, cond in endpoints],
@@ -44,7 +48,9 @@ async def until(check, what: str, timeout: float = 30.0) -> None:
 def test_endpoints_follow_a_watch_and_an_idle_fleet_costs_no_lists(cluster, namespace) -> None:
     ready = {"ready": True, "serving": True, "terminating": False}
     draining = {"ready": False, "serving": True, "terminating": True}
-    assert cluster.apply(endpoint_slice(namespace, [("10.0.0.1", ready), ("10.0.0.2", ready)])).returncode == 0
+    assert (
+        cluster.apply(endpoint_slice(namespace, [("10.0.0.1", ready), ("10.0.0.2", ready)])).returncode == 0
+    )
     router = Router()
     seen: list[list[str]] = []
 
@@ -60,13 +66,21 @@ def test_endpoints_follow_a_watch_and_an_idle_fleet_costs_no_lists(cluster, name
             await asyncio.sleep(6)
             assert kube.lists == 1 and len(seen) == 1, (kube.lists, seen)
             # A draining endpoint (still serving its in-flight requests) gets no new ones; a new replica joins.
-            await asyncio.to_thread(cluster.apply, endpoint_slice(
-                namespace, [("10.0.0.1", draining), ("10.0.0.2", ready), ("10.0.0.3", {"ready": True})]))
-            await until(lambda: watcher.current == ["http://10.0.0.2:8000", "http://10.0.0.3:8000"],
-                        "the draining endpoint to leave and the new one to join")
+            await asyncio.to_thread(
+                cluster.apply,
+                endpoint_slice(
+                    namespace, [("10.0.0.1", draining), ("10.0.0.2", ready), ("10.0.0.3", {"ready": True})]
+                ),
+            )
+            await until(
+                lambda: watcher.current == ["http://10.0.0.2:8000", "http://10.0.0.3:8000"],
+                "the draining endpoint to leave and the new one to join",
+            )
             assert sorted(router.endpoints) == watcher.current
             # The slice is deleted (the Service went away): no endpoints, not the last known ones.
-            await asyncio.to_thread(cluster.kubectl, "delete", "endpointslice", "demo-engine-abc", "-n", namespace)
+            await asyncio.to_thread(
+                cluster.kubectl, "delete", "endpointslice", "demo-engine-abc", "-n", namespace
+            )
             await until(lambda: watcher.current == [], "the deleted slice's endpoints to go")
         finally:
             await watcher.stop()
@@ -81,8 +95,9 @@ def test_a_gateway_that_starts_before_its_engines_picks_them_up(cluster, namespa
     router = Router()
 
     async def run() -> None:
-        watcher = EndpointSliceWatcher(KubeClient(load_config(str(cluster.kubeconfig))), namespace, SELECTOR, 8000,
-                                       router, backoff=0.2)
+        watcher = EndpointSliceWatcher(
+            KubeClient(load_config(str(cluster.kubeconfig))), namespace, SELECTOR, 8000, router, backoff=0.2
+        )
         await watcher.start()
         try:
             assert watcher.current == [] and watcher.synced.is_set()

@@ -51,13 +51,18 @@ def config(servers, **over) -> dict:
 
 @pytest.fixture(scope="module")
 def gw(engines):
-    s = gateway(config(engines), {"alice": KEY, "bob": "sha256:" + __import__("hashlib").sha256(b"sk-bob").hexdigest()})
+    s = gateway(
+        config(engines),
+        {"alice": KEY, "bob": "sha256:" + __import__("hashlib").sha256(b"sk-bob").hexdigest()},
+    )
     yield s
     s.stop()
 
 
 def test_non_streaming_and_models(gw) -> None:
-    r = httpx.post(gw.url + "/v1/chat/completions", json=chat(), headers={**AUTH, "X-Data-Sensitivity": "sensitive"})
+    r = httpx.post(
+        gw.url + "/v1/chat/completions", json=chat(), headers={**AUTH, "X-Data-Sensitivity": "sensitive"}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["choices"][0]["message"]["content"] and body["usage"]["completion_tokens"] == 8
@@ -65,8 +70,11 @@ def test_non_streaming_and_models(gw) -> None:
     assert r.headers["x-ratelimit-limit-requests"] == "1000"
     models = httpx.get(gw.url + "/v1/models", headers=AUTH).json()
     assert models["data"][0]["id"] == "m"
-    bob = httpx.post(gw.url + "/v1/completions", json={"model": "m", "prompt": "x", "max_tokens": 2},
-                     headers={"Authorization": "Bearer sk-bob", "X-Data-Sensitivity": "sensitive"})
+    bob = httpx.post(
+        gw.url + "/v1/completions",
+        json={"model": "m", "prompt": "x", "max_tokens": 2},
+        headers={"Authorization": "Bearer sk-bob", "X-Data-Sensitivity": "sensitive"},
+    )
     assert bob.status_code == 200 and bob.json()["choices"][0]["text"]
 
 
@@ -75,7 +83,9 @@ def test_streamed_tokens_arrive_incrementally(engines) -> None:
     s = gateway(config(engines, engines={"static": [slow.url]}, external={"use": "never"}), {"alice": KEY})
     try:
         arrivals = []
-        with httpx.stream("POST", s.url + "/v1/chat/completions", json=chat(stream=True, max_tokens=40), headers=AUTH) as r:
+        with httpx.stream(
+            "POST", s.url + "/v1/chat/completions", json=chat(stream=True, max_tokens=40), headers=AUTH
+        ) as r:
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
             for chunk in r.iter_raw():
                 arrivals.append((time.perf_counter(), chunk.count(b"data: ")))
@@ -91,10 +101,14 @@ def test_streamed_tokens_arrive_incrementally(engines) -> None:
 
 def engine_aborted_one(url: str, within: float = 10) -> bool:
     """Whether the engine counts an aborted request and runs none any more, polling up to `within` seconds."""
+
     def aborted() -> bool:
         m = httpx.get(url + "/metrics").text
-        return metric(m, "vllm:request_success_total", finished_reason="abort") >= 1 and \
-            metric(m, "vllm:num_requests_running") == 0
+        return (
+            metric(m, "vllm:request_success_total", finished_reason="abort") >= 1
+            and metric(m, "vllm:num_requests_running") == 0
+        )
+
     deadline = time.monotonic() + within
     while not aborted() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -105,7 +119,9 @@ def test_client_disconnect_aborts_the_upstream_request(engines) -> None:
     slow = engine("m", 1.0)
     s = gateway(config(engines, engines={"static": [slow.url]}, external={"use": "never"}), {"alice": KEY})
     try:
-        with httpx.stream("POST", s.url + "/v1/chat/completions", json=chat(stream=True, max_tokens=4000), headers=AUTH) as r:
+        with httpx.stream(
+            "POST", s.url + "/v1/chat/completions", json=chat(stream=True, max_tokens=4000), headers=AUTH
+        ) as r:
             for chunk in r.iter_raw():
                 if b"data: " in chunk:
                     break  # leave after the first token
@@ -143,7 +159,9 @@ def test_client_leaving_a_non_streaming_request_aborts_it_before_any_answer(engi
 
 
 def test_error_bodies_and_headers(engines) -> None:
-    s = gateway(config(engines, limits={"requestsPerMinute": 3, "tokensPerMinute": 1_000_000}), {"alice": KEY})
+    s = gateway(
+        config(engines, limits={"requestsPerMinute": 3, "tokensPerMinute": 1_000_000}), {"alice": KEY}
+    )
     try:
         url = s.url + "/v1/chat/completions"
         r = httpx.post(url, json=chat())
@@ -156,7 +174,10 @@ def test_error_bodies_and_headers(engines) -> None:
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
         r = httpx.post(url, json=chat("x" * 70000), headers=AUTH)
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
-        codes = [httpx.post(url, json=chat(), headers={**AUTH, "X-Data-Sensitivity": "sensitive"}) for _ in range(4)]
+        codes = [
+            httpx.post(url, json=chat(), headers={**AUTH, "X-Data-Sensitivity": "sensitive"})
+            for _ in range(4)
+        ]
         assert [c.status_code for c in codes[:3]] == [200, 200, 200]
         limited = codes[3]
         assert limited.status_code == 429
@@ -170,17 +191,30 @@ def test_error_bodies_and_headers(engines) -> None:
 
 def test_forbidden_fields_are_stripped_and_client_key_not_forwarded(engines, gw) -> None:
     # api_base would redirect traffic in some proxies; here it is dropped and the request served as usual.
-    r = httpx.post(gw.url + "/v1/chat/completions", headers={**AUTH, "X-Data-Sensitivity": "sensitive"},
-                   json={**chat(), "api_base": "http://evil.invalid", "base_url": "http://evil.invalid"})
+    r = httpx.post(
+        gw.url + "/v1/chat/completions",
+        headers={**AUTH, "X-Data-Sensitivity": "sensitive"},
+        json={**chat(), "api_base": "http://evil.invalid", "base_url": "http://evil.invalid"},
+    )
     assert r.status_code == 200
 
 
 PII = st.one_of(
     st.emails(),
     st.sampled_from(["4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005", "6011111111111117"]),
-    st.builds(lambda a, b, c: f"{a:03d}-{b:02d}-{c:04d}", st.integers(100, 665), st.integers(1, 99), st.integers(1, 9999)),
-    st.builds(lambda s: "sk-" + s, st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789", min_size=20, max_size=40)),
-    st.builds(lambda s: "AKIA" + s, st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=16, max_size=16)),
+    st.builds(
+        lambda a, b, c: f"{a:03d}-{b:02d}-{c:04d}",
+        st.integers(100, 665),
+        st.integers(1, 99),
+        st.integers(1, 9999),
+    ),
+    st.builds(
+        lambda s: "sk-" + s,
+        st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123456789", min_size=20, max_size=40),
+    ),
+    st.builds(
+        lambda s: "AKIA" + s, st.text("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=16, max_size=16)
+    ),
 )
 
 
@@ -198,8 +232,14 @@ def test_sensitive_prompts_never_reach_the_external_provider(engines, gw, pii, b
 
 def test_general_traffic_goes_external_and_sensitive_fails_closed_without_engines(engines) -> None:
     ext = engines[2]
-    s = gateway(config(engines, engines={"static": ["http://127.0.0.1:9"]},
-                       external={"use": "overflow", "baseURL": ext.url + "/v1", "model": "gpt-ext"}), {"alice": KEY})
+    s = gateway(
+        config(
+            engines,
+            engines={"static": ["http://127.0.0.1:9"]},
+            external={"use": "overflow", "baseURL": ext.url + "/v1", "model": "gpt-ext"},
+        ),
+        {"alice": KEY},
+    )
     try:
         url = s.url + "/v1/chat/completions"
         r = httpx.post(url, json=chat("what is the capital of France?"), headers=AUTH)
@@ -215,8 +255,15 @@ def test_general_traffic_goes_external_and_sensitive_fails_closed_without_engine
 
 def test_engine_killed_mid_load_loses_no_request_that_had_not_started_streaming() -> None:
     a, b = engine("m", 2.0), engine("m", 2.0)
-    s = gateway({"model": "m", "engines": {"static": [a.url, b.url]}, "routing": "least-outstanding",
-                 "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0}}, None)
+    s = gateway(
+        {
+            "model": "m",
+            "engines": {"static": [a.url, b.url]},
+            "routing": "least-outstanding",
+            "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0},
+        },
+        None,
+    )
     results: list[tuple[bool, int, bool, bool]] = []  # (stream, status, complete, got_bytes_before_kill)
     killed_at: list[float] = []
 
@@ -231,13 +278,21 @@ def test_engine_killed_mid_load_loses_no_request_that_had_not_started_streaming(
                     async for chunk in r.aiter_raw():
                         got_first = got_first or time.perf_counter()
                         data += chunk
-                    results.append((True, r.status_code, data.rstrip().endswith(b"[DONE]"),
-                                    bool(killed_at) and got_first is not None and got_first < killed_at[0]))
+                    results.append(
+                        (
+                            True,
+                            r.status_code,
+                            data.rstrip().endswith(b"[DONE]"),
+                            bool(killed_at) and got_first is not None and got_first < killed_at[0],
+                        )
+                    )
             else:
                 r = await client.post(s.url + "/v1/chat/completions", json=body)
                 results.append((False, r.status_code, r.status_code == 200 and "choices" in r.json(), False))
         except httpx.HTTPError:
-            results.append((stream, 0, False, bool(killed_at) and got_first is not None and got_first < killed_at[0]))
+            results.append(
+                (stream, 0, False, bool(killed_at) and got_first is not None and got_first < killed_at[0])
+            )
 
     async def load() -> None:
         async with httpx.AsyncClient(timeout=60) as client:
@@ -262,12 +317,25 @@ def test_replicas_that_refuse_connections_do_not_use_up_the_attempts() -> None:
     """Three replicas listed but not listening (pods ready before their process, or gone) sort, and so are
     picked, before the one that serves: a refused connection sent nothing, so the request still gets there."""
     live = engine("m", 50.0)
-    dead = ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]  # nothing listens below 1024 here
-    s = gateway({"model": "m", "engines": {"static": [*dead, live.url]}, "routing": "least-outstanding",
-                 "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0}}, None)
+    dead = [
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        "http://127.0.0.1:3",
+    ]  # nothing listens below 1024 here
+    s = gateway(
+        {
+            "model": "m",
+            "engines": {"static": [*dead, live.url]},
+            "routing": "least-outstanding",
+            "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0},
+        },
+        None,
+    )
     try:
         r = httpx.post(s.url + "/v1/chat/completions", json=chat(), timeout=30)
-        refused = metric(httpx.get(s.url + "/metrics").text, "llmfleet_gateway_upstream_errors_total", kind="refused")
+        refused = metric(
+            httpx.get(s.url + "/metrics").text, "llmfleet_gateway_upstream_errors_total", kind="refused"
+        )
     finally:
         s.stop()
         live.stop()
@@ -280,14 +348,23 @@ def test_token_accounting_is_the_engines_own_usage_and_the_client_gets_what_it_a
     """With --stream-interval 4 a frame carries up to four tokens: counting frames was off by 3x. The gateway asks
     vLLM for its usage chunk, counts exactly that, and strips it when the client did not ask for it."""
     e = engine("m", 50.0, "--stream-interval", "4")
-    s = gateway({"model": "m", "engines": {"static": [e.url]}, "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0}},
-                None)
+    s = gateway(
+        {
+            "model": "m",
+            "engines": {"static": [e.url]},
+            "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0},
+        },
+        None,
+    )
     try:
         extra = {"stream_options": {"include_usage": True}} if asked else {}
         events = []
         for i in range(3):
-            with httpx.stream("POST", s.url + "/v1/chat/completions", json=chat(f"usage {i}", stream=True,
-                                                                                 max_tokens=37, **extra)) as r:
+            with httpx.stream(
+                "POST",
+                s.url + "/v1/chat/completions",
+                json=chat(f"usage {i}", stream=True, max_tokens=37, **extra),
+            ) as r:
                 events += [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
         whole = httpx.post(s.url + "/v1/chat/completions", json=chat("usage whole", max_tokens=11)).json()
         gw_metrics, engine_metrics = httpx.get(s.url + "/metrics").text, httpx.get(e.url + "/metrics").text
@@ -314,23 +391,43 @@ def test_an_engine_at_its_admission_limit_answers_503_and_the_gateway_moves_on_w
     b = engine("m", 20.0)
     full = engine("m", 20.0, "--max-num-queued-reqs", "0")  # refuses everything: its queue never has room
     try:
+
         async def burst(url: str, n: int) -> list[httpx.Response]:
             async with httpx.AsyncClient(timeout=60) as c:
-                return await asyncio.gather(*[c.post(url + "/v1/chat/completions", json=chat(f"q{i}", max_tokens=30))
-                                              for i in range(n)])
+                return await asyncio.gather(
+                    *[
+                        c.post(url + "/v1/chat/completions", json=chat(f"q{i}", max_tokens=30))
+                        for i in range(n)
+                    ]
+                )
 
         direct = [r for r in asyncio.run(burst(a.url, 6)) if r.status_code == 503]
         assert direct and direct[0].json()["error"] == {
             "message": "The engine is currently busy and cannot accept new requests. Please try again later or on a "
-                       "different instance.", "type": "Service Unavailable", "param": None, "code": 503}
-        s = gateway({"model": "m", "engines": {"static": [full.url, b.url]}, "routing": "least-outstanding",
-                     "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0}}, None)
+            "different instance.",
+            "type": "Service Unavailable",
+            "param": None,
+            "code": 503,
+        }
+        s = gateway(
+            {
+                "model": "m",
+                "engines": {"static": [full.url, b.url]},
+                "routing": "least-outstanding",
+                "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0},
+            },
+            None,
+        )
         try:
             statuses = []
             for i in range(6):
-                statuses.append(httpx.post(s.url + "/v1/chat/completions", json=chat(f"r{i}"), timeout=30).status_code)
+                statuses.append(
+                    httpx.post(s.url + "/v1/chat/completions", json=chat(f"r{i}"), timeout=30).status_code
+                )
                 time.sleep(0.45)  # longer than the back-offs so far (50, 100, 200, 400 ms)
-            gw_503 = metric(httpx.get(s.url + "/metrics").text, "llmfleet_gateway_upstream_errors_total", kind="http_503")
+            gw_503 = metric(
+                httpx.get(s.url + "/metrics").text, "llmfleet_gateway_upstream_errors_total", kind="http_503"
+            )
         finally:
             s.stop()
         refusals = metric(httpx.get(full.url + "/metrics").text, "vllm:admission_rejections_total")
@@ -346,15 +443,23 @@ def test_engine_sim_clamps_max_tokens_to_the_context_as_vllm_does() -> None:
     longer than the context is a 400."""
     e = engine("m", 200.0, "--max-model-len", "300")
     try:
-        r = httpx.post(e.url + "/v1/completions", json={"model": "m", "prompt": "x" * 400, "max_tokens": 5000},
-                       timeout=30)
+        r = httpx.post(
+            e.url + "/v1/completions",
+            json={"model": "m", "prompt": "x" * 400, "max_tokens": 5000},
+            timeout=30,
+        )
         long = httpx.post(e.url + "/v1/completions", json={"model": "m", "prompt": "x" * 1600}, timeout=30)
     finally:
         e.stop()
-    assert r.status_code == 200 and r.json()["usage"] == {"prompt_tokens": 100, "completion_tokens": 200,
-                                                          "total_tokens": 300}
+    assert r.status_code == 200 and r.json()["usage"] == {
+        "prompt_tokens": 100,
+        "completion_tokens": 200,
+        "total_tokens": 300,
+    }
     assert long.status_code == 400 and long.json()["error"]["code"] == 400
-    assert long.json()["error"]["message"] == "Input length (400) exceeds model's maximum context length (300)."
+    assert (
+        long.json()["error"]["message"] == "Input length (400) exceeds model's maximum context length (300)."
+    )
 
 
 def test_engine_sim_metrics_move_with_load() -> None:
@@ -377,15 +482,22 @@ def test_engine_sim_metrics_move_with_load() -> None:
             async with httpx.AsyncClient(timeout=60) as c:
                 # One request first, so its prompt's blocks are cached before the burst that shares them.
                 await c.post(e.url + "/v1/chat/completions", json=chat("q" * 400, max_tokens=30))
-                await asyncio.gather(*[c.post(e.url + "/v1/chat/completions", json=chat("q" * 400, max_tokens=30))
-                                       for _ in range(16)])
+                await asyncio.gather(
+                    *[
+                        c.post(e.url + "/v1/chat/completions", json=chat("q" * 400, max_tokens=30))
+                        for _ in range(16)
+                    ]
+                )
 
         asyncio.run(load())
         stop.set()
         t.join()
         after = httpx.get(e.url + "/metrics").text
         assert max(running_seen) >= 2
-        assert metric(after, "vllm:generation_tokens_total") - metric(before, "vllm:generation_tokens_total") == 17 * 30
+        assert (
+            metric(after, "vllm:generation_tokens_total") - metric(before, "vllm:generation_tokens_total")
+            == 17 * 30
+        )
         assert metric(after, "vllm:prompt_tokens_total") > metric(before, "vllm:prompt_tokens_total")
         assert metric(after, "vllm:time_to_first_token_seconds_count") == 17
         assert metric(after, "vllm:prefix_cache_hits_total") > 0  # the burst reuses the first prompt's prefix
@@ -410,7 +522,9 @@ def test_engine_sim_sigterm_drains_or_aborts_like_vllm(timeout: int) -> None:
     e.proc.send_signal(signal.SIGTERM)
     time.sleep(0.1)
     late = httpx.post(e.url + "/v1/chat/completions", json=chat(max_tokens=5), timeout=10)
-    with httpx.stream("POST", e.url + "/v1/chat/completions", json=chat(max_tokens=5, stream=True), timeout=10) as r:
+    with httpx.stream(
+        "POST", e.url + "/v1/chat/completions", json=chat(max_tokens=5, stream=True), timeout=10
+    ) as r:
         events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
     t.join()
     code = e.stop(signal.SIGTERM)
@@ -421,7 +535,9 @@ def test_engine_sim_sigterm_drains_or_aborts_like_vllm(timeout: int) -> None:
     assert events[-1]["choices"][0]["finish_reason"] == "abort"
     answer = out[0].json()
     if timeout:
-        assert answer["choices"][0]["finish_reason"] == "length" and answer["usage"]["completion_tokens"] == 100
+        assert (
+            answer["choices"][0]["finish_reason"] == "length" and answer["usage"]["completion_tokens"] == 100
+        )
     else:
         assert answer["choices"][0]["finish_reason"] == "abort" and answer["usage"]["completion_tokens"] < 100
 
@@ -459,18 +575,29 @@ def test_an_engine_shutting_down_under_load_loses_nothing_that_had_not_started(t
     ones it turned away (finish_reason "abort": a second wave sent after the signal) retried on the other. Aborting (0): requests whose text had
     not reached the client are retried; streams under way end with an SSE error event, never a clean end."""
     a, b = engine("m", 2.0, "--shutdown-timeout", str(timeout)), engine("m", 2.0)
-    s = gateway({"model": "m", "engines": {"static": [a.url, b.url]}, "routing": "least-outstanding",
-                 "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0}}, None)
+    s = gateway(
+        {
+            "model": "m",
+            "engines": {"static": [a.url, b.url]},
+            "routing": "least-outstanding",
+            "limits": {"requestsPerMinute": 0, "tokensPerMinute": 0},
+        },
+        None,
+    )
     try:
         results = load_through(s.url, 40, 60, lambda: a.proc.send_signal(signal.SIGTERM))
-        retried = metric(httpx.get(s.url + "/metrics").text, "llmfleet_gateway_upstream_errors_total", kind="abort")
+        retried = metric(
+            httpx.get(s.url + "/metrics").text, "llmfleet_gateway_upstream_errors_total", kind="abort"
+        )
     finally:
         s.stop()
         a.stop()
         b.stop()
     assert len(results) == 80
     whole = [(st, code, body) for st, code, body in results if not st]
-    assert all(code == 200 and json.loads(body)["choices"][0]["finish_reason"] == "length" for _, code, body in whole)
+    assert all(
+        code == 200 and json.loads(body)["choices"][0]["finish_reason"] == "length" for _, code, body in whole
+    )
     streams = [body for st, _, body in results if st]
     clean = [x for x in streams if x.rstrip().endswith(b"data: [DONE]") and b'"finish_reason":"length"' in x]
     cut = [x for x in streams if x not in clean]
@@ -485,8 +612,11 @@ def test_an_engine_shutting_down_under_load_loses_nothing_that_had_not_started(t
 def test_gateway_access_log_has_no_prompt_text(engines) -> None:
     s = gateway(config(engines), {"alice": KEY})
     try:
-        httpx.post(s.url + "/v1/chat/completions", json=chat("TOP-SECRET-PROMPT-TEXT"),
-                   headers={**AUTH, "X-Data-Sensitivity": "sensitive"})
+        httpx.post(
+            s.url + "/v1/chat/completions",
+            json=chat("TOP-SECRET-PROMPT-TEXT"),
+            headers={**AUTH, "X-Data-Sensitivity": "sensitive"},
+        )
         metrics = httpx.get(s.url + "/metrics").text
         assert metric(metrics, "llmfleet_gateway_requests_total", route="self-hosted", status="200") == 1
     finally:

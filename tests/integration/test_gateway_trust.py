@@ -28,9 +28,18 @@ KEY = "sk-test-alice-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 GENERAL = {**AUTH, "X-Data-Sensitivity": "general"}
 
-CHAT_JSON = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "ext", "choices": [
-    {"index": 0, "message": {"role": "assistant", "content": "external"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+CHAT_JSON = json.dumps(
+    {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "ext",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "external"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+).encode()
 
 
 class RawServer:
@@ -78,7 +87,10 @@ class RawServer:
 
 
 def _json_answer(body: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b" % (len(CHAT_JSON), CHAT_JSON)
+    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%b" % (
+        len(CHAT_JSON),
+        CHAT_JSON,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +109,8 @@ def eng():
 
 def _config(engine_url: str, provider_url: str, **over) -> dict:
     cfg = {
-        "model": "m", "engines": {"static": [engine_url]},
+        "model": "m",
+        "engines": {"static": [engine_url]},
         "limits": {"requestsPerMinute": 100_000, "tokensPerMinute": 100_000_000},
         "external": {"use": "general", "baseURL": provider_url + "/v1", "model": "ext"},
         "sensitivity": {"default": "general", "keyPolicy": {"pinned": "sensitive"}},
@@ -118,8 +131,11 @@ def gw(eng, provider):
 def test_general_traffic_does_reach_the_recording_provider(gw, provider) -> None:
     """The property below is only meaningful if general traffic does go out."""
     before = len(provider.bodies)
-    r = httpx.post(gw.url + "/v1/chat/completions", headers=GENERAL,
-                   json={"model": "m", "messages": [{"role": "user", "content": "what is 2+2?"}], "max_tokens": 4})
+    r = httpx.post(
+        gw.url + "/v1/chat/completions",
+        headers=GENERAL,
+        json={"model": "m", "messages": [{"role": "user", "content": "what is 2+2?"}], "max_tokens": 4},
+    )
     assert r.status_code == 200 and r.headers["x-llmfleet-route"] == "external"
     assert len(provider.bodies) == before + 1 and b"what is 2+2?" in provider.bodies[-1]
 
@@ -132,8 +148,11 @@ def post_case(base_url: str, body: dict) -> httpx.Response:
         return c.post(base_url + path, headers=GENERAL, content=json.dumps(body))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(case=request_with_sensitive_value())
 def test_no_sensitive_value_in_any_field_reaches_the_managed_api(gw, provider, case) -> None:
     body, value = case
@@ -144,31 +163,46 @@ def test_no_sensitive_value_in_any_field_reaches_the_managed_api(gw, provider, c
     assert not sent, (value, sent)
 
 
-@pytest.mark.parametrize("fields", [
-    [("X-Data-Sensitivity", "sensitive"), ("X-Data-Sensitivity", "general")],
-    [("X-Data-Sensitivity", "general"), ("X-Data-Sensitivity", "sensitive")],
-    [("X-Data-Sensitivity", "sensitive, general")],
-    [("X-Data-Sensitivity", "general, internal")],
-    [("X-Data-Sensitivity", "generall")],
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [("X-Data-Sensitivity", "sensitive"), ("X-Data-Sensitivity", "general")],
+        [("X-Data-Sensitivity", "general"), ("X-Data-Sensitivity", "sensitive")],
+        [("X-Data-Sensitivity", "sensitive, general")],
+        [("X-Data-Sensitivity", "general, internal")],
+        [("X-Data-Sensitivity", "generall")],
+    ],
+)
 def test_repeated_or_listed_sensitivity_values_fail_closed(gw, provider, fields) -> None:
     before = len(provider.bodies)
-    r = httpx.post(gw.url + "/v1/chat/completions", headers=[("Authorization", f"Bearer {KEY}"), *fields],
-                   json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    r = httpx.post(
+        gw.url + "/v1/chat/completions",
+        headers=[("Authorization", f"Bearer {KEY}"), *fields],
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
     assert r.status_code == 200 and r.headers["x-llmfleet-route"] == "self-hosted"
     assert len(provider.bodies) == before
 
 
 def test_a_trailer_cannot_relabel_a_request_or_authenticate(gw, provider) -> None:
-    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
+    body = json.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    ).encode()
     before = len(provider.bodies)
     with socket.create_connection(("127.0.0.1", gw.port)) as s:
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
-                  b"\r\nX-Data-Sensitivity: sensitive\r\nTransfer-Encoding: chunked\r\nTrailer: X-Data-Sensitivity\r\n\r\n"
-                  + b"%x\r\n%b\r\n0\r\nX-Data-Sensitivity: general\r\n\r\n" % (len(body), body))
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + KEY.encode()
+            + b"\r\nX-Data-Sensitivity: sensitive\r\nTransfer-Encoding: chunked\r\nTrailer: X-Data-Sensitivity\r\n\r\n"
+            + b"%x\r\n%b\r\n0\r\nX-Data-Sensitivity: general\r\n\r\n" % (len(body), body)
+        )
         assert b"x-llmfleet-route: self-hosted" in _read_head(s)
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  + b"%x\r\n%b\r\n0\r\nAuthorization: Bearer " % (len(body), body) + KEY.encode() + b"\r\n\r\n")
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%b\r\n0\r\nAuthorization: Bearer " % (len(body), body)
+            + KEY.encode()
+            + b"\r\n\r\n"
+        )
         assert _read_head(s).startswith(b"HTTP/1.1 401")
     assert len(provider.bodies) == before
 
@@ -182,7 +216,14 @@ def _read_head(s: socket.socket) -> bytes:
             break
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0)
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        ),
+        0,
+    )
     while len(rest) < length:
         rest += s.recv(65536)
     return head
@@ -190,28 +231,39 @@ def _read_head(s: socket.socket) -> bytes:
 
 def test_a_key_pinned_to_sensitive_never_goes_out(gw, provider) -> None:
     before = len(provider.bodies)
-    r = httpx.post(gw.url + "/v1/chat/completions",
-                   headers={"Authorization": "Bearer sk-pinned-0123456789", "X-Data-Sensitivity": "general"},
-                   json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    r = httpx.post(
+        gw.url + "/v1/chat/completions",
+        headers={"Authorization": "Bearer sk-pinned-0123456789", "X-Data-Sensitivity": "general"},
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
     assert r.status_code == 200 and r.headers["x-llmfleet-route"] == "self-hosted"
     assert len(provider.bodies) == before
 
 
 def test_two_authorization_headers_are_refused(gw) -> None:
-    r = httpx.post(gw.url + "/v1/chat/completions",
-                   headers=[("Authorization", "Bearer nope"), ("Authorization", f"Bearer {KEY}")],
-                   json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    r = httpx.post(
+        gw.url + "/v1/chat/completions",
+        headers=[("Authorization", "Bearer nope"), ("Authorization", f"Bearer {KEY}")],
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "duplicate_authorization"
 
 
 def test_a_throttled_key_is_refused_before_its_body_is_scanned(eng, provider) -> None:
-    s = gateway(_config(eng.url, provider.url, limits={"requestsPerMinute": 1, "tokensPerMinute": 100_000}),
-                {"alice": KEY})
+    s = gateway(
+        _config(eng.url, provider.url, limits={"requestsPerMinute": 1, "tokensPerMinute": 100_000}),
+        {"alice": KEY},
+    )
     try:
-        ok = httpx.post(s.url + "/v1/completions", headers=GENERAL, json={"model": "m", "prompt": "hi", "max_tokens": 2})
+        ok = httpx.post(
+            s.url + "/v1/completions", headers=GENERAL, json={"model": "m", "prompt": "hi", "max_tokens": 2}
+        )
         assert ok.status_code == 200
-        r = httpx.post(s.url + "/v1/completions", headers=GENERAL,
-                       json={"model": "m", "prompt": "a" * 500_000 + "@", "max_tokens": 2})
+        r = httpx.post(
+            s.url + "/v1/completions",
+            headers=GENERAL,
+            json={"model": "m", "prompt": "a" * 500_000 + "@", "max_tokens": 2},
+        )
         assert r.status_code == 429
         log = _access_log(s, 2)
         assert log[-1]["status"] == 429 and log[-1]["why"] == ""  # refused before classification
@@ -230,30 +282,70 @@ def test_an_empty_keys_source_refuses_to_start(how: str, provider) -> None:
         (d / "keys").write_text("# no keys yet\n")
         cfg["auth"] = {"keysFile": str(d / "keys")}
     (d / "gw.json").write_text(json.dumps(cfg))
-    p = subprocess.run([sys.executable, "-m", "llmfleet", "gateway", "--config", str(d / "gw.json"), "--port",
-                        str(free_port())], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmfleet",
+            "gateway",
+            "--config",
+            str(d / "gw.json"),
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2 and "holds no key" in p.stderr
 
 
 def test_an_unknown_config_key_refuses_to_start(provider) -> None:
     d = Path(tempfile.mkdtemp(prefix="llmfleet-cfg-"))
     (d / "gw.json").write_text(json.dumps({"model": "m", "sensitivty": {"default": "general"}}))
-    p = subprocess.run([sys.executable, "-m", "llmfleet", "gateway", "--config", str(d / "gw.json"), "--port",
-                        str(free_port())], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmfleet",
+            "gateway",
+            "--config",
+            str(d / "gw.json"),
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2 and "sensitivty" in p.stderr
 
 
 def test_a_client_that_drops_a_stream_is_charged_what_was_generated(eng, provider) -> None:
     slow = engine("m", 2.0)  # ~15 tokens a second: a stream the client can leave half-way
     key = "sk-carol-0123456789"
-    s = gateway(_config(slow.url, provider.url, external={"use": "never"},
-                        limits={"requestsPerMinute": 1000, "tokensPerMinute": 100_000}), {"carol": key})
+    s = gateway(
+        _config(
+            slow.url,
+            provider.url,
+            external={"use": "never"},
+            limits={"requestsPerMinute": 1000, "tokensPerMinute": 100_000},
+        ),
+        {"carol": key},
+    )
     try:
         auth = {"Authorization": f"Bearer {key}"}
-        req = {"model": "m", "messages": [{"role": "user", "content": "tell me a long story"}], "max_tokens": 200,
-               "stream": True}
+        req = {
+            "model": "m",
+            "messages": [{"role": "user", "content": "tell me a long story"}],
+            "max_tokens": 200,
+            "stream": True,
+        }
         got = 0
-        with httpx.Client(timeout=60) as c, c.stream("POST", s.url + "/v1/chat/completions", headers=auth, json=req) as r:
+        with (
+            httpx.Client(timeout=60) as c,
+            c.stream("POST", s.url + "/v1/chat/completions", headers=auth, json=req) as r,
+        ):
             for line in r.iter_lines():
                 if line.startswith("data: {"):
                     got += 1
@@ -285,18 +377,24 @@ def _access_log(s, n: int) -> list[dict]:
 
 
 def _sse_cut(body: bytes) -> bytes:
-    return (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
-            b'data: {"choices":[{"index":0,"delta":{"content":"hel"}}]}\n\n'
-            b'data: {"choices":[{"index":0,"delta":{"content":"lo"}}]}\n\n')  # no [DONE]; the connection closes
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+        b'data: {"choices":[{"index":0,"delta":{"content":"hel"}}]}\n\n'
+        b'data: {"choices":[{"index":0,"delta":{"content":"lo"}}]}\n\n'
+    )  # no [DONE]; the connection closes
 
 
 def _json_cut(body: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n" + CHAT_JSON[:40]  # close-delimited, cut
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n" + CHAT_JSON[:40]
+    )  # close-delimited, cut
 
 
 def _chunked_cut(body: bytes) -> bytes:
-    return (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-            b'3a\r\ndata: {"choices":[{"index":0,"delta":{"content":"hel"}}]}\n\n\r\n')  # no last chunk
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        b'3a\r\ndata: {"choices":[{"index":0,"delta":{"content":"hel"}}]}\n\n\r\n'
+    )  # no last chunk
 
 
 @pytest.mark.parametrize("answer", [_sse_cut, _chunked_cut])
@@ -305,7 +403,10 @@ def test_a_cut_stream_ends_with_an_error_event(answer, provider) -> None:
     s = gateway(_config(fake.url, provider.url, external={"use": "never"}), {"alice": KEY})
     try:
         req = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "stream": True}
-        with httpx.Client(timeout=30) as c, c.stream("POST", s.url + "/v1/chat/completions", headers=AUTH, json=req) as r:
+        with (
+            httpx.Client(timeout=30) as c,
+            c.stream("POST", s.url + "/v1/chat/completions", headers=AUTH, json=req) as r,
+        ):
             events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
         assert events[0].startswith("{") and "[DONE]" not in events
         assert json.loads(events[-1])["error"]["code"] == "upstream_cut"
@@ -314,8 +415,9 @@ def test_a_cut_stream_ends_with_an_error_event(answer, provider) -> None:
 
         client = openai.OpenAI(base_url=s.url + "/v1", api_key=KEY, max_retries=0)
         with pytest.raises(openai.APIError):
-            for _ in client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
-                                                    max_tokens=5, stream=True):
+            for _ in client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], max_tokens=5, stream=True
+            ):
                 pass
     finally:
         s.stop()
@@ -326,8 +428,11 @@ def test_a_cut_close_delimited_answer_is_a_502_not_a_short_200(provider) -> None
     fake = RawServer(_json_cut)
     s = gateway(_config(fake.url, provider.url, external={"use": "never"}), {"alice": KEY})
     try:
-        r = httpx.post(s.url + "/v1/chat/completions", headers=AUTH,
-                       json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5})
+        r = httpx.post(
+            s.url + "/v1/chat/completions",
+            headers=AUTH,
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5},
+        )
         assert r.status_code in (502, 503) and "error" in r.json()
     finally:
         s.stop()
@@ -335,16 +440,22 @@ def test_a_cut_close_delimited_answer_is_a_502_not_a_short_200(provider) -> None
 
 
 def test_keys_are_compared_by_hash(gw) -> None:
-    bad = httpx.post(gw.url + "/v1/chat/completions", headers={"Authorization": "Bearer " + hashlib.sha256(KEY.encode()).hexdigest()},
-                     json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    bad = httpx.post(
+        gw.url + "/v1/chat/completions",
+        headers={"Authorization": "Bearer " + hashlib.sha256(KEY.encode()).hexdigest()},
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
     assert bad.status_code == 401
 
 
 def test_a_secret_in_the_request_id_header_keeps_the_request_in(gw, provider) -> None:
     """The client's X-Request-Id is forwarded to the provider: it is scanned like the body."""
     before = len(provider.bodies)
-    r = httpx.post(gw.url + "/v1/chat/completions", headers={**GENERAL, "X-Request-Id": "AKIAIOSFODNN7EXAMPLE"},
-                   json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    r = httpx.post(
+        gw.url + "/v1/chat/completions",
+        headers={**GENERAL, "X-Request-Id": "AKIAIOSFODNN7EXAMPLE"},
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    )
     assert r.status_code == 200 and r.headers["x-llmfleet-route"] == "self-hosted"
     assert len(provider.bodies) == before
 
@@ -358,9 +469,19 @@ def overflow_gw(provider):
     """Overflow mode with an engine that is not saturated (so requests are first routed self-hosted without a
     scan) but fails every request: each one reaches the fallback, which must classify before it overflows."""
     dead = RawServer(_reset)
-    s = gateway(_config(dead.url, provider.url, external={"use": "overflow", "baseURL": provider.url + "/v1",
-                                                          "model": "ext", "overflowOutstandingPerReplica": 100}),
-                {"alice": KEY})
+    s = gateway(
+        _config(
+            dead.url,
+            provider.url,
+            external={
+                "use": "overflow",
+                "baseURL": provider.url + "/v1",
+                "model": "ext",
+                "overflowOutstandingPerReplica": 100,
+            },
+        ),
+        {"alice": KEY},
+    )
     yield s
     s.stop()
     dead.stop()
@@ -368,14 +489,20 @@ def overflow_gw(provider):
 
 def test_overflow_after_a_failed_engine_still_carries_general_traffic(overflow_gw, provider) -> None:
     before = len(provider.bodies)
-    r = httpx.post(overflow_gw.url + "/v1/chat/completions", headers=GENERAL,
-                   json={"model": "m", "messages": [{"role": "user", "content": "what is 2+2?"}], "max_tokens": 4})
+    r = httpx.post(
+        overflow_gw.url + "/v1/chat/completions",
+        headers=GENERAL,
+        json={"model": "m", "messages": [{"role": "user", "content": "what is 2+2?"}], "max_tokens": 4},
+    )
     assert r.status_code == 200 and r.headers["x-llmfleet-route"] == "external", r.text
     assert len(provider.bodies) == before + 1
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                  HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(case=request_with_sensitive_value())
 def test_overflow_after_a_failed_engine_never_carries_sensitive_values(overflow_gw, provider, case) -> None:
     body, value = case

@@ -23,7 +23,7 @@ from tests.integration.conftest import BIN, eventually
 from tests.integration.test_operator import example, status, wait_ready
 
 sys.path.insert(0, str(ROOT / "bench"))
-from harness import max_writers, operator_writes  # noqa: E402
+from harness import max_writers, operator_writes
 
 pytestmark = pytest.mark.integration
 CHART = ROOT / "charts" / "llmfleet"
@@ -37,8 +37,16 @@ def helm(*args: str, env: dict | None = None) -> str:
 
 def test_chart_lints_and_templates_schema_valid_objects() -> None:
     helm("lint", "--strict", str(CHART))
-    for values in ([], ["--set", "watchNamespaces={a,b}"], ["--set", "leaderElection.enabled=false,replicaCount=1"]):
-        docs = [d for d in yaml.safe_load_all(helm("template", "t", str(CHART), "-n", "llmfleet-system", *values)) if d]
+    for values in (
+        [],
+        ["--set", "watchNamespaces={a,b}"],
+        ["--set", "leaderElection.enabled=false,replicaCount=1"],
+    ):
+        docs = [
+            d
+            for d in yaml.safe_load_all(helm("template", "t", str(CHART), "-n", "llmfleet-system", *values))
+            if d
+        ]
         kinds = {d["kind"] for d in docs}
         assert {"Deployment", "ClusterRole", "ClusterRoleBinding", "ServiceAccount"} <= kinds
         for d in docs:
@@ -46,7 +54,9 @@ def test_chart_lints_and_templates_schema_valid_objects() -> None:
 
 
 def test_chart_crd_and_install_manifests_are_in_sync() -> None:
-    assert (CHART / "crds" / "llmfleet.io_llmdeployments.yaml").read_text() == (ROOT / "crds" / "llmfleet.io_llmdeployments.yaml").read_text()
+    assert (CHART / "crds" / "llmfleet.io_llmdeployments.yaml").read_text() == (
+        ROOT / "crds" / "llmfleet.io_llmdeployments.yaml"
+    ).read_text()
     rendered = helm("template", "llmfleet", str(CHART), "--namespace", "llmfleet-system", "--include-crds")
     rendered = "\n".join(line for line in rendered.splitlines() if not line.startswith("# Source:")) + "\n"
     assert (ROOT / "manifests" / "install" / "llmfleet.yaml").read_text() == rendered, "run hack/gen.sh"
@@ -60,7 +70,9 @@ def test_a_pod_monitor_selects_every_engine_and_gateway_pod_where_prometheus_ope
     from tests.conftest import EXAMPLES
 
     assert "PodMonitor" not in helm("template", "t", str(CHART))  # no Prometheus Operator: nothing to render
-    docs = yaml.safe_load_all(helm("template", "t", str(CHART), "--api-versions", "monitoring.coreos.com/v1/PodMonitor"))
+    docs = yaml.safe_load_all(
+        helm("template", "t", str(CHART), "--api-versions", "monitoring.coreos.com/v1/PodMonitor")
+    )
     (pm,) = [d for d in docs if d and d["kind"] == "PodMonitor"]
     assert pm["spec"]["namespaceSelector"] == {"any": True}
     exprs = pm["spec"]["selector"]["matchExpressions"]
@@ -75,15 +87,19 @@ def test_a_pod_monitor_selects_every_engine_and_gateway_pod_where_prometheus_ope
                 continue
             pod = m["spec"]["template"]
             labels = pod["metadata"]["labels"]
-            selected = all(e["key"] in labels if e["operator"] == "Exists" else labels.get(e["key"]) in e["values"]
-                           for e in exprs)
+            selected = all(
+                e["key"] in labels if e["operator"] == "Exists" else labels.get(e["key"]) in e["values"]
+                for e in exprs
+            )
             component = labels.get("app.kubernetes.io/component")
             assert selected == (component in ("engine", "gateway")), (m["metadata"]["name"], labels)
             if selected:
                 seen.add(component)
                 assert any(p["name"] == "http" for p in pod["spec"]["containers"][0]["ports"])
                 # The gateway's series get the `service` label the autoscaler's wake-up query selects on.
-                assert f"{component};{labels[DEPLOYMENT_LABEL]}".startswith("gateway;") == (component == "gateway")
+                assert f"{component};{labels[DEPLOYMENT_LABEL]}".startswith("gateway;") == (
+                    component == "gateway"
+                )
                 assert component != "engine" or POOL_LABEL in labels
     assert seen == {"engine", "gateway"}
     assert (to_service["regex"], to_service["replacement"]) == ("gateway;(.+)", "${1}-gateway")
@@ -93,7 +109,9 @@ def test_rbac_grants_no_wildcards() -> None:
     docs = list(yaml.safe_load_all(helm("template", "t", str(CHART))))
     role = next(d for d in docs if d and d["kind"] == "ClusterRole")
     for rule in role["rules"]:
-        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule.get("apiGroups", [])
+        assert (
+            "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule.get("apiGroups", [])
+        )
 
 
 LEASE = {"leaseDuration": 6, "renewDeadline": 4, "retryPeriod": 1}  # short, so the test takes seconds
@@ -132,17 +150,43 @@ def kill_pod_process(pod: str) -> None:
     raise AssertionError(f"no process for pod {pod}")
 
 
-def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(cluster, operator, namespace) -> None:
+def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(
+    cluster, operator, namespace
+) -> None:
     operator.stop()  # the chart's operators take over for this test
     logs = Path(tempfile.mkdtemp(prefix="llmfleet-pods-"))
-    runner = subprocess.Popen([sys.executable, "-m", "llmfleet", "dev", "pod-runner", "--kubeconfig",
-                               str(cluster.kubeconfig), "--logs", str(logs)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cluster.env)
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmfleet",
+            "dev",
+            "pod-runner",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--logs",
+            str(logs),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=cluster.env,
+    )
     since = time.time()
     try:
-        helm("install", "llmfleet", str(CHART), "-n", "llmfleet-system", "--create-namespace", "--wait",
-             "--timeout", "120s", "--set", ",".join(f"leaderElection.{k}={v}" for k, v in LEASE.items()),
-             env=cluster.env)
+        helm(
+            "install",
+            "llmfleet",
+            str(CHART),
+            "-n",
+            "llmfleet-system",
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "120s",
+            "--set",
+            ",".join(f"leaderElection.{k}={v}" for k, v in LEASE.items()),
+            env=cluster.env,
+        )
         cluster.apply(example(namespace))
         st = wait_ready(cluster, namespace, "llama3-8b", timeout=120)
         assert st["ready"] == "1/1"
@@ -158,37 +202,72 @@ def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(
         # the deleted pod campaigns too, as soon as it starts, and may win the race (as it may in a real cluster).
         cluster.kubectl("delete", "pod", pod_of(first), "-n", "llmfleet-system", "--wait=false")
         stopped = time.monotonic()
-        eventually(lambda: pod_of(holder(cluster)) not in ("", pod_of(first)), 60, 0.1,
-                   what="another operator to take the released lease")
+        eventually(
+            lambda: pod_of(holder(cluster)) not in ("", pod_of(first)),
+            60,
+            0.1,
+            what="another operator to take the released lease",
+        )
         graceful_s = time.monotonic() - stopped
         leader = pod_of(holder(cluster))
-        cluster.kubectl("patch", "llmd", "llama3-8b", "-n", namespace, "--type=merge", "-p",
-                        '{"spec": {"gateway": {"replicas": 3}}}')
-        eventually(lambda: status(cluster, namespace, "llama3-8b").get("observedGeneration") == 2, 60,
-                   what="the new leader to reconcile a change")
+        cluster.kubectl(
+            "patch",
+            "llmd",
+            "llama3-8b",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"spec": {"gateway": {"replicas": 3}}}',
+        )
+        eventually(
+            lambda: status(cluster, namespace, "llama3-8b").get("observedGeneration") == 2,
+            60,
+            what="the new leader to reconcile a change",
+        )
         desired = (status(cluster, namespace, "llama3-8b").get("replicas") or {}).get("desired")
 
         # 2. SIGKILL the leader: no release, the lease has to expire. The other pod is on standby now; the
         # killed container restarts as a new candidate. Either may win.
         second = holder(cluster)
-        eventually(lambda: len(cluster.names("pod", "llmfleet-system", "app.kubernetes.io/name=llmfleet")) == 2, 60,
-                   what="the replacement operator pod")
+        eventually(
+            lambda: len(cluster.names("pod", "llmfleet-system", "app.kubernetes.io/name=llmfleet")) == 2,
+            60,
+            what="the replacement operator pod",
+        )
         kill_pod_process(leader)
         killed = time.monotonic()
-        eventually(lambda: holder(cluster) not in (None, second), 60, 0.1, what="a standby to take the expired lease")
+        eventually(
+            lambda: holder(cluster) not in (None, second), 60, 0.1, what="a standby to take the expired lease"
+        )
         kill_s = time.monotonic() - killed
-        cluster.kubectl("patch", "llmd", "llama3-8b", "-n", namespace, "--type=merge", "-p",
-                        '{"spec": {"gateway": {"replicas": 1}}}')
-        eventually(lambda: status(cluster, namespace, "llama3-8b").get("observedGeneration") == 3, 60,
-                   what="the third leader to reconcile a change")
+        cluster.kubectl(
+            "patch",
+            "llmd",
+            "llama3-8b",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"spec": {"gateway": {"replicas": 1}}}',
+        )
+        eventually(
+            lambda: status(cluster, namespace, "llama3-8b").get("observedGeneration") == 3,
+            60,
+            what="the third leader to reconcile a change",
+        )
         st = status(cluster, namespace, "llama3-8b")
         # The autoscaler's target came through both failovers (a fresh leader starts from status, not from min).
         assert (st.get("replicas") or {}).get("desired") == desired, st
 
         writes = operator_writes(cluster.run_dir / "audit.log", since)
         order = terms(writes)
-        report = {"graceful_handover_s": round(graceful_s, 1), "kill_handover_s": round(kill_s, 1),
-                  "max_writers_in_2s": max_writers(writes), "terms": order}
+        report = {
+            "graceful_handover_s": round(graceful_s, 1),
+            "kill_handover_s": round(kill_s, 1),
+            "max_writers_in_2s": max_writers(writes),
+            "terms": order,
+        }
         # One writer at a time: each writer's writes form one uninterrupted run, one run per leadership term.
         assert len(order) == 3 and len(set(order)) == 3, (report, writes)
         assert [w.split("/")[0] for w in order[:2]] == [pod_of(first), leader], (report, writes)
@@ -202,14 +281,24 @@ def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(
         # RBAC: nothing denied, except writes into namespaces being deleted (other tests' CRs, seen by these
         # cluster-wide operators) and lease reads racing the RoleBinding at install (retried; leading at all
         # proves the lease verbs are granted).
-        denied = [line for f in sorted(logs.glob("llmfleet-system_llmfleet-*.log"))
-                  for line in f.read_text().splitlines()
-                  if ("Forbidden" in line or " 403" in line) and "NamespaceTerminating" not in line
-                  and "being terminated" not in line and "leases" not in line and line.strip() != "Reason: Forbidden"]
+        denied = [
+            line
+            for f in sorted(logs.glob("llmfleet-system_llmfleet-*.log"))
+            for line in f.read_text().splitlines()
+            if ("Forbidden" in line or " 403" in line)
+            and "NamespaceTerminating" not in line
+            and "being terminated" not in line
+            and "leases" not in line
+            and line.strip() != "Reason: Forbidden"
+        ]
         assert not denied, f"RBAC denied the operator something: {denied[:5]}"
     finally:
-        subprocess.run([str(BIN / "helm"), "uninstall", "llmfleet", "-n", "llmfleet-system", "--wait"],
-                       env=cluster.env, capture_output=True, timeout=120)
+        subprocess.run(
+            [str(BIN / "helm"), "uninstall", "llmfleet", "-n", "llmfleet-system", "--wait"],
+            env=cluster.env,
+            capture_output=True,
+            timeout=120,
+        )
         runner.terminate()
         runner.wait(timeout=60)
         operator.start()

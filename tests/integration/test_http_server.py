@@ -26,9 +26,16 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
     query = dict(p.split("=") for p in scope["query_string"].decode().split("&") if "=" in p)
     if "sleep" in query:
         await asyncio.sleep(float(query["sleep"]))
-    body = json.dumps({"method": scope["method"], "path": scope["path"], "body": msg["body"].decode()}).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    body = json.dumps(
+        {"method": scope["method"], "path": scope["path"], "body": msg["body"].decode()}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -84,7 +91,10 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order() -> None:
         w.write(post("/a?sleep=0.2", b"first") + post("/b%20c", b"second"))  # the slow one first, one write
         first, second = await read_response(r), await read_response(r)
         assert json.loads(first[2])["body"] == "first" and json.loads(second[2]) == {
-            "method": "POST", "path": "/b c", "body": "second"}
+            "method": "POST",
+            "path": "/b c",
+            "body": "second",
+        }
         w.write(post("/again", b"third"))  # the same connection still serves
         assert json.loads((await read_response(r))[2])["body"] == "third"
         w.close()
@@ -109,8 +119,15 @@ def test_a_declared_body_over_the_limit_is_refused_before_it_is_read() -> None:
         assert status == 413 and "5000" in json.loads(body)["error"]["message"]
         assert headers.get("connection") == "close" and await r.read() == b""
         r, w = await asyncio.open_connection("127.0.0.1", port)  # a chunked body that grows past the limit
-        w.write(b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + b"40\r\n" + b"x" * 64
-                + b"\r\n" + b"40\r\n" + b"y" * 64 + b"\r\n0\r\n\r\n")
+        w.write(
+            b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"40\r\n"
+            + b"x" * 64
+            + b"\r\n"
+            + b"40\r\n"
+            + b"y" * 64
+            + b"\r\n0\r\n\r\n"
+        )
         assert (await read_response(r))[0] == 413
         assert seen == []
         stop.set()
@@ -145,8 +162,13 @@ def test_app_failures_answer_500_and_bad_headers_never_reach_the_wire() -> None:
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await receive()
             if scope["path"] == "/split":
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"x-id", b"a\r\nset-cookie: evil=1")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"x-id", b"a\r\nset-cookie: evil=1")],
+                    }
+                )
             raise ValueError("boom")
 
         server, stop, task, port = await started(app)
@@ -189,7 +211,9 @@ def test_a_slow_reader_holds_the_app_back_instead_of_filling_memory() -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         nonlocal sent
         await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
         for _ in range(pieces):
             await send({"type": "http.response.body", "body": piece, "more_body": True})
             sent += 1
@@ -264,7 +288,13 @@ def test_http10_clients_get_a_close_delimited_stream_and_keep_alive_when_they_as
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
             await send({"type": "http.response.body", "body": b"ok"})
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         for i in range(3):
             await send({"type": "http.response.body", "body": b"data: %d\n\n" % i, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
@@ -275,7 +305,9 @@ def test_http10_clients_get_a_close_delimited_stream_and_keep_alive_when_they_as
         w.write(b"POST /fixed HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
         head = (await r.readuntil(b"\r\n\r\n")).lower()
         assert b"connection: keep-alive" in head and await r.readexactly(2) == b"ok"
-        w.write(b"POST /stream HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")  # same connection
+        w.write(
+            b"POST /stream HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        )  # same connection
         data = await asyncio.wait_for(r.read(), 5)  # to the end of the connection
         head, _, body = data.partition(b"\r\n\r\n")
         assert b"transfer-encoding" not in head.lower() and b"connection: close" in head.lower()

@@ -22,8 +22,14 @@ def election(cluster, namespace: str, identity: str, lost: threading.Event):
     from llmfleet.kube.client import load_config
     from llmfleet.kube.leader import Election
 
-    return Election(load_config(str(cluster.kubeconfig)), name="leader", namespace=namespace, identity=identity,
-                    on_lost=lost.set, **TIMING)
+    return Election(
+        load_config(str(cluster.kubeconfig)),
+        name="leader",
+        namespace=namespace,
+        identity=identity,
+        on_lost=lost.set,
+        **TIMING,
+    )
 
 
 def holder(cluster, namespace: str) -> str | None:
@@ -55,13 +61,23 @@ def test_one_holder_and_a_release_hands_over_in_retries(cluster, namespace) -> N
     b.release()
 
 
-def test_a_leader_whose_lease_is_taken_calls_on_lost_and_a_stopped_candidate_never_leads(cluster, namespace) -> None:
+def test_a_leader_whose_lease_is_taken_calls_on_lost_and_a_stopped_candidate_never_leads(
+    cluster, namespace
+) -> None:
     lost_a, lost_c = threading.Event(), threading.Event()
     a = election(cluster, namespace, "a", lost_a)
     assert a.campaign(threading.Event())
     # Someone else writes the lease as theirs (a partition healing, a clock jump): a can no longer renew.
-    cluster.kubectl("patch", "lease", "leader", "-n", namespace, "--type=merge", "-p",
-                    '{"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 3600}}')
+    cluster.kubectl(
+        "patch",
+        "lease",
+        "leader",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 3600}}',
+    )
     assert lost_a.wait(TIMING["renew_s"] * 4), "the leader did not notice it lost the lease"
     assert holder(cluster, namespace) == "intruder"
 
@@ -72,19 +88,42 @@ def test_a_leader_whose_lease_is_taken_calls_on_lost_and_a_stopped_candidate_nev
     time.sleep(TIMING["retry_s"] * 2)
     stop.set()
     eventually(lambda: got == [False], 10, 0.05, what="the stopped campaign to return")
-    cluster.kubectl("patch", "lease", "leader", "-n", namespace, "--type=merge", "-p",
-                    '{"spec": {"holderIdentity": null, "leaseDurationSeconds": 1}}')
+    cluster.kubectl(
+        "patch",
+        "lease",
+        "leader",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"holderIdentity": null, "leaseDurationSeconds": 1}}',
+    )
     time.sleep(TIMING["lease_s"] + 2 * TIMING["retry_s"])
     assert holder(cluster, namespace) is None
 
 
-@pytest.mark.parametrize(("env", "field"), [
-    ({"LLMFLEET_LEASE_DURATION": "10", "LLMFLEET_RENEW_DEADLINE": "10"}, "lease_duration"),
-    ({"LLMFLEET_RENEW_DEADLINE": "3", "LLMFLEET_RETRY_PERIOD": "3"}, "renew_deadline"),
-    ({"LLMFLEET_RETRY_PERIOD": "0"}, "retry_period"),
-])
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"LLMFLEET_LEASE_DURATION": "10", "LLMFLEET_RENEW_DEADLINE": "10"}, "lease_duration"),
+        ({"LLMFLEET_RENEW_DEADLINE": "3", "LLMFLEET_RETRY_PERIOD": "3"}, "renew_deadline"),
+        ({"LLMFLEET_RETRY_PERIOD": "0"}, "retry_period"),
+    ],
+)
 def test_lease_timings_that_could_allow_two_writers_are_refused(cluster, env, field) -> None:
-    r = subprocess.run([sys.executable, "-m", "llmfleet", "operator", "--leader-elect", "--kubeconfig",
-                        str(cluster.kubeconfig)], capture_output=True, text=True, timeout=60,
-                       env={**cluster.env, **env})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmfleet",
+            "operator",
+            "--leader-elect",
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**cluster.env, **env},
+    )
     assert r.returncode == 2 and field in r.stderr, r.stderr

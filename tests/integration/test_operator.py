@@ -28,8 +28,13 @@ def example(namespace: str, path=EXAMPLE_8B, name: str | None = None) -> dict:
 
 
 def rendered(obj: dict) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "llmfleet", "render", "-f", "-"], input=yaml.safe_dump(obj),
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "llmfleet", "render", "-f", "-"],
+        input=yaml.safe_dump(obj),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return list(yaml.safe_load_all(out.stdout))
 
 
@@ -45,7 +50,12 @@ def condition(st: dict, type_: str) -> dict:
 def wait_ready(cluster: Cluster, ns: str, name: str, timeout: float = 90) -> dict:
     def ready():
         st = status(cluster, ns, name)
-        return st if condition(st, "Ready").get("status") == "True" and condition(st, "Progressing").get("status") == "False" else None
+        return (
+            st
+            if condition(st, "Ready").get("status") == "True"
+            and condition(st, "Progressing").get("status") == "False"
+            else None
+        )
 
     return eventually(ready, timeout, what=f"{ns}/{name} Ready")  # type: ignore[return-value]
 
@@ -64,7 +74,10 @@ def test_apply_example_creates_every_rendered_child_and_becomes_ready(cluster, o
     eventually(children, 60, what="children")
     engine = cluster.get("deployment", "llama3-8b-engine-ondemand", namespace)
     want = next(m for m in rendered(obj) if m["metadata"]["name"] == "llama3-8b-engine-ondemand")
-    assert engine["spec"]["template"]["spec"]["containers"][0]["args"] == want["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert (
+        engine["spec"]["template"]["spec"]["containers"][0]["args"]
+        == want["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
     assert engine["metadata"]["ownerReferences"][0]["kind"] == "LLMDeployment"
     st = wait_ready(cluster, namespace, "llama3-8b")
     assert st["replicas"]["onDemand"]["ready"] == 1 and st["replicas"]["desired"] == 1
@@ -87,7 +100,10 @@ def test_spec_change_rolls_out_and_scale_splits_spot_first(cluster, operator, na
     def rolled():
         d = cluster.get("deployment", "llama3-8b-engine-ondemand", namespace)
         s = cluster.get("deployment", "llama3-8b-engine-spot", namespace)
-        return "--max-model-len=4096" in d["spec"]["template"]["spec"]["containers"][0]["args"] and s["spec"]["replicas"] == 3
+        return (
+            "--max-model-len=4096" in d["spec"]["template"]["spec"]["containers"][0]["args"]
+            and s["spec"]["replicas"] == 3
+        )
 
     eventually(rolled, 60, what="rollout")
     st = wait_ready(cluster, namespace, "llama3-8b")
@@ -101,23 +117,54 @@ def test_deleted_or_edited_child_is_restored(cluster, operator, namespace) -> No
     wait_ready(cluster, namespace, "llama3-8b")
     uid = cluster.get("service", "llama3-8b-engine", namespace)["metadata"]["uid"]
     cluster.kubectl("delete", "service", "llama3-8b-engine", "-n", namespace)
-    eventually(lambda: (cluster.get("service", "llama3-8b-engine", namespace) or {}).get("metadata", {}).get("uid") not in (None, uid),
-               60, what="service restored")
+    eventually(
+        lambda: (
+            (cluster.get("service", "llama3-8b-engine", namespace) or {}).get("metadata", {}).get("uid")
+            not in (None, uid)
+        ),
+        60,
+        what="service restored",
+    )
     cluster.kubectl("scale", "deployment", "llama3-8b-engine-ondemand", "-n", namespace, "--replicas=5")
-    eventually(lambda: cluster.get("deployment", "llama3-8b-engine-ondemand", namespace)["spec"]["replicas"] == 1,
-               60, what="replicas restored")
-    cluster.kubectl("patch", "configmap", "llama3-8b-gateway", "-n", namespace, "--type=merge", "-p", '{"data":{"gateway.json":"{}"}}')
-    eventually(lambda: cluster.get("configmap", "llama3-8b-gateway", namespace)["data"]["gateway.json"] != "{}",
-               60, what="config restored")
+    eventually(
+        lambda: cluster.get("deployment", "llama3-8b-engine-ondemand", namespace)["spec"]["replicas"] == 1,
+        60,
+        what="replicas restored",
+    )
+    cluster.kubectl(
+        "patch",
+        "configmap",
+        "llama3-8b-gateway",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"data":{"gateway.json":"{}"}}',
+    )
+    eventually(
+        lambda: cluster.get("configmap", "llama3-8b-gateway", namespace)["data"]["gateway.json"] != "{}",
+        60,
+        what="config restored",
+    )
 
 
 def test_deleting_the_cr_garbage_collects_every_child(cluster, operator, namespace) -> None:
     cluster.apply(example(namespace))
     wait_ready(cluster, namespace, "llama3-8b")
     cluster.kubectl("delete", "llmd", "llama3-8b", "-n", namespace)
-    kinds = "deployments,services,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets,replicasets"
-    eventually(lambda: cluster.kubectl("get", kinds, "-n", namespace, "-l", "llmfleet.io/deployment=llama3-8b",
-                                       "-o", "name").stdout.strip() == "", 90, what="garbage collection")
+    kinds = (
+        "deployments,services,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets,replicasets"
+    )
+    eventually(
+        lambda: (
+            cluster.kubectl(
+                "get", kinds, "-n", namespace, "-l", "llmfleet.io/deployment=llama3-8b", "-o", "name"
+            ).stdout.strip()
+            == ""
+        ),
+        90,
+        what="garbage collection",
+    )
 
 
 def test_invalid_cr_is_rejected_by_the_api_server_with_the_cel_message(cluster, namespace) -> None:
@@ -131,7 +178,9 @@ def test_invalid_cr_is_rejected_by_the_api_server_with_the_cel_message(cluster, 
     assert "none of the flags the operator owns" in result.stderr
 
 
-def test_spec_the_operator_cannot_size_is_degraded_and_nothing_is_deleted(cluster, operator, namespace) -> None:
+def test_spec_the_operator_cannot_size_is_degraded_and_nothing_is_deleted(
+    cluster, operator, namespace
+) -> None:
     obj = example(namespace)
     cluster.apply(obj)
     wait_ready(cluster, namespace, "llama3-8b")
@@ -147,7 +196,9 @@ def test_spec_the_operator_cannot_size_is_degraded_and_nothing_is_deleted(cluste
     assert c["reason"] == "SizingFailed"
     assert "spec.engine.tensorParallelSize" in c["message"] and "fp8" in c["message"]
     assert cluster.names("deployments", namespace, CHILDREN) == before
-    events = cluster.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=InvalidSpec", "-o", "name").stdout
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=InvalidSpec", "-o", "name"
+    ).stdout
     assert events.strip()
 
 
@@ -158,11 +209,16 @@ def test_idle_reconciles_make_zero_writes(cluster, operator, namespace) -> None:
     since = time.time()
     # Poke the operator with child events that change nothing it owns: it must reconcile and write nothing.
     for i in range(3):
-        cluster.kubectl("annotate", "deployment", "llama3-8b-gateway", "-n", namespace, f"poke=n{i}", "--overwrite")
+        cluster.kubectl(
+            "annotate", "deployment", "llama3-8b-gateway", "-n", namespace, f"poke=n{i}", "--overwrite"
+        )
         time.sleep(1)
     time.sleep(3)
-    writes = [w for w in cluster.audit_writes(since, ("llmfleet-operator", "kopf"))
-              if w.get("objectRef", {}).get("namespace") == namespace]
+    writes = [
+        w
+        for w in cluster.audit_writes(since, ("llmfleet-operator", "kopf"))
+        if w.get("objectRef", {}).get("namespace") == namespace
+    ]
     assert writes == [], [(w["verb"], w["objectRef"]) for w in writes]
 
 
@@ -180,9 +236,14 @@ def test_operator_restart_converges_without_duplicates(cluster, operator, namesp
         cluster.apply(second)
     finally:
         operator.start()
-    eventually(lambda: cluster.get("deployment", "llama3-8b-engine-spot", namespace) is not None, 60, what="restored")
-    eventually(lambda: cluster.get("deployment", "llama3-8b-gateway", namespace)["spec"]["replicas"] == 3, 60,
-               what="gateway scaled")
+    eventually(
+        lambda: cluster.get("deployment", "llama3-8b-engine-spot", namespace) is not None, 60, what="restored"
+    )
+    eventually(
+        lambda: cluster.get("deployment", "llama3-8b-gateway", namespace)["spec"]["replicas"] == 3,
+        60,
+        what="gateway scaled",
+    )
     wait_ready(cluster, namespace, "second")
     names = cluster.names("deployments", namespace, CHILDREN)
     assert names == sorted(
@@ -208,8 +269,14 @@ def test_kube_client_reuses_its_connections(cluster, namespace) -> None:
     urllib3.connectionpool.HTTPSConnectionPool._new_conn = counting  # type: ignore[method-assign]
     try:
         for i in range(20):
-            kube.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "reuse", "namespace": namespace},
-                        "data": {"i": str(i)}})
+            kube.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "reuse", "namespace": namespace},
+                    "data": {"i": str(i)},
+                }
+            )
             assert kube.get("v1", "ConfigMap", namespace, "reuse")["data"]["i"] == str(i)
         assert kube.list("v1", "ConfigMap", namespace, "")
     finally:
@@ -225,33 +292,50 @@ def test_a_reclaim_notice_drains_the_spot_pod_and_replaces_it_elsewhere(cluster,
     obj["spec"]["replicas"] = 3
     cluster.apply(obj)
     st = wait_ready(cluster, namespace, "llama3-8b")
-    spot_pods = lambda: json.loads(cluster.kubectl(  # noqa: E731
-        "get", "pods", "-n", namespace, "-l", "llmfleet.io/pool=spot", "-o", "json").stdout)["items"]
+
+    def spot_pods() -> list[dict]:
+        out = cluster.kubectl(
+            "get", "pods", "-n", namespace, "-l", "llmfleet.io/pool=spot", "-o", "json"
+        ).stdout
+        return json.loads(out)["items"]
+
     victim = next(p for p in spot_pods() if p["spec"].get("nodeName"))
     node = victim["spec"]["nodeName"]
     replicas = st["replicas"]["spot"]["desired"]
     taint = "aws-node-termination-handler/spot-itn"
     cluster.kubectl("taint", "node", node, f"{taint}=true:NoSchedule")
     try:
+
         def drained():
             p = cluster.get("pod", victim["metadata"]["name"], namespace)
             return p is None or bool(p["metadata"].get("deletionTimestamp"))
 
         eventually(drained, 30, 0.1, what="the pod on the noticed node to be draining")
-        st = eventually(lambda: (s := status(cluster, namespace, "llama3-8b"))["replicas"]["spot"].get("reclaims")
-                        and s, 30, what="status to record the reclaim")
+        st = eventually(
+            lambda: (s := status(cluster, namespace, "llama3-8b"))["replicas"]["spot"].get("reclaims") and s,
+            30,
+            what="status to record the reclaim",
+        )
         last = st["replicas"]["spot"]["lastReclaim"]
-        assert (last["node"], last["signal"], last["pods"]) == (node, f"taint {taint}", [victim["metadata"]["name"]])
+        assert (last["node"], last["signal"], last["pods"]) == (
+            node,
+            f"taint {taint}",
+            [victim["metadata"]["name"]],
+        )
         events = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
         assert any(e["reason"] == "ReclaimNotice" and node in e["message"] for e in events)
 
         def replaced():
             live = [p for p in spot_pods() if not p["metadata"].get("deletionTimestamp")]
             on_other = [p for p in live if p["spec"].get("nodeName") not in (None, node)]
-            return len(on_other) == replicas and condition(status(cluster, namespace, "llama3-8b"),
-                                                           "Reclaim").get("reason") == "Replaced"
+            return (
+                len(on_other) == replicas
+                and condition(status(cluster, namespace, "llama3-8b"), "Reclaim").get("reason") == "Replaced"
+            )
 
-        eventually(replaced, 60, what="the replacement to run off the noticed node and the condition to clear")
+        eventually(
+            replaced, 60, what="the replacement to run off the noticed node and the condition to clear"
+        )
         spot = cluster.get("deployment", "llama3-8b-engine-spot", namespace)
         assert spot["spec"]["replicas"] == replicas  # replaced, not scaled down
         assert status(cluster, namespace, "llama3-8b")["replicas"]["spot"]["reclaims"] == 1

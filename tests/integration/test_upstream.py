@@ -18,12 +18,18 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[
 
 async def read_request(r: asyncio.StreamReader) -> bytes:
     head = await r.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
     return head + await r.readexactly(length)
 
 
 def ok(body: bytes, extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        len(body),
+        extra,
+        body,
+    )
 
 
 async def scripted(handler: Handler) -> tuple[asyncio.Server, str, list[int]]:
@@ -79,7 +85,9 @@ def test_streams_arrive_piece_by_piece_de_chunked() -> None:
             pieces.append(piece)
         resp.release()
         text = b"".join(pieces)
-        assert text.count(b"data: ") == 1 + 12 + 2 and text.rstrip().endswith(b"data: [DONE]")  # role, tokens, finish, DONE
+        assert text.count(b"data: ") == 1 + 12 + 2 and text.rstrip().endswith(
+            b"data: [DONE]"
+        )  # role, tokens, finish, DONE
         assert b"\r\n" not in text.replace(b"\r\n\r\n", b"")  # no chunk-size lines leaked into the body
         resp2 = await pool.post(sim.url, "/v1/chat/completions", CHAT, "after-stream")
         await resp2.read()
@@ -175,8 +183,10 @@ def test_close_drops_the_connection_so_the_engine_sees_the_client_leave() -> Non
 
         async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
             await read_request(r)
-            w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    b"6\r\ndata: \r\n")
+            w.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"6\r\ndata: \r\n"
+            )
             await w.drain()
             await r.read()
             gone.set()
@@ -249,7 +259,9 @@ def test_a_request_closed_by_the_gateway_is_not_sent_again() -> None:
         resp = await pool.post(url, "/v1/completions", b"{}", "fast")
         await resp.read()
         resp.release()  # now a kept-alive connection waits in the pool
-        slow = asyncio.create_task(pool.post(url, "/v1/completions", b'"slow"', "slow", sent=lambda r: r.close()))
+        slow = asyncio.create_task(
+            pool.post(url, "/v1/completions", b'"slow"', "slow", sent=lambda r: r.close())
+        )
         with pytest.raises(UpstreamError):
             await slow
         assert len(count) == 1  # the closed request was not retried on a new connection
@@ -287,7 +299,9 @@ def test_an_ipv6_engine_gets_its_address_in_brackets_in_the_host_header() -> Non
 
         async def on_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             req = await read_request(r)
-            hosts.extend(line.split(b": ", 1)[1] for line in req.split(b"\r\n") if line.lower().startswith(b"host:"))
+            hosts.extend(
+                line.split(b": ", 1)[1] for line in req.split(b"\r\n") if line.lower().startswith(b"host:")
+            )
             w.write(ok(b"{}"))
             await w.drain()
             w.close()

@@ -37,20 +37,54 @@ def test_defaults_fill_a_minimal_spec(minimal_obj: dict) -> None:
 @pytest.mark.parametrize(
     ("patch", "expected"),
     [
-        ({"pools": {"onDemand": {"minReplicas": 5, "maxReplicas": 2}}},
-         "spec.pools.onDemand: minReplicas (5) must be <= maxReplicas (2)"),
-        ({"pools": {"spot": {"maxReplicas": -1}}}, "spec.pools.spot.maxReplicas: Input should be greater than or equal to 0"),
-        ({"autoscaling": {"minReplicas": 9, "maxReplicas": 3}}, "spec.autoscaling: minReplicas (9) must be <= maxReplicas (3)"),
-        ({"cache": {"semantic": {"threshold": 0}}}, "spec.cache.semantic.threshold: Input should be greater than 0"),
-        ({"cache": {"semantic": {"threshold": 1.2}}}, "spec.cache.semantic.threshold: Input should be less than or equal to 1"),
-        ({"engine": {"tensorParallelSize": 3}}, "spec.engine.tensorParallelSize: Input should be 'auto', 1, 2, 4 or 8"),
-        ({"engine": {"extraArgs": ["--max-num-seqs=64", "--tensor-parallel-size=2"]}},
-         "spec.engine: extraArgs[1] '--tensor-parallel-size=2' is vLLM's --tensor-parallel-size, which the operator sets from spec.engine.tensorParallelSize"),
-        ({"model": {"name": "x", "dtype": "fp4"}}, "spec.model.dtype: Input should be 'auto', 'float16', 'bfloat16', 'fp8', 'int8' or 'int4'"),
-        ({"autoscaling": {"scaleUpWindow": "soon"}}, "spec.autoscaling.scaleUpWindow: 'soon' is not a duration"),
-        ({"gateway": {"external": {"use": "general"}}}, "spec.gateway.external: baseURL and model are required unless use is never"),
-        ({"cache": {"redis": {"mode": "external"}}}, "spec.cache.redis: external Redis needs url or secretRef"),
-        ({"engine": {"drain": {"preStopSleep": "30s", "shutdownTimeout": "100s"}}}, "does not fit the 120s spot notice"),
+        (
+            {"pools": {"onDemand": {"minReplicas": 5, "maxReplicas": 2}}},
+            "spec.pools.onDemand: minReplicas (5) must be <= maxReplicas (2)",
+        ),
+        (
+            {"pools": {"spot": {"maxReplicas": -1}}},
+            "spec.pools.spot.maxReplicas: Input should be greater than or equal to 0",
+        ),
+        (
+            {"autoscaling": {"minReplicas": 9, "maxReplicas": 3}},
+            "spec.autoscaling: minReplicas (9) must be <= maxReplicas (3)",
+        ),
+        (
+            {"cache": {"semantic": {"threshold": 0}}},
+            "spec.cache.semantic.threshold: Input should be greater than 0",
+        ),
+        (
+            {"cache": {"semantic": {"threshold": 1.2}}},
+            "spec.cache.semantic.threshold: Input should be less than or equal to 1",
+        ),
+        (
+            {"engine": {"tensorParallelSize": 3}},
+            "spec.engine.tensorParallelSize: Input should be 'auto', 1, 2, 4 or 8",
+        ),
+        (
+            {"engine": {"extraArgs": ["--max-num-seqs=64", "--tensor-parallel-size=2"]}},
+            "spec.engine: extraArgs[1] '--tensor-parallel-size=2' is vLLM's --tensor-parallel-size, which the operator sets from spec.engine.tensorParallelSize",
+        ),
+        (
+            {"model": {"name": "x", "dtype": "fp4"}},
+            "spec.model.dtype: Input should be 'auto', 'float16', 'bfloat16', 'fp8', 'int8' or 'int4'",
+        ),
+        (
+            {"autoscaling": {"scaleUpWindow": "soon"}},
+            "spec.autoscaling.scaleUpWindow: 'soon' is not a duration",
+        ),
+        (
+            {"gateway": {"external": {"use": "general"}}},
+            "spec.gateway.external: baseURL and model are required unless use is never",
+        ),
+        (
+            {"cache": {"redis": {"mode": "external"}}},
+            "spec.cache.redis: external Redis needs url or secretRef",
+        ),
+        (
+            {"engine": {"drain": {"preStopSleep": "30s", "shutdownTimeout": "100s"}}},
+            "does not fit the 120s spot notice",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field(minimal_obj: dict, patch: dict, expected: str) -> None:
@@ -60,7 +94,9 @@ def test_invalid_specs_name_the_field(minimal_obj: dict, patch: dict, expected: 
 
 def test_unknown_field_lists_the_allowed_ones(minimal_obj: dict) -> None:
     msgs = errors_of(with_spec(minimal_obj, pools={"spot": {"maxReplica": 3}}))
-    assert msgs[0].startswith("spec.pools.spot.maxReplica: unknown field; allowed here: enabled, maxReplicas,")
+    assert msgs[0].startswith(
+        "spec.pools.spot.maxReplica: unknown field; allowed here: enabled, maxReplicas,"
+    )
 
 
 def test_yaml_syntax_error_names_line() -> None:
@@ -71,7 +107,9 @@ def test_yaml_syntax_error_names_line() -> None:
 def test_multi_document_yaml_skips_other_kinds(minimal_obj: dict) -> None:
     import yaml
 
-    text = yaml.safe_dump_all([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k"}}, minimal_obj])
+    text = yaml.safe_dump_all(
+        [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "k"}}, minimal_obj]
+    )
     assert [o.metadata.name for o in load_documents(text)] == ["demo"]
 
 
@@ -86,16 +124,27 @@ def test_quantities(text: str, value: float) -> None:
 
 
 # extraArgs: every spelling argparse (as vLLM configures it) reads as an owned or breaking flag is refused.
-_LONG = sorted({o for fs in vllm_flags.OWNED.values() for o in fs if o.startswith("--")}
-               | {o for fs, _ in vllm_flags.BREAKING.values() for o in fs})
+_LONG = sorted(
+    {o for fs in vllm_flags.OWNED.values() for o in fs if o.startswith("--")}
+    | {o for fs, _ in vllm_flags.BREAKING.values() for o in fs}
+)
 
 
-@given(option=st.sampled_from(_LONG), cut=st.integers(0, 6), underscores=st.lists(st.booleans(), min_size=8, max_size=8),
-       value=st.none() | st.text(max_size=12), dotted=st.booleans())
+@given(
+    option=st.sampled_from(_LONG),
+    cut=st.integers(0, 6),
+    underscores=st.lists(st.booleans(), min_size=8, max_size=8),
+    value=st.none() | st.text(max_size=12),
+    dotted=st.booleans(),
+)
 @settings(max_examples=400, deadline=None)
-def test_any_spelling_of_an_owned_or_breaking_flag_is_refused(option, cut, underscores, value, dotted) -> None:
+def test_any_spelling_of_an_owned_or_breaking_flag_is_refused(
+    option, cut, underscores, value, dotted
+) -> None:
     body = option[2:]
     body = body[: max(1, len(body) - cut)]  # argparse takes any prefix that is not ambiguous
-    body = "".join("_" if c == "-" and underscores[i % 8] else c for i, c in enumerate(body))  # vLLM reads _ as -
+    body = "".join(
+        "_" if c == "-" and underscores[i % 8] else c for i, c in enumerate(body)
+    )  # vLLM reads _ as -
     arg = "--" + body + (".key" if dotted else "") + ("" if value is None else "=" + value)
     assert extra_arg_problem(arg) is not None, arg

@@ -19,20 +19,47 @@ CAP = Capacity(prefill_tps=20_000, decode_tps=6_000)
 
 
 def spec(**kw: object) -> AutoscalingSpec:
-    base: dict[str, object] = {"minReplicas": 1, "maxReplicas": 12, "targetQueueDepthPerReplica": 4,
-                               "ttftP95Target": "500ms", "scaleUpWindow": "30s", "scaleDownWindow": "5m"}
+    base: dict[str, object] = {
+        "minReplicas": 1,
+        "maxReplicas": 12,
+        "targetQueueDepthPerReplica": 4,
+        "ttftP95Target": "500ms",
+        "scaleUpWindow": "30s",
+        "scaleDownWindow": "5m",
+    }
     return AutoscalingSpec.model_validate({**base, **kw})
 
 
-def obs(waiting: float = 0, running: float = 0, ready: int = 2, ttft: float | None = 0.1,
-        kv: float | None = 0.3, arrivals: float | None = None, prompt: float | None = None,
-        gen: float | None = None) -> Observation:
-    return Observation(waiting=waiting, running=running, ready=ready, ttft_p95=ttft, kv_usage=kv, arrivals=arrivals,
-                       prompt_tps=prompt, generation_tps=gen)
+def obs(
+    waiting: float = 0,
+    running: float = 0,
+    ready: int = 2,
+    ttft: float | None = 0.1,
+    kv: float | None = 0.3,
+    arrivals: float | None = None,
+    prompt: float | None = None,
+    gen: float | None = None,
+) -> Observation:
+    return Observation(
+        waiting=waiting,
+        running=running,
+        ready=ready,
+        ttft_p95=ttft,
+        kv_usage=kv,
+        arrivals=arrivals,
+        prompt_tps=prompt,
+        generation_tps=gen,
+    )
 
 
-def run(s: AutoscalingSpec, state: ScaleState, figures: list[Observation], step: float = 15,
-        start: datetime = T0, capacity: Capacity | None = None) -> list[int]:
+def run(
+    s: AutoscalingSpec,
+    state: ScaleState,
+    figures: list[Observation],
+    step: float = 15,
+    start: datetime = T0,
+    capacity: Capacity | None = None,
+) -> list[int]:
     """Targets after each tick, ``step`` seconds apart."""
     out = []
     for i, o in enumerate(figures):
@@ -42,31 +69,54 @@ def run(s: AutoscalingSpec, state: ScaleState, figures: list[Observation], step:
     return out
 
 
-@pytest.mark.parametrize(("figures", "current", "want", "why", "capacity"), [(*case, None) for case in [
-    (obs(waiting=40), 2, 10, "queue depth 40 > 4×2"),
-    (obs(waiting=8), 2, 2, "load fits 2"),  # at the target exactly: no change
-    (obs(waiting=0, running=20, ttft=0.9, ready=2), 2, 4, "TTFT p95 900ms > 500ms"),
-    (obs(waiting=0, running=20, ttft=0.55, ready=4), 4, 5, "TTFT p95 550ms"),  # at least one more
-    (obs(waiting=0, running=20, ttft=0.9, ready=1), 4, 2, "TTFT"),  # replicas still starting count
-    (obs(waiting=0, running=20, ttft=0.4, kv=0.1), 4, 4, "near the 500ms target"),  # hysteresis
-    (obs(waiting=0, running=4, ttft=0.1, kv=0.1, ready=4), 4, 3, "load fits 3"),  # no token rates: one step
-    (obs(waiting=0, running=30, ttft=0.1, kv=0.6, ready=4), 4, 4, "load fits 4"),  # 4×0.6/0.75 = 3.2 → 4
-    (obs(waiting=0, running=30, ttft=0.1, kv=0.5, ready=4), 4, 3, "load fits 3"),
-    (obs(waiting=0, running=5, ttft=0.1, kv=None), 3, 3, "no KV-cache usage"),
-    (obs(waiting=0, running=0, ttft=None, kv=0.0), 3, 0, "load fits 0"),
-    (obs(waiting=0, running=0, ttft=2.0, kv=0.0), 3, 0, "load fits 0"),  # last minute's TTFT, traffic gone
-    (obs(waiting=3, ready=0), 0, 1, "requests arrived while scaled to zero"),
-    (obs(waiting=0, ready=0, ttft=None, kv=None), 0, 0, "no requests"),
-]] + [
-    # Token load: prompt 30k/s is 1.5 replicas of prefill, generation 6k/s one of decode: 2.5 → 4 at 70%.
-    (obs(running=50, prompt=30_000, gen=6_000), 2, 4, "token load 2.50 replicas at 70% needs 4", CAP),
-    (obs(running=50, kv=0.05, ready=6, prompt=30_000, gen=6_000), 6, 4, "load fits 4 replicas", CAP),
-    (obs(running=5, kv=0.01, ready=6, prompt=1_000, gen=300), 6, 1, "load fits 1 replica", CAP),
-    (obs(waiting=40, running=50, prompt=30_000, gen=6_000), 2, 10, "queue depth 40", CAP),
-    (obs(waiting=0, running=50, ttft=0.45, ready=6, prompt=1_000, gen=300), 6, 6, "near the 500ms", CAP),
-])
-def test_recommendation_table(figures: Observation, current: int, want: int, why: str,
-                              capacity: Capacity | None) -> None:
+@pytest.mark.parametrize(
+    ("figures", "current", "want", "why", "capacity"),
+    [
+        (*case, None)
+        for case in [
+            (obs(waiting=40), 2, 10, "queue depth 40 > 4×2"),
+            (obs(waiting=8), 2, 2, "load fits 2"),  # at the target exactly: no change
+            (obs(waiting=0, running=20, ttft=0.9, ready=2), 2, 4, "TTFT p95 900ms > 500ms"),
+            (obs(waiting=0, running=20, ttft=0.55, ready=4), 4, 5, "TTFT p95 550ms"),  # at least one more
+            (obs(waiting=0, running=20, ttft=0.9, ready=1), 4, 2, "TTFT"),  # replicas still starting count
+            (obs(waiting=0, running=20, ttft=0.4, kv=0.1), 4, 4, "near the 500ms target"),  # hysteresis
+            (
+                obs(waiting=0, running=4, ttft=0.1, kv=0.1, ready=4),
+                4,
+                3,
+                "load fits 3",
+            ),  # no token rates: one step
+            (
+                obs(waiting=0, running=30, ttft=0.1, kv=0.6, ready=4),
+                4,
+                4,
+                "load fits 4",
+            ),  # 4×0.6/0.75 = 3.2 → 4
+            (obs(waiting=0, running=30, ttft=0.1, kv=0.5, ready=4), 4, 3, "load fits 3"),
+            (obs(waiting=0, running=5, ttft=0.1, kv=None), 3, 3, "no KV-cache usage"),
+            (obs(waiting=0, running=0, ttft=None, kv=0.0), 3, 0, "load fits 0"),
+            (
+                obs(waiting=0, running=0, ttft=2.0, kv=0.0),
+                3,
+                0,
+                "load fits 0",
+            ),  # last minute's TTFT, traffic gone
+            (obs(waiting=3, ready=0), 0, 1, "requests arrived while scaled to zero"),
+            (obs(waiting=0, ready=0, ttft=None, kv=None), 0, 0, "no requests"),
+        ]
+    ]
+    + [
+        # Token load: prompt 30k/s is 1.5 replicas of prefill, generation 6k/s one of decode: 2.5 → 4 at 70%.
+        (obs(running=50, prompt=30_000, gen=6_000), 2, 4, "token load 2.50 replicas at 70% needs 4", CAP),
+        (obs(running=50, kv=0.05, ready=6, prompt=30_000, gen=6_000), 6, 4, "load fits 4 replicas", CAP),
+        (obs(running=5, kv=0.01, ready=6, prompt=1_000, gen=300), 6, 1, "load fits 1 replica", CAP),
+        (obs(waiting=40, running=50, prompt=30_000, gen=6_000), 2, 10, "queue depth 40", CAP),
+        (obs(waiting=0, running=50, ttft=0.45, ready=6, prompt=1_000, gen=300), 6, 6, "near the 500ms", CAP),
+    ],
+)
+def test_recommendation_table(
+    figures: Observation, current: int, want: int, why: str, capacity: Capacity | None
+) -> None:
     rec, reason = recommend(spec(), figures, current, capacity)
     assert rec == want and why in reason, reason
 
@@ -149,10 +199,16 @@ def test_scale_to_zero_after_idle_after_and_wake_on_the_first_request() -> None:
     assert d.target == 1
     d = decide(s, d.state, idle, T0 + timedelta(minutes=10))
     assert d.target == 0 and "no requests for 10m" in d.reason
-    d = decide(s, d.state, obs(waiting=0, ready=0, ttft=None, kv=None, arrivals=0.0), T0 + timedelta(minutes=11))
+    d = decide(
+        s, d.state, obs(waiting=0, ready=0, ttft=None, kv=None, arrivals=0.0), T0 + timedelta(minutes=11)
+    )
     assert d.target == 0
-    d = decide(s, d.state, obs(waiting=0, ready=0, ttft=None, kv=None, arrivals=0.2), T0 + timedelta(minutes=12))
-    assert d.target == 1 and "scaled to zero" in d.reason  # the gateway saw a request: no up window when waking
+    d = decide(
+        s, d.state, obs(waiting=0, ready=0, ttft=None, kv=None, arrivals=0.2), T0 + timedelta(minutes=12)
+    )
+    assert (
+        d.target == 1 and "scaled to zero" in d.reason
+    )  # the gateway saw a request: no up window when waking
     zero = ScaleState(target=0, active_at=T0)
     d = decide(s, zero, obs(waiting=9, ready=0, ttft=None, kv=None, arrivals=0.0), T0)
     assert d.target == 3  # enough for the queue
@@ -175,8 +231,10 @@ def test_without_scale_to_zero_an_idle_fleet_keeps_min_replicas() -> None:
 
 def test_initial_state_prefers_the_last_target_then_spec_replicas_then_min() -> None:
     def full(replicas: int | None, **autoscaling: object) -> LLMDeploymentSpec:
-        raw: dict[str, object] = {"model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"},
-                                  "autoscaling": {"minReplicas": 2, "maxReplicas": 8, **autoscaling}}
+        raw: dict[str, object] = {
+            "model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"},
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 8, **autoscaling},
+        }
         if replicas is not None:
             raw["replicas"] = replicas
         return parse_spec(raw)
@@ -190,16 +248,32 @@ def test_initial_state_prefers_the_last_target_then_spec_replicas_then_min() -> 
 
 
 # Reclaims are lost capacity: one rule (fleet.reclaim.replacing, read by decide) for the operator and the simulator.
-@given(current=st.integers(2, 12), lost=st.integers(1, 6), waiting=st.floats(0, 50), running=st.floats(0, 200),
-       ttft=st.none() | st.floats(0.01, 5.0), kv=st.none() | st.floats(0, 1), gen=st.none() | st.floats(0, 5000),
-       ticks=st.integers(1, 40))
+@given(
+    current=st.integers(2, 12),
+    lost=st.integers(1, 6),
+    waiting=st.floats(0, 50),
+    running=st.floats(0, 200),
+    ttft=st.none() | st.floats(0.01, 5.0),
+    kv=st.none() | st.floats(0, 1),
+    gen=st.none() | st.floats(0, 5000),
+    ticks=st.integers(1, 40),
+)
 @settings(max_examples=300, deadline=None)
-def test_while_reclaimed_replicas_are_replaced_the_target_never_falls(current, lost, waiting, running, ttft, kv,
-                                                                       gen, ticks) -> None:
+def test_while_reclaimed_replicas_are_replaced_the_target_never_falls(
+    current, lost, waiting, running, ttft, kv, gen, ticks
+) -> None:
     s = spec(scaleDownWindow="0s", scaleUpWindow="0s")
     ready = max(0, current - lost)
-    o = Observation(waiting=waiting, running=running, ready=ready, ttft_p95=ttft, kv_usage=kv, prompt_tps=gen,
-                    generation_tps=gen, replacing=replacing(lost, current, ready))
+    o = Observation(
+        waiting=waiting,
+        running=running,
+        ready=ready,
+        ttft_p95=ttft,
+        kv_usage=kv,
+        prompt_tps=gen,
+        generation_tps=gen,
+        replacing=replacing(lost, current, ready),
+    )
     targets = run(s, ScaleState(target=current), [o] * ticks, capacity=CAP)
     assert min(targets) >= current
 
@@ -207,9 +281,13 @@ def test_while_reclaimed_replicas_are_replaced_the_target_never_falls(current, l
 def test_the_same_figures_without_a_reclaim_do_scale_down() -> None:
     s = spec(scaleDownWindow="0s")
     quiet = dict(waiting=0, running=2, ready=2, ttft_p95=0.1, kv_usage=0.1, prompt_tps=10, generation_tps=10)
-    held = decide(s, ScaleState(target=6), Observation(**quiet, replacing=replacing(4, 6, 2)), T0, capacity=CAP)
+    held = decide(
+        s, ScaleState(target=6), Observation(**quiet, replacing=replacing(4, 6, 2)), T0, capacity=CAP
+    )
     assert held.target == 6 and "lost to a reclaim" in held.reason
-    shrunk = decide(s, ScaleState(target=6), Observation(**quiet, replacing=replacing(0, 6, 2)), T0, capacity=CAP)
+    shrunk = decide(
+        s, ScaleState(target=6), Observation(**quiet, replacing=replacing(0, 6, 2)), T0, capacity=CAP
+    )
     assert shrunk.target < 6
 
 
@@ -222,8 +300,11 @@ def test_replacing_counts_only_the_reclaimed_part_of_a_shortfall() -> None:
 def test_the_operator_reads_the_shortfall_from_its_reclaim_condition() -> None:
     from llmfleet.autoscale.loop import replacing_now
 
-    pending = {"ready": "2/5", "conditions": [{"type": "Reclaim", "status": "True", "reason": "ReplacementPending"}],
-               "replicas": {"spot": {"lastReclaim": {"node": "n", "pods": ["a", "b"]}}, "onDemand": {}}}
+    pending = {
+        "ready": "2/5",
+        "conditions": [{"type": "Reclaim", "status": "True", "reason": "ReplacementPending"}],
+        "replicas": {"spot": {"lastReclaim": {"node": "n", "pods": ["a", "b"]}}, "onDemand": {}},
+    }
     assert replacing_now(pending) == 2
     assert replacing_now({**pending, "ready": "4/5"}) == 1
     assert replacing_now({**pending, "conditions": [{"type": "Reclaim", "status": "False"}]}) == 0

@@ -35,14 +35,31 @@ def condition(kube: FakeKube, type_: str) -> dict:
 
 
 def spot_pod(kube: FakeKube, name: str, created: datetime, ready: bool = False) -> None:
-    kube.add({"apiVersion": "v1", "kind": "Pod", "metadata": {
-        "name": name, "namespace": "ml", "creationTimestamp": stamp(created), "labels": {
-            "llmfleet.io/deployment": "demo", "app.kubernetes.io/component": "engine", "llmfleet.io/pool": "spot"}},
-        "status": {"phase": "Running" if ready else "Pending",
-                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}})
+    kube.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": "ml",
+                "creationTimestamp": stamp(created),
+                "labels": {
+                    "llmfleet.io/deployment": "demo",
+                    "app.kubernetes.io/component": "engine",
+                    "llmfleet.io/pool": "spot",
+                },
+            },
+            "status": {
+                "phase": "Running" if ready else "Pending",
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            },
+        }
+    )
 
 
-def test_spot_replicas_pending_past_the_timeout_get_on_demand_stand_ins_until_spot_is_ready(minimal_obj: dict) -> None:
+def test_spot_replicas_pending_past_the_timeout_get_on_demand_stand_ins_until_spot_is_ready(
+    minimal_obj: dict,
+) -> None:
     minimal_obj["spec"]["replicas"] = 3  # 1 on-demand baseline + 2 spot
     minimal_obj["spec"]["pools"] = {"spot": {"pendingTimeout": "5m"}}
     kube = FakeKube()
@@ -76,7 +93,10 @@ def test_spot_replicas_pending_past_the_timeout_get_on_demand_stand_ins_until_sp
 
 def test_fallback_is_bounded_by_on_demand_max_and_can_be_turned_off(minimal_obj: dict) -> None:
     minimal_obj["spec"]["replicas"] = 5
-    minimal_obj["spec"]["pools"] = {"onDemand": {"minReplicas": 1, "maxReplicas": 2}, "spot": {"pendingTimeout": "1m"}}
+    minimal_obj["spec"]["pools"] = {
+        "onDemand": {"minReplicas": 1, "maxReplicas": 2},
+        "spot": {"pendingTimeout": "1m"},
+    }
     minimal_obj["spec"]["autoscaling"] = {"enabled": False}
     kube = FakeKube()
     kube.add(minimal_obj)
@@ -100,8 +120,9 @@ class Scripted:
         self.observed = Observed(None, ConditionResult("False", Reason.PROMETHEUS_UNREACHABLE, "down"))
         self.calls: list[tuple[str, str, str, bool]] = []
 
-    async def observe(self, url: str, namespace: str, model: str, gateway_service: str,
-                      expect_engines: bool) -> Observed:
+    async def observe(
+        self, url: str, namespace: str, model: str, gateway_service: str, expect_engines: bool
+    ) -> Observed:
         self.calls.append((url, namespace, model, gateway_service, expect_engines))
         return self.observed
 
@@ -112,7 +133,9 @@ def test_autoscaler_ticks_scale_spot_first_and_record_why(minimal_obj: dict) -> 
     kube.add(minimal_obj)
     now = [T0]
     metrics = Scripted()
-    r = Reconciler(kube, RenderOptions(), clock=lambda: now[0], metrics=metrics, prometheus_url="http://prom:9090")
+    r = Reconciler(
+        kube, RenderOptions(), clock=lambda: now[0], metrics=metrics, prometheus_url="http://prom:9090"
+    )
     asyncio.run(r.reconcile("ml", "demo"))
     assert replicas(kube) == (1, 0)
 
@@ -128,8 +151,19 @@ def test_autoscaler_ticks_scale_spot_first_and_record_why(minimal_obj: dict) -> 
     asyncio.run(r.autoscale("ml", "demo", kube.objects[CR]["spec"]))
     assert replicas(kube) == (1, 3)  # queue 14 > 4×1 → 4 replicas, spot first
     st = kube.objects[CR]["status"]
-    assert st["lastScale"] == {"time": "2026-01-01T00:00:15Z", "from": 1, "to": 4, "reason": "queue depth 14 > 4×1"}
-    assert st["metrics"] == {"queueDepth": 14, "running": 40, "readyReplicas": 1, "ttftP95": 0.3, "kvCacheUsage": 0.8}
+    assert st["lastScale"] == {
+        "time": "2026-01-01T00:00:15Z",
+        "from": 1,
+        "to": 4,
+        "reason": "queue depth 14 > 4×1",
+    }
+    assert st["metrics"] == {
+        "queueDepth": 14,
+        "running": 40,
+        "readyReplicas": 1,
+        "ttftP95": 0.3,
+        "kvCacheUsage": 0.8,
+    }
     assert st["replicas"]["desired"] == 4
     assert condition(kube, "MetricsAvailable")["status"] == "True"
 
@@ -149,7 +183,9 @@ def test_spec_prometheus_url_is_used_when_the_user_wrote_one(minimal_obj: dict) 
     kube = FakeKube()
     kube.add(minimal_obj)
     metrics = Scripted()
-    r = Reconciler(kube, RenderOptions(), clock=lambda: T0, metrics=metrics, prometheus_url="http://default:9090")
+    r = Reconciler(
+        kube, RenderOptions(), clock=lambda: T0, metrics=metrics, prometheus_url="http://default:9090"
+    )
     asyncio.run(r.autoscale("ml", "demo", kube.objects[CR]["spec"]))
     assert metrics.calls[0][0] == "http://mine:9090"
 

@@ -14,7 +14,9 @@ from tests.conftest import EXAMPLES
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "llmfleet", *args], input=stdin, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "llmfleet", *args], input=stdin, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -47,12 +49,18 @@ HEAD = "apiVersion: llmfleet.io/v1alpha1\nkind: LLMDeployment\nmetadata: {name: 
     ("body", "needle"),
     [
         ("spec: {model: {name: m}, bogus: 1}", "spec.bogus: unknown field; allowed here: model, engine"),
-        ("spec: {model: {name: meta-llama/Meta-Llama-3-8B-Instruct}, accelerator: {type: B300}}",
-         "spec.accelerator.type: unknown GPU type 'B300'; known: H100-80GB"),
-        ("spec: {model: {name: meta-llama/Meta-Llama-3-8B-Instruct}, engine: {tensorParallelSize: 3}}",
-         "spec.engine.tensorParallelSize: Input should be 'auto', 1, 2, 4 or 8"),
-        ("spec: {model: {name: meta-llama/Llama-3.1-405B-Instruct}}",
-         "does not fit on one node of 8× H100-80GB. Smallest fix: quantize: model.dtype=fp8"),
+        (
+            "spec: {model: {name: meta-llama/Meta-Llama-3-8B-Instruct}, accelerator: {type: B300}}",
+            "spec.accelerator.type: unknown GPU type 'B300'; known: H100-80GB",
+        ),
+        (
+            "spec: {model: {name: meta-llama/Meta-Llama-3-8B-Instruct}, engine: {tensorParallelSize: 3}}",
+            "spec.engine.tensorParallelSize: Input should be 'auto', 1, 2, 4 or 8",
+        ),
+        (
+            "spec: {model: {name: meta-llama/Llama-3.1-405B-Instruct}}",
+            "does not fit on one node of 8× H100-80GB. Smallest fix: quantize: model.dtype=fp8",
+        ),
         ("spec: [", "invalid YAML"),
     ],
 )
@@ -83,8 +91,17 @@ def test_no_command_prints_help_and_exits_2() -> None:
 def test_simulate_replays_the_trace_and_prints_both_fleets(tmp_path: Path) -> None:
     from tests.conftest import DATA
 
-    out = run("simulate", "-f", str(EXAMPLES[0]), "--trace", str(DATA / "azure-llm-conv-2023.csv"),
-              "--minutes", "2", "--static", "6")
+    out = run(
+        "simulate",
+        "-f",
+        str(EXAMPLES[0]),
+        "--trace",
+        str(DATA / "azure-llm-conv-2023.csv"),
+        "--minutes",
+        "2",
+        "--static",
+        "6",
+    )
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [line["fleet"] for line in lines] == ["autoscaled", "static-on-demand-6", "summary"]
@@ -93,14 +110,17 @@ def test_simulate_replays_the_trace_and_prints_both_fleets(tmp_path: Path) -> No
     assert "requests over" in out.stderr  # progress on stderr, JSON on stdout
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--trace", "/nonexistent.csv"], "--trace /nonexistent.csv: no such file"),
-    (["--speed", "0"], "--speed must be > 0"),
-    (["--warmup", "-1"], "--warmup must be >= 0"),
-    (["--static", "0"], "--static must be >= 1"),
-    (["--minutes", "0"], "--minutes must be > 0"),
-    (["--minutes", "2", "--warmup", "3"], "--warmup 3 min leaves no request of the trace to measure"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trace", "/nonexistent.csv"], "--trace /nonexistent.csv: no such file"),
+        (["--speed", "0"], "--speed must be > 0"),
+        (["--warmup", "-1"], "--warmup must be >= 0"),
+        (["--static", "0"], "--static must be >= 1"),
+        (["--minutes", "0"], "--minutes must be > 0"),
+        (["--minutes", "2", "--warmup", "3"], "--warmup 3 min leaves no request of the trace to measure"),
+    ],
+)
 def test_simulate_bad_input_exits_2_naming_the_flag(args: list[str], message: str) -> None:
     from tests.conftest import DATA
 

@@ -14,7 +14,9 @@ BIN = Path(sys.executable).parent
 
 def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "operator")}
-    return subprocess.run([str(BIN / name), *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [str(BIN / name), *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_import_contracts_hold() -> None:
@@ -39,6 +41,9 @@ def test_operator_dir_is_not_a_package() -> None:
 def test_every_module_has_a_docstring() -> None:
     import ast
 
-    missing = [str(p.relative_to(ROOT)) for p in (ROOT / "operator" / "llmfleet").rglob("*.py")
-               if ast.get_docstring(ast.parse(p.read_text())) is None]
+    missing = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "operator" / "llmfleet").rglob("*.py")
+        if ast.get_docstring(ast.parse(p.read_text())) is None
+    ]
     assert not missing, missing

@@ -22,7 +22,9 @@ def walk(schema: dict, path: str = ""):
 
 
 def test_committed_crd_matches_the_models() -> None:
-    assert CRD_PATH.read_text() == render_yaml(), "crds/ is stale: run `llmfleet crd > crds/llmfleet.io_llmdeployments.yaml`"
+    assert CRD_PATH.read_text() == render_yaml(), (
+        "crds/ is stale: run `llmfleet crd > crds/llmfleet.io_llmdeployments.yaml`"
+    )
 
 
 def test_crd_is_a_valid_object() -> None:
@@ -45,12 +47,24 @@ def test_names_subresources_and_columns() -> None:
     v = spec["versions"][0]
     assert v["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     assert "status" in v["subresources"]
-    assert [c["name"] for c in v["additionalPrinterColumns"]] == ["Model", "TP", "Ready", "Spot", "TTFT-P95", "Cost/h", "Age"]
+    assert [c["name"] for c in v["additionalPrinterColumns"]] == [
+        "Model",
+        "TP",
+        "Ready",
+        "Spot",
+        "TTFT-P95",
+        "Cost/h",
+        "Age",
+    ]
 
 
 def test_cross_field_rules_are_cel() -> None:
     text = yaml.safe_dump(crd())
-    for message in ("minReplicas must be <= maxReplicas", "none of the flags the operator owns",
-                    "baseURL and model are required unless use is never", "external Redis needs url or secretRef",
-                    "must be one of 'auto', 1, 2, 4, 8"):
+    for message in (
+        "minReplicas must be <= maxReplicas",
+        "none of the flags the operator owns",
+        "baseURL and model are required unless use is never",
+        "external Redis needs url or secretRef",
+        "must be one of 'auto', 1, 2, 4, 8",
+    ):
         assert message in text

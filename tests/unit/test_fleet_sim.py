@@ -14,14 +14,18 @@ TRACE = DATA / "azure-llm-conv-2023.csv"
 
 
 def spec(**kw: object):
-    base: dict = {"model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"},
-                  "pools": {"onDemand": {"minReplicas": 1, "maxReplicas": 4}, "spot": {"maxReplicas": 8}},
-                  "autoscaling": {"minReplicas": 1, "maxReplicas": 10, "scaleUpWindow": "0s", "scaleDownWindow": "2m"}}
+    base: dict = {
+        "model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"},
+        "pools": {"onDemand": {"minReplicas": 1, "maxReplicas": 4}, "spot": {"maxReplicas": 8}},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 10, "scaleUpWindow": "0s", "scaleDownWindow": "2m"},
+    }
     base.update(kw)
     return parse_spec(base)
 
 
-def burst(rps: float, seconds: float, prompt: int = 1000, out: int = 200, start: float = 0.0) -> list[TraceRequest]:
+def burst(
+    rps: float, seconds: float, prompt: int = 1000, out: int = 200, start: float = 0.0
+) -> list[TraceRequest]:
     n = int(rps * seconds)
     return [TraceRequest(start + i / rps, prompt, out) for i in range(n)]
 
@@ -77,23 +81,38 @@ def test_a_sustained_burst_scales_out_spot_first_and_back_in() -> None:
 
 def test_no_spot_capacity_falls_back_to_on_demand_after_the_pending_timeout() -> None:
     trace = burst(30, 600)
-    s = spec(pools={"onDemand": {"minReplicas": 1, "maxReplicas": 8},
-                    "spot": {"maxReplicas": 8, "pendingTimeout": "1m"}})
+    s = spec(
+        pools={
+            "onDemand": {"minReplicas": 1, "maxReplicas": 8},
+            "spot": {"maxReplicas": 8, "pendingTimeout": "1m"},
+        }
+    )
     r = simulate(s, trace, SimConfig(cold_start_s=30, spot_capacity=0))
     assert r["replica_hours"]["spot"] == 0
     assert r["fallback_minutes"] > 0
     assert r["replica_hours"]["on-demand"] > 600 / 3600  # more than the one baseline replica
-    off = simulate(parse_spec({**s.model_dump(by_alias=True), "pools": {
-        "onDemand": {"minReplicas": 1, "maxReplicas": 8},
-        "spot": {"maxReplicas": 8, "pendingTimeout": "1m", "fallbackToOnDemand": False}}}),
-        trace, SimConfig(cold_start_s=30, spot_capacity=0))
+    off = simulate(
+        parse_spec(
+            {
+                **s.model_dump(by_alias=True),
+                "pools": {
+                    "onDemand": {"minReplicas": 1, "maxReplicas": 8},
+                    "spot": {"maxReplicas": 8, "pendingTimeout": "1m", "fallbackToOnDemand": False},
+                },
+            }
+        ),
+        trace,
+        SimConfig(cold_start_s=30, spot_capacity=0),
+    )
     assert off["fallback_minutes"] == 0 and off["ttft_p95_ms"] > r["ttft_p95_ms"]
 
 
 def test_spot_reclaims_drain_and_lose_only_streams_already_started() -> None:
     trace = burst(20, 900)
-    s = spec(pools={"onDemand": {"minReplicas": 0, "maxReplicas": 4}, "spot": {"maxReplicas": 8}},
-             autoscaling={"minReplicas": 4, "maxReplicas": 8, "scaleUpWindow": "0s"})
+    s = spec(
+        pools={"onDemand": {"minReplicas": 0, "maxReplicas": 4}, "spot": {"maxReplicas": 8}},
+        autoscaling={"minReplicas": 4, "maxReplicas": 8, "scaleUpWindow": "0s"},
+    )
     r = simulate(s, trace, SimConfig(cold_start_s=30, spot_reclaims_per_hour=20, seed=7))
     assert r["spot_reclaims"] > 0
     assert r["completed"] + r["lost_in_reclaims"] == len(trace)
@@ -120,8 +139,12 @@ def test_the_fast_engine_steps_exactly_like_the_reference_engine() -> None:
                 break
             a, b = ref.step(), fast.step()
             steps += 1
-            assert (a.duration_s, a.first_token, sorted(a.finished), len(a.tokens)) == \
-                   (b.duration_s, b.first_token, sorted(b.finished), fast.token_count)
+            assert (a.duration_s, a.first_token, sorted(a.finished), len(a.tokens)) == (
+                b.duration_s,
+                b.first_token,
+                sorted(b.finished),
+                fast.token_count,
+            )
             assert ref.kv_used == fast.kv_used
     while not ref.idle:
         a, b = ref.step(), fast.step()
@@ -143,8 +166,10 @@ def test_the_simulator_holds_its_target_while_reclaimed_replicas_are_replaced() 
             super()._on_tick(now, arg)
             self.ticks.append((o.replacing, before, self.target))
 
-    s = spec(pools={"onDemand": {"minReplicas": 0, "maxReplicas": 4}, "spot": {"maxReplicas": 8}},
-             autoscaling={"minReplicas": 1, "maxReplicas": 8, "scaleUpWindow": "0s", "scaleDownWindow": "0s"})
+    s = spec(
+        pools={"onDemand": {"minReplicas": 0, "maxReplicas": 4}, "spot": {"maxReplicas": 8}},
+        autoscaling={"minReplicas": 1, "maxReplicas": 8, "scaleUpWindow": "0s", "scaleDownWindow": "0s"},
+    )
     trace = burst(20, 300) + burst(1, 600, start=300)  # a burst, then quiet: the policy wants to shrink
     Recording(s, size(s), SimConfig(cold_start_s=60, spot_reclaims_per_hour=6, seed=3)).run(trace)
     pending = [t for t in Recording.ticks if t[0] > 0]

@@ -104,7 +104,9 @@ def test_a_replica_that_answers_503_is_backed_off_briefly_and_growing_not_ejecte
     assert a.ejected_until - clock.t == 10
 
 
-@pytest.mark.parametrize("card", ["4111111111111111", "5500000000000004", "378282246310005", "6011111111111117"])
+@pytest.mark.parametrize(
+    "card", ["4111111111111111", "5500000000000004", "378282246310005", "6011111111111117"]
+)
 def test_luhn_accepts_real_test_cards(card: str) -> None:
     assert luhn_ok(card)
 
@@ -152,7 +154,9 @@ def test_classification_order_sensitive_wins() -> None:
     assert c.classify([], "mail a@b.example", "open") == (True, "detector:email")
     assert Classifier([], default="sensitive").classify([], "hello") == (True, "default")
     assert Classifier([], default="sensitive", key_policy={"open": "general"}).classify([], "hi", "open") == (
-        False, "key-policy")
+        False,
+        "key-policy",
+    )
 
 
 def test_keystore_accepts_plain_and_hashed_keys(tmp_path) -> None:
@@ -168,18 +172,52 @@ def test_keystore_accepts_plain_and_hashed_keys(tmp_path) -> None:
 
 
 def test_endpoint_slices_to_ready_urls() -> None:
-    slices = [{"ports": [{"port": 8000}], "endpoints": [
-        {"addresses": ["127.64.0.2"], "conditions": {"ready": True}},
-        {"addresses": ["127.64.0.3"], "conditions": {"ready": False}},
-        {"addresses": ["127.64.0.4"], "conditions": {"ready": True, "terminating": True}},
-    ]}]
+    slices = [
+        {
+            "ports": [{"port": 8000}],
+            "endpoints": [
+                {"addresses": ["127.64.0.2"], "conditions": {"ready": True}},
+                {"addresses": ["127.64.0.3"], "conditions": {"ready": False}},
+                {"addresses": ["127.64.0.4"], "conditions": {"ready": True, "terminating": True}},
+            ],
+        }
+    ]
     assert ready_urls(slices, 9999) == ["http://127.64.0.2:8000"]
 
 
-_PIECES = st.sampled_from(["a", " ", "x", "@", "b.example", "4111 1111 1111 1111", "123-45-6789", "sk-", "proj-",
-                           "abcdefghijklmnop1234", "AKIA", "ABCDEFGHIJKLMNOP", "ghp_", "A" * 30, "xoxb-", "0123456789",
-                           "-----BEGIN RSA PRIVATE KEY-----", "password", "token", ": ", "=", "hunter2hunter2", "password: hunter2hunter2", "token=abcdefgh", "_", "\n",
-                           "٣", "jane.doe", ".co.uk"])
+_PIECES = st.sampled_from(
+    [
+        "a",
+        " ",
+        "x",
+        "@",
+        "b.example",
+        "4111 1111 1111 1111",
+        "123-45-6789",
+        "sk-",
+        "proj-",
+        "abcdefghijklmnop1234",
+        "AKIA",
+        "ABCDEFGHIJKLMNOP",
+        "ghp_",
+        "A" * 30,
+        "xoxb-",
+        "0123456789",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "password",
+        "token",
+        ": ",
+        "=",
+        "hunter2hunter2",
+        "password: hunter2hunter2",
+        "token=abcdefgh",
+        "_",
+        "\n",
+        "٣",
+        "jane.doe",
+        ".co.uk",
+    ]
+)
 
 
 @settings(max_examples=400)
@@ -190,8 +228,10 @@ _PIECES = st.sampled_from(["a", " ", "x", "@", "b.example", "4111 1111 1111 1111
 @example("4111 1111 1111 1111", {"credit-card"})
 @example("123-45-6789", {"ssn"})
 @example("jane.doe@b.example", {"email"})
-@given(st.lists(_PIECES, max_size=12).map("".join),
-       st.sets(st.sampled_from(["email", "credit-card", "ssn", "secret"])))
+@given(
+    st.lists(_PIECES, max_size=12).map("".join),
+    st.sets(st.sampled_from(["email", "credit-card", "ssn", "secret"])),
+)
 def test_detector_prefilter_never_hides_a_match(text: str, detectors: set[str]) -> None:
     """The RE2 set prefilter only skips texts that the detectors' own patterns would not match anyway."""
     c = Classifier(sorted(detectors))
@@ -214,16 +254,33 @@ def test_telemetry_exposes_prometheus_families_with_cumulative_buckets() -> None
     tel.in_flight.inc()
     tel.in_flight.dec()
     tel.cache_similarity.observe(0.97)
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for fam in text_string_to_metric_families(generate_latest(tel.registry).decode()) for s in fam.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(generate_latest(tel.registry).decode())
+        for s in fam.samples
+    }
 
     def bucket(le: str) -> float:
         return samples[("llmfleet_gateway_ttft_seconds_bucket", (("le", le), ("route", "self-hosted")))]
 
-    assert [bucket("0.005"), bucket("0.25"), bucket("0.5"), bucket("120.0"), bucket("+Inf")] == [2, 2, 3, 3, 4]
+    assert [bucket("0.005"), bucket("0.25"), bucket("0.5"), bucket("120.0"), bucket("+Inf")] == [
+        2,
+        2,
+        3,
+        3,
+        4,
+    ]
     assert samples[("llmfleet_gateway_ttft_seconds_count", (("route", "self-hosted"),))] == 4
     assert abs(samples[("llmfleet_gateway_ttft_seconds_sum", (("route", "self-hosted"),))] - 200.309) < 1e-9
-    assert samples[("llmfleet_gateway_requests_total", (("key", "abcd"), ("route", "self-hosted"), ("status", "200")))] == 2
+    assert (
+        samples[
+            (
+                "llmfleet_gateway_requests_total",
+                (("key", "abcd"), ("route", "self-hosted"), ("status", "200")),
+            )
+        ]
+        == 2
+    )
     assert samples[("llmfleet_gateway_tokens_total", (("kind", "prompt"), ("route", "external")))] == 17
     assert samples[("llmfleet_gateway_in_flight", ())] == 1
     assert samples[("llmfleet_gateway_cache_similarity_bucket", (("le", "0.96"),))] == 0
@@ -235,11 +292,22 @@ def test_general_traffic_overflows_to_the_external_provider_only_while_the_queue
     from llmfleet.gateway.config import GatewayConfig
     from llmfleet.gateway.telemetry import Telemetry
 
-    cfg = GatewayConfig.model_validate({"model": "m", "external": {
-        "use": "overflow", "baseURL": "http://ext/v1", "model": "x", "overflowOutstandingPerReplica": 2}})
+    cfg = GatewayConfig.model_validate(
+        {
+            "model": "m",
+            "external": {
+                "use": "overflow",
+                "baseURL": "http://ext/v1",
+                "model": "x",
+                "overflowOutstandingPerReplica": 2,
+            },
+        }
+    )
     router = Router("least-outstanding")
     router.set_endpoints(["http://a:8000", "http://b:8000"])
-    gw = Gateway(cfg, KeyStore([]), MemoryLimiter(0, 0), router, Classifier(["email"], "general"), Telemetry())
+    gw = Gateway(
+        cfg, KeyStore([]), MemoryLimiter(0, 0), router, Classifier(["email"], "general"), Telemetry()
+    )
     a, b = router.endpoints.values()
     for ep in (a, a, b):
         router.begin(ep)
@@ -248,7 +316,9 @@ def test_general_traffic_overflows_to_the_external_provider_only_while_the_queue
     def route(text: str) -> tuple[str, str]:
         from llmfleet.gateway.app import Ctx, Request
 
-        req = Request("/v1/completions", [], orjson.dumps({"model": "m", "prompt": text}), b"x-data-sensitivity")
+        req = Request(
+            "/v1/completions", [], orjson.dumps({"model": "m", "prompt": text}), b"x-data-sensitivity"
+        )
         gw.parse(req)
         ctx = Ctx(request_id="r", key=None, started=0.0)
         out = gw.route(ctx, req)

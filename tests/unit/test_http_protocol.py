@@ -54,10 +54,21 @@ class MockTransport:
 async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Answers with what the application saw: method, path, headers and body."""
     msg = await receive()
-    body = json.dumps({"method": scope["method"], "path": scope["path"], "body": msg["body"].decode("latin-1"),
-                       "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]}).encode()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    body = json.dumps(
+        {
+            "method": scope["method"],
+            "path": scope["path"],
+            "body": msg["body"].decode("latin-1"),
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -109,7 +120,7 @@ class Harness:
                     size_line, _, rest = rest.partition(b"\r\n")
                     size = int(size_line, 16)
                     body += rest[:size]
-                    rest = rest[size + 2:]
+                    rest = rest[size + 2 :]
                     if size == 0:
                         break
                 data = rest
@@ -146,7 +157,9 @@ def test_post_body_reaches_the_application(h: Harness) -> None:
 
 
 def test_pipelined_requests_are_answered_in_order_one_response_each(h: Harness) -> None:
-    h.feed(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.feed(
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     assert [json.loads(b)["path"] for _, _, b in h.responses()] == ["/a", "/b", "/c"]
 
 
@@ -173,13 +186,17 @@ def test_other_http_versions_are_refused(h: Harness, version: bytes) -> None:
 
 
 def test_upgrade_gets_exactly_one_400(h: Harness) -> None:
-    h.feed(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nGET /next HTTP/1.1\r\n")
+    h.feed(
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nGET /next HTTP/1.1\r\n"
+    )
     assert statuses(h) == [400] and h.transport.closed
 
 
 def test_http10_with_transfer_encoding_is_refused_and_closed(h: Harness) -> None:
-    h.feed(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
-           b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.feed(
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     assert statuses(h) == [400] and h.transport.closed
 
 
@@ -194,8 +211,10 @@ def test_conflicting_content_lengths_are_refused(h: Harness) -> None:
 
 
 def test_trailer_fields_never_reach_the_application(h: Harness) -> None:
-    h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-Data-Sensitivity: sensitive\r\n\r\n"
-           b"5\r\nhello\r\n0\r\nX-Data-Sensitivity: general\r\nAuthorization: Bearer stolen\r\n\r\n")
+    h.feed(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nX-Data-Sensitivity: sensitive\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nX-Data-Sensitivity: general\r\nAuthorization: Bearer stolen\r\n\r\n"
+    )
     [(status, _, body)] = h.responses()
     seen = json.loads(body)
     assert status == 200 and seen["body"] == "hello"
@@ -235,7 +254,7 @@ def test_a_header_name_that_never_ends_is_refused_as_it_grows(h: Harness) -> Non
 def test_a_head_just_under_the_limit_in_small_pieces_is_served(h: Harness) -> None:
     head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * (MAX_HEAD_BYTES - 200) + b"\r\n\r\n"
     for i in range(0, len(head), 1000):
-        h.feed(head[i:i + 1000])
+        h.feed(head[i : i + 1000])
     assert statuses(h) == [200]
 
 
@@ -286,7 +305,9 @@ def test_expect_100_continue_waits_for_the_responses_before_it() -> None:
 
     async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
         await send({"type": "http.response.body", "body": b"part one ", "more_body": True})
         await gate.wait()
         await send({"type": "http.response.body", "body": b"part two"})
@@ -305,8 +326,13 @@ def test_expect_100_continue_waits_for_the_responses_before_it() -> None:
 
 def test_application_connection_close_is_honoured() -> None:
     async def closing(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", b"2"), (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"2"), (b"connection", b"close")],
+            }
+        )
         await send({"type": "http.response.body", "body": b"ok"})
 
     h = Harness(closing)
@@ -342,7 +368,9 @@ def test_connections_beyond_the_cap_get_503_and_close() -> None:
 
 def test_response_splitting_is_refused() -> None:
     async def split(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1\r\nSet-Cookie: evil=1")]})
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1\r\nSet-Cookie: evil=1")]}
+        )
 
     h = Harness(split)
     h.feed(SIMPLE)
@@ -371,12 +399,14 @@ def test_any_bytes_get_at_most_one_response_per_request_and_never_crash(data: by
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.sampled_from([SIMPLE, POST, b"\r\n"]), min_size=1, max_size=6), st.integers(1, 50))
-def test_pipelined_requests_split_anywhere_get_their_responses_in_order(reqs: list[bytes], piece: int) -> None:
+def test_pipelined_requests_split_anywhere_get_their_responses_in_order(
+    reqs: list[bytes], piece: int
+) -> None:
     h = Harness()
     try:
         data = b"".join(reqs)
         for i in range(0, len(data), piece):
-            h.feed(data[i:i + piece])
+            h.feed(data[i : i + piece])
         got = [json.loads(b)["method"] for _, _, b in h.responses()]
         assert got == ["GET" if r == SIMPLE else "POST" for r in reqs if r != b"\r\n"]
     finally:

@@ -23,8 +23,16 @@ def test_a_refused_connection_keeps_the_candidate_campaigning() -> None:
     cfg.host = f"http://127.0.0.1:{closed_port()}"
     cfg.retries = False
     lost = threading.Event()
-    e = Election(client.ApiClient(cfg), name="l", namespace="n", identity="a", lease_s=4, renew_s=3, retry_s=1,
-                 on_lost=lost.set)
+    e = Election(
+        client.ApiClient(cfg),
+        name="l",
+        namespace="n",
+        identity="a",
+        lease_s=4,
+        renew_s=3,
+        retry_s=1,
+        on_lost=lost.set,
+    )
     ok, _ = e._lock.get("l", "n")
     assert ok is False
     stop = threading.Event()

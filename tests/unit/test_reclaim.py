@@ -25,8 +25,11 @@ def node(taints: list[str] = (), conditions: dict[str, str] | None = None, delet
     meta: dict = {"name": "n1"}
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    return {"metadata": meta, "spec": {"taints": [{"key": k, "effect": "NoSchedule"} for k in taints]},
-            "status": {"conditions": [{"type": t, "status": s} for t, s in (conditions or {}).items()]}}
+    return {
+        "metadata": meta,
+        "spec": {"taints": [{"key": k, "effect": "NoSchedule"} for k in taints]},
+        "status": {"conditions": [{"type": t, "status": s} for t, s in (conditions or {}).items()]},
+    }
 
 
 @pytest.mark.parametrize("key", DEFAULT_TAINTS)
@@ -49,12 +52,25 @@ def test_other_taints_are_not_notices(keys: list[str]) -> None:
 
 
 def pod(name: str, node_name: str, pool: str = "spot", deleting: bool = False) -> dict:
-    meta = {"name": name, "namespace": "ml", "uid": f"uid-{name}", "labels": {
-        "llmfleet.io/deployment": "demo", "app.kubernetes.io/component": "engine", "llmfleet.io/pool": pool}}
+    meta = {
+        "name": name,
+        "namespace": "ml",
+        "uid": f"uid-{name}",
+        "labels": {
+            "llmfleet.io/deployment": "demo",
+            "app.kubernetes.io/component": "engine",
+            "llmfleet.io/pool": pool,
+        },
+    }
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {"nodeName": node_name},
-            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {"nodeName": node_name},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
 
 
 def test_drains_pick_live_pods_on_noticed_nodes_only() -> None:
@@ -66,10 +82,16 @@ def test_drains_pick_live_pods_on_noticed_nodes_only() -> None:
 
 
 def spot_cr(kube: FakeKube) -> dict:
-    obj = {"apiVersion": "llmfleet.io/v1alpha1", "kind": "LLMDeployment",
-           "metadata": {"name": "demo", "namespace": "ml", "uid": "1234", "generation": 1},
-           "spec": {"model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"}, "replicas": 2,
-                    "pools": {"onDemand": {"minReplicas": 0}, "spot": {"enabled": True, "maxReplicas": 4}}}}
+    obj = {
+        "apiVersion": "llmfleet.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": "demo", "namespace": "ml", "uid": "1234", "generation": 1},
+        "spec": {
+            "model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"},
+            "replicas": 2,
+            "pools": {"onDemand": {"minReplicas": 0}, "spot": {"enabled": True, "maxReplicas": 4}},
+        },
+    }
     kube.add(obj)
     return obj
 
@@ -91,7 +113,9 @@ def test_a_notice_drains_the_pods_records_it_and_the_condition_clears_once_repla
     spot = kube.get("apps/v1", "Deployment", "ml", "demo-engine-spot")
     replicas_before = spot["spec"]["replicas"]
 
-    p, status = reconcile(kube, {"n1": "taint aws-node-termination-handler/spot-itn"}, T0 + timedelta(seconds=5))
+    p, status = reconcile(
+        kube, {"n1": "taint aws-node-termination-handler/spot-itn"}, T0 + timedelta(seconds=5)
+    )
     assert [(r.kind, r.name) for r, _ in p.to_delete] == [("Pod", "s1")]
     assert kube.get("v1", "Pod", "ml", "s1") is None and kube.get("v1", "Pod", "ml", "s2") is not None
     ((type_, reason, message),) = p.events
@@ -99,8 +123,11 @@ def test_a_notice_drains_the_pods_records_it_and_the_condition_clears_once_repla
     assert kube.events[-1][1] == RECLAIM_NOTICE
     assert status["replicas"]["spot"]["reclaims"] == 1
     assert status["replicas"]["spot"]["lastReclaim"] == {
-        "node": "n1", "signal": "taint aws-node-termination-handler/spot-itn", "pods": ["s1"],
-        "time": "2026-01-01T00:00:05Z"}
+        "node": "n1",
+        "signal": "taint aws-node-termination-handler/spot-itn",
+        "pods": ["s1"],
+        "time": "2026-01-01T00:00:05Z",
+    }
     cond = next(c for c in status["conditions"] if c["type"] == "Reclaim")
     assert (cond["status"], cond["reason"]) == ("True", "ReplacementPending")
     # lost capacity is replaced, not scaled away: the pool keeps its replica count
@@ -115,10 +142,17 @@ def test_a_notice_drains_the_pods_records_it_and_the_condition_clears_once_repla
     for obj in kube.objects.values():
         if obj["kind"] == "Deployment":
             n = obj["spec"]["replicas"]
-            obj["status"] = {"observedGeneration": 1, "replicas": n, "updatedReplicas": n, "readyReplicas": n,
-                             "availableReplicas": n}
+            obj["status"] = {
+                "observedGeneration": 1,
+                "replicas": n,
+                "updatedReplicas": n,
+                "readyReplicas": n,
+                "availableReplicas": n,
+            }
             obj["metadata"]["generation"] = 1
-    p, status = reconcile(kube, {"n1": "taint aws-node-termination-handler/spot-itn"}, T0 + timedelta(seconds=60))
+    p, status = reconcile(
+        kube, {"n1": "taint aws-node-termination-handler/spot-itn"}, T0 + timedelta(seconds=60)
+    )
     assert p.to_delete == [] and p.events == []
     cond = next(c for c in status["conditions"] if c["type"] == "Reclaim")
     assert (cond["status"], cond["reason"]) == ("False", "Replaced")

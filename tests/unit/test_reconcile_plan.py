@@ -39,8 +39,13 @@ def mark_ready(kube: FakeKube) -> None:
     for key, obj in kube.objects.items():
         if key[1] == "Deployment":
             n = obj["spec"]["replicas"]
-            obj["status"] = {"observedGeneration": 1, "replicas": n, "updatedReplicas": n,
-                             "readyReplicas": n, "availableReplicas": n}
+            obj["status"] = {
+                "observedGeneration": 1,
+                "replicas": n,
+                "updatedReplicas": n,
+                "readyReplicas": n,
+                "availableReplicas": n,
+            }
             obj["metadata"]["generation"] = 1
 
 
@@ -69,9 +74,22 @@ def test_second_reconcile_of_unchanged_world_makes_zero_writes(kube: FakeKube) -
 def test_ready_status_counts_pools_and_cost(kube: FakeKube) -> None:
     reconcile(kube)
     mark_ready(kube)
-    kube.add({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "ml", "labels": {
-        "llmfleet.io/deployment": "demo", "app.kubernetes.io/component": "engine", "llmfleet.io/pool": "on-demand"}},
-        "status": {"phase": "Running"}})
+    kube.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "p1",
+                "namespace": "ml",
+                "labels": {
+                    "llmfleet.io/deployment": "demo",
+                    "app.kubernetes.io/component": "engine",
+                    "llmfleet.io/pool": "on-demand",
+                },
+            },
+            "status": {"phase": "Running"},
+        }
+    )
     reconcile(kube, T0 + timedelta(seconds=10))
     status = cr(kube)["status"]
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
@@ -93,20 +111,32 @@ def test_drifted_child_is_reapplied_and_deleted_child_recreated(kube: FakeKube) 
 
 def test_spec_change_reapplies_only_what_changed(kube: FakeKube) -> None:
     reconcile(kube)
-    kube.objects[("llmfleet.io/v1alpha1", "LLMDeployment", "ml", "demo")]["spec"]["model"]["maxModelLen"] = 4096
+    kube.objects[("llmfleet.io/v1alpha1", "LLMDeployment", "ml", "demo")]["spec"]["model"]["maxModelLen"] = (
+        4096
+    )
     p = reconcile(kube)
     assert sorted(m["metadata"]["name"] for m in p.to_apply) == ["demo-engine-ondemand", "demo-engine-spot"]
-    args = kube.objects[("apps/v1", "Deployment", "ml", "demo-engine-ondemand")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = kube.objects[("apps/v1", "Deployment", "ml", "demo-engine-ondemand")]["spec"]["template"]["spec"][
+        "containers"
+    ][0]["args"]
     assert "--max-model-len=4096" in args
 
 
 def test_children_no_longer_wanted_are_pruned_but_foreign_objects_are_not(kube: FakeKube) -> None:
     reconcile(kube)
-    foreign = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "users-own", "namespace": "ml", "labels": {
-        "app.kubernetes.io/managed-by": "llmfleet", "llmfleet.io/deployment": "demo"}}}
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "users-own",
+            "namespace": "ml",
+            "labels": {"app.kubernetes.io/managed-by": "llmfleet", "llmfleet.io/deployment": "demo"},
+        },
+    }
     kube.add(foreign)
     kube.objects[("llmfleet.io/v1alpha1", "LLMDeployment", "ml", "demo")]["spec"]["cache"] = {
-        "redis": {"mode": "external", "url": "redis://x:6379"}}
+        "redis": {"mode": "external", "url": "redis://x:6379"}
+    }
     p = reconcile(kube)
     assert sorted(r.name for r, _ in p.to_delete) == ["demo-cache", "demo-cache"]
     assert ("v1", "ConfigMap", "ml", "users-own") in kube.objects  # not owned by the CR: never deleted
@@ -115,7 +145,9 @@ def test_children_no_longer_wanted_are_pruned_but_foreign_objects_are_not(kube: 
 def test_invalid_spec_sets_degraded_naming_the_field_and_deletes_nothing(kube: FakeKube) -> None:
     reconcile(kube)
     before = {k for k in kube.objects}
-    kube.objects[("llmfleet.io/v1alpha1", "LLMDeployment", "ml", "demo")]["spec"]["accelerator"] = {"type": "B300"}
+    kube.objects[("llmfleet.io/v1alpha1", "LLMDeployment", "ml", "demo")]["spec"]["accelerator"] = {
+        "type": "B300"
+    }
     p = reconcile(kube)
     assert p.error is not None and p.error.path == "spec.accelerator.type"
     assert {k for k in kube.objects} == before
@@ -127,7 +159,8 @@ def test_invalid_spec_sets_degraded_naming_the_field_and_deletes_nothing(kube: F
 
 def test_schema_level_invalid_spec_names_the_path(kube: FakeKube) -> None:
     kube.objects[("llmfleet.io/v1alpha1", "LLMDeployment", "ml", "demo")]["spec"]["pools"] = {
-        "onDemand": {"minReplicas": 3, "maxReplicas": 1}}
+        "onDemand": {"minReplicas": 3, "maxReplicas": 1}
+    }
     p = reconcile(kube)
     assert p.error is not None and p.error.path == "spec.pools.onDemand"
     assert len(kube.objects) == 1  # nothing created

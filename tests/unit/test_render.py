@@ -63,20 +63,33 @@ def test_spot_pool_tolerates_spot_taints_and_on_demand_avoids_spot_nodes(minimal
     out = render(minimal_obj)
     spot = out["Deployment/demo-engine-spot"]["spec"]["template"]["spec"]
     od = out["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]
-    assert {"key": "llmfleet.io/capacity-type", "operator": "Equal", "value": "spot", "effect": "NoSchedule"} in spot["tolerations"]
+    assert {
+        "key": "llmfleet.io/capacity-type",
+        "operator": "Equal",
+        "value": "spot",
+        "effect": "NoSchedule",
+    } in spot["tolerations"]
     assert spot["nodeSelector"] == {"pool": "gpu-spot"}
     assert "nodeAffinity" not in spot["affinity"]  # the user's spot nodeSelector says where spot is
     assert not any(t.get("value") == "spot" for t in od["tolerations"])
     required = od["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert {"key": "llmfleet.io/capacity-type", "operator": "NotIn", "values": ["spot"]} in required["nodeSelectorTerms"][0]["matchExpressions"]
+    assert {"key": "llmfleet.io/capacity-type", "operator": "NotIn", "values": ["spot"]} in required[
+        "nodeSelectorTerms"
+    ][0]["matchExpressions"]
 
 
 def test_spot_replicas_need_a_spot_node_by_any_providers_label(minimal_obj: dict) -> None:
     spot = render(minimal_obj)["Deployment/demo-engine-spot"]["spec"]["template"]["spec"]
-    terms = spot["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = spot["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
     # Terms are ORed: a node with any one provider's spot label will do; no on-demand node will.
-    assert {"key": "llmfleet.io/capacity-type", "operator": "In", "values": ["spot"]} in [t["matchExpressions"][0] for t in terms]
-    assert {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]} in [t["matchExpressions"][0] for t in terms]
+    assert {"key": "llmfleet.io/capacity-type", "operator": "In", "values": ["spot"]} in [
+        t["matchExpressions"][0] for t in terms
+    ]
+    assert {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot"]} in [
+        t["matchExpressions"][0] for t in terms
+    ]
     assert all(len(t["matchExpressions"]) == 1 for t in terms)
 
 
@@ -88,7 +101,12 @@ def test_spot_disabled_renders_no_spot_deployment(minimal_obj: dict) -> None:
 def test_owner_reference_points_at_the_cr(minimal_obj: dict) -> None:
     for m in render(minimal_obj).values():
         (ref,) = m["metadata"]["ownerReferences"]
-        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == ("LLMDeployment", "demo", "1234", True)
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
+            "LLMDeployment",
+            "demo",
+            "1234",
+            True,
+        )
 
 
 def test_every_replicated_workload_has_a_budget_that_never_blocks_a_drain(minimal_obj: dict) -> None:
@@ -116,9 +134,15 @@ def test_managed_cache_is_redis_with_lru_and_external_renders_none(minimal_obj: 
 
 
 def test_gateway_gets_config_keys_secret_and_endpointslice_rbac(minimal_obj: dict) -> None:
-    minimal_obj["spec"]["gateway"] = {"auth": {"apiKeysSecretRef": "keys"},
-                                      "external": {"baseURL": "https://api.example/v1", "model": "m",
-                                                   "apiKeySecretRef": "ext", "use": "overflow"}}
+    minimal_obj["spec"]["gateway"] = {
+        "auth": {"apiKeysSecretRef": "keys"},
+        "external": {
+            "baseURL": "https://api.example/v1",
+            "model": "m",
+            "apiKeySecretRef": "ext",
+            "use": "overflow",
+        },
+    }
     out = render(minimal_obj)
     dep = out["Deployment/demo-gateway"]["spec"]["template"]
     assert {"name": "keys", "secret": {"secretName": "keys"}} in dep["spec"]["volumes"]
@@ -128,7 +152,10 @@ def test_gateway_gets_config_keys_secret_and_endpointslice_rbac(minimal_obj: dic
     assert out["RoleBinding/demo-gateway"]["subjects"][0]["name"] == "demo-gateway"
     # A rollout adds one gateway, waits until it has been ready a while, then retires one: never fewer.
     spec = out["Deployment/demo-gateway"]["spec"]
-    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0} and spec["minReadySeconds"] == 5
+    assert (
+        spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+        and spec["minReadySeconds"] == 5
+    )
 
 
 def test_config_change_changes_gateway_pod_template(minimal_obj: dict) -> None:
@@ -144,11 +171,23 @@ def test_rendering_is_deterministic(minimal_obj: dict) -> None:
 
 def test_options_override_images_and_engine_command(minimal_obj: dict) -> None:
     parsed = parse_object(minimal_obj)
-    out = by_name(render_all(parsed, size(parsed.spec), options=RenderOptions(
-        llmfleet_image="local/llmfleet:dev", engine_image="local/llmfleet:dev", engine_command=("llmfleet", "engine-sim"))))
+    out = by_name(
+        render_all(
+            parsed,
+            size(parsed.spec),
+            options=RenderOptions(
+                llmfleet_image="local/llmfleet:dev",
+                engine_image="local/llmfleet:dev",
+                engine_command=("llmfleet", "engine-sim"),
+            ),
+        )
+    )
     eng = out["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]["containers"][0]
     assert eng["image"] == "local/llmfleet:dev" and eng["command"] == ["llmfleet", "engine-sim"]
-    assert out["Deployment/demo-gateway"]["spec"]["template"]["spec"]["containers"][0]["image"] == "local/llmfleet:dev"
+    assert (
+        out["Deployment/demo-gateway"]["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "local/llmfleet:dev"
+    )
 
 
 @pytest.mark.parametrize(
@@ -164,9 +203,13 @@ def test_options_override_images_and_engine_command(minimal_obj: dict) -> None:
         (0, 4, 8, True, 0, (0, 0)),
     ],
 )
-def test_split_replicas_puts_baseline_on_demand_then_spot_first(od_min, od_max, spot_max, spot_on, total, expected, minimal_obj) -> None:
-    minimal_obj["spec"]["pools"] = {"onDemand": {"minReplicas": od_min, "maxReplicas": od_max},
-                                    "spot": {"enabled": spot_on, "maxReplicas": spot_max}}
+def test_split_replicas_puts_baseline_on_demand_then_spot_first(
+    od_min, od_max, spot_max, spot_on, total, expected, minimal_obj
+) -> None:
+    minimal_obj["spec"]["pools"] = {
+        "onDemand": {"minReplicas": od_min, "maxReplicas": od_max},
+        "spot": {"enabled": spot_on, "maxReplicas": spot_max},
+    }
     counts = split_replicas(parse_object(minimal_obj).spec, total)
     assert (counts.on_demand, counts.spot) == expected
 
@@ -198,9 +241,14 @@ def test_gateway_config_refuses_unknown_keys() -> None:
 
 def test_every_probe_waits_longer_than_kubernetes_one_second_default(minimal_obj: dict) -> None:
     """A loaded vLLM answers /health slower than 1 s: a default timeout flaps readiness and restarts engines."""
-    probes = [(f"{key} {c['name']} {kind}", probe) for key, m in render(minimal_obj).items() if m["kind"] == "Deployment"
-              for c in m["spec"]["template"]["spec"]["containers"]
-              for kind, probe in c.items() if kind.endswith("Probe")]
+    probes = [
+        (f"{key} {c['name']} {kind}", probe)
+        for key, m in render(minimal_obj).items()
+        if m["kind"] == "Deployment"
+        for c in m["spec"]["template"]["spec"]["containers"]
+        for kind, probe in c.items()
+        if kind.endswith("Probe")
+    ]
     assert len(probes) >= 8  # engine (3 probes x 2 pools), gateway and cache
     assert all(probe.get("timeoutSeconds", 1) >= 3 for _, probe in probes), probes
 
@@ -209,7 +257,9 @@ def test_a_t4_deployment_renders_float16(minimal_obj: dict) -> None:
     """T4 has no bfloat16 (compute capability 7.5): the default dtype (auto) renders what vLLM accepts there."""
     minimal_obj["spec"]["accelerator"] = {"type": "T4-16GB"}
     minimal_obj["spec"]["model"] = {"name": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 4096}
-    args = render(minimal_obj)["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = render(minimal_obj)["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]["containers"][
+        0
+    ]["args"]
     assert "--dtype=float16" in args and "--dtype=bfloat16" not in args
 
 

@@ -63,10 +63,16 @@ def test_llmfleet_render_matches_the_operator_on_every_example(path: Path) -> No
 
 
 def test_an_autoscaled_deployment_with_replicas_starts_at_replicas_both_ways(tmp_path: Path) -> None:
-    raw = {"apiVersion": "llmfleet.io/v1alpha1", "kind": "LLMDeployment",
-           "metadata": {"name": "demo", "namespace": "default"},
-           "spec": {"model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"}, "replicas": 3,
-                    "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 6}}}
+    raw = {
+        "apiVersion": "llmfleet.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": "demo", "namespace": "default"},
+        "spec": {
+            "model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"},
+            "replicas": 3,
+            "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 6},
+        },
+    }
     path = tmp_path / "demo.yaml"
     path.write_text(yaml.safe_dump(raw))
     rendered = cli_render(path)
@@ -83,15 +89,27 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     od_min = draw(pool_sizes)
     a_min = draw(pool_sizes)
     spec: dict[str, Any] = {
-        "model": {"name": draw(st.sampled_from(["meta-llama/Meta-Llama-3-8B-Instruct",
-                                                "meta-llama/Meta-Llama-3-70B-Instruct"]))},
+        "model": {
+            "name": draw(
+                st.sampled_from(
+                    ["meta-llama/Meta-Llama-3-8B-Instruct", "meta-llama/Meta-Llama-3-70B-Instruct"]
+                )
+            )
+        },
         "pools": {
             "onDemand": {"minReplicas": od_min, "maxReplicas": od_min + draw(pool_sizes)},
-            "spot": {"enabled": draw(st.booleans()), "maxReplicas": draw(pool_sizes),
-                     "fallbackToOnDemand": draw(st.booleans())},
+            "spot": {
+                "enabled": draw(st.booleans()),
+                "maxReplicas": draw(pool_sizes),
+                "fallbackToOnDemand": draw(st.booleans()),
+            },
         },
-        "autoscaling": {"enabled": draw(st.booleans()), "minReplicas": a_min, "maxReplicas": a_min + draw(pool_sizes),
-                        "scaleToZero": {"enabled": draw(st.booleans())}},
+        "autoscaling": {
+            "enabled": draw(st.booleans()),
+            "minReplicas": a_min,
+            "maxReplicas": a_min + draw(pool_sizes),
+            "scaleToZero": {"enabled": draw(st.booleans())},
+        },
     }
     replicas = draw(st.none() | st.integers(min_value=0, max_value=15))
     if replicas is not None:
@@ -102,8 +120,12 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(spec=specs())
 def test_render_and_operator_agree_on_generated_specs(spec: dict[str, Any]) -> None:
-    raw = {"apiVersion": "llmfleet.io/v1alpha1", "kind": "LLMDeployment",
-           "metadata": {"name": "gen", "namespace": "default"}, "spec": spec}
+    raw = {
+        "apiVersion": "llmfleet.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": "gen", "namespace": "default"},
+        "spec": spec,
+    }
     try:
         obj = load_documents(yaml.safe_dump(raw))[0]
         sizing = size(obj.spec)

@@ -27,7 +27,9 @@ def general_by_default() -> Classifier:
 
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(request_with_sensitive_value())
-def test_a_sensitive_value_in_any_field_of_any_openai_request_makes_it_sensitive(case: tuple[dict, str]) -> None:
+def test_a_sensitive_value_in_any_field_of_any_openai_request_makes_it_sensitive(
+    case: tuple[dict, str],
+) -> None:
     body, value = case
     verdict = general_by_default().classify([b"general"], body)
     assert verdict.sensitive, (value, body)
@@ -38,43 +40,55 @@ def test_every_catalogued_value_is_found_alone(value: str) -> None:
     assert general_by_default().detect(value) is not None
 
 
-@pytest.mark.parametrize(("text", "kind"), [
-    ("mail ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ", "email"),
-    ("jo\u200bhn@exa\u200bmple.com", "email"),
-    ("card ４１１１ １１１１ １１１１ １１１１", "credit-card"),
-    ("card 4111\u00a01111\u00a01111\u00a01111", "credit-card"),
-    ("card 4111  1111  1111  1111", "credit-card"),
-    ("card 4111.1111.1111.1111", "credit-card"),
-    ("card 4111\u200b1111\u200b1111\u200b1111", "credit-card"),
-    ("card \u0664\u0661\u0661\u0661 1111 1111 1111", "credit-card"),  # Arabic-Indic digits
-    ("SSN 123456789", "ssn"),
-    ("social security number: 123 45 6789", "ssn"),
-    ("sk_live_51Habcdefghij0123456789", "secret"),
-    ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ", "secret"),
-    ("ASIAIOSFODNN7EXAMPLE", "secret"),
-    ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "secret"),
-    ("AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI", "secret"),
-    ("-----BEGIN PGP PRIVATE KEY BLOCK-----", "secret"),
-    ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THs",
-     "secret"),
-    ("hello world", None),
-    ("tokenizer = AutoTokenizer.from_pretrained('gpt2')", None),
-    ("max_tokens: 1024", None),
-    ("call +1 415 555 0132", None),
-    ("order 12345678 shipped on 2024-05-01", None),
-    ("the SSN format is XXX-XX-XXXX", None),
-    ("an ISBN 978-3-16-148410-0", None),
-])
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("mail ｊｏｈｎ＠ｅｘａｍｐｌｅ．ｃｏｍ", "email"),
+        ("jo\u200bhn@exa\u200bmple.com", "email"),
+        ("card ４１１１ １１１１ １１１１ １１１１", "credit-card"),
+        ("card 4111\u00a01111\u00a01111\u00a01111", "credit-card"),
+        ("card 4111  1111  1111  1111", "credit-card"),
+        ("card 4111.1111.1111.1111", "credit-card"),
+        ("card 4111\u200b1111\u200b1111\u200b1111", "credit-card"),
+        ("card \u0664\u0661\u0661\u0661 1111 1111 1111", "credit-card"),  # Arabic-Indic digits
+        ("SSN 123456789", "ssn"),
+        ("social security number: 123 45 6789", "ssn"),
+        ("sk_live_51Habcdefghij0123456789", "secret"),
+        ("github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ", "secret"),
+        ("ASIAIOSFODNN7EXAMPLE", "secret"),
+        ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "secret"),
+        ("AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI", "secret"),
+        ("-----BEGIN PGP PRIVATE KEY BLOCK-----", "secret"),
+        (
+            "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THs",
+            "secret",
+        ),
+        ("hello world", None),
+        ("tokenizer = AutoTokenizer.from_pretrained('gpt2')", None),
+        ("max_tokens: 1024", None),
+        ("call +1 415 555 0132", None),
+        ("order 12345678 shipped on 2024-05-01", None),
+        ("the SSN format is XXX-XX-XXXX", None),
+        ("an ISBN 978-3-16-148410-0", None),
+    ],
+)
 def test_detector_gaps_from_the_attack_are_closed(text: str, kind: str | None) -> None:
     assert general_by_default().detect(text) == kind
 
 
-@given(st.lists(st.sampled_from([b"general", b"GENERAL", b"public", b" general ", b""]), min_size=1, max_size=4),
-       st.lists(st.sampled_from([b"sensitive", b"private", b"confidential", b"internal", b"x", b"generall"]),
-                min_size=1, max_size=3),
-       st.booleans(), st.randoms())
-def test_any_non_general_header_value_wins_over_general_ones(general: list[bytes], other: list[bytes], joined: bool,
-                                                              rnd) -> None:
+@given(
+    st.lists(st.sampled_from([b"general", b"GENERAL", b"public", b" general ", b""]), min_size=1, max_size=4),
+    st.lists(
+        st.sampled_from([b"sensitive", b"private", b"confidential", b"internal", b"x", b"generall"]),
+        min_size=1,
+        max_size=3,
+    ),
+    st.booleans(),
+    st.randoms(),
+)
+def test_any_non_general_header_value_wins_over_general_ones(
+    general: list[bytes], other: list[bytes], joined: bool, rnd
+) -> None:
     values = general + other
     rnd.shuffle(values)
     fields = [b", ".join(values)] if joined else values
@@ -102,11 +116,14 @@ def test_a_body_over_the_scan_limit_is_sensitive() -> None:
     assert not c.classify([b"general"], {"prompt": "a" * 4000}).sensitive
 
 
-@pytest.mark.parametrize("adversarial", [
-    "1 " * 200_000,  # one long run of digit groups
-    "4111 " * 100_000,
-    "123-45-6789 " * 5_000,  # more candidates than the budget: none of them valid
-])
+@pytest.mark.parametrize(
+    "adversarial",
+    [
+        "1 " * 200_000,  # one long run of digit groups
+        "4111 " * 100_000,
+        "123-45-6789 " * 5_000,  # more candidates than the budget: none of them valid
+    ],
+)
 def test_inputs_that_make_too_much_work_are_sensitive_not_slow(adversarial: str) -> None:
     c = Classifier(ALL, default="general", max_scan_bytes=4 << 20)
     verdict = c.classify([b"general"], {"prompt": "000-00-0000 " * (MAX_CANDIDATES + 1) + adversarial})
@@ -115,8 +132,11 @@ def test_inputs_that_make_too_much_work_are_sensitive_not_slow(adversarial: str)
 
 @pytest.mark.parametrize("adversarial", ["a" * 100_000 + "@", "@a" * 50_000, "x@y." * 25_000, "sk" * 50_000])
 def test_long_runs_next_to_at_signs_get_a_verdict(adversarial: str) -> None:
-    assert general_by_default().classify([b"general"], {"prompt": adversarial}).why in ("header", "detector:email",
-                                                                                          "detector:secret")
+    assert general_by_default().classify([b"general"], {"prompt": adversarial}).why in (
+        "header",
+        "detector:email",
+        "detector:secret",
+    )
 
 
 def test_leaves_are_every_string_key_and_number_at_any_depth() -> None:
@@ -142,9 +162,12 @@ def test_card_in_equals_the_definition(run: str) -> None:
 
     groups = run.split()
     expected = any(
-        13 <= len("".join(groups[i:j])) <= 19 and luhn_ok("".join(groups[i:j]))
+        13 <= len("".join(groups[i:j])) <= 19
+        and luhn_ok("".join(groups[i:j]))
         and (groups[i][0] in CARD_FIRST_DIGITS or groups[i].startswith("1800"))
-        for i in range(len(groups)) for j in range(i + 1, len(groups) + 1))
+        for i in range(len(groups))
+        for j in range(i + 1, len(groups) + 1)
+    )
     assert card_in(run) == expected
 
 

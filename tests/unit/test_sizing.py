@@ -82,7 +82,11 @@ def test_kv_capacity_and_concurrency_follow_memory() -> None:
     assert s.max_concurrent_sequences == s.kv_capacity_tokens // 8192
     longer = size(LLMDeploymentSpec.model_validate({"model": {"name": L8, "maxModelLen": 8192}}))
     shorter = size(LLMDeploymentSpec.model_validate({"model": {"name": L8, "maxModelLen": 2048}}))
-    assert shorter.max_concurrent_sequences == shorter.kv_capacity_tokens // 2048 > s.max_concurrent_sequences // 2
+    assert (
+        shorter.max_concurrent_sequences
+        == shorter.kv_capacity_tokens // 2048
+        > s.max_concurrent_sequences // 2
+    )
     assert longer.max_concurrent_sequences == s.max_concurrent_sequences
 
 
@@ -90,10 +94,15 @@ def test_cost_per_replica_hour_is_tp_times_gpu_price_and_overridable() -> None:
     s = size(spec(L70, "H100-80GB"))
     assert s.on_demand_per_replica_hour == pytest.approx(4 * 6.88)
     assert s.spot_per_replica_hour < s.on_demand_per_replica_hour * 0.5
-    custom = LLMDeploymentSpec.model_validate({
-        "model": {"name": L70},
-        "accelerator": {"type": "H100-80GB", "pricing": {"onDemandPerGpuHour": 4.0, "spotPerGpuHour": 1.5}},
-    })
+    custom = LLMDeploymentSpec.model_validate(
+        {
+            "model": {"name": L70},
+            "accelerator": {
+                "type": "H100-80GB",
+                "pricing": {"onDemandPerGpuHour": 4.0, "spotPerGpuHour": 1.5},
+            },
+        }
+    )
     got = size(custom)
     assert (got.on_demand_per_replica_hour, got.spot_per_replica_hour) == (16.0, 6.0)
     assert got.gpu.price_source == "spec.accelerator.pricing"
@@ -103,10 +112,15 @@ def test_model_outside_catalog_needs_architecture() -> None:
     with pytest.raises(SizingError) as err:
         size(spec("acme/secret-model-13b", "H100-80GB"))
     assert err.value.field == "spec.model.architecture"
-    custom = LLMDeploymentSpec.model_validate({
-        "model": {"name": "acme/model-13b", "parameters": 13e9,
-                  "architecture": {"layers": 40, "hiddenSize": 5120, "attentionHeads": 40}},
-    })
+    custom = LLMDeploymentSpec.model_validate(
+        {
+            "model": {
+                "name": "acme/model-13b",
+                "parameters": 13e9,
+                "architecture": {"layers": 40, "hiddenSize": 5120, "attentionHeads": 40},
+            },
+        }
+    )
     got = size(custom)
     assert got.tensor_parallel_size == 1
     assert got.kv_bytes_per_token == 2 * 40 * 40 * 128 * 2
@@ -122,7 +136,9 @@ def test_model_found_by_path_suffix() -> None:
     assert s.model.layers == 32
 
 
-@pytest.mark.parametrize(("gpu", "want"), [("T4-16GB", "float16"), ("H100-80GB", "bfloat16"), ("A10G-24GB", "bfloat16")])
+@pytest.mark.parametrize(
+    ("gpu", "want"), [("T4-16GB", "float16"), ("H100-80GB", "bfloat16"), ("A10G-24GB", "bfloat16")]
+)
 def test_auto_dtype_is_bfloat16_only_where_the_gpu_has_it(gpu: str, want: str) -> None:
     """vLLM refuses bfloat16 below compute capability 8.0: a T4 deployment must run float16 or never starts."""
     s = size(LLMDeploymentSpec.model_validate({"model": {"name": L8}, "accelerator": {"type": gpu}}))
@@ -132,7 +148,11 @@ def test_auto_dtype_is_bfloat16_only_where_the_gpu_has_it(gpu: str, want: str) -
 @pytest.mark.parametrize("dtype", ["bfloat16", "fp8"])
 def test_a_dtype_the_gpu_lacks_is_refused_naming_the_field_and_the_fix(dtype: str) -> None:
     with pytest.raises(SizingError) as err:
-        size(LLMDeploymentSpec.model_validate({"model": {"name": L8, "dtype": dtype}, "accelerator": {"type": "T4-16GB"}}))
+        size(
+            LLMDeploymentSpec.model_validate(
+                {"model": {"name": L8, "dtype": dtype}, "accelerator": {"type": "T4-16GB"}}
+            )
+        )
     assert err.value.field == "spec.model.dtype" and "float16" in str(err.value) and "7.5" in str(err.value)
 
 
@@ -140,9 +160,24 @@ def test_max_model_len_beyond_the_models_context_is_refused() -> None:
     with pytest.raises(SizingError) as err:
         size(LLMDeploymentSpec.model_validate({"model": {"name": L8, "maxModelLen": 32768}}))
     assert err.value.field == "spec.model.maxModelLen" and "8192" in str(err.value)
-    assert size(LLMDeploymentSpec.model_validate(
-        {"model": {"name": "meta-llama/Llama-3.1-8B-Instruct", "maxModelLen": 32768}})).max_model_len == 32768
-    custom = {"name": "org/custom", "parameters": 7e9, "maxModelLen": 8192,
-              "architecture": {"layers": 32, "hiddenSize": 4096, "attentionHeads": 32, "maxPositionEmbeddings": 4096}}
+    assert (
+        size(
+            LLMDeploymentSpec.model_validate(
+                {"model": {"name": "meta-llama/Llama-3.1-8B-Instruct", "maxModelLen": 32768}}
+            )
+        ).max_model_len
+        == 32768
+    )
+    custom = {
+        "name": "org/custom",
+        "parameters": 7e9,
+        "maxModelLen": 8192,
+        "architecture": {
+            "layers": 32,
+            "hiddenSize": 4096,
+            "attentionHeads": 32,
+            "maxPositionEmbeddings": 4096,
+        },
+    }
     with pytest.raises(SizingError, match="4096"):
         size(LLMDeploymentSpec.model_validate({"model": custom}))

@@ -31,17 +31,53 @@ class GPU:
         return self.memory_gib * GIB
 
 
-_AWS = "AWS EC2 on-demand list price, us-east-1, per GPU (instance price / GPUs), after the June 2025 price cut"
+_AWS = (
+    "AWS EC2 on-demand list price, us-east-1, per GPU (instance price / GPUs), after the June 2025 price cut"
+)
 _SPOT = "spot: typical discount of 60% seen on AWS/GCP/Azure (ranges 60-91%)"
 
 GPUS: dict[str, GPU] = {
     g.name: g
     for g in [
-        GPU("H100-80GB", 80, 1.00, 6.88, 2.75, f"{_AWS} (p5.48xlarge $55.04/8); {_SPOT}", compute_capability=9.0),
-        GPU("H200-141GB", 141, 1.25, 7.91, 3.16, f"{_AWS} (p5en.48xlarge $63.30/8); {_SPOT}", compute_capability=9.0),
-        GPU("A100-80GB", 80, 0.45, 3.43, 1.37, f"{_AWS} (p4de.24xlarge $27.45/8); {_SPOT}", compute_capability=8.0),
-        GPU("A100-40GB", 40, 0.40, 2.75, 1.10, f"{_AWS} (p4d.24xlarge $21.96/8); {_SPOT}", compute_capability=8.0),
-        GPU("L40S-48GB", 48, 0.35, 1.86, 0.74, f"{_AWS} (g6e.xlarge $1.861); {_SPOT}", compute_capability=8.9),
+        GPU(
+            "H100-80GB",
+            80,
+            1.00,
+            6.88,
+            2.75,
+            f"{_AWS} (p5.48xlarge $55.04/8); {_SPOT}",
+            compute_capability=9.0,
+        ),
+        GPU(
+            "H200-141GB",
+            141,
+            1.25,
+            7.91,
+            3.16,
+            f"{_AWS} (p5en.48xlarge $63.30/8); {_SPOT}",
+            compute_capability=9.0,
+        ),
+        GPU(
+            "A100-80GB",
+            80,
+            0.45,
+            3.43,
+            1.37,
+            f"{_AWS} (p4de.24xlarge $27.45/8); {_SPOT}",
+            compute_capability=8.0,
+        ),
+        GPU(
+            "A100-40GB",
+            40,
+            0.40,
+            2.75,
+            1.10,
+            f"{_AWS} (p4d.24xlarge $21.96/8); {_SPOT}",
+            compute_capability=8.0,
+        ),
+        GPU(
+            "L40S-48GB", 48, 0.35, 1.86, 0.74, f"{_AWS} (g6e.xlarge $1.861); {_SPOT}", compute_capability=8.9
+        ),
         GPU("L4-24GB", 24, 0.12, 0.80, 0.32, f"{_AWS} (g6.xlarge $0.805); {_SPOT}", compute_capability=8.9),
         GPU("A10G-24GB", 24, 0.15, 1.01, 0.40, f"{_AWS} (g5.xlarge $1.006); {_SPOT}", compute_capability=8.6),
         GPU("T4-16GB", 16, 0.05, 0.53, 0.21, f"{_AWS} (g4dn.xlarge $0.526); {_SPOT}", compute_capability=7.5),

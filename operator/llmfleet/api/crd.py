@@ -17,7 +17,7 @@ from llmfleet.api import v1alpha1 as api
 CRD_NAME = f"{api.PLURAL}.{api.GROUP}"
 
 
-def _structural(node: Any, defs: dict[str, Any]) -> Any:
+def _structural(node: Any, defs: dict[str, Any]) -> Any:  # noqa: C901 - one case per JSON-schema construct
     if isinstance(node, list):
         return [_structural(n, defs) for n in node]
     if not isinstance(node, dict):
@@ -61,8 +61,10 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             ints = ", ".join(str(v) for v in enum if isinstance(v, int))
             strs = ", ".join(f"'{v}'" for v in enum if isinstance(v, str))
             out.setdefault("x-kubernetes-validations", []).append(
-                {"rule": f"type(self) == int ? self in [{ints}] : self in [{strs}]",
-                 "message": f"must be one of {allowed}"}
+                {
+                    "rule": f"type(self) == int ? self in [{ints}] : self in [{strs}]",
+                    "message": f"must be one of {allowed}",
+                }
             )
         elif kinds == {str}:
             out["type"] = "string"
@@ -88,11 +90,31 @@ def status_schema() -> dict[str, Any]:
 
 
 PRINTER_COLUMNS = [
-    {"name": "Model", "type": "string", "jsonPath": ".spec.model.servedName", "description": "Served model name."},
-    {"name": "TP", "type": "integer", "jsonPath": ".status.tensorParallelSize", "description": "GPUs per replica."},
-    {"name": "Ready", "type": "string", "jsonPath": ".status.ready", "description": "Ready/desired replicas."},
+    {
+        "name": "Model",
+        "type": "string",
+        "jsonPath": ".spec.model.servedName",
+        "description": "Served model name.",
+    },
+    {
+        "name": "TP",
+        "type": "integer",
+        "jsonPath": ".status.tensorParallelSize",
+        "description": "GPUs per replica.",
+    },
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": ".status.ready",
+        "description": "Ready/desired replicas.",
+    },
     {"name": "Spot", "type": "string", "jsonPath": ".status.spot", "description": "Spot ready/desired."},
-    {"name": "TTFT-P95", "type": "number", "jsonPath": ".status.metrics.ttftP95", "description": "TTFT p95 (s)."},
+    {
+        "name": "TTFT-P95",
+        "type": "number",
+        "jsonPath": ".status.metrics.ttftP95",
+        "description": "TTFT p95 (s).",
+    },
     {"name": "Cost/h", "type": "number", "jsonPath": ".status.costPerHour", "description": "USD per hour."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
@@ -100,7 +122,9 @@ PRINTER_COLUMNS = [
 
 def crd() -> dict[str, Any]:
     spec = spec_schema()
-    spec["description"] = "Desired state of an LLM serving stack: model, engines, pools, autoscaling, cache, gateway."
+    spec["description"] = (
+        "Desired state of an LLM serving stack: model, engines, pools, autoscaling, cache, gateway."
+    )
     status = status_schema()
     status["description"] = "Observed state, written by the operator."
     return {

@@ -67,7 +67,9 @@ def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str] 
     return [f.alias or n for n, f in current.model_fields.items()]
 
 
-def errors_from_validation(exc: ValidationError, root: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[FieldError]:
+def errors_from_validation(
+    exc: ValidationError, root: type[BaseModel], prefix: tuple[str, ...] = ()
+) -> list[FieldError]:
     out = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -76,7 +78,7 @@ def errors_from_validation(exc: ValidationError, root: type[BaseModel], prefix: 
             allowed = _fields_at(root, loc[:-1])
             msg = "unknown field" + (f"; allowed here: {', '.join(allowed)}" if allowed else "")
         elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         out.append(FieldError(_format_loc(prefix + loc), msg))
     return out
 

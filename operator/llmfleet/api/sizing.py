@@ -111,10 +111,16 @@ def resolve_gpu(spec: LLMDeploymentSpec) -> GPU:
         name=base.name,
         memory_gib=acc.memory_gi_b or base.memory_gib,
         relative_speed=base.relative_speed,
-        on_demand_per_hour=(pricing.on_demand_per_gpu_hour if pricing and pricing.on_demand_per_gpu_hour is not None
-                            else base.on_demand_per_hour),
-        spot_per_hour=(pricing.spot_per_gpu_hour if pricing and pricing.spot_per_gpu_hour is not None
-                       else base.spot_per_hour),
+        on_demand_per_hour=(
+            pricing.on_demand_per_gpu_hour
+            if pricing and pricing.on_demand_per_gpu_hour is not None
+            else base.on_demand_per_hour
+        ),
+        spot_per_hour=(
+            pricing.spot_per_gpu_hour
+            if pricing and pricing.spot_per_gpu_hour is not None
+            else base.spot_per_hour
+        ),
         price_source="spec.accelerator.pricing" if pricing else base.price_source,
         compute_capability=base.compute_capability,
     )
@@ -136,7 +142,9 @@ def _valid_tps(model: ModelArch, gpus_per_node: int) -> list[int]:
     return [t for t in TP_CHOICES if t <= gpus_per_node and model.attention_heads % t == 0]
 
 
-def _smallest_fitting_tp(model: ModelArch, gpu: GPU, dtype: str, util: float, max_len: int, gpus_per_node: int) -> int | None:
+def _smallest_fitting_tp(
+    model: ModelArch, gpu: GPU, dtype: str, util: float, max_len: int, gpus_per_node: int
+) -> int | None:
     for tp in _valid_tps(model, gpus_per_node):
         free, per_tok = _fits(model, gpu, dtype, tp, util, max_len)
         if free >= MIN_SEQUENCES * max_len * per_tok:
@@ -144,7 +152,9 @@ def _smallest_fitting_tp(model: ModelArch, gpu: GPU, dtype: str, util: float, ma
     return None
 
 
-def _suggest_fixes(model: ModelArch, gpu: GPU, dtype: str, util: float, max_len: int, gpus_per_node: int) -> tuple[str, ...]:
+def _suggest_fixes(
+    model: ModelArch, gpu: GPU, dtype: str, util: float, max_len: int, gpus_per_node: int
+) -> tuple[str, ...]:
     fixes: list[str] = []
     for q in ("fp8", "int4"):
         if BYTES_PER_PARAM[q] < BYTES_PER_PARAM[dtype]:
@@ -163,7 +173,9 @@ def _suggest_fixes(model: ModelArch, gpu: GPU, dtype: str, util: float, max_len:
     weights = model.parameters * BYTES_PER_PARAM[dtype]
     per_node = gpus_per_node * (util * gpu.memory_bytes - OVERHEAD_BYTES_PER_GPU)
     nodes = max(2, math.ceil(weights * 1.25 / per_node))
-    fixes.append(f"pipeline parallel across {nodes} nodes (--pipeline-parallel-size {nodes}; not managed by llmfleet yet)")
+    fixes.append(
+        f"pipeline parallel across {nodes} nodes (--pipeline-parallel-size {nodes}; not managed by llmfleet yet)"
+    )
     return tuple(fixes)
 
 
@@ -199,8 +211,10 @@ def size(spec: LLMDeploymentSpec) -> Sizing:
     else:
         tp = int(requested)
         if tp > per_node:
-            raise SizingError("spec.engine.tensorParallelSize",
-                              f"tensorParallelSize {tp} exceeds accelerator.gpusPerNode {per_node}")
+            raise SizingError(
+                "spec.engine.tensorParallelSize",
+                f"tensorParallelSize {tp} exceeds accelerator.gpusPerNode {per_node}",
+            )
         if model.attention_heads % tp:
             raise SizingError(
                 "spec.engine.tensorParallelSize",

@@ -34,11 +34,17 @@ SPOT_NOTICE_SECONDS = 120.0
 
 # The spec field each vLLM option the operator renders comes from (the option strings: api/vllm_flags.py).
 OWNED_FROM = {
-    "model_tag": "spec.model.name", "model": "spec.model.name", "served_model_name": "spec.model.servedName",
-    "tensor_parallel_size": "spec.engine.tensorParallelSize", "max_model_len": "spec.model.maxModelLen",
+    "model_tag": "spec.model.name",
+    "model": "spec.model.name",
+    "served_model_name": "spec.model.servedName",
+    "tensor_parallel_size": "spec.engine.tensorParallelSize",
+    "max_model_len": "spec.model.maxModelLen",
     "enable_prefix_caching": "spec.engine.enablePrefixCaching",
-    "gpu_memory_utilization": "spec.engine.gpuMemoryUtilization", "port": "the operator (the pod's port)",
-    "host": "the operator (the pod's address)", "dtype": "spec.model.dtype", "quantization": "spec.model.dtype",
+    "gpu_memory_utilization": "spec.engine.gpuMemoryUtilization",
+    "port": "the operator (the pod's port)",
+    "host": "the operator (the pod's address)",
+    "dtype": "spec.model.dtype",
+    "quantization": "spec.model.dtype",
     "shutdown_timeout": "spec.engine.drain.shutdownTimeout",
 }
 OWNED_ENGINE_FLAGS = tuple(sorted({f for fs in vllm_flags.OWNED.values() for f in fs if f.startswith("-")}))
@@ -64,8 +70,10 @@ def extra_arg_problem(arg: str) -> str | None:
     """Why vLLM would take this extraArgs entry as a flag the operator owns, or as one that breaks the pod or the
     gateway; None when it is fine."""
     if not arg.startswith("-"):
-        return (f"{arg!r} is not a flag: vLLM takes a bare word as the model to serve; give each flag with its value "
-                "after '=' (--flag=value)")
+        return (
+            f"{arg!r} is not a flag: vLLM takes a bare word as the model to serve; give each flag with its value "
+            "after '=' (--flag=value)"
+        )
     name = _flag_name(arg)
     for dest, options in vllm_flags.OWNED.items():
         hit = next((o for o in options if o.startswith("-") and _takes(name, o)), None)
@@ -100,9 +108,7 @@ def cel(rule: str, message: str, field_path: str | None = None) -> Any:
 class Model(BaseModel):
     """Base for spec objects: camelCase on the wire, unknown fields rejected, immutable."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
 # ---------------------------------------------------------------- model
@@ -111,30 +117,39 @@ class Model(BaseModel):
 class Architecture(Model):
     layers: int = Field(ge=1, le=1024, description="Number of transformer layers (num_hidden_layers).")
     hidden_size: int = Field(ge=64, description="Hidden size (hidden_size).")
-    attention_heads: int = Field(ge=1, description="Attention heads (num_attention_heads); TP must divide it.")
+    attention_heads: int = Field(
+        ge=1, description="Attention heads (num_attention_heads); TP must divide it."
+    )
     kv_heads: int | None = Field(
-        default=None, ge=1, description="Key/value heads (num_key_value_heads); equals attentionHeads without GQA."
+        default=None,
+        ge=1,
+        description="Key/value heads (num_key_value_heads); equals attentionHeads without GQA.",
     )
     head_dim: int | None = Field(
         default=None, ge=1, description="Dimension per head; defaults to hiddenSize / attentionHeads."
     )
     max_position_embeddings: int | None = Field(
-        default=None, ge=256, description="Longest context the model takes (max_position_embeddings): maxModelLen "
-        "must not exceed it."
+        default=None,
+        ge=256,
+        description="Longest context the model takes (max_position_embeddings): maxModelLen "
+        "must not exceed it.",
     )
 
 
 class ModelSpec(Model):
     name: str = Field(
-        min_length=1, max_length=512,
+        min_length=1,
+        max_length=512,
         description="Model source: a Hugging Face id (org/name), s3://bucket/path or pvc://claim/path.",
     )
     served_name: str | None = Field(
-        default=None, max_length=253,
+        default=None,
+        max_length=253,
         description="Name clients send as `model` in API calls. Defaults to the LLMDeployment's name.",
     )
     parameters: float | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="Parameter count (e.g. 8.03e9). Optional for a catalog model; required with `architecture`.",
     )
     architecture: Architecture | None = Field(
@@ -146,7 +161,10 @@ class ModelSpec(Model):
         "int8/int4 mean a pre-quantized (AWQ/GPTQ) checkpoint; fp8 quantizes at load.",
     )
     max_model_len: int = Field(
-        default=8192, ge=256, le=2_097_152, description="Context length in tokens (prompt + output) per sequence."
+        default=8192,
+        ge=256,
+        le=2_097_152,
+        description="Context length in tokens (prompt + output) per sequence.",
     )
 
 
@@ -164,13 +182,16 @@ class EnvVar(Model):
 
 
 class Resources(Model):
-    requests: dict[str, Quantity] = Field(default_factory=dict, description="Resource requests (cpu, memory).")
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, description="Resource requests (cpu, memory)."
+    )
     limits: dict[str, Quantity] = Field(default_factory=dict, description="Resource limits (cpu, memory).")
 
 
 class Drain(Model):
     pre_stop_sleep: Duration = Field(
-        default="15s", description="Sleep in preStop so endpoints drop the pod before the engine stops accepting."
+        default="15s",
+        description="Sleep in preStop so endpoints drop the pod before the engine stops accepting.",
     )
     shutdown_timeout: Duration = Field(
         default="45s",
@@ -190,8 +211,10 @@ class EngineSpec(Model):
                 cel(
                     _CEL_EXTRA_ARGS,
                     "extraArgs: one flag per entry, its value after '=' (--flag=value); none of the flags the operator "
-                    f"owns, in any spelling vLLM {vllm_flags.VLLM_VERSION} accepts (" + ", ".join(OWNED_ENGINE_FLAGS)
-                    + "): use the spec field; none that break the pod or the gateway (" + ", ".join(BREAKING_ENGINE_FLAGS)
+                    f"owns, in any spelling vLLM {vllm_flags.VLLM_VERSION} accepts ("
+                    + ", ".join(OWNED_ENGINE_FLAGS)
+                    + "): use the spec field; none that break the pod or the gateway ("
+                    + ", ".join(BREAKING_ENGINE_FLAGS)
                     + ")",
                     ".extraArgs",
                 ),
@@ -199,8 +222,11 @@ class EngineSpec(Model):
         }
     )
     image: str | None = Field(
-        default=None, min_length=1, description="vLLM OpenAI server image. Unset: the release this operator was "
-        f"tested with (now {DEFAULT_ENGINE_IMAGE}), chosen when rendering, so an operator upgrade moves it too.")
+        default=None,
+        min_length=1,
+        description="vLLM OpenAI server image. Unset: the release this operator was "
+        f"tested with (now {DEFAULT_ENGINE_IMAGE}), chosen when rendering, so an operator upgrade moves it too.",
+    )
     tensor_parallel_size: Literal["auto", 1, 2, 4, 8] = Field(
         default="auto",
         description="GPUs per replica: auto (smallest that fits model, context and KV cache) or 1, 2, 4, 8.",
@@ -209,19 +235,27 @@ class EngineSpec(Model):
         default=True, description="Reuse KV cache across requests that share a prompt prefix (vLLM APC)."
     )
     gpu_memory_utilization: float = Field(
-        default=0.90, gt=0.1, le=0.98, description="Share of each GPU's memory vLLM may use (weights + KV cache)."
+        default=0.90,
+        gt=0.1,
+        le=0.98,
+        description="Share of each GPU's memory vLLM may use (weights + KV cache).",
     )
     extra_args: list[str] = Field(
-        default_factory=list, max_length=64,
+        default_factory=list,
+        max_length=64,
         description="More vLLM flags, one per entry with its value after '=' (--max-num-seqs=128). Flags the "
         "operator owns (model, TP, port, …) in any spelling vLLM accepts, and flags that break the pod, are rejected.",
         json_schema_extra={"items": {"type": "string", "maxLength": 1024}},
     )
-    env: list[EnvVar] = Field(default_factory=list, max_length=64, description="Extra environment, e.g. HF_TOKEN.")
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=64, description="Extra environment, e.g. HF_TOKEN."
+    )
     resources: Resources | None = Field(
         default=None, description="CPU/memory for each engine pod; GPUs come from TP. Defaults scale with TP."
     )
-    drain: Drain = Field(default_factory=Drain, description="Graceful shutdown so no in-flight request is dropped.")
+    drain: Drain = Field(
+        default_factory=Drain, description="Graceful shutdown so no in-flight request is dropped."
+    )
 
     @model_validator(mode="after")
     def _no_owned_flags(self) -> EngineSpec:
@@ -236,7 +270,9 @@ class EngineSpec(Model):
 
 
 class Pricing(Model):
-    on_demand_per_gpu_hour: float | None = Field(default=None, ge=0, description="USD per GPU-hour, on-demand.")
+    on_demand_per_gpu_hour: float | None = Field(
+        default=None, ge=0, description="USD per GPU-hour, on-demand."
+    )
     spot_per_gpu_hour: float | None = Field(default=None, ge=0, description="USD per GPU-hour, spot.")
 
 
@@ -246,7 +282,9 @@ class AcceleratorSpec(Model):
         description="GPU type from the catalog: H100-80GB, H200-141GB, A100-80GB, A100-40GB, L40S-48GB, "
         "L4-24GB, A10G-24GB, T4-16GB (or any name with memoryGiB and pricing).",
     )
-    resource_name: str = Field(default="nvidia.com/gpu", description="Extended resource that schedules the GPUs.")
+    resource_name: str = Field(
+        default="nvidia.com/gpu", description="Extended resource that schedules the GPUs."
+    )
     gpus_per_node: Literal[1, 2, 4, 8, 16] = Field(default=8, description="GPUs on one node: the TP ceiling.")
     memory_gi_b: float | None = Field(
         default=None, alias="memoryGiB", gt=0, description="GPU memory in GiB, for a type not in the catalog."
@@ -261,26 +299,40 @@ class Toleration(Model):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to tolerate; empty means all."
     )
-    toleration_seconds: int | None = Field(default=None, description="How long a NoExecute taint is tolerated.")
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated."
+    )
 
 
 class OnDemandPool(Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas")
+                cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "minReplicas must be <= maxReplicas",
+                    ".minReplicas",
+                )
             ]
         }
     )
-    min_replicas: int = Field(default=1, ge=0, le=1000, description="Baseline replicas that never run on spot.")
-    max_replicas: int = Field(default=4, ge=0, le=1000, description="Most on-demand replicas (fallback included).")
+    min_replicas: int = Field(
+        default=1, ge=0, le=1000, description="Baseline replicas that never run on spot."
+    )
+    max_replicas: int = Field(
+        default=4, ge=0, le=1000, description="Most on-demand replicas (fallback included)."
+    )
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels for this pool.")
-    tolerations: list[Toleration] = Field(default_factory=list, description="Extra tolerations for this pool.")
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Extra tolerations for this pool."
+    )
 
     @model_validator(mode="after")
     def _min_le_max(self) -> OnDemandPool:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})")
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
+            )
         return self
 
 
@@ -293,13 +345,16 @@ class SpotPool(Model):
         description="Extra tolerations; the common spot taints (llmfleet.io/capacity-type, GKE, AKS) are tolerated already.",
     )
     fallback_to_on_demand: bool = Field(
-        default=True, description="When spot replicas stay Pending past pendingTimeout, run on-demand instead."
+        default=True,
+        description="When spot replicas stay Pending past pendingTimeout, run on-demand instead.",
     )
     pending_timeout: Duration = Field(default="5m", description="How long a spot replica may stay Pending.")
 
 
 class Pools(Model):
-    on_demand: OnDemandPool = Field(default_factory=OnDemandPool, description="On-demand pool: baseline and fallback.")
+    on_demand: OnDemandPool = Field(
+        default_factory=OnDemandPool, description="On-demand pool: baseline and fallback."
+    )
     spot: SpotPool = Field(default_factory=SpotPool, description="Spot pool: cheap capacity that can vanish.")
 
 
@@ -319,7 +374,11 @@ class AutoscalingSpec(Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas")
+                cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "minReplicas must be <= maxReplicas",
+                    ".minReplicas",
+                )
             ]
         }
     )
@@ -338,7 +397,9 @@ class AutoscalingSpec(Model):
     @model_validator(mode="after")
     def _min_le_max(self) -> AutoscalingSpec:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})")
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
+            )
         return self
 
 
@@ -362,7 +423,9 @@ class ExactCache(Model):
 class Embedding(Model):
     model: str = Field(default="all-MiniLM-L6-v2", description="Sentence-embedding model run by the gateway.")
     threads: int = Field(
-        default=2, ge=1, le=16,
+        default=2,
+        ge=1,
+        le=16,
         description="CPU threads one query embedding may use (2 cuts a semantic lookup by about a third vs 1; "
         "the gateway requests one CPU and may burst).",
     )
@@ -380,16 +443,27 @@ class RedisSpec(Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("self.mode != 'external' || has(self.url) || has(self.secretRef)",
-                    "external Redis needs url or secretRef", ".url")
+                cel(
+                    "self.mode != 'external' || has(self.url) || has(self.secretRef)",
+                    "external Redis needs url or secretRef",
+                    ".url",
+                )
             ]
         }
     )
-    mode: Literal["managed", "external"] = Field(default="managed", description="managed: we run redis:8; external: yours.")
+    mode: Literal["managed", "external"] = Field(
+        default="managed", description="managed: we run redis:8; external: yours."
+    )
     url: str | None = Field(default=None, description="redis:// URL of an external Redis.")
-    secret_ref: SecretKeyRef | None = Field(default=None, description="Secret holding the external Redis URL.")
-    image: str = Field(default=DEFAULT_REDIS_IMAGE, description="Image for the managed Redis (needs the query engine).")
-    memory: Quantity = Field(default="2Gi", description="Managed Redis memory; maxmemory is 90% of it, LRU eviction.")
+    secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret holding the external Redis URL."
+    )
+    image: str = Field(
+        default=DEFAULT_REDIS_IMAGE, description="Image for the managed Redis (needs the query engine)."
+    )
+    memory: Quantity = Field(
+        default="2Gi", description="Managed Redis memory; maxmemory is 90% of it, LRU eviction."
+    )
 
     @model_validator(mode="after")
     def _external_needs_url(self) -> RedisSpec:
@@ -419,22 +493,31 @@ class AuthSpec(Model):
 
 
 class Limits(Model):
-    requests_per_minute: int = Field(default=600, ge=0, description="Requests per minute per API key (0: none).")
-    tokens_per_minute: int = Field(default=200_000, ge=0, description="Prompt + output tokens per minute per key.")
+    requests_per_minute: int = Field(
+        default=600, ge=0, description="Requests per minute per API key (0: none)."
+    )
+    tokens_per_minute: int = Field(
+        default=200_000, ge=0, description="Prompt + output tokens per minute per key."
+    )
 
 
 class ExternalProvider(Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("self.use == 'never' || (has(self.baseURL) && has(self.model))",
-                    "baseURL and model are required unless use is never", ".baseURL")
+                cel(
+                    "self.use == 'never' || (has(self.baseURL) && has(self.model))",
+                    "baseURL and model are required unless use is never",
+                    ".baseURL",
+                )
             ]
         }
     )
     base_url: str | None = Field(default=None, alias="baseURL", description="OpenAI-compatible base URL.")
     model: str | None = Field(default=None, description="Model name at the provider.")
-    api_key_secret_ref: str | None = Field(default=None, description="Secret with key `apiKey` for the provider.")
+    api_key_secret_ref: str | None = Field(
+        default=None, description="Secret with key `apiKey` for the provider."
+    )
     use: Literal["never", "overflow", "general"] = Field(
         default="never",
         description="never; overflow: general traffic when self-hosted queues are long; general: all general traffic.",
@@ -467,7 +550,9 @@ class Sensitivity(Model):
         "finds anything.",
     )
     max_scan_bytes: int = Field(
-        default=1048576, ge=1024, le=16777216,
+        default=1048576,
+        ge=1024,
+        le=16777216,
         description="Characters of a request body the detectors read at most; a larger body is sensitive "
         "(fail closed).",
     )
@@ -481,7 +566,9 @@ class GatewaySpec(Model):
     routing: Literal["least-outstanding", "prefix-affinity"] = Field(
         default="prefix-affinity", description="How requests pick an engine replica."
     )
-    external: ExternalProvider = Field(default_factory=ExternalProvider, description="Managed API for hybrid routing.")
+    external: ExternalProvider = Field(
+        default_factory=ExternalProvider, description="Managed API for hybrid routing."
+    )
     sensitivity: Sensitivity = Field(default_factory=Sensitivity, description="What stays self-hosted.")
 
 
@@ -491,22 +578,32 @@ class GatewaySpec(Model):
 class LLMDeploymentSpec(Model):
     model: ModelSpec = Field(description="What to serve.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="vLLM engine settings.")
-    accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec, description="GPUs the engines run on.")
+    accelerator: AcceleratorSpec = Field(
+        default_factory=AcceleratorSpec, description="GPUs the engines run on."
+    )
     pools: Pools = Field(default_factory=Pools, description="Spot and on-demand node pools.")
     replicas: int | None = Field(
-        default=None, ge=0, le=2000,
+        default=None,
+        ge=0,
+        le=2000,
         description="Total replicas when autoscaling is off (target of `kubectl scale`). Unset: minReplicas.",
     )
-    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, description="Queue/TTFT autoscaler.")
+    autoscaling: AutoscalingSpec = Field(
+        default_factory=AutoscalingSpec, description="Queue/TTFT autoscaler."
+    )
     cache: CacheSpec = Field(default_factory=CacheSpec, description="Exact and semantic response cache.")
-    gateway: GatewaySpec = Field(default_factory=GatewaySpec, description="OpenAI-compatible streaming gateway.")
+    gateway: GatewaySpec = Field(
+        default_factory=GatewaySpec, description="OpenAI-compatible streaming gateway."
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> LLMDeploymentSpec:
         if self.model.architecture is not None and self.model.parameters is None:
             raise ValueError("model.parameters is required when model.architecture is given")
         if self.pools.spot.enabled:
-            drain = parse_duration(self.engine.drain.pre_stop_sleep) + parse_duration(self.engine.drain.shutdown_timeout)
+            drain = parse_duration(self.engine.drain.pre_stop_sleep) + parse_duration(
+                self.engine.drain.shutdown_timeout
+            )
             if drain >= SPOT_NOTICE_SECONDS:
                 raise ValueError(
                     f"engine.drain: preStopSleep + shutdownTimeout is {drain:g}s, which does not fit the "
@@ -522,13 +619,17 @@ class Condition(BaseModel):
     """The standard metav1.Condition shape."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
-    type: str = Field(description="Ready, Progressing, Degraded, SpotFallback, Reclaim or MetricsAvailable "
-                      "(llmfleet.api.conditions.ConditionType).")
+    type: str = Field(
+        description="Ready, Progressing, Degraded, SpotFallback, Reclaim or MetricsAvailable "
+        "(llmfleet.api.conditions.ConditionType)."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase reason (llmfleet.api.conditions.Reason).")
     message: str = Field(default="", description="What happened, in a sentence a user can act on.")
     last_transition_time: str | None = Field(default=None, description="When status last changed (RFC 3339).")
-    observed_generation: int | None = Field(default=None, description="Generation the condition was computed for.")
+    observed_generation: int | None = Field(
+        default=None, description="Generation the condition was computed for."
+    )
 
 
 class Reclaim(BaseModel):
@@ -546,8 +647,10 @@ class PoolReplicas(BaseModel):
     pending: int = Field(default=0, description="Replicas not yet scheduled or started.")
     # No schema default: the API server would write 0 into every status and the operator's computed status
     # (which leaves it out until the first reclaim) would differ from the live one forever.
-    reclaims: int | None = Field(default=None, description="Engine pods drained on a reclaim notice (or a lost "
-                                 "node), ever; absent until the first.")
+    reclaims: int | None = Field(
+        default=None,
+        description="Engine pods drained on a reclaim notice (or a lost node), ever; absent until the first.",
+    )
     last_reclaim: Reclaim | None = Field(default=None, description="The latest reclaim notice acted on.")
 
 
@@ -565,14 +668,20 @@ class MetricsStatus(BaseModel):
     running: float | None = Field(default=None, description="Requests in the engines' running batches.")
     ready_replicas: int | None = Field(default=None, description="Engine replicas reporting metrics.")
     ttft_p95: float | None = Field(default=None, description="TTFT p95 in seconds over the last minute.")
-    kv_cache_usage: float | None = Field(default=None, description="Mean KV-cache usage of the replicas, 0 to 1.")
+    kv_cache_usage: float | None = Field(
+        default=None, description="Mean KV-cache usage of the replicas, 0 to 1."
+    )
     prompt_tokens_per_second: float | None = Field(
-        default=None, description="Prompt tokens per second the replicas prefilled (see promptTokensSource).")
+        default=None, description="Prompt tokens per second the replicas prefilled (see promptTokensSource)."
+    )
     prompt_tokens_source: Literal["local_compute", "all"] | None = Field(
-        default=None, description="local_compute: the tokens the GPUs computed (prefix-cache hits left out, from "
-        "vllm:prompt_tokens_by_source); all: every prompt token (an engine that does not split them).")
+        default=None,
+        description="local_compute: the tokens the GPUs computed (prefix-cache hits left out, from "
+        "vllm:prompt_tokens_by_source); all: every prompt token (an engine that does not split them).",
+    )
     generation_tokens_per_second: float | None = Field(
-        default=None, description="Generated tokens per second, all replicas.")
+        default=None, description="Generated tokens per second, all replicas."
+    )
 
 
 class LastScale(BaseModel):
@@ -591,11 +700,15 @@ class LLMDeploymentStatus(BaseModel):
     replicas: ReplicaStatus | None = Field(default=None, description="Replica counts per pool.")
     ready: str | None = Field(default=None, description="ready/desired, for kubectl get.")
     spot: str | None = Field(default=None, description="Spot ready/desired, for kubectl get.")
-    selector: str | None = Field(default=None, description="Label selector of engine pods (scale subresource).")
+    selector: str | None = Field(
+        default=None, description="Label selector of engine pods (scale subresource)."
+    )
     endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL of the gateway.")
     metrics: MetricsStatus | None = Field(default=None, description="Live figures from Prometheus.")
     last_scale: LastScale | None = Field(default=None, description="The last scaling decision.")
-    cost_per_hour: float | None = Field(default=None, description="USD per hour of the ready engine replicas.")
+    cost_per_hour: float | None = Field(
+        default=None, description="USD per hour of the ready engine replicas."
+    )
 
 
 class ObjectMeta(BaseModel):

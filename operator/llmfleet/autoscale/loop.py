@@ -39,8 +39,10 @@ def replacing_now(status: dict[str, Any]) -> int:
     """``fleet.reclaim.replacing`` from the CR's status: while its Reclaim condition is True (replacements
     pending), the pods the last notice drained (``replicas.<pool>.lastReclaim.pods``), against its ``ready``
     ("ready/desired")."""
-    if not any(c.get("type") == ConditionType.RECLAIM and c.get("status") == "True"
-               for c in status.get("conditions") or []):
+    if not any(
+        c.get("type") == ConditionType.RECLAIM and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    ):
         return 0
     pools = (status.get("replicas") or {}).values()
     lost = sum(len((p.get("lastReclaim") or {}).get("pods") or []) for p in pools if isinstance(p, dict))
@@ -71,8 +73,11 @@ def _rounded(value: float | None, digits: int) -> float | None:
 def metrics_status(obs: Observation) -> MetricsStatus:
     """status.metrics, rounded so that an unchanged fleet writes an unchanged status."""
     return MetricsStatus(
-        queue_depth=round(obs.waiting, 1), running=round(obs.running, 1), ready_replicas=obs.ready,
-        ttft_p95=_rounded(obs.ttft_p95, 3), kv_cache_usage=_rounded(obs.kv_usage, 2),
+        queue_depth=round(obs.waiting, 1),
+        running=round(obs.running, 1),
+        ready_replicas=obs.ready,
+        ttft_p95=_rounded(obs.ttft_p95, 3),
+        kv_cache_usage=_rounded(obs.kv_usage, 2),
         prompt_tokens_per_second=_rounded(obs.prompt_tps, 1),
         prompt_tokens_source=obs.prompt_source if obs.prompt_tps is not None else None,
         generation_tokens_per_second=_rounded(obs.generation_tps, 1),
@@ -90,8 +95,14 @@ class Autoscaler:
         e = self._entries.get(key)
         return e.state.target if e else None
 
-    def step(self, key: CRKey, spec: LLMDeploymentSpec, status: dict[str, Any], now: datetime,
-             observed: Observed | None = None) -> ScaleInput | None:
+    def step(
+        self,
+        key: CRKey,
+        spec: LLMDeploymentSpec,
+        status: dict[str, Any],
+        now: datetime,
+        observed: Observed | None = None,
+    ) -> ScaleInput | None:
         """The scale input for one reconcile of this CR; None when autoscaling is off."""
         a = spec.autoscaling
         if not a.enabled:
@@ -100,9 +111,11 @@ class Autoscaler:
         e = self._entries.get(key)
         if e is None:
             last = (status.get("replicas") or {}).get("desired") if status.get("observedGeneration") else None
-            e = self._entries[key] = _Entry(initial_state(spec, last, now),
-                                            last_scale=_model(LastScale, status.get("lastScale")),
-                                            metrics=_model(MetricsStatus, status.get("metrics")))
+            e = self._entries[key] = _Entry(
+                initial_state(spec, last, now),
+                last_scale=_model(LastScale, status.get("lastScale")),
+                metrics=_model(MetricsStatus, status.get("metrics")),
+            )
         obs = observed.observation if observed else None
         if obs is not None:
             obs = replace(obs, replacing=replacing_now(status))
@@ -115,6 +128,9 @@ class Autoscaler:
         d: ScaleDecision = decide(a, e.state, obs, now, spec.replicas, e.capacity)
         e.state = d.state
         if d.changed:
-            e.last_scale = LastScale(time=now.strftime("%Y-%m-%dT%H:%M:%SZ"), from_=d.previous, to=d.target,
-                                     reason=d.reason)
-        return ScaleInput(target=d.target, metrics=e.metrics, last_scale=e.last_scale, metrics_available=e.available)
+            e.last_scale = LastScale(
+                time=now.strftime("%Y-%m-%dT%H:%M:%SZ"), from_=d.previous, to=d.target, reason=d.reason
+            )
+        return ScaleInput(
+            target=d.target, metrics=e.metrics, last_scale=e.last_scale, metrics_available=e.available
+        )

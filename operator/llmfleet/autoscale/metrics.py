@@ -29,8 +29,9 @@ class Observed:
 
 
 class MetricsSource(Protocol):
-    async def observe(self, url: str, namespace: str, model: str, gateway_service: str,
-                      expect_engines: bool) -> Observed: ...
+    async def observe(
+        self, url: str, namespace: str, model: str, gateway_service: str, expect_engines: bool
+    ) -> Observed: ...
 
 
 def queries(namespace: str, model: str, gateway_service: str) -> dict[str, str]:
@@ -76,25 +77,50 @@ class PrometheusSource:
             raise ValueError(body.get("error") or "query failed")
         return _scalar(body)
 
-    async def observe(self, url: str, namespace: str, model: str, gateway_service: str,
-                      expect_engines: bool) -> Observed:
+    async def observe(
+        self, url: str, namespace: str, model: str, gateway_service: str, expect_engines: bool
+    ) -> Observed:
         q = queries(namespace, model, gateway_service)
         try:
             values = await asyncio.gather(*(self._query(url, promql) for promql in q.values()))
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            return Observed(None, ConditionResult("False", Reason.PROMETHEUS_UNREACHABLE,
-                                   f"Querying {url} failed ({type(exc).__name__}: {exc}); holding the replica count."))
+            return Observed(
+                None,
+                ConditionResult(
+                    "False",
+                    Reason.PROMETHEUS_UNREACHABLE,
+                    f"Querying {url} failed ({type(exc).__name__}: {exc}); holding the replica count.",
+                ),
+            )
         got = dict(zip(q, values, strict=True))
         ready = int(got["ready"] or 0)
         if ready == 0 and expect_engines:
-            return Observed(None, ConditionResult("False", Reason.NO_ENGINE_SERIES,
-                                   f"{url} has no vllm:num_requests_waiting series with namespace={namespace!r} and "
-                                   f"model_name={model!r} (engines starting, or not scraped); holding the replica count."))
+            return Observed(
+                None,
+                ConditionResult(
+                    "False",
+                    Reason.NO_ENGINE_SERIES,
+                    f"{url} has no vllm:num_requests_waiting series with namespace={namespace!r} and "
+                    f"model_name={model!r} (engines starting, or not scraped); holding the replica count.",
+                ),
+            )
         computed = got["prompt_compute_tps"] is not None
-        obs = Observation(waiting=got["waiting"] or 0.0, running=got["running"] or 0.0, ready=ready,
-                          ttft_p95=got["ttft"], kv_usage=got["kv"],
-                          prompt_tps=got["prompt_compute_tps"] if computed else got["prompt_tps"],
-                          prompt_source=PROMPT_COMPUTED if computed else PROMPT_ALL,
-                          generation_tps=got["generation_tps"], arrivals=got["arrivals"])
-        return Observed(obs, ConditionResult("True", Reason.METRICS_READ, f"Queue depth, TTFT p95, token rates and KV-cache usage read "
-                                                     f"from {url}."))
+        obs = Observation(
+            waiting=got["waiting"] or 0.0,
+            running=got["running"] or 0.0,
+            ready=ready,
+            ttft_p95=got["ttft"],
+            kv_usage=got["kv"],
+            prompt_tps=got["prompt_compute_tps"] if computed else got["prompt_tps"],
+            prompt_source=PROMPT_COMPUTED if computed else PROMPT_ALL,
+            generation_tps=got["generation_tps"],
+            arrivals=got["arrivals"],
+        )
+        return Observed(
+            obs,
+            ConditionResult(
+                "True",
+                Reason.METRICS_READ,
+                f"Queue depth, TTFT p95, token rates and KV-cache usage read from {url}.",
+            ),
+        )

@@ -67,7 +67,9 @@ class Observation:
     ttft_p95: float | None = None  # seconds, over the last minute; None: no request finished a first token
     kv_usage: float | None = None  # mean vllm:kv_cache_usage_perc, 0..1
     arrivals: float | None = None  # requests per second reaching the gateway; None: unknown
-    prompt_tps: float | None = None  # prompt tokens per second, whole fleet (rate of vllm:prompt_tokens_total)
+    prompt_tps: float | None = (
+        None  # prompt tokens per second, whole fleet (rate of vllm:prompt_tokens_total)
+    )
     generation_tps: float | None = None  # generated tokens per second, whole fleet
     replacing: int = 0  # replicas lost to a reclaim whose replacements do not serve yet
     prompt_source: PromptSource | None = None  # what prompt_tps counts: PROMPT_COMPUTED or PROMPT_ALL
@@ -107,8 +109,9 @@ def initial_state(spec: LLMDeploymentSpec, last_target: int | None, now: datetim
     return ScaleState(target=bounded(spec.autoscaling, start), active_at=now, spec_replicas=spec.replicas)
 
 
-def recommend(spec: AutoscalingSpec, obs: Observation, current: int,
-              capacity: Capacity | None = None) -> tuple[int, str]:
+def recommend(
+    spec: AutoscalingSpec, obs: Observation, current: int, capacity: Capacity | None = None
+) -> tuple[int, str]:
     """The replica count these figures call for, before bounds and windows."""
     q = spec.target_queue_depth_per_replica
     ttft_target = parse_duration(spec.ttft_p95_target)
@@ -129,14 +132,21 @@ def recommend(spec: AutoscalingSpec, obs: Observation, current: int,
         want = max(base + 1, math.ceil(base * ttft / ttft_target))
         return max(want, by_load), f"TTFT p95 {ttft * 1000:.0f}ms > {ttft_target * 1000:.0f}ms target"
     if by_load > current:
-        return by_load, f"{load} needs {by_load} (rates: prompt {obs.prompt_tps:.0f}, generation {obs.generation_tps:.0f} tokens/s)"
+        return (
+            by_load,
+            f"{load} needs {by_load} (rates: prompt {obs.prompt_tps:.0f}, generation {obs.generation_tps:.0f} tokens/s)",
+        )
     if ttft is not None and ttft > TTFT_DOWN_FRACTION * ttft_target:
         return current, f"TTFT p95 {ttft * 1000:.0f}ms is near the {ttft_target * 1000:.0f}ms target"
     kv = obs.kv_usage
     if kv is None and obs.running > 0:
         return current, "no KV-cache usage reported; holding"
-    need = max(by_load, math.ceil(obs.waiting / q), math.ceil(max(obs.ready, 1) * (kv or 0.0) / KV_HIGH_WATER),
-               1 if obs.busy else 0)
+    need = max(
+        by_load,
+        math.ceil(obs.waiting / q),
+        math.ceil(max(obs.ready, 1) * (kv or 0.0) / KV_HIGH_WATER),
+        1 if obs.busy else 0,
+    )
     if work is None and obs.busy:
         need = max(need, current - 1)  # no token rates: shrink one step at a time
     figures = f"queue {obs.waiting:g}, KV cache {kv or 0.0:.0%}" + (f", {load}" if load else "")
@@ -153,8 +163,14 @@ def _window(history: tuple[tuple[datetime, int], ...], now: datetime, seconds: f
     return before[-1:] + [r for t, r in history if t > start]
 
 
-def decide(spec: AutoscalingSpec, state: ScaleState, obs: Observation | None, now: datetime,
-           spec_replicas: int | None = None, capacity: Capacity | None = None) -> ScaleDecision:
+def decide(
+    spec: AutoscalingSpec,
+    state: ScaleState,
+    obs: Observation | None,
+    now: datetime,
+    spec_replicas: int | None = None,
+    capacity: Capacity | None = None,
+) -> ScaleDecision:
     current = state.target
     if spec_replicas is not None and spec_replicas != state.spec_replicas:
         # `kubectl scale llmd` (or an edit of spec.replicas): the autoscaler goes on from the new figure.
@@ -164,16 +180,25 @@ def decide(spec: AutoscalingSpec, state: ScaleState, obs: Observation | None, no
     bounded = clamp(spec, current)
     if current != bounded and not (current == 0 and spec.scale_to_zero.enabled):
         state = replace(state, target=bounded, history=())
-        return ScaleDecision(bounded, bounded, f"kept within minReplicas..maxReplicas "
-                        f"({spec.min_replicas}..{spec.max_replicas})", state, current)
+        return ScaleDecision(
+            bounded,
+            bounded,
+            f"kept within minReplicas..maxReplicas ({spec.min_replicas}..{spec.max_replicas})",
+            state,
+            current,
+        )
     if obs is None:
         return ScaleDecision(current, current, f"no metrics; holding {current} replicas", state, current)
 
     active_at = now if obs.busy else state.active_at
     idle_for = (now - active_at).total_seconds() if active_at else 0.0
     # Only with the gateway's request rate in view (arrivals not None): without it nothing could wake the fleet.
-    to_zero = (spec.scale_to_zero.enabled and obs.arrivals is not None and not obs.busy
-               and idle_for >= parse_duration(spec.scale_to_zero.idle_after))
+    to_zero = (
+        spec.scale_to_zero.enabled
+        and obs.arrivals is not None
+        and not obs.busy
+        and idle_for >= parse_duration(spec.scale_to_zero.idle_after)
+    )
     if to_zero:
         idle = f"{idle_for / 60:.0f}m" if idle_for >= 120 else f"{idle_for:.0f}s"
         rec, reason = 0, f"no requests for {idle} (scaleToZero.idleAfter {spec.scale_to_zero.idle_after})"
@@ -188,8 +213,13 @@ def decide(spec: AutoscalingSpec, state: ScaleState, obs: Observation | None, no
         elif rec > spec.max_replicas:
             rec, reason = spec.max_replicas, f"{reason}; maxReplicas {spec.max_replicas}"
         if obs.replacing and rec < current:
-            rec, reason = current, (f"holding {current}: {obs.replacing} replica(s) lost to a reclaim are being "
-                                    f"replaced (lost capacity, not a smaller load; {reason})")
+            rec, reason = (
+                current,
+                (
+                    f"holding {current}: {obs.replacing} replica(s) lost to a reclaim are being "
+                    f"replaced (lost capacity, not a smaller load; {reason})"
+                ),
+            )
 
     keep = max(parse_duration(spec.scale_up_window), parse_duration(spec.scale_down_window))
     horizon = now - timedelta(seconds=keep)

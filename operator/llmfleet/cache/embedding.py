@@ -51,7 +51,9 @@ def _erf(x: np.ndarray) -> np.ndarray:
     sign = np.sign(x)
     a = np.abs(x)
     t = 1.0 / (1.0 + 0.3275911 * a)
-    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * np.exp(-a * a)
+    y = 1.0 - (
+        ((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592
+    ) * t * np.exp(-a * a)
     return sign * y
 
 
@@ -70,8 +72,13 @@ class MiniLMEmbedder:
 
     name = "all-MiniLM-L6-v2"
 
-    def __init__(self, model_dir: str | Path | None = None, max_length: int = 256, backend: str = "onnx",
-                 threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        max_length: int = 256,
+        backend: str = "onnx",
+        threads: int = 1,
+    ) -> None:
         if backend not in ("onnx", "numpy"):
             raise ValueError(f"unknown embedding backend {backend!r}: expected onnx or numpy")
         from safetensors.numpy import load_file
@@ -96,8 +103,11 @@ class MiniLMEmbedder:
         raw = load_file(str(d / "model.safetensors"))
         self.w: dict[str, Any] = {k.removeprefix("bert."): v.astype(np.float32) for k, v in raw.items()}
         # Linear weights pre-transposed and contiguous: x @ W.T on a strided view is several times slower.
-        self.wt = {k[: -len(".weight")]: np.ascontiguousarray(v.T) for k, v in self.w.items()
-                   if k.startswith("encoder.") and k.endswith(".weight") and v.ndim == 2}
+        self.wt = {
+            k[: -len(".weight")]: np.ascontiguousarray(v.T)
+            for k, v in self.w.items()
+            if k.startswith("encoder.") and k.endswith(".weight") and v.ndim == 2
+        }
         self.tok = Tokenizer.from_file(str(d / "tokenizer.json"))
         self.tok.enable_truncation(max_length)
         self.tok.enable_padding()
@@ -123,8 +133,14 @@ class MiniLMEmbedder:
             return out
 
         def norm(t: str, prefix: str) -> str:
-            return op("LayerNormalization", t, const(prefix + ".w", w[prefix + ".weight"]),
-                      const(prefix + ".b", w[prefix + ".bias"]), axis=-1, epsilon=self.eps)
+            return op(
+                "LayerNormalization",
+                t,
+                const(prefix + ".w", w[prefix + ".weight"]),
+                const(prefix + ".b", w[prefix + ".bias"]),
+                axis=-1,
+                epsilon=self.eps,
+            )
 
         h, hd = self.heads, self.dim // self.heads
         heads = const("heads_shape", np.array([0, 0, h, hd], dtype=np.int64))
@@ -132,16 +148,25 @@ class MiniLMEmbedder:
         scale = const("scale", np.array(1 / math.sqrt(hd), dtype=np.float32))
         half, one = const("half", np.float32(0.5)), const("one", np.float32(1.0))
         sqrt2 = const("sqrt2", np.float32(math.sqrt(2.0)))
-        x = op("Add", op("Add", op("Gather", const("word", w["embeddings.word_embeddings.weight"]), "input_ids"),
-                         op("Gather", const("position", w["embeddings.position_embeddings.weight"]), "position_ids")),
-               op("Gather", const("type", w["embeddings.token_type_embeddings.weight"]), "token_type_ids"))
+        x = op(
+            "Add",
+            op(
+                "Add",
+                op("Gather", const("word", w["embeddings.word_embeddings.weight"]), "input_ids"),
+                op("Gather", const("position", w["embeddings.position_embeddings.weight"]), "position_ids"),
+            ),
+            op("Gather", const("type", w["embeddings.token_type_embeddings.weight"]), "token_type_ids"),
+        )
         x = norm(x, "embeddings.LayerNorm")
         for i in range(self.layers):
             p = f"encoder.layer.{i}."
 
             def lin(t: str, name: str, prefix: str = p) -> str:
-                return op("Add", op("MatMul", t, const(prefix + name + ".wt", self.wt[prefix + name])),
-                          const(prefix + name + ".b", w[prefix + name + ".bias"]))
+                return op(
+                    "Add",
+                    op("MatMul", t, const(prefix + name + ".wt", self.wt[prefix + name])),
+                    const(prefix + name + ".b", w[prefix + name + ".bias"]),
+                )
 
             q = op("Transpose", op("Reshape", lin(x, "attention.self.query"), heads), perm=[0, 2, 1, 3])
             k = op("Transpose", op("Reshape", lin(x, "attention.self.key"), heads), perm=[0, 2, 3, 1])
@@ -153,12 +178,17 @@ class MiniLMEmbedder:
             gelu = op("Mul", op("Mul", f, half), op("Add", op("Erf", op("Div", f, sqrt2)), one))
             x = norm(op("Add", lin(gelu, "output.dense"), x), p + "output.LayerNorm")
         nodes.append(helper.make_node("Identity", [x], ["hidden"]))
-        ints = [helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "n"])
-                for n in ("input_ids", "position_ids", "token_type_ids")]
+        ints = [
+            helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "n"])
+            for n in ("input_ids", "position_ids", "token_type_ids")
+        ]
         graph = helper.make_graph(
-            nodes, "all-MiniLM-L6-v2",
+            nodes,
+            "all-MiniLM-L6-v2",
             [*ints, helper.make_tensor_value_info("mask_bias", TensorProto.FLOAT, ["b", 1, 1, "n"])],
-            [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["b", "n", self.dim])], inits)
+            [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["b", "n", self.dim])],
+            inits,
+        )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
         opts = ort.SessionOptions()
@@ -168,9 +198,12 @@ class MiniLMEmbedder:
     def _forward(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
         if self.session is not None:
             b, n = ids.shape
-            feed = {"input_ids": ids, "token_type_ids": types,
-                    "position_ids": np.ascontiguousarray(np.broadcast_to(np.arange(n, dtype=np.int64), (b, n))),
-                    "mask_bias": (1.0 - mask[:, None, None, :].astype(np.float32)) * np.float32(-1e9)}
+            feed = {
+                "input_ids": ids,
+                "token_type_ids": types,
+                "position_ids": np.ascontiguousarray(np.broadcast_to(np.arange(n, dtype=np.int64), (b, n))),
+                "mask_bias": (1.0 - mask[:, None, None, :].astype(np.float32)) * np.float32(-1e9),
+            }
             x = self.session.run(None, feed)[0]
         else:
             x = self._encode_numpy(ids, mask, types)
@@ -181,8 +214,11 @@ class MiniLMEmbedder:
     def _encode_numpy(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray) -> np.ndarray:
         w = self.w
         b, n = ids.shape
-        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][np.arange(n)]
-             + w["embeddings.token_type_embeddings.weight"][types])
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][np.arange(n)]
+            + w["embeddings.token_type_embeddings.weight"][types]
+        )
         x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps)
         h, hd = self.heads, self.dim // self.heads
         bias = (1.0 - mask[:, None, None, :].astype(np.float32)) * -1e9
@@ -201,10 +237,16 @@ class MiniLMEmbedder:
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             scores /= scores.sum(-1, keepdims=True)
             ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(b, n, self.dim)
-            x = _layer_norm(lin(ctx, "attention.output.dense") + x, w[p + "attention.output.LayerNorm.weight"],
-                            w[p + "attention.output.LayerNorm.bias"], self.eps)
+            x = _layer_norm(
+                lin(ctx, "attention.output.dense") + x,
+                w[p + "attention.output.LayerNorm.weight"],
+                w[p + "attention.output.LayerNorm.bias"],
+                self.eps,
+            )
             ff = lin(_gelu(lin(x, "intermediate.dense")), "output.dense")
-            x = _layer_norm(ff + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps)
+            x = _layer_norm(
+                ff + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], self.eps
+            )
         return x
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -212,7 +254,9 @@ class MiniLMEmbedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         if len(texts) > 32:  # bounded batches of similar lengths: attention memory grows with batch × length²
             order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-            parts = np.concatenate([self.embed([texts[j] for j in order[i:i + 32]]) for i in range(0, len(texts), 32)])
+            parts = np.concatenate(
+                [self.embed([texts[j] for j in order[i : i + 32]]) for i in range(0, len(texts), 32)]
+            )
             out = np.empty_like(parts)
             out[order] = parts
             return out

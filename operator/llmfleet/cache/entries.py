@@ -37,8 +37,14 @@ def from_json_response(data: bytes, chat: bool) -> dict[str, Any] | None:
     if not content or choice.get("finish_reason") in FAILED_FINISH or resp.get("error"):
         return None  # vLLM answers an aborted or failed request with 200: not an answer to replay
     usage = resp.get("usage") or {}
-    return {"v": VERSION, "chat": chat, "content": content, "finish_reason": choice.get("finish_reason") or "stop",
-            "prompt_tokens": int(usage.get("prompt_tokens", 0)), "completion_tokens": int(usage.get("completion_tokens", 0))}
+    return {
+        "v": VERSION,
+        "chat": chat,
+        "content": content,
+        "finish_reason": choice.get("finish_reason") or "stop",
+        "prompt_tokens": int(usage.get("prompt_tokens", 0)),
+        "completion_tokens": int(usage.get("completion_tokens", 0)),
+    }
 
 
 def from_sse(data: bytes, chat: bool) -> dict[str, Any] | None:
@@ -72,9 +78,14 @@ def from_sse(data: bytes, chat: bool) -> dict[str, Any] | None:
     content = "".join(parts)
     if not content or finish in FAILED_FINISH:
         return None
-    return {"v": VERSION, "chat": chat, "content": content, "finish_reason": finish or "stop",
-            "prompt_tokens": int(usage.get("prompt_tokens", 0)),
-            "completion_tokens": int(usage.get("completion_tokens", 0)) or max(1, len(parts))}
+    return {
+        "v": VERSION,
+        "chat": chat,
+        "content": content,
+        "finish_reason": finish or "stop",
+        "prompt_tokens": int(usage.get("prompt_tokens", 0)),
+        "completion_tokens": int(usage.get("completion_tokens", 0)) or max(1, len(parts)),
+    }
 
 
 def decode(raw: bytes | str) -> dict[str, Any]:
@@ -88,13 +99,19 @@ def decode(raw: bytes | str) -> dict[str, Any]:
 
 
 def as_json(entry: dict[str, Any], model: str) -> bytes:
-    return wire.completion(model, entry["chat"], entry["content"], entry["finish_reason"], entry["prompt_tokens"],
-                           entry["completion_tokens"])
+    return wire.completion(
+        model,
+        entry["chat"],
+        entry["content"],
+        entry["finish_reason"],
+        entry["prompt_tokens"],
+        entry["completion_tokens"],
+    )
 
 
 def as_sse(entry: dict[str, Any], model: str, include_usage: bool, piece_chars: int = 16) -> bytes:
     stream = wire.Stream(model, entry["chat"])
     text = entry["content"]
-    pieces = [text[i:i + piece_chars] for i in range(0, len(text), piece_chars)] or [""]
+    pieces = [text[i : i + piece_chars] for i in range(0, len(text), piece_chars)] or [""]
     counts = (entry["prompt_tokens"], entry["completion_tokens"]) if include_usage else None
     return b"".join(stream.delta(p) for p in pieces) + stream.end(entry["finish_reason"], counts)

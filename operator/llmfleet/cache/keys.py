@@ -14,10 +14,31 @@ from typing import Any
 import orjson
 
 # Request fields that change the completion. Anything else (stream, user, metadata…) does not.
-OUTPUT_FIELDS = ("temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "stop", "seed", "n",
-                 "presence_penalty", "frequency_penalty", "repetition_penalty", "logit_bias", "logprobs",
-                 "top_logprobs", "tools", "tool_choice", "response_format", "functions", "function_call",
-                 "min_p", "suffix", "echo", "best_of")
+OUTPUT_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "functions",
+    "function_call",
+    "min_p",
+    "suffix",
+    "echo",
+    "best_of",
+)
 
 
 def _canonical(value: Any) -> bytes:
@@ -29,8 +50,13 @@ def sampling(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def exact_key(tenant: str, model: str, path: str, body: dict[str, Any]) -> str:
-    content = {"path": path, "model": model, "messages": body.get("messages"), "prompt": body.get("prompt"),
-               "sampling": sampling(body)}
+    content = {
+        "path": path,
+        "model": model,
+        "messages": body.get("messages"),
+        "prompt": body.get("prompt"),
+        "sampling": sampling(body),
+    }
     return f"llmfleet:exact:{tenant}:{model}:{hashlib.sha256(_canonical(content)).hexdigest()}"
 
 
@@ -52,7 +78,9 @@ def split_last_user_turn(path: str, body: dict[str, Any]) -> tuple[str, str] | N
     return last["content"], hashlib.sha256(_canonical(ctx)).hexdigest()[:32]
 
 
-def cacheable(body: dict[str, Any], replay: str, cache_control: bytes | None, opt_in: bool) -> tuple[bool, bool]:
+def cacheable(
+    body: dict[str, Any], replay: str, cache_control: bytes | None, opt_in: bool
+) -> tuple[bool, bool]:
     """(may look up, may store). Only what is safe to replay: temperature 0 unless replay=always or opt-in;
     `Cache-Control: no-cache` skips the lookup, `no-store` skips storing; n > 1 is never cached."""
     cc = (cache_control or b"").lower()

@@ -34,7 +34,9 @@ class CacheHit(NamedTuple):
 class Breaker:
     """Open for ``cooldown`` seconds after a failure; logs at most once per ``log_every`` seconds."""
 
-    def __init__(self, cooldown: float = 5.0, log_every: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, cooldown: float = 5.0, log_every: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.cooldown, self.log_every, self.clock = cooldown, log_every, clock
         self.open_until = 0.0
         self._logged = -1e18
@@ -50,14 +52,31 @@ class Breaker:
         self.open_until = now + self.cooldown
         if now - self._logged >= self.log_every:
             self._logged = now
-            log.warning("cache bypassed for %.0fs: Redis %s: %s (%d failures so far)", self.cooldown,
-                        type(exc).__name__, exc, self.failures)
+            log.warning(
+                "cache bypassed for %.0fs: Redis %s: %s (%d failures so far)",
+                self.cooldown,
+                type(exc).__name__,
+                exc,
+                self.failures,
+            )
 
 
 class ResponseCache:
-    def __init__(self, redis: Any, model: str, telemetry: Any, *, exact: bool = True, semantic: bool = True,
-                 ttl_seconds: float = 3600, threshold: float = 0.95, replay: str = "deterministic",
-                 embedder: Embedder | None = None, timeout: float = 0.05, semantic_timeout: float = 0.25) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        model: str,
+        telemetry: Any,
+        *,
+        exact: bool = True,
+        semantic: bool = True,
+        ttl_seconds: float = 3600,
+        threshold: float = 0.95,
+        replay: str = "deterministic",
+        embedder: Embedder | None = None,
+        timeout: float = 0.05,
+        semantic_timeout: float = 0.25,
+    ) -> None:
         self.redis, self.model, self.tel = redis, model, telemetry
         self.exact_enabled, self.semantic_enabled = exact, semantic and embedder is not None
         self.ttl, self.threshold, self.replay = int(ttl_seconds), threshold, replay
@@ -74,29 +93,46 @@ class ResponseCache:
         schema = {
             "index": {"name": INDEX, "prefix": PREFIX, "storage_type": "hash"},
             "fields": [
-                {"name": "tenant", "type": "tag"}, {"name": "model", "type": "tag"}, {"name": "ctx", "type": "tag"},
-                {"name": "embedding", "type": "vector", "attrs": {
-                    "dims": self.embedder.dim, "distance_metric": "cosine", "algorithm": "hnsw", "datatype": "float32"}},
+                {"name": "tenant", "type": "tag"},
+                {"name": "model", "type": "tag"},
+                {"name": "ctx", "type": "tag"},
+                {
+                    "name": "embedding",
+                    "type": "vector",
+                    "attrs": {
+                        "dims": self.embedder.dim,
+                        "distance_metric": "cosine",
+                        "algorithm": "hnsw",
+                        "datatype": "float32",
+                    },
+                },
             ],
         }
         self.index = AsyncSearchIndex.from_dict(schema, redis_client=self.redis)
         try:
             await asyncio.wait_for(self.index.create(overwrite=False), 5)
-        except Exception as exc:  # noqa: BLE001 - any Redis trouble means: run without the cache for now
+        except Exception as exc:
             self.breaker.fail(exc)
 
     async def _call(self, coro: Awaitable[Any], timeout: float) -> Any:
         try:
             return await asyncio.wait_for(coro, timeout)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.breaker.fail(exc)
             self.tel.cache.labels("error").inc()
             return None
 
     # ------------------------------------------------------------------ lookup
 
-    async def lookup(self, ctx: Any, tenant: str, path: str, body: dict[str, Any], cache_control: bytes | None,
-                     opt_in: bytes | None) -> CacheHit | None:
+    async def lookup(
+        self,
+        ctx: Any,
+        tenant: str,
+        path: str,
+        body: dict[str, Any],
+        cache_control: bytes | None,
+        opt_in: bytes | None,
+    ) -> CacheHit | None:
         """The cached answer for the request (a hit), or None after remembering in `ctx` what to store after the
         miss. The gateway writes the response: the cache never writes HTTP."""
         allowed = (opt_in or b"").lower() in (b"allow", b"on", b"true")
@@ -145,13 +181,21 @@ class ResponseCache:
         assert self.embedder is not None
         return self.embedder.embed([text])[0]
 
-    async def _semantic_lookup(self, tenant: str, context: str, emb: np.ndarray) -> tuple[dict[str, Any], float] | None:
+    async def _semantic_lookup(
+        self, tenant: str, context: str, emb: np.ndarray
+    ) -> tuple[dict[str, Any], float] | None:
         from redisvl.query import VectorQuery
         from redisvl.query.filter import Tag
 
-        q = VectorQuery(vector=emb.astype(np.float32).tobytes(), vector_field_name="embedding",
-                        return_fields=["entry"], num_results=1,
-                        filter_expression=(Tag("tenant") == tenant) & (Tag("model") == self.model) & (Tag("ctx") == context))
+        q = VectorQuery(
+            vector=emb.astype(np.float32).tobytes(),
+            vector_field_name="embedding",
+            return_fields=["entry"],
+            num_results=1,
+            filter_expression=(Tag("tenant") == tenant)
+            & (Tag("model") == self.model)
+            & (Tag("ctx") == context),
+        )
         rows = await self._call(self.index.query(q), self.semantic_timeout)
         if not rows:
             return None
@@ -178,7 +222,9 @@ class ResponseCache:
             return
         raw = orjson.dumps(entry)
         if self.exact_enabled:
-            await self._call(self.redis.set(exact_key(tenant, self.model, path, body), raw, ex=self.ttl), self.timeout)
+            await self._call(
+                self.redis.set(exact_key(tenant, self.model, path, body), raw, ex=self.ttl), self.timeout
+            )
         cached = getattr(ctx, "cache_embedding", None)
         if self.semantic_enabled and self.index is not None and self.breaker.closed:
             if cached is None:
@@ -189,6 +235,11 @@ class ResponseCache:
                 emb = await asyncio.to_thread(self._embed, query)
             else:
                 emb, query, context = cached
-            doc = {"tenant": tenant, "model": self.model, "ctx": context, "entry": raw,
-                   "embedding": emb.astype(np.float32).tobytes()}
+            doc = {
+                "tenant": tenant,
+                "model": self.model,
+                "ctx": context,
+                "entry": raw,
+                "embedding": emb.astype(np.float32).tobytes(),
+            }
             await self._call(self.index.load([doc], ttl=self.ttl), self.semantic_timeout * 4)

@@ -50,8 +50,17 @@ def command_for(image: str, container: Obj, pod_ip: str) -> list[str] | None:
         return [sys.executable, "-m", "llmfleet", *cmd[1:], *args]
     if repo in ("redis", "docker.io/library/redis") and os.environ.get("LLMFLEET_REDIS_SERVER"):
         rargs = [a for a in args if a != "redis-server"]
-        return [os.environ["LLMFLEET_REDIS_SERVER"], *rargs, "--bind", pod_ip,
-                *(["--loadmodule", os.environ["LLMFLEET_REDIS_MODULE"]] if os.environ.get("LLMFLEET_REDIS_MODULE") else [])]
+        return [
+            os.environ["LLMFLEET_REDIS_SERVER"],
+            *rargs,
+            "--bind",
+            pod_ip,
+            *(
+                ["--loadmodule", os.environ["LLMFLEET_REDIS_MODULE"]]
+                if os.environ.get("LLMFLEET_REDIS_MODULE")
+                else []
+            ),
+        ]
     return None
 
 
@@ -74,8 +83,13 @@ def pre_stop_seconds(container: Obj) -> float:
 
 
 class PodRunner:
-    def __init__(self, kube: KubeClient, logs_dir: Path, node_label: str = "type=kwok",
-                 prometheus_targets: Path | None = None) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        logs_dir: Path,
+        node_label: str = "type=kwok",
+        prometheus_targets: Path | None = None,
+    ) -> None:
         self.kube = kube
         self.prometheus_targets = prometheus_targets  # file_sd targets: the engine and gateway pods it runs
         self._targets_written: str | None = None
@@ -141,8 +155,11 @@ class PodRunner:
                 value = self._data("ConfigMap", ns, ref["name"]).get(ref["key"])
             elif "fieldRef" in src:
                 path = src["fieldRef"]["fieldPath"]
-                value = {"status.podIP": pod["status"].get("podIP"), "metadata.name": pod["metadata"]["name"],
-                         "metadata.namespace": ns}.get(path)
+                value = {
+                    "status.podIP": pod["status"].get("podIP"),
+                    "metadata.name": pod["metadata"]["name"],
+                    "metadata.namespace": ns,
+                }.get(path)
             else:
                 value = None
             if value is not None:
@@ -180,7 +197,10 @@ class PodRunner:
             for p in pods:
                 labels = p["metadata"].get("labels") or {}
                 if sel and all(labels.get(k) == v for k, v in sel.items()):
-                    pairs += [f"{name}={p['status']['podIP']}", f"{name}.{namespace}.svc={p['status']['podIP']}"]
+                    pairs += [
+                        f"{name}={p['status']['podIP']}",
+                        f"{name}.{namespace}.svc={p['status']['podIP']}",
+                    ]
                     break
         return ",".join(pairs)
 
@@ -202,18 +222,34 @@ class PodRunner:
                     text = f.read_text(errors="replace")
                     if mount_path in text:
                         f.write_text(text.replace(mount_path, local))
-        env = {**os.environ, **self._env(pod, container), "LLMFLEET_BIND_HOST": pod_ip, "LLMFLEET_POD_IP": pod_ip,
-               "PYTHONUNBUFFERED": "1", "LLMFLEET_HOST_OVERRIDES": self._service_hosts(meta["namespace"])}
+        env = {
+            **os.environ,
+            **self._env(pod, container),
+            "LLMFLEET_BIND_HOST": pod_ip,
+            "LLMFLEET_POD_IP": pod_ip,
+            "PYTHONUNBUFFERED": "1",
+            "LLMFLEET_HOST_OVERRIDES": self._service_hosts(meta["namespace"]),
+        }
         sa = spec.get("serviceAccountName")
         if sa:
             kcfg = workdir / "kubeconfig"
-            self.kube.service_account_kubeconfig(meta["namespace"], sa, str(kcfg), pod=(meta["name"], meta["uid"]))
+            self.kube.service_account_kubeconfig(
+                meta["namespace"], sa, str(kcfg), pod=(meta["name"], meta["uid"])
+            )
             env["KUBECONFIG"] = str(kcfg)
         log_file = open(self.logs_dir / f"{meta['namespace']}_{meta['name']}.log", "ab")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir,
-                                start_new_session=True)
-        self.running[key] = Running(meta["uid"], proc, workdir, float(spec.get("terminationGracePeriodSeconds", 30)),
-                                    log_file, pre_stop_seconds(container), node=str(spec.get("nodeName") or ""))
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
+        )
+        self.running[key] = Running(
+            meta["uid"],
+            proc,
+            workdir,
+            float(spec.get("terminationGracePeriodSeconds", 30)),
+            log_file,
+            pre_stop_seconds(container),
+            node=str(spec.get("nodeName") or ""),
+        )
         log.info("started %s on %s: %s", key, pod_ip, " ".join(cmd))
 
     def _stop(self, key: str, pre_stop: bool = True) -> None:
@@ -266,10 +302,16 @@ class PodRunner:
         live: dict[str, Obj] = {}
         for pod in pods:
             meta = pod["metadata"]
-            if fleet_pods.node(pod) not in nodes or fleet_pods.terminating(pod) or not fleet_pods.running(pod):
+            if (
+                fleet_pods.node(pod) not in nodes
+                or fleet_pods.terminating(pod)
+                or not fleet_pods.running(pod)
+            ):
                 continue
             live[f"{meta['namespace']}/{meta['name']}"] = pod
-        for key in [k for k, r in self.running.items() if k not in live or live[k]["metadata"]["uid"] != r.uid]:
+        for key in [
+            k for k, r in self.running.items() if k not in live or live[k]["metadata"]["uid"] != r.uid
+        ]:
             self._stop(key)
         for key in [k for k, r in self.running.items() if r.proc.poll() is not None]:
             # The container exited (a crash, an operator that lost its lease): a kubelet restarts it.
@@ -293,12 +335,20 @@ class PodRunner:
             meta, labels = pod["metadata"], pod["metadata"].get("labels") or {}
             where = {"namespace": meta["namespace"], "pod": meta["name"]}
             if labels.get(COMPONENT_LABEL) == "engine":
-                targets.append({"targets": [f"{pod['status']['podIP']}:{ENGINE_PORT}"],
-                                "labels": {**where, "pool": labels.get(POOL_LABEL, "")}})
+                targets.append(
+                    {
+                        "targets": [f"{pod['status']['podIP']}:{ENGINE_PORT}"],
+                        "labels": {**where, "pool": labels.get(POOL_LABEL, "")},
+                    }
+                )
             elif labels.get(COMPONENT_LABEL) == "gateway" and labels.get(DEPLOYMENT_LABEL):
                 # The `service` label a ServiceMonitor on the gateway Service would give.
-                targets.append({"targets": [f"{pod['status']['podIP']}:{GATEWAY_PORT}"],
-                                "labels": {**where, "service": names.gateway(labels[DEPLOYMENT_LABEL])}})
+                targets.append(
+                    {
+                        "targets": [f"{pod['status']['podIP']}:{GATEWAY_PORT}"],
+                        "labels": {**where, "service": names.gateway(labels[DEPLOYMENT_LABEL])},
+                    }
+                )
         text = json.dumps(targets, indent=1)
         if text != self._targets_written and self.prometheus_targets is not None:
             tmp = self.prometheus_targets.with_suffix(".tmp")

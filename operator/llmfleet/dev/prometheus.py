@@ -23,15 +23,18 @@ import yaml
 def scrape_config(targets_file: Path, interval: str = "5s") -> dict[str, Any]:
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
-        "scrape_configs": [{
-            "job_name": "llmfleet-engines",
-            "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": interval}],
-        }],
+        "scrape_configs": [
+            {
+                "job_name": "llmfleet-engines",
+                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": interval}],
+            }
+        ],
     }
 
 
-def start(targets_file: Path, run_dir: Path, port: int, interval: str = "5s",
-          binary: str | None = None) -> subprocess.Popen[bytes]:
+def start(
+    targets_file: Path, run_dir: Path, port: int, interval: str = "5s", binary: str | None = None
+) -> subprocess.Popen[bytes]:
     """Start Prometheus on 127.0.0.1:port and wait until it is ready; the caller stops the process."""
     exe = binary or shutil.which("prometheus")
     if exe is None:
@@ -42,9 +45,15 @@ def start(targets_file: Path, run_dir: Path, port: int, interval: str = "5s",
         targets_file.write_text("[]")
     config.write_text(yaml.safe_dump(scrape_config(targets_file, interval), sort_keys=False))
     proc = subprocess.Popen(
-        [exe, f"--config.file={config}", f"--storage.tsdb.path={run_dir / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
-        stdout=open(run_dir / "prometheus.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        [
+            exe,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={run_dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1h",
+        ],
+        stdout=open(run_dir / "prometheus.log", "wb"),  # noqa: SIM115 - the child owns it
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

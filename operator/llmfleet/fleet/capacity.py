@@ -14,7 +14,9 @@ from llmfleet.api.catalog import GPU
 from llmfleet.api.sizing import Sizing, SizingError, size
 from llmfleet.api.v1alpha1 import LLMDeploymentSpec
 
-DECODE_STEP_TARGET_S = 0.04  # decode capacity is counted at the batch whose step stays under this (25 tokens/s)
+DECODE_STEP_TARGET_S = (
+    0.04  # decode capacity is counted at the batch whose step stays under this (25 tokens/s)
+)
 REF_PARAMS = 8.03e9
 
 
@@ -40,8 +42,13 @@ class EngineProfile:
     prefix_caching: bool = True
 
     @classmethod
-    def from_sizing(cls, sizing: Sizing, max_num_seqs: int | None = None, prefix_caching: bool = True,
-                    max_batched_tokens: int | None = None) -> EngineProfile:
+    def from_sizing(
+        cls,
+        sizing: Sizing,
+        max_num_seqs: int | None = None,
+        prefix_caching: bool = True,
+        max_batched_tokens: int | None = None,
+    ) -> EngineProfile:
         """Scale the reference profile by model size per GPU and GPU speed; batch limits as given, else vLLM's
         defaults for the GPU."""
         default_seqs, default_tokens = vllm_batch_defaults(sizing.gpu)
@@ -70,11 +77,17 @@ class EngineProfile:
                 seqs = int(arg.split("=", 1)[1])
             elif arg.startswith("--max-num-batched-tokens="):
                 tokens = int(arg.split("=", 1)[1])
-        return cls.from_sizing(sizing, max_num_seqs=seqs, prefix_caching=spec.engine.enable_prefix_caching,
-                               max_batched_tokens=tokens)
+        return cls.from_sizing(
+            sizing,
+            max_num_seqs=seqs,
+            prefix_caching=spec.engine.enable_prefix_caching,
+            max_batched_tokens=tokens,
+        )
 
     def step_seconds(self, decoding: int, prefill_tokens: int) -> float:
-        return self.decode_base_s + self.decode_per_seq_s * decoding + prefill_tokens / self.prefill_tokens_per_s
+        return (
+            self.decode_base_s + self.decode_per_seq_s * decoding + prefill_tokens / self.prefill_tokens_per_s
+        )
 
 
 @dataclass(frozen=True)
@@ -97,7 +110,9 @@ def capacity_of(profile: EngineProfile) -> Capacity:
     stays under DECODE_STEP_TARGET_S (bounded by max_num_seqs), prefill at its rate."""
     batch = (DECODE_STEP_TARGET_S - profile.decode_base_s) / profile.decode_per_seq_s
     batch = max(1.0, min(float(profile.max_num_seqs), batch))
-    return Capacity(prefill_tps=profile.prefill_tokens_per_s, decode_tps=batch / profile.step_seconds(int(batch), 0))
+    return Capacity(
+        prefill_tps=profile.prefill_tokens_per_s, decode_tps=batch / profile.step_seconds(int(batch), 0)
+    )
 
 
 def replica_capacity(spec: LLMDeploymentSpec) -> Capacity | None:

@@ -39,7 +39,9 @@ def pending(pod: Obj) -> bool:
 
 def pool(pod: Obj) -> Pool:
     """The engine pool a pod belongs to (its pool label; on-demand when it has none)."""
-    return "spot" if ((pod.get("metadata") or {}).get("labels") or {}).get(POOL_LABEL) == "spot" else "on-demand"
+    return (
+        "spot" if ((pod.get("metadata") or {}).get("labels") or {}).get(POOL_LABEL) == "spot" else "on-demand"
+    )
 
 
 def node(pod: Obj) -> str | None:

@@ -44,6 +44,7 @@ NODE_DELETED = "node deleted"
 @dataclass(frozen=True)
 class Drain:
     """One engine pod to drain because its node got a notice."""
+
     pod: Obj
     node: str
     signal: str
@@ -53,8 +54,9 @@ class Drain:
         return pods.pool(self.pod)
 
 
-def notice(node: Obj, taints: tuple[str, ...] = DEFAULT_TAINTS,
-           conditions: tuple[str, ...] = DEFAULT_CONDITIONS) -> str | None:
+def notice(
+    node: Obj, taints: tuple[str, ...] = DEFAULT_TAINTS, conditions: tuple[str, ...] = DEFAULT_CONDITIONS
+) -> str | None:
     """The signal that says this node is going (``"taint KEY"``, ``"condition TYPE"``), or None."""
     for t in (node.get("spec") or {}).get("taints") or []:
         if t.get("key") in taints:

@@ -47,8 +47,17 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 # Request fields that could redirect traffic or smuggle credentials (LiteLLM-style and SDK-style names).
-FORBIDDEN_FIELDS = ("api_base", "base_url", "api_key", "api_version", "custom_llm_provider", "extra_headers",
-                    "organization", "user_config", "metadata_url")
+FORBIDDEN_FIELDS = (
+    "api_base",
+    "base_url",
+    "api_key",
+    "api_version",
+    "custom_llm_provider",
+    "extra_headers",
+    "organization",
+    "user_config",
+    "metadata_url",
+)
 FORBIDDEN = frozenset(FORBIDDEN_FIELDS)
 JSON = wire.JSON_CONTENT_TYPE
 MAX_ATTEMPTS = 3
@@ -66,7 +75,9 @@ WHY_OVERFLOW = "overflow"
 WHY_CAPACITY = "capacity"  # overflow mode with room on the engines: self-hosted, nothing to classify
 
 
-def error_body(status: int, message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+def error_body(
+    status: int, message: str, type_: str, code: str | None = None, param: str | None = None
+) -> bytes:
     """An OpenAI-style error body (the status is the caller's: the body does not carry it)."""
     return wire.error_body(message, type_, code, param)
 
@@ -78,17 +89,40 @@ class RetryUpstream(Exception):
 class Reply(Exception):
     """Stop handling and answer with this status and OpenAI-style error body."""
 
-    def __init__(self, status: int, message: str, type_: str = wire.INVALID_REQUEST, code: str | None = None,
-                 param: str | None = None, headers: Headers | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = wire.INVALID_REQUEST,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Headers | None = None,
+    ) -> None:
         super().__init__(message)
-        self.status, self.body, self.headers = status, wire.error_body(message, type_, code, param), headers or []
+        self.status, self.body, self.headers = (
+            status,
+            wire.error_body(message, type_, code, param),
+            headers or [],
+        )
 
 
 class Request:
     """What the stages read of one completion request: headers gathered in one pass, the body parsed once."""
 
-    __slots__ = ("authorization", "body", "body_bytes", "cache_control", "cache_opt_in", "chat", "max_tokens", "path",
-                 "request_id", "sensitivity", "stream", "strip_usage")
+    __slots__ = (
+        "authorization",
+        "body",
+        "body_bytes",
+        "cache_control",
+        "cache_opt_in",
+        "chat",
+        "max_tokens",
+        "path",
+        "request_id",
+        "sensitivity",
+        "stream",
+        "strip_usage",
+    )
 
     def __init__(self, path: str, raw_headers: Headers, body_bytes: bytes, sensitivity_header: bytes) -> None:
         self.path = path
@@ -191,9 +225,17 @@ class ExternalResponse:
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig, keys: KeyStore, limiter: Limiter, router: Router,
-                 classifier: Classifier, telemetry: Telemetry, cache: Any = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        keys: KeyStore,
+        limiter: Limiter,
+        router: Router,
+        classifier: Classifier,
+        telemetry: Telemetry,
+        cache: Any = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self.cfg, self.keys, self.limiter, self.router = cfg, keys, limiter, router
         self.classifier, self.telemetry, self.cache, self.clock = classifier, telemetry, cache, clock
         self.pool: Pool | None = None
@@ -225,10 +267,20 @@ class Gateway:
 
     # ------------------------------------------------------------------ ASGI entry
 
-    async def _plain(self, send: Send, status: int, body: bytes, ctype: bytes = JSON,
-                     headers: Headers | None = None) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *(headers or [])]})
+    async def _plain(
+        self, send: Send, status: int, body: bytes, ctype: bytes = JSON, headers: Headers | None = None
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", ctype),
+                    (b"content-length", str(len(body)).encode()),
+                    *(headers or []),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -238,18 +290,26 @@ class Gateway:
         elif path == "/health" or path == "/healthz":
             await self._plain(send, 200, b"ok", b"text/plain")
         elif path == "/metrics":
-            await self._plain(send, 200, generate_latest(self.telemetry.registry), b"text/plain; version=0.0.4")
+            await self._plain(
+                send, 200, generate_latest(self.telemetry.registry), b"text/plain; version=0.0.4"
+            )
         elif path == "/v1/models" and method == "GET":
             try:
                 self.authenticate([v for n, v in scope["headers"] if n == b"authorization"])
             except Reply as r:
                 await self._plain(send, r.status, r.body)
                 return
-            body = {"object": "list", "data": [{"id": self.cfg.model, "object": "model", "created": 0, "owned_by": "llmfleet"}]}
+            body = {
+                "object": "list",
+                "data": [{"id": self.cfg.model, "object": "model", "created": 0, "owned_by": "llmfleet"}],
+            }
             await self._plain(send, 200, orjson.dumps(body))
         else:
-            await self._plain(send, 404, wire.error_body(f"Unknown route {method} {path}", wire.INVALID_REQUEST,
-                                                         "not_found"))
+            await self._plain(
+                send,
+                404,
+                wire.error_body(f"Unknown route {method} {path}", wire.INVALID_REQUEST, "not_found"),
+            )
 
     __call__ = http  # the server calls the instance: no extra coroutine layer per request
 
@@ -261,8 +321,12 @@ class Gateway:
         if not self.keys.enabled:
             return None
         if len(authorization) > 1:
-            raise Reply(400, "The request has more than one Authorization header; send exactly one.",
-                        code="duplicate_authorization", param="Authorization")
+            raise Reply(
+                400,
+                "The request has more than one Authorization header; send exactly one.",
+                code="duplicate_authorization",
+                param="Authorization",
+            )
         raw = authorization[0] if authorization else b""
         if raw[:7].lower() != b"bearer ":
             raise _unauthorized()
@@ -282,8 +346,12 @@ class Gateway:
             raise Reply(400, "The request body must be a JSON object.")
         model = body.get("model")
         if model != self.cfg.model:
-            raise Reply(404, f"The model `{model}` does not exist or you do not have access to it.",
-                        code="model_not_found", param="model")
+            raise Reply(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+                param="model",
+            )
         if req.chat and not isinstance(body.get("messages"), list):
             raise Reply(400, "'messages' is a required property and must be an array.", param="messages")
         if not FORBIDDEN.isdisjoint(body):
@@ -308,9 +376,14 @@ class Gateway:
         decision = await self.limiter.acquire(ctx.tenant, ctx.prompt_tokens + req.max_tokens)
         if not decision.allowed:
             kind = "requests" if decision.remaining_requests <= 0 else "tokens"
-            raise Reply(429, f"Rate limit reached for {kind} per minute on key '{ctx.tenant}'. "
-                        f"Please try again in {decision.retry_after:.1f}s.", kind, "rate_limit_exceeded",
-                        headers=decision.headers())
+            raise Reply(
+                429,
+                f"Rate limit reached for {kind} per minute on key '{ctx.tenant}'. "
+                f"Please try again in {decision.retry_after:.1f}s.",
+                kind,
+                "rate_limit_exceeded",
+                headers=decision.headers(),
+            )
         return decision
 
     def classify(self, ctx: Ctx, req: Request) -> Verdict:
@@ -321,14 +394,18 @@ class Gateway:
             verdict = Verdict(True, "")
         else:
             # The request ID goes out too (X-Request-Id): it is scanned with the body.
-            verdict = self.classifier.classify(req.sensitivity, [req.body, ctx.request_id],
-                                               ctx.key.name if ctx.key else None)
+            verdict = self.classifier.classify(
+                req.sensitivity, [req.body, ctx.request_id], ctx.key.name if ctx.key else None
+            )
         ctx.sensitive, ctx.classified = verdict.sensitive, True
         return verdict
 
     def saturated(self) -> bool:
         available = self.router.available()
-        return not available or self.router.outstanding >= self.cfg.external.overflow_outstanding_per_replica * len(available)
+        return (
+            not available
+            or self.router.outstanding >= self.cfg.external.overflow_outstanding_per_replica * len(available)
+        )
 
     def route(self, ctx: Ctx, req: Request) -> tuple[str, str]:
         """(route, why): sensitive traffic only ever goes to self-hosted engines. In overflow mode a request
@@ -353,8 +430,17 @@ class Gateway:
         model = self.cfg.model
         if req.stream:
             include_usage = bool((req.body.get("stream_options") or {}).get("include_usage"))
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", wire.SSE_CONTENT_TYPE), (b"cache-control", b"no-cache"), *headers]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", wire.SSE_CONTENT_TYPE),
+                        (b"cache-control", b"no-cache"),
+                        *headers,
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": as_sse(hit.entry, model, include_usage)})
         else:
             await self._plain(send, 200, as_json(hit.entry, model), JSON, headers)
@@ -366,8 +452,11 @@ class Gateway:
         req = Request(path, scope["headers"], scope["extensions"]["llmfleet.body"], self.sensitivity_header)
         rid = req.request_id
         # A new ID is a 64-bit random hex string: not a secret, so no getrandom() syscall per request.
-        ctx = Ctx(request_id=rid.decode("latin-1")[:64] if rid else f"{random.getrandbits(64):016x}", key=None,
-                  started=self.clock())
+        ctx = Ctx(
+            request_id=rid.decode("latin-1")[:64] if rid else f"{random.getrandbits(64):016x}",
+            key=None,
+            started=self.clock(),
+        )
         tel = self.telemetry
         tel.in_flight.inc()
         reserved = 0
@@ -381,7 +470,9 @@ class Gateway:
             ctx.route, ctx.why = self.route(ctx, req)
             extra = [(b"x-request-id", ctx.request_id.encode()), *decision.headers()]
             if self.cache is not None:
-                hit = await self.cache.lookup(ctx, ctx.tenant, path, req.body, req.cache_control, req.cache_opt_in)
+                hit = await self.cache.lookup(
+                    ctx, ctx.tenant, path, req.body, req.cache_control, req.cache_opt_in
+                )
                 if hit is not None:
                     await self.reply_cached(ctx, hit, req, send, extra)
                     return
@@ -395,7 +486,9 @@ class Gateway:
                 await self._self_hosted(ctx, req, send, extra)
         except Reply as r:
             ctx.status = r.status
-            await self._plain(send, r.status, r.body, JSON, [(b"x-request-id", ctx.request_id.encode()), *r.headers])
+            await self._plain(
+                send, r.status, r.body, JSON, [(b"x-request-id", ctx.request_id.encode()), *r.headers]
+            )
         finally:
             tel.in_flight.dec()
             if reserved:
@@ -428,7 +521,9 @@ class Gateway:
             tried.add(ep.url)
             self.router.begin(ep)
             try:
-                resp = await self.pool.post(ep.url, req.path, req.body_bytes, ctx.request_id, ctx.set_upstream)
+                resp = await self.pool.post(
+                    ep.url, req.path, req.body_bytes, ctx.request_id, ctx.set_upstream
+                )
             except ConnectionRefusedError:  # not listening (yet, or any more): the next replica, at no cost
                 self.router.end(ep)
                 self.router.fail(ep)
@@ -455,11 +550,15 @@ class Gateway:
                 continue
             try:
                 ctx.endpoint = ep.url
-                await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"self-hosted")], req, cache=True)
+                await self._relay(
+                    ctx, resp, send, extra + [(b"x-llmfleet-route", b"self-hosted")], req, cache=True
+                )
                 self.router.ok(ep)
                 ep.served += 1
             except RetryUpstream as exc:
-                if not exc.args or exc.args[0] != "abort":  # an engine that is leaving turned it away: free, too
+                if (
+                    not exc.args or exc.args[0] != "abort"
+                ):  # an engine that is leaving turned it away: free, too
                     attempts += 1
                 self.router.fail(ep)
                 tel.upstream_errors.labels(SELF_HOSTED, exc.args[0] if exc.args else "reset").inc()
@@ -474,15 +573,26 @@ class Gateway:
             ctx.route, ctx.why = EXTERNAL, WHY_OVERFLOW
             await self._external(ctx, req, send, extra)
             return
-        raise Reply(503, "No self-hosted engine replica is available; sensitive requests are never sent to an "
-                    "external provider. Retry shortly.", wire.SERVER_ERROR, "no_healthy_upstream",
-                    headers=[(b"retry-after", b"2")])
+        raise Reply(
+            503,
+            "No self-hosted engine replica is available; sensitive requests are never sent to an "
+            "external provider. Retry shortly.",
+            wire.SERVER_ERROR,
+            "no_healthy_upstream",
+            headers=[(b"retry-after", b"2")],
+        )
 
     async def _external(self, ctx: Ctx, req: Request, send: Send, extra: Headers) -> None:
         ext = self.cfg.external
-        if ctx.sensitive or not ctx.classified:  # the one door out checks the verdict itself, whoever called it
-            raise Reply(503, "Sensitive requests are never sent to an external provider.", wire.SERVER_ERROR,
-                        "no_healthy_upstream")
+        if (
+            ctx.sensitive or not ctx.classified
+        ):  # the one door out checks the verdict itself, whoever called it
+            raise Reply(
+                503,
+                "Sensitive requests are never sent to an external provider.",
+                wire.SERVER_ERROR,
+                "no_healthy_upstream",
+            )
         if self.external_session is None or not ext.base_url:
             raise Reply(503, "No external provider is configured.", wire.SERVER_ERROR, "no_healthy_upstream")
         out = dict(req.body)  # exactly what was classified: every leaf was scanned, only the model is ours
@@ -495,8 +605,11 @@ class Gateway:
         canceller = _TaskCanceller(asyncio.current_task())
         ctx.set_upstream(canceller)
         try:
-            resp = ExternalResponse(await self.external_session.post(ext.base_url.rstrip("/") + req.path[len("/v1"):],
-                                                                     data=orjson.dumps(out), headers=headers))
+            resp = ExternalResponse(
+                await self.external_session.post(
+                    ext.base_url.rstrip("/") + req.path[len("/v1") :], data=orjson.dumps(out), headers=headers
+                )
+            )
         except asyncio.CancelledError:
             if not ctx.gone:
                 raise
@@ -504,21 +617,38 @@ class Gateway:
             return
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.telemetry.upstream_errors.labels(EXTERNAL, "connect").inc()
-            raise Reply(502, f"The external provider could not be reached: {type(exc).__name__}", wire.SERVER_ERROR,
-                        "upstream_unreachable") from None
+            raise Reply(
+                502,
+                f"The external provider could not be reached: {type(exc).__name__}",
+                wire.SERVER_ERROR,
+                "upstream_unreachable",
+            ) from None
         finally:
-            canceller.task = None  # from here on, a client that leaves cancels nothing (the response is closed)
+            canceller.task = (
+                None  # from here on, a client that leaves cancels nothing (the response is closed)
+            )
         ctx.endpoint = ext.base_url
         try:
             await self._relay(ctx, resp, send, extra + [(b"x-llmfleet-route", b"external")], req, cache=False)
         except RetryUpstream:
-            raise Reply(502, "The external provider closed the connection before answering.", wire.SERVER_ERROR,
-                        "upstream_reset") from None
+            raise Reply(
+                502,
+                "The external provider closed the connection before answering.",
+                wire.SERVER_ERROR,
+                "upstream_reset",
+            ) from None
 
     # ------------------------------------------------------------------ relay
 
-    async def _relay(self, ctx: Ctx, resp: Response | ExternalResponse, send: Send, extra: Headers, req: Request,
-                     cache: bool) -> None:
+    async def _relay(
+        self,
+        ctx: Ctx,
+        resp: Response | ExternalResponse,
+        send: Send,
+        extra: Headers,
+        req: Request,
+        cache: bool,
+    ) -> None:
         """Pass the upstream response to the client (closed at once if the client goes away: Ctx.client_left)."""
         ctx.status = resp.status
         ctx.set_upstream(resp)
@@ -534,8 +664,14 @@ class Gateway:
         if complete and captured is not None and self.cache is not None:
             await self.cache.store(ctx, ctx.tenant, req.path, req.body, b"".join(captured))
 
-    async def _relay_whole(self, ctx: Ctx, resp: Response | ExternalResponse, send: Send, extra: Headers,
-                           captured: list[bytes] | None) -> bool:
+    async def _relay_whole(
+        self,
+        ctx: Ctx,
+        resp: Response | ExternalResponse,
+        send: Send,
+        extra: Headers,
+        captured: list[bytes] | None,
+    ) -> bool:
         data = await _before_output(ctx, resp.read)
         if data is None:
             return False
@@ -553,8 +689,15 @@ class Gateway:
         await self._plain(send, resp.status, data, resp.content_type, extra)
         return True
 
-    async def _relay_stream(self, ctx: Ctx, resp: Response | ExternalResponse, send: Send, extra: Headers,
-                            captured: list[bytes] | None, strip_usage: bool = False) -> bool:
+    async def _relay_stream(  # noqa: C901 - the stream hot path, kept in one frame (see module docstring)
+        self,
+        ctx: Ctx,
+        resp: Response | ExternalResponse,
+        send: Send,
+        extra: Headers,
+        captured: list[bytes] | None,
+        strip_usage: bool = False,
+    ) -> bool:
         # Hold the response start until the first chunk: until then a failed replica can be retried.
         head = await _before_output(ctx, resp.readany)
         if head is None:
@@ -572,8 +715,17 @@ class Gateway:
         if ABORTED in head:  # rejected or aborted by a shutting-down engine before the client saw a byte
             raise RetryUpstream("abort")
         ctx.answered = resp.status == 200
-        await send({"type": "http.response.start", "status": resp.status, "headers": [
-            (b"content-type", wire.SSE_CONTENT_TYPE), (b"cache-control", b"no-cache"), *extra]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": resp.status,
+                "headers": [
+                    (b"content-type", wire.SSE_CONTENT_TYPE),
+                    (b"cache-control", b"no-cache"),
+                    *extra,
+                ],
+            }
+        )
         chunks = 0
         last = b""
         engine_error = False
@@ -583,7 +735,9 @@ class Gateway:
         failure = ""
         try:
             while chunk:
-                if ABORTED in chunk:  # the engine aborted the stream (shut down): a cut answer, not a whole one
+                if (
+                    ABORTED in chunk
+                ):  # the engine aborted the stream (shut down): a cut answer, not a whole one
                     chunk = chunk.split(DONE_EVENT, 1)[0]
                     failure = "aborted by the engine"
                 if ERROR_EVENT in chunk:  # the engine's own error event reaches the client; it is no answer
@@ -619,11 +773,17 @@ class Gateway:
             ctx.status = 502
             self.telemetry.upstream_errors.labels(ctx.route, "cut").inc()
             why = f" ({failure})" if failure else ""
-            event = wire.sse_error(f"The upstream stream ended before it was complete{why}; the answer is cut.",
-                                   "upstream_cut")
+            event = wire.sse_error(
+                f"The upstream stream ended before it was complete{why}; the answer is cut.", "upstream_cut"
+            )
             # An event cut half-way is ended first, so that the error is an event of its own.
-            await send({"type": "http.response.body", "more_body": False,
-                        "body": event if not last or last.endswith(b"\n\n") else b"\n\n" + event})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "more_body": False,
+                    "body": event if not last or last.endswith(b"\n\n") else b"\n\n" + event,
+                }
+            )
         if chunks > 3:
             self.telemetry.itl.labels(ctx.route).observe((self.clock() - first_at) / (chunks - 3))
         return complete
@@ -658,14 +818,24 @@ class Gateway:
             rt.prompt_tokens.inc(ctx.prompt_tokens)
             rt.completion_tokens.inc(ctx.completion_tokens)
         if self.cfg.access_log:
-            tel.log({
-                "ts": now_iso(), "request_id": ctx.request_id, "key": key_label, "model": self.cfg.model,
-                "route": ctx.route, "why": ctx.why, "status": ctx.status, "stream": ctx.stream,
-                "endpoint": ctx.endpoint, "cache": ctx.cache, "prompt_tokens": ctx.prompt_tokens,
-                "completion_tokens": ctx.completion_tokens,
-                "ttft_ms": round(ctx.ttft * 1000, 2) if ctx.ttft is not None else None,
-                "duration_ms": round(duration * 1000, 2),
-            })
+            tel.log(
+                {
+                    "ts": now_iso(),
+                    "request_id": ctx.request_id,
+                    "key": key_label,
+                    "model": self.cfg.model,
+                    "route": ctx.route,
+                    "why": ctx.why,
+                    "status": ctx.status,
+                    "stream": ctx.stream,
+                    "endpoint": ctx.endpoint,
+                    "cache": ctx.cache,
+                    "prompt_tokens": ctx.prompt_tokens,
+                    "completion_tokens": ctx.completion_tokens,
+                    "ttft_ms": round(ctx.ttft * 1000, 2) if ctx.ttft is not None else None,
+                    "duration_ms": round(duration * 1000, 2),
+                }
+            )
 
 
 async def _before_output(ctx: Ctx, read: Callable[[], Awaitable[bytes]]) -> bytes | None:
@@ -702,8 +872,12 @@ def _take_usage(ctx: Ctx, chunk: bytes, strip: bool) -> bytes:
 
 def _role_only(head: bytes) -> bool:
     """The head of a stream holds whole events with no text and no finish yet (vLLM's role chunk)."""
-    return (head.endswith(b"\n\n") and b'"finish_reason":"' not in head and DONE_EVENT not in head
-            and head.count(b"data: ") == head.count(b'"content":""') + head.count(b'"text":""'))
+    return (
+        head.endswith(b"\n\n")
+        and b'"finish_reason":"' not in head
+        and DONE_EVENT not in head
+        and head.count(b"data: ") == head.count(b'"content":""') + head.count(b'"text":""')
+    )
 
 
 def _prefix(body: dict[str, Any]) -> bytes:
@@ -727,8 +901,12 @@ def _prefix(body: dict[str, Any]) -> bytes:
 
 
 def _unauthorized() -> Reply:
-    return Reply(401, "Incorrect API key provided. You can find your API key in your llmfleet Secret.",
-                 wire.INVALID_REQUEST, "invalid_api_key")
+    return Reply(
+        401,
+        "Incorrect API key provided. You can find your API key in your llmfleet Secret.",
+        wire.INVALID_REQUEST,
+        "invalid_api_key",
+    )
 
 
 __all__ = ["Endpoint", "Gateway", "Reply"]

@@ -27,7 +27,7 @@ def digest(secret: str | bytes) -> bytes:
 def _parse(name: str, value: str) -> Key:
     value = value.strip()
     if value.startswith("sha256:"):
-        return Key(name, bytes.fromhex(value[len("sha256:"):]))
+        return Key(name, bytes.fromhex(value[len("sha256:") :]))
     return Key(name, digest(value))
 
 
@@ -51,8 +51,10 @@ class KeyStore:
             if f.is_file() and not f.name.startswith(".") and f.read_text().strip():
                 keys.append(_parse(f.name, f.read_text()))
         if not keys:
-            raise NoKeys(f"the API keys directory {path} holds no key (is the Secret empty?); the gateway refuses "
-                         "to start rather than serve without authentication")
+            raise NoKeys(
+                f"the API keys directory {path} holds no key (is the Secret empty?); the gateway refuses "
+                "to start rather than serve without authentication"
+            )
         return cls(keys)
 
     @classmethod
@@ -66,8 +68,10 @@ class KeyStore:
                     raise NoKeys(f"{path}: the line {line.strip()!r} is not `name: key`")
                 keys.append(_parse(name.strip(), value))
         if not keys:
-            raise NoKeys(f"the API keys file {path} holds no key; the gateway refuses to start rather than serve "
-                         "without authentication")
+            raise NoKeys(
+                f"the API keys file {path} holds no key; the gateway refuses to start rather than serve "
+                "without authentication"
+            )
         return cls(keys)
 
     def check(self, token: bytes) -> Key | None:

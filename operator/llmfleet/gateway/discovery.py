@@ -57,9 +57,18 @@ class EndpointSliceWatcher:
     it fails the endpoints are kept and it starts again after a growing pause (``backoff`` up to 30 s).
     """
 
-    def __init__(self, kube: KubeClient, namespace: str, selector: str, port: int, router: Router,
-                 on_change: Callable[[list[str]], None] | None = None, pod_selector: str | None = None,
-                 backoff: float = 1.0, watch_timeout_s: int = 300) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        namespace: str,
+        selector: str,
+        port: int,
+        router: Router,
+        on_change: Callable[[list[str]], None] | None = None,
+        pod_selector: str | None = None,
+        backoff: float = 1.0,
+        watch_timeout_s: int = 300,
+    ) -> None:
         self.kube, self.namespace, self.selector, self.port = kube, namespace, selector, port
         # Pod mode: EndpointSlices refuse loopback addresses, so dev clusters with 127.x pod IPs watch pods.
         self.pod_selector = pod_selector
@@ -72,8 +81,9 @@ class EndpointSliceWatcher:
     async def start(self) -> None:
         """Start watching; returns once the first list is in (or failed: the gateway then starts with no
         engines and the watch keeps trying)."""
-        threading.Thread(target=self._run, args=(asyncio.get_running_loop(),), name="endpoint-watch",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._run, args=(asyncio.get_running_loop(),), name="endpoint-watch", daemon=True
+        ).start()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.synced.wait(), 10)
 
@@ -88,15 +98,21 @@ class EndpointSliceWatcher:
                 for objs in self.kube.watch_snapshots(kind, self.namespace, selector, self.watch_timeout_s):
                     if self._stop.is_set():
                         return
-                    urls = ready_pod_urls(objs, self.port) if self.pod_selector else ready_urls(objs, self.port)
+                    urls = (
+                        ready_pod_urls(objs, self.port) if self.pod_selector else ready_urls(objs, self.port)
+                    )
                     try:
                         loop.call_soon_threadsafe(self._update, urls)
                     except RuntimeError:  # the event loop is closed: the gateway has stopped
                         return
                     pause = self.backoff
             except KubeError as exc:
-                log.warning("endpoint watch failed (%s); keeping %d endpoints, again in %.0f s",
-                            exc, len(self.current), pause)
+                log.warning(
+                    "endpoint watch failed (%s); keeping %d endpoints, again in %.0f s",
+                    exc,
+                    len(self.current),
+                    pause,
+                )
                 self._stop.wait(pause)
                 pause = min(pause * 2, 30.0)
 

@@ -44,8 +44,10 @@ import httptools
 
 log = logging.getLogger("llmfleet.gateway.http")
 
-App = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]],
-               Awaitable[None]]
+App = Callable[
+    [dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]],
+    Awaitable[None],
+]
 ErrorBody = Callable[[int, str], bytes]
 
 MAX_HEAD_BYTES = 64 * 1024  # request line + headers
@@ -63,11 +65,25 @@ def _status_line(status: int) -> bytes:
 class _Cycle:
     """One request and its response."""
 
-    __slots__ = ("app", "body", "body_sent", "chunked", "complete", "conn", "head", "keep_alive", "length",
-                 "on_disconnect", "scope", "started", "task")
+    __slots__ = (
+        "app",
+        "body",
+        "body_sent",
+        "chunked",
+        "complete",
+        "conn",
+        "head",
+        "keep_alive",
+        "length",
+        "on_disconnect",
+        "scope",
+        "started",
+        "task",
+    )
 
-    def __init__(self, conn: _Connection, scope: dict[str, Any], body: bytes, keep_alive: bool,
-                 app: App | None = None) -> None:
+    def __init__(
+        self, conn: _Connection, scope: dict[str, Any], body: bytes, keep_alive: bool, app: App | None = None
+    ) -> None:
         self.conn, self.scope, self.body, self.keep_alive = conn, scope, body, keep_alive
         self.app = app or conn.server.app
         self.body_sent = False
@@ -89,7 +105,7 @@ class _Cycle:
             await conn.wait_closed()
         return {"type": "http.disconnect"}
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any]) -> None:  # noqa: C901 - the ASGI send hot path, one frame per message
         conn = self.conn
         if conn.write_paused and not conn.disconnected:
             await conn.drain()
@@ -107,7 +123,9 @@ class _Cycle:
                     length = True
                     self.length = int(value)
                 elif name == b"connection" and value.lower() == b"close":
-                    self.keep_alive = False  # said by the application: the connection closes after this response
+                    self.keep_alive = (
+                        False  # said by the application: the connection closes after this response
+                    )
                     continue  # written once below
                 parts += (name, b": ", value, b"\r\n")
             # No CR or LF inside a name or value (response splitting): the block holds exactly one line end
@@ -169,7 +187,7 @@ class _Cycle:
         for cb in callbacks:
             try:
                 cb()
-            except Exception:  # noqa: BLE001 - one bad callback must not stop the others
+            except Exception:
                 log.exception("disconnect callback failed")
 
 
@@ -215,10 +233,20 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         self.idle_since = self.loop.time()
         if len(self.server.connections) >= self.server.max_connections:
-            body = self.server.error_body(503, "The gateway holds as many connections as it may; retry shortly.")
-            transport.write(b"".join((_status_line(503), b"content-type: application/json\r\ncontent-length: ",
-                                      str(len(body)).encode(), b"\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
-                                      body)))
+            body = self.server.error_body(
+                503, "The gateway holds as many connections as it may; retry shortly."
+            )
+            transport.write(
+                b"".join(
+                    (
+                        _status_line(503),
+                        b"content-type: application/json\r\ncontent-length: ",
+                        str(len(body)).encode(),
+                        b"\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+                        body,
+                    )
+                )
+            )
             self.broken = True
             transport.close()
             return
@@ -337,7 +365,10 @@ class _Connection(asyncio.Protocol):
             return
         declared = self.declared
         if declared is not None and declared.isdigit() and int(declared) > self.server.max_body:
-            self._reject(413, f"Request body of {int(declared)} bytes exceeds the limit of {self.server.max_body} bytes.")
+            self._reject(
+                413,
+                f"Request body of {int(declared)} bytes exceeds the limit of {self.server.max_body} bytes.",
+            )
             return
         if self.expect and (self.chunked_te or (declared is not None and declared != b"0")):
             if self.active is None and not self.queue:
@@ -367,11 +398,18 @@ class _Connection(asyncio.Protocol):
         else:
             raw_path, query = url, b""
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": self.parser.get_http_version(),
-            "method": self.parser.get_method().decode("ascii"), "scheme": "http",
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": self.parser.get_http_version(),
+            "method": self.parser.get_method().decode("ascii"),
+            "scheme": "http",
             "path": unquote(raw_path.decode("latin-1")) if b"%" in raw_path else raw_path.decode("latin-1"),
-            "raw_path": raw_path, "query_string": query, "root_path": "", "headers": self.headers,
-            "server": self.server.sockname, "client": None,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": self.headers,
+            "server": self.server.sockname,
+            "client": None,
         }
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self._enqueue(_Cycle(self, scope, body, self.parser.should_keep_alive()))
@@ -399,10 +437,19 @@ class _Connection(asyncio.Protocol):
             log.exception("the application failed on %s %s", cycle.scope["method"], cycle.scope["path"])
             if not cycle.started and not self.disconnected:
                 cycle.keep_alive = False
-                await cycle.send({"type": "http.response.start", "status": 500,
-                                  "headers": [(b"content-type", b"application/json")]})
-                await cycle.send({"type": "http.response.body",
-                                  "body": self.server.error_body(500, "Internal server error.")})
+                await cycle.send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await cycle.send(
+                    {
+                        "type": "http.response.body",
+                        "body": self.server.error_body(500, "Internal server error."),
+                    }
+                )
         finally:
             self.server.running -= 1
         if not cycle.complete and not self.disconnected:
@@ -419,7 +466,12 @@ class _Connection(asyncio.Protocol):
             return
         if self.queue:
             self._start(self.queue.popleft())
-            if self.reading_paused and not self.broken and len(self.queue) < MAX_PIPELINED // 2 and self.transport:
+            if (
+                self.reading_paused
+                and not self.broken
+                and len(self.queue) < MAX_PIPELINED // 2
+                and self.transport
+            ):
                 self.reading_paused = False
                 self.transport.resume_reading()
         elif self.continue_pending:  # the request being received waited for the responses before it
@@ -439,11 +491,21 @@ class _Connection(asyncio.Protocol):
         body = self.server.error_body(status, message)
 
         async def answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            await send({"type": "http.response.start", "status": status, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
 
-        self._enqueue(_Cycle(self, {"type": "http", "method": "-", "path": "", "headers": []}, b"", False, answer))
+        self._enqueue(
+            _Cycle(self, {"type": "http", "method": "-", "path": "", "headers": []}, b"", False, answer)
+        )
 
 
 def default_max_connections() -> int:
@@ -454,10 +516,18 @@ def default_max_connections() -> int:
 
 
 class HttpServer:
-    def __init__(self, app: App, *, max_body: int, error_body: ErrorBody, keepalive: float = 5.0,
-                 request_timeout: float = 60.0, max_connections: int | None = None,
-                 on_startup: Callable[[], Awaitable[None]] | None = None,
-                 on_shutdown: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        app: App,
+        *,
+        max_body: int,
+        error_body: ErrorBody,
+        keepalive: float = 5.0,
+        request_timeout: float = 60.0,
+        max_connections: int | None = None,
+        on_startup: Callable[[], Awaitable[None]] | None = None,
+        on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.app, self.max_body, self.error_body, self.keepalive = app, max_body, error_body, keepalive
         self.request_timeout = request_timeout
         # Each client connection may hold an engine connection too: by default half the descriptors the process
@@ -476,8 +546,15 @@ class HttpServer:
         self._sweep_every = min([1.0, *(t / 4 for t in (keepalive, request_timeout) if t > 0)])
         self._sweeper: asyncio.TimerHandle | None = None
 
-    async def serve(self, host: str, port: int, *, backlog: int = 16384, grace: float = 55.0,
-                    stop: asyncio.Event | None = None) -> None:
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        backlog: int = 16384,
+        grace: float = 55.0,
+        stop: asyncio.Event | None = None,
+    ) -> None:
         """Serve until SIGTERM/SIGINT (or `stop` is set), then shut down gracefully."""
         self.loop = asyncio.get_running_loop()
         stop = stop or asyncio.Event()
@@ -521,7 +598,8 @@ class HttpServer:
             if conn.active is None and not conn.queue and conn.transport is not None:
                 conn.transport.close()
         deadline = self.loop.time() + grace
-        while self.running and self.loop.time() < deadline:
+        # A 50 ms poll, once, at shutdown: an Event set by every finishing request would cost the hot path.
+        while self.running and self.loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         for conn in list(self.connections):  # past the grace period: whatever is left is cut
             if conn.transport is not None:

@@ -32,13 +32,17 @@ class Decision:
         """OpenAI's rate-limit headers; resets as whole milliseconds ("1250ms"), a duration OpenAI's SDKs parse."""
         out = []
         if self.limit_requests:
-            out += [(b"x-ratelimit-limit-requests", b"%d" % self.limit_requests),
-                    (b"x-ratelimit-remaining-requests", b"%d" % max(0, self.remaining_requests)),
-                    (b"x-ratelimit-reset-requests", b"%dms" % (self.reset_requests * 1000))]
+            out += [
+                (b"x-ratelimit-limit-requests", b"%d" % self.limit_requests),
+                (b"x-ratelimit-remaining-requests", b"%d" % max(0, self.remaining_requests)),
+                (b"x-ratelimit-reset-requests", b"%dms" % (self.reset_requests * 1000)),
+            ]
         if self.limit_tokens:
-            out += [(b"x-ratelimit-limit-tokens", b"%d" % self.limit_tokens),
-                    (b"x-ratelimit-remaining-tokens", b"%d" % max(0, self.remaining_tokens)),
-                    (b"x-ratelimit-reset-tokens", b"%dms" % (self.reset_tokens * 1000))]
+            out += [
+                (b"x-ratelimit-limit-tokens", b"%d" % self.limit_tokens),
+                (b"x-ratelimit-remaining-tokens", b"%d" % max(0, self.remaining_tokens)),
+                (b"x-ratelimit-reset-tokens", b"%dms" % (self.reset_tokens * 1000)),
+            ]
         if not self.allowed:
             out.append((b"retry-after", b"%d" % max(1, math.ceil(self.retry_after))))
         return out
@@ -59,7 +63,9 @@ class MemoryLimiter:
 
     def __init__(self, rpm: int, tpm: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rpm, self.tpm, self.clock = rpm, tpm, clock
-        self._state: dict[str, list[float]] = {}  # key -> [window_start, prev_req, cur_req, prev_tok, cur_tok]
+        self._state: dict[
+            str, list[float]
+        ] = {}  # key -> [window_start, prev_req, cur_req, prev_tok, cur_tok]
 
     def _roll(self, key: str) -> tuple[list[float], float]:
         now = self.clock()
@@ -86,15 +92,25 @@ class MemoryLimiter:
             st[2] += 1
             st[4] += tokens
         retry = 0.0 if allowed else _retry_after(st, elapsed, self.rpm, self.tpm, tokens, ok_req, ok_tok)
-        return Decision(allowed, self.rpm, int(self.rpm - used_req - (1 if allowed else 0)),
-                        self.tpm, int(self.tpm - used_tok - (tokens if allowed else 0)), retry, reset, reset)
+        return Decision(
+            allowed,
+            self.rpm,
+            int(self.rpm - used_req - (1 if allowed else 0)),
+            self.tpm,
+            int(self.tpm - used_tok - (tokens if allowed else 0)),
+            retry,
+            reset,
+            reset,
+        )
 
     async def settle(self, key: str, reserved: int, actual: int) -> None:
         st, _ = self._roll(key)
         st[4] = max(0.0, st[4] + actual - reserved)
 
 
-def _retry_after(st: list[float], elapsed: float, rpm: int, tpm: int, tokens: int, ok_req: bool, ok_tok: bool) -> float:
+def _retry_after(
+    st: list[float], elapsed: float, rpm: int, tpm: int, tokens: int, ok_req: bool, ok_tok: bool
+) -> float:
     """Seconds until the weighted usage drops enough (the previous window's share decays linearly)."""
     waits = [WINDOW - elapsed]
     if not ok_req and st[1] > 0:
@@ -129,8 +145,16 @@ return {0, tostring(ur), tostring(ut), tostring(elapsed), tostring(pr), tostring
 class RedisLimiter:
     """Limits shared by every gateway replica through one Redis (an atomic Lua script per request)."""
 
-    def __init__(self, redis: Any, rpm: int, tpm: int, prefix: str = "llmfleet:rl", clock: Callable[[], float] = time.time,
-                 timeout: float = 0.05, cooldown: float = 5.0) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        rpm: int,
+        tpm: int,
+        prefix: str = "llmfleet:rl",
+        clock: Callable[[], float] = time.time,
+        timeout: float = 0.05,
+        cooldown: float = 5.0,
+    ) -> None:
         self.redis, self.rpm, self.tpm, self.prefix, self.clock = redis, rpm, tpm, prefix, clock
         self._script = redis.register_script(_LUA)
         # Redis down or slow: each replica enforces the limits on its own until Redis answers again.
@@ -144,18 +168,32 @@ class RedisLimiter:
             return await self.fallback.acquire(key, tokens)
         try:
             res = await asyncio.wait_for(
-                self._script(keys=[f"{self.prefix}:{key}"], args=[self.clock(), self.rpm, self.tpm, tokens]), self.timeout)
-        except Exception:  # noqa: BLE001 - any Redis trouble: limit locally, never fail the request
+                self._script(keys=[f"{self.prefix}:{key}"], args=[self.clock(), self.rpm, self.tpm, tokens]),
+                self.timeout,
+            )
+        except Exception:
             self._down_until = now + self.cooldown
             return await self.fallback.acquire(key, tokens)
         allowed = int(res[0]) == 1
         used_r, used_t, elapsed = float(res[1]), float(res[2]), float(res[3])
         st = [0.0, float(res[4]), float(res[6]), float(res[5]), float(res[7])]
-        retry = 0.0 if allowed else _retry_after(st, elapsed, self.rpm, self.tpm, tokens,
-                                                 not self.rpm or used_r + 1 <= self.rpm,
-                                                 not self.tpm or used_t + tokens <= self.tpm)
+        retry = (
+            0.0
+            if allowed
+            else _retry_after(
+                st,
+                elapsed,
+                self.rpm,
+                self.tpm,
+                tokens,
+                not self.rpm or used_r + 1 <= self.rpm,
+                not self.tpm or used_t + tokens <= self.tpm,
+            )
+        )
         reset = WINDOW - elapsed
-        return Decision(allowed, self.rpm, int(self.rpm - used_r), self.tpm, int(self.tpm - used_t), retry, reset, reset)
+        return Decision(
+            allowed, self.rpm, int(self.rpm - used_r), self.tpm, int(self.tpm - used_t), retry, reset, reset
+        )
 
     async def settle(self, key: str, reserved: int, actual: int) -> None:
         if time.monotonic() < self._down_until:
@@ -166,6 +204,8 @@ class RedisLimiter:
         delta = actual - reserved
         if delta:
             try:
-                await asyncio.wait_for(self.redis.hincrby(f"{self.prefix}:{key}:{int(window)}", "t", delta), self.timeout)
-            except Exception:  # noqa: BLE001
+                await asyncio.wait_for(
+                    self.redis.hincrby(f"{self.prefix}:{key}:{int(window)}", "t", delta), self.timeout
+                )
+            except Exception:
                 self._down_until = time.monotonic() + self.cooldown

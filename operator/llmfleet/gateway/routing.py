@@ -43,8 +43,13 @@ def _h(data: bytes) -> int:
 
 
 class Router:
-    def __init__(self, policy: str = "prefix-affinity", load_factor: float = 1.25, eject_seconds: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        policy: str = "prefix-affinity",
+        load_factor: float = 1.25,
+        eject_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.policy = policy
         self.load_factor = load_factor
         self.eject_seconds = eject_seconds
@@ -92,7 +97,9 @@ class Router:
             candidates = [e for e in self._eps if e.available(now) and e.url not in exclude]
         if not candidates:
             # Everyone is ejected: try the least recently ejected rather than failing outright.
-            candidates = sorted((e for e in self.endpoints.values() if e.url not in exclude), key=lambda e: e.ejected_until)[:1]
+            candidates = sorted(
+                (e for e in self.endpoints.values() if e.url not in exclude), key=lambda e: e.ejected_until
+            )[:1]
             if not candidates:
                 return None
         if self.policy != "prefix-affinity" or len(candidates) == 1 or not prefix:

@@ -45,30 +45,45 @@ EMAIL = r"[\p{L}\p{Nd}.!#$%&'*+/=?^_`{|}~-]+@[\p{L}\p{Nd}-]+(?:\.[\p{L}\p{Nd}-]+
 # A run of 13 or more digits with up to three separators (spaces, dots, dashes, slashes, underscores, line
 # ends) between them; `card_in` looks for the number inside the run.
 CARD = rf"{_ND}(?:[\s./_-]{{0,3}}{_ND}){{12,}}"
-SSN = (rf"{_ND}{{3}}[ .-]{_ND}{{2}}[ .-]{_ND}{{4}}"
-       rf"|(?i:\bssn\b|social[\s_-]*security(?:[\s_-]*(?:number|no|num|nr|#))?)[^\p{{Nd}}\n]{{0,12}}"
-       rf"{_ND}{{3}}[ .-]?{_ND}{{2}}[ .-]?{_ND}{{4}}")
+SSN = (
+    rf"{_ND}{{3}}[ .-]{_ND}{{2}}[ .-]{_ND}{{4}}"
+    rf"|(?i:\bssn\b|social[\s_-]*security(?:[\s_-]*(?:number|no|num|nr|#))?)[^\p{{Nd}}\n]{{0,12}}"
+    rf"{_ND}{{3}}[ .-]?{_ND}{{2}}[ .-]?{_ND}{{4}}"
+)
 # Secret shapes (gitleaks' rules, simplified to what is distinctive): provider tokens, private keys, JWTs,
 # bearer headers, credentials in URLs, and `name: value` assignments of secret-named fields.
-SECRET = "|".join((
-    r"\bsk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?[A-Za-z0-9_-]{20,}",  # OpenAI, Anthropic
-    r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{10,}",  # Stripe secret and restricted keys
-    r"\bgh[pousr]_[A-Za-z0-9]{30,}", r"\bgithub_pat_[A-Za-z0-9_]{40,}", r"\bglpat-[A-Za-z0-9_-]{20,}",
-    r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",  # AWS key ids
-    r"(?i:aws.{0,24}?(?:secret|key)[^\n]{0,24}?[:=\s\"'>]{1,5})[A-Za-z0-9/+]{40}\b",  # AWS secret access keys
-    r"\bAIza[0-9A-Za-z_-]{35}", r"\bya29\.[0-9A-Za-z_-]{20,}",  # Google API keys, OAuth tokens
-    r"\bxox[abposr]-[A-Za-z0-9-]{10,}", r"hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+",
-    r"\bhf_[A-Za-z]{30,}", r"\bnpm_[A-Za-z0-9]{36}", r"\bpypi-AgE[A-Za-z0-9_-]{50,}",
-    r"\bSG\.[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}", r"\bSK[0-9a-fA-F]{32}\b", r"\bdapi[a-h0-9]{32}\b",
-    r"\bshp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}", r"\bdo[por]_v1_[a-f0-9]{64}", r"AccountKey=[A-Za-z0-9+/=]{40,}",
-    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----", r"PuTTY-User-Key-File-\d",
-    r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWTs
-    r"(?i:\bauthorization\s*[:=]\s*[\"']?(?:bearer|basic|token)\s+)[A-Za-z0-9._~+/-]{12,}",
-    r"(?i:\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@\"']{1,64}:[^\s/@\"']{3,128}@)",  # user:password@ in URLs
-    # a value, not code: `password = os.environ[...]` or `token = tokenizer.encode(text)` is no secret
-    r"(?i:(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|client[_-]?secret|auth[_-]?token"
-    r"|access[_-]?token|token)[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9!@#$%^&*_+=/~.-]{6,}(?:[\s\"',;]|$))",
-))
+SECRET = "|".join(
+    (
+        r"\bsk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)\d\d-)?[A-Za-z0-9_-]{20,}",  # OpenAI, Anthropic
+        r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{10,}",  # Stripe secret and restricted keys
+        r"\bgh[pousr]_[A-Za-z0-9]{30,}",
+        r"\bgithub_pat_[A-Za-z0-9_]{40,}",
+        r"\bglpat-[A-Za-z0-9_-]{20,}",
+        r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",  # AWS key ids
+        r"(?i:aws.{0,24}?(?:secret|key)[^\n]{0,24}?[:=\s\"'>]{1,5})[A-Za-z0-9/+]{40}\b",  # AWS secret access keys
+        r"\bAIza[0-9A-Za-z_-]{35}",
+        r"\bya29\.[0-9A-Za-z_-]{20,}",  # Google API keys, OAuth tokens
+        r"\bxox[abposr]-[A-Za-z0-9-]{10,}",
+        r"hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/[A-Za-z0-9]+",
+        r"\bhf_[A-Za-z]{30,}",
+        r"\bnpm_[A-Za-z0-9]{36}",
+        r"\bpypi-AgE[A-Za-z0-9_-]{50,}",
+        r"\bSG\.[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{20,}",
+        r"\bSK[0-9a-fA-F]{32}\b",
+        r"\bdapi[a-h0-9]{32}\b",
+        r"\bshp(?:at|ss|ca|pa)_[a-fA-F0-9]{32}",
+        r"\bdo[por]_v1_[a-f0-9]{64}",
+        r"AccountKey=[A-Za-z0-9+/=]{40,}",
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
+        r"PuTTY-User-Key-File-\d",
+        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWTs
+        r"(?i:\bauthorization\s*[:=]\s*[\"']?(?:bearer|basic|token)\s+)[A-Za-z0-9._~+/-]{12,}",
+        r"(?i:\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@\"']{1,64}:[^\s/@\"']{3,128}@)",  # user:password@ in URLs
+        # a value, not code: `password = os.environ[...]` or `token = tokenizer.encode(text)` is no secret
+        r"(?i:(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|client[_-]?secret|auth[_-]?token"
+        r"|access[_-]?token|token)[\"']?\s*[:=]\s*[\"']?[A-Za-z0-9!@#$%^&*_+=/~.-]{6,}(?:[\s\"',;]|$))",
+    )
+)
 
 Check = Callable[[str, Any], bool]
 
@@ -123,7 +138,13 @@ def ssn_ok(m: str) -> bool:
     """Area 000, 666 and 9xx, group 00 and serial 0000 are never issued (m: the last 9 digits matter)."""
     digits = "".join(_GROUPS.findall(_ascii_digits(m)))[-9:]
     area, group, serial = digits[:3], digits[3:5], digits[5:]
-    return len(digits) == 9 and area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+    return (
+        len(digits) == 9
+        and area not in ("000", "666")
+        and area[0] != "9"
+        and group != "00"
+        and serial != "0000"
+    )
 
 
 def _card(text: str, m: Any) -> bool:
@@ -167,6 +188,7 @@ DETECTORS: dict[str, Detector] = {
     "secret": Detector("secret", SECRET, _always),
 }
 
+
 @functools.cache
 def _format_chars() -> re.Pattern[str]:
     """Format characters (zero-width spaces and joiners, soft hyphens, bidi marks, BOM, tags), removed before
@@ -180,8 +202,12 @@ def _format_chars() -> re.Pattern[str]:
             ranges[-1][1] = i
         else:
             ranges.append([i, i])
-    cls = "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+    cls = "".join(
+        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges
+    )
     return re.compile(f"[{cls}]+")
+
+
 MAX_CANDIDATES = 512  # candidates a request may make the detectors check in Python before it is sensitive
 MAX_RUN_CHARS = 1024  # a digit run longer than this is not judged group by group: the request is sensitive
 # Texts up to this size go through the RE2 set first; its DFA cannot run out of memory on them (RE2::Set does
@@ -223,8 +249,14 @@ class Verdict(NamedTuple):
 
 
 class Classifier:
-    def __init__(self, detectors: Iterable[str], default: str = SENSITIVE, header: str = "x-data-sensitivity",
-                 key_policy: Mapping[str, str] | None = None, max_scan_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        detectors: Iterable[str],
+        default: str = SENSITIVE,
+        header: str = "x-data-sensitivity",
+        key_policy: Mapping[str, str] | None = None,
+        max_scan_bytes: int = 1 << 20,
+    ) -> None:
         self.detectors = tuple(detectors)
         unknown = [d for d in self.detectors if d not in DETECTORS]
         if unknown:

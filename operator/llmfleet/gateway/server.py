@@ -30,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="bind address (default: $LLMFLEET_BIND_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--model", help="served model name (overrides the config)")
-    p.add_argument("--engine", action="append", default=[], help="static engine base URL (repeatable); no discovery")
+    p.add_argument(
+        "--engine", action="append", default=[], help="static engine base URL (repeatable); no discovery"
+    )
     p.add_argument("--keys-file", help="API keys, one `name: key` per line (overrides the config)")
     p.add_argument("--redis-url", help="Redis for shared limits and the cache (overrides the config)")
     p.add_argument("--no-access-log", action="store_true", help="disable the JSON access log")
@@ -41,7 +43,9 @@ def redis_url(cfg: GatewayConfig) -> str | None:
         return os.environ[cfg.cache.redis_url_env]
     url = cfg.cache.redis_url
     # Local dev clusters have no DNS: the pod runner passes Service name → IP overrides.
-    overrides = dict(p.split("=", 1) for p in os.environ.get("LLMFLEET_HOST_OVERRIDES", "").split(",") if "=" in p)
+    overrides = dict(
+        p.split("=", 1) for p in os.environ.get("LLMFLEET_HOST_OVERRIDES", "").split(",") if "=" in p
+    )
     if url and overrides:
         from urllib.parse import urlsplit
 
@@ -88,10 +92,22 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
         from llmfleet.cache.embedding import load_embedder
         from llmfleet.cache.store import ResponseCache
 
-        embedder = load_embedder(cfg.cache.semantic.embedding_model, cfg.cache.semantic.embedding_threads) if cfg.cache.semantic.enabled else None
-        cache = ResponseCache(redis_client, cfg.model, telemetry, exact=cfg.cache.exact.enabled,
-                              semantic=cfg.cache.semantic.enabled, ttl_seconds=cfg.cache.exact.ttl_seconds,
-                              threshold=cfg.cache.semantic.threshold, replay=cfg.cache.exact.replay, embedder=embedder)
+        embedder = (
+            load_embedder(cfg.cache.semantic.embedding_model, cfg.cache.semantic.embedding_threads)
+            if cfg.cache.semantic.enabled
+            else None
+        )
+        cache = ResponseCache(
+            redis_client,
+            cfg.model,
+            telemetry,
+            exact=cfg.cache.exact.enabled,
+            semantic=cfg.cache.semantic.enabled,
+            ttl_seconds=cfg.cache.exact.ttl_seconds,
+            threshold=cfg.cache.semantic.threshold,
+            replay=cfg.cache.exact.replay,
+            embedder=embedder,
+        )
     gw = Gateway(cfg, keys, limiter, router, classifier, telemetry, cache=cache)
     if cache is not None:
         gw.on_startup.append(cache.setup)
@@ -102,8 +118,14 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
         from llmfleet.kube.client import KubeClient
 
         pod_selector = cfg.engines.pod_selector if cfg.engines.discovery == "pods" else None
-        watcher = EndpointSliceWatcher(KubeClient(), cfg.namespace, cfg.engines.endpoint_slice_selector,
-                                       cfg.engines.port, router, pod_selector=pod_selector)
+        watcher = EndpointSliceWatcher(
+            KubeClient(),
+            cfg.namespace,
+            cfg.engines.endpoint_slice_selector,
+            cfg.engines.port,
+            router,
+            pod_selector=pod_selector,
+        )
         gw.on_startup.append(watcher.start)
         gw.on_shutdown.append(watcher.stop)
     return gw, {"redis": redis_client}
@@ -125,8 +147,13 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-SERVER_ERROR_CODES = {400: "bad_request", 408: "request_timeout", 413: "request_too_large",
-                      431: "request_header_fields_too_large", 500: "internal_error"}
+SERVER_ERROR_CODES = {
+    400: "bad_request",
+    408: "request_timeout",
+    413: "request_too_large",
+    431: "request_header_fields_too_large",
+    500: "internal_error",
+}
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -145,9 +172,14 @@ def serve(args: argparse.Namespace) -> None:
 
     def refusal(status: int, message: str) -> bytes:
         """OpenAI-style bodies for what the server refuses before the gateway sees a request."""
-        return error_body(status, message, "invalid_request_error" if status < 500 else "server_error",
-                          SERVER_ERROR_CODES.get(status))
+        return error_body(
+            status,
+            message,
+            "invalid_request_error" if status < 500 else "server_error",
+            SERVER_ERROR_CODES.get(status),
+        )
 
-    server = HttpServer(gw, max_body=gw.cfg.max_body_bytes, error_body=refusal, on_startup=gw.startup,
-                        on_shutdown=gw.shutdown)
+    server = HttpServer(
+        gw, max_body=gw.cfg.max_body_bytes, error_body=refusal, on_startup=gw.startup, on_shutdown=gw.shutdown
+    )
     uvloop.run(server.serve(host, args.port, grace=55.0))

@@ -47,15 +47,18 @@ class _Buckets:
         self.sum = 0.0
 
     def observe(self, amount: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, amount)] += 1  # bucket i holds bounds[i-1] < v <= bounds[i]
+        self.counts[bisect.bisect_left(self.bounds, amount)] += (
+            1  # bucket i holds bounds[i-1] < v <= bounds[i]
+        )
         self.sum += amount
 
 
 class _Family:
     """A metric with its label children; an unlabelled one is its own single child."""
 
-    def __init__(self, kind: str, name: str, doc: str, labels: tuple[str, ...] = (),
-                 buckets: tuple[float, ...] = ()) -> None:
+    def __init__(
+        self, kind: str, name: str, doc: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = ()
+    ) -> None:
         self.kind, self.name, self.doc, self.label_names, self.buckets = kind, name, doc, labels, buckets
         self.children: dict[tuple[str, ...], Any] = {}
         self._single = None if labels else self.labels()
@@ -117,38 +120,88 @@ class _Collector:
             yield f.family()
         # One series that exists from start-up (labelled children appear only once used), summed at scrape
         # time: the autoscaler reads its rate to wake a fleet scaled to zero (requests answered 503 count too).
-        total = CounterMetricFamily("llmfleet_gateway_received_requests",
-                                    "Requests answered, any route, status and key.")
+        total = CounterMetricFamily(
+            "llmfleet_gateway_received_requests", "Requests answered, any route, status and key."
+        )
         total.add_metric([], sum(c.value for c in self.requests.children.values()))
         yield total
 
 
 class Telemetry:
     def __init__(self, access_log: IO[bytes] | None = None) -> None:
-        self.requests = _Family("counter", "llmfleet_gateway_requests", "Requests by route, status and API key (hash).",
-                                ("route", "status", "key"))
-        self.ttft = _Family("histogram", "llmfleet_gateway_ttft_seconds",
-                            "Time to first byte of the response as the client sees it.", ("route",), LATENCY_BUCKETS)
-        self.itl = _Family("histogram", "llmfleet_gateway_inter_token_seconds", "Mean inter-chunk latency of a stream.",
-                           ("route",), ITL_BUCKETS)
-        self.duration = _Family("histogram", "llmfleet_gateway_request_duration_seconds", "Whole request duration.",
-                                ("route",), LATENCY_BUCKETS)
-        self.tokens = _Family("counter", "llmfleet_gateway_tokens", "Tokens by route and kind (prompt, completion).",
-                              ("route", "kind"))
-        self.upstream_errors = _Family("counter", "llmfleet_gateway_upstream_errors",
-                                       "Upstream failures (connect, 5xx, cut).", ("route", "kind"))
+        self.requests = _Family(
+            "counter",
+            "llmfleet_gateway_requests",
+            "Requests by route, status and API key (hash).",
+            ("route", "status", "key"),
+        )
+        self.ttft = _Family(
+            "histogram",
+            "llmfleet_gateway_ttft_seconds",
+            "Time to first byte of the response as the client sees it.",
+            ("route",),
+            LATENCY_BUCKETS,
+        )
+        self.itl = _Family(
+            "histogram",
+            "llmfleet_gateway_inter_token_seconds",
+            "Mean inter-chunk latency of a stream.",
+            ("route",),
+            ITL_BUCKETS,
+        )
+        self.duration = _Family(
+            "histogram",
+            "llmfleet_gateway_request_duration_seconds",
+            "Whole request duration.",
+            ("route",),
+            LATENCY_BUCKETS,
+        )
+        self.tokens = _Family(
+            "counter",
+            "llmfleet_gateway_tokens",
+            "Tokens by route and kind (prompt, completion).",
+            ("route", "kind"),
+        )
+        self.upstream_errors = _Family(
+            "counter",
+            "llmfleet_gateway_upstream_errors",
+            "Upstream failures (connect, 5xx, cut).",
+            ("route", "kind"),
+        )
         self.in_flight = _Family("gauge", "llmfleet_gateway_in_flight", "Requests in flight.")
-        self.cache = _Family("counter", "llmfleet_gateway_cache", "Cache lookups by result (exact, semantic, miss, error).",
-                             ("result",))
-        self.cache_similarity = _Family("histogram", "llmfleet_gateway_cache_similarity",
-                                        "Similarity of semantic-cache hits.",
-                                        buckets=(0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0))
-        self.cache_saved_tokens = _Family("counter", "llmfleet_gateway_cache_saved_tokens",
-                                          "Completion tokens served from cache.")
+        self.cache = _Family(
+            "counter",
+            "llmfleet_gateway_cache",
+            "Cache lookups by result (exact, semantic, miss, error).",
+            ("result",),
+        )
+        self.cache_similarity = _Family(
+            "histogram",
+            "llmfleet_gateway_cache_similarity",
+            "Similarity of semantic-cache hits.",
+            buckets=(0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0),
+        )
+        self.cache_saved_tokens = _Family(
+            "counter", "llmfleet_gateway_cache_saved_tokens", "Completion tokens served from cache."
+        )
         self.registry = CollectorRegistry()
-        self.registry.register(_Collector([
-            self.requests, self.ttft, self.itl, self.duration, self.tokens, self.upstream_errors, self.in_flight,
-            self.cache, self.cache_similarity, self.cache_saved_tokens], self.requests))
+        self.registry.register(
+            _Collector(
+                [
+                    self.requests,
+                    self.ttft,
+                    self.itl,
+                    self.duration,
+                    self.tokens,
+                    self.upstream_errors,
+                    self.in_flight,
+                    self.cache,
+                    self.cache_similarity,
+                    self.cache_saved_tokens,
+                ],
+                self.requests,
+            )
+        )
         self._routes: dict[str, _RouteMetrics] = {}
         self._log = access_log if access_log is not None else sys.stdout.buffer
         self._buf: list[bytes] = []

@@ -31,8 +31,21 @@ class UpstreamError(ConnectionError):
 class Response:
     """One response: status and headers once the head has arrived, then the body as it comes."""
 
-    __slots__ = ("_buf", "_buffered", "_conn", "_deadline", "_done", "_error", "_loop", "_pool", "_waiter", "aborted",
-                 "got_bytes", "headers", "status")
+    __slots__ = (
+        "_buf",
+        "_buffered",
+        "_conn",
+        "_deadline",
+        "_done",
+        "_error",
+        "_loop",
+        "_pool",
+        "_waiter",
+        "aborted",
+        "got_bytes",
+        "headers",
+        "status",
+    )
 
     def __init__(self, conn: _Conn, pool: Pool, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
         self._conn: _Conn | None = conn
@@ -41,7 +54,9 @@ class Response:
         self._deadline = deadline
         self.status = 0
         self.headers: dict[bytes, bytes] = {}
-        self.got_bytes = False  # any byte of the response arrived (a reused connection that died before: retry)
+        self.got_bytes = (
+            False  # any byte of the response arrived (a reused connection that died before: retry)
+        )
         self.aborted = False  # closed by the gateway (the client left): never retried
         self._buf: list[bytes] = []
         self._buffered = 0
@@ -183,10 +198,16 @@ class _Conn(asyncio.Protocol):
                 if not idle:
                     del self.pool._idle[self.key]
         if resp is not None and not resp._done:
-            if resp.status and b"content-length" not in resp.headers and b"transfer-encoding" not in resp.headers:
+            if (
+                resp.status
+                and b"content-length" not in resp.headers
+                and b"transfer-encoding" not in resp.headers
+            ):
                 resp._finish(None)  # a body delimited by the connection's end
             else:
-                resp._finish(UpstreamError(f"the engine closed the connection{': ' + str(exc) if exc else ''}"))
+                resp._finish(
+                    UpstreamError(f"the engine closed the connection{': ' + str(exc) if exc else ''}")
+                )
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -255,7 +276,11 @@ class Pool:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if conn.transport is not None and not conn.transport.is_closing() and now - conn.idle_since < IDLE_SECONDS:
+            if (
+                conn.transport is not None
+                and not conn.transport.is_closing()
+                and now - conn.idle_since < IDLE_SECONDS
+            ):
                 return conn
             conn.drop()
         return None
@@ -263,8 +288,9 @@ class Pool:
     async def _open(self, key: tuple[str, int]) -> _Conn:
         assert self.loop is not None
         try:
-            _, conn = await asyncio.wait_for(self.loop.create_connection(lambda: _Conn(self, key), key[0], key[1]),
-                                             self.connect_timeout)
+            _, conn = await asyncio.wait_for(
+                self.loop.create_connection(lambda: _Conn(self, key), key[0], key[1]), self.connect_timeout
+            )
         except TimeoutError:
             raise UpstreamError(f"connect to {key[0]}:{key[1]} timed out") from None
         self.opened += 1
@@ -293,17 +319,34 @@ class Pool:
     def _expire(self, resp: Response) -> None:
         resp._cut(TimeoutError(f"no complete answer from the engine within {self.timeout:g} s"))
 
-    async def post(self, base: str, path: str, body: bytes, request_id: str,
-                   sent: Callable[[Response], None] | None = None) -> Response:
+    async def post(
+        self,
+        base: str,
+        path: str,
+        body: bytes,
+        request_id: str,
+        sent: Callable[[Response], None] | None = None,
+    ) -> Response:
         """Send a JSON POST and return once status and headers are in; `sent` gets the response as soon as the
         request is written (whoever holds it may close it). Raises UpstreamError (an OSError) or TimeoutError;
         a kept-alive connection that turns out dead before any answer is replaced once."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
         key, host = self._target(base)
-        request = b"".join((b"POST ", path.encode(), b" HTTP/1.1\r\nHost: ", host,
-                            b"\r\nContent-Type: application/json\r\nX-Request-Id: ", request_id.encode("latin-1"),
-                            b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n\r\n", body))
+        request = b"".join(
+            (
+                b"POST ",
+                path.encode(),
+                b" HTTP/1.1\r\nHost: ",
+                host,
+                b"\r\nContent-Type: application/json\r\nX-Request-Id: ",
+                request_id.encode("latin-1"),
+                b"\r\nContent-Length: ",
+                str(len(body)).encode(),
+                b"\r\n\r\n",
+                body,
+            )
+        )
         conn = self._checkout(key)
         if conn is not None:
             resp = self._send(conn, request)

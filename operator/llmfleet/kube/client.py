@@ -91,9 +91,11 @@ class KubeClient:
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
         try:
-            resp = self._resource(api_version, kind).get(name=name, namespace=namespace or None, serialize=False)
+            resp = self._resource(api_version, kind).get(
+                name=name, namespace=namespace or None, serialize=False
+            )
             return orjson.loads(resp.data)  # type: ignore[no-any-return]
-        except NotFoundError :
+        except NotFoundError:
             return None
         except (DynamicApiError, ApiException, HTTPError) as exc:
             err = _error(exc)
@@ -103,8 +105,9 @@ class KubeClient:
 
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[Obj]:
         try:
-            resp = self._resource(api_version, kind).get(namespace=namespace or None, label_selector=label_selector,
-                                                         serialize=False)
+            resp = self._resource(api_version, kind).get(
+                namespace=namespace or None, label_selector=label_selector, serialize=False
+            )
             return orjson.loads(resp.data).get("items") or []
         except (DynamicApiError, ApiException, HTTPError) as exc:
             raise _error(exc) from None
@@ -113,10 +116,16 @@ class KubeClient:
         meta = manifest["metadata"]
         self._count()
         try:
-            _drain(self._resource(manifest["apiVersion"], manifest["kind"]).server_side_apply(
-                body=manifest, name=meta["name"], namespace=meta.get("namespace"),
-                field_manager=field_manager, force_conflicts=True, serialize=False,
-            ))
+            _drain(
+                self._resource(manifest["apiVersion"], manifest["kind"]).server_side_apply(
+                    body=manifest,
+                    name=meta["name"],
+                    namespace=meta.get("namespace"),
+                    field_manager=field_manager,
+                    force_conflicts=True,
+                    serialize=False,
+                )
+            )
         except (DynamicApiError, ApiException, HTTPError) as exc:
             raise _error(exc) from None
 
@@ -126,7 +135,9 @@ class KubeClient:
             body["preconditions"] = {"uid": uid}
         self._count()
         try:
-            self._resource(ref.api_version, ref.kind).delete(name=ref.name, namespace=ref.namespace or None, body=body)
+            self._resource(ref.api_version, ref.kind).delete(
+                name=ref.name, namespace=ref.namespace or None, body=body
+            )
         except (DynamicApiError, ApiException, HTTPError) as exc:
             err = _error(exc)
             if not isinstance(err, NotFound):
@@ -135,10 +146,15 @@ class KubeClient:
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: Obj) -> None:
         self._count()
         try:
-            _drain(self._resource(api_version, kind).status.patch(
-                body={"status": status}, name=name, namespace=namespace,
-                content_type="application/merge-patch+json", serialize=False,
-            ))
+            _drain(
+                self._resource(api_version, kind).status.patch(
+                    body={"status": status},
+                    name=name,
+                    namespace=namespace,
+                    content_type="application/merge-patch+json",
+                    serialize=False,
+                )
+            )
         except (DynamicApiError, ApiException, HTTPError) as exc:
             raise _error(exc) from None
 
@@ -150,20 +166,33 @@ class KubeClient:
             "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": involved["apiVersion"], "kind": involved["kind"], "name": meta["name"],
-                "namespace": meta["namespace"], "uid": meta.get("uid"),
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },
-            "type": type_, "reason": reason, "message": message[:1024],
-            "source": {"component": "llmfleet-operator"}, "reportingComponent": "llmfleet.io/operator",
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "llmfleet-operator"},
+            "reportingComponent": "llmfleet.io/operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
         }
         self._count()
-        with contextlib.suppress(DynamicApiError, ApiException, HTTPError):  # best effort: never fail a reconcile
-            _drain(self._resource("v1", "Event").create(body=body, namespace=meta["namespace"], serialize=False))
+        with contextlib.suppress(
+            DynamicApiError, ApiException, HTTPError
+        ):  # best effort: never fail a reconcile
+            _drain(
+                self._resource("v1", "Event").create(body=body, namespace=meta["namespace"], serialize=False)
+            )
 
-    def watch_snapshots(self, kind: str, namespace: str, label_selector: str,
-                        timeout_s: int = 300) -> Iterator[builtins.list[Obj]]:
+    def watch_snapshots(
+        self, kind: str, namespace: str, label_selector: str, timeout_s: int = 300
+    ) -> Iterator[builtins.list[Obj]]:
         """The selected EndpointSlices or Pods of a namespace as they change: the list first, then the whole
         set again after every change a watch reports (one long request instead of a list per poll). A watch
         the server ends (``timeout_s``) resumes from the last resourceVersion; an expired one (410) lists
@@ -174,15 +203,24 @@ class KubeClient:
         }[kind]
         try:
             while True:
-                body = orjson.loads(func(namespace, label_selector=label_selector, _preload_content=False).data)
+                body = orjson.loads(
+                    func(namespace, label_selector=label_selector, _preload_content=False).data
+                )
                 objs = {o["metadata"]["name"]: o for o in body.get("items") or []}
                 version = body["metadata"]["resourceVersion"]
                 yield list(objs.values())
                 while True:  # watches from the last version seen, until it expires
                     w = watch.Watch()
-                    for ev in w.stream(func, namespace, label_selector=label_selector, resource_version=version,
-                                       timeout_seconds=timeout_s, allow_watch_bookmarks=True, deserialize=False,
-                                       _request_timeout=(10, timeout_s + 30)):
+                    for ev in w.stream(
+                        func,
+                        namespace,
+                        label_selector=label_selector,
+                        resource_version=version,
+                        timeout_seconds=timeout_s,
+                        allow_watch_bookmarks=True,
+                        deserialize=False,
+                        _request_timeout=(10, timeout_s + 30),
+                    ):
                         obj = ev["object"]
                         version = obj["metadata"].get("resourceVersion") or version
                         if ev["type"] == "BOOKMARK":
@@ -199,18 +237,27 @@ class KubeClient:
             raise _error(exc) from None
         # 410 Gone: the version is too old to watch from; the caller's next call lists afresh.
 
-    def service_account_kubeconfig(self, namespace: str, service_account: str, path: str,
-                                   pod: tuple[str, str] | None = None) -> None:
+    def service_account_kubeconfig(
+        self, namespace: str, service_account: str, path: str, pod: tuple[str, str] | None = None
+    ) -> None:
         """Write a kubeconfig that authenticates as a ServiceAccount (a TokenRequest, 1 h), for local pods.
         ``pod`` (name, uid) binds the token to that pod, as a kubelet's projected token is: the API server's
         audit log then names the pod that made each request."""
-        bound = client.V1BoundObjectReference(api_version="v1", kind="Pod", name=pod[0], uid=pod[1]) if pod else None
-        body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
-            audiences=[], expiration_seconds=3600, bound_object_ref=bound))
+        bound = (
+            client.V1BoundObjectReference(api_version="v1", kind="Pod", name=pod[0], uid=pod[1])
+            if pod
+            else None
+        )
+        body = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600, bound_object_ref=bound)
+        )
         self._count()
         try:
-            status = client.CoreV1Api(self.api).create_namespaced_service_account_token(
-                service_account, namespace, body).status
+            status = (
+                client.CoreV1Api(self.api)
+                .create_namespaced_service_account_token(service_account, namespace, body)
+                .status
+            )
         except (ApiException, HTTPError) as exc:
             raise _error(exc) from None
         if status is None or not status.token:
@@ -220,10 +267,16 @@ class KubeClient:
         import yaml
 
         doc = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "pod",
-            "clusters": [{"name": "local", "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert}}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "pod",
+            "clusters": [
+                {"name": "local", "cluster": {"server": cfg.host, "certificate-authority": cfg.ssl_ca_cert}}
+            ],
             "users": [{"name": "sa", "user": {"token": token}}],
-            "contexts": [{"name": "pod", "context": {"cluster": "local", "user": "sa", "namespace": namespace}}],
+            "contexts": [
+                {"name": "pod", "context": {"cluster": "local", "user": "sa", "namespace": namespace}}
+            ],
         }
         with open(path, "w") as f:
             yaml.safe_dump(doc, f)

@@ -20,8 +20,12 @@ from llmfleet.kube.port import FIELD_MANAGER, KubeError, NotFound, Obj, Ref
 
 Path = tuple[str, ...]
 SEED_MANAGER = "before-llmfleet"  # who owns the fields of an object put in place with ``add``
-_IDENTITY: frozenset[Path] = frozenset({("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace")})
-_TERM = re.compile(r"^\s*(!?)\s*([A-Za-z0-9._/-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9._-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+_IDENTITY: frozenset[Path] = frozenset(
+    {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace")}
+)
+_TERM = re.compile(
+    r"^\s*(!?)\s*([A-Za-z0-9._/-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9._-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$"
+)
 
 
 def _split_terms(selector: str) -> list[str]:
@@ -161,8 +165,11 @@ class FakeKube:
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[Obj]:
         self.reads += 1
         return [
-            copy.deepcopy(o) for (av, k, ns, _), o in sorted(self.objects.items())
-            if av == api_version and k == kind and (ns == namespace or not namespace)
+            copy.deepcopy(o)
+            for (av, k, ns, _), o in sorted(self.objects.items())
+            if av == api_version
+            and k == kind
+            and (ns == namespace or not namespace)
             and matches(o["metadata"].get("labels") or {}, label_selector)
         ]
 
@@ -174,13 +181,21 @@ class FakeKube:
         meta = manifest["metadata"]
         key = self._key(manifest["apiVersion"], manifest["kind"], meta.get("namespace", ""), meta["name"])
         live = self.objects.get(key)
-        fields = {p: v for p, v in _leaves({k: v for k, v in manifest.items() if k != "status"}).items()
-                  if p not in _IDENTITY}
+        fields = {
+            p: v
+            for p, v in _leaves({k: v for k, v in manifest.items() if k != "status"}).items()
+            if p not in _IDENTITY
+        }
         owners = self.managed.setdefault(key, {})
         if live is None:
-            obj: Obj = {"apiVersion": manifest["apiVersion"], "kind": manifest["kind"],
-                        "metadata": {"name": meta["name"], **({"namespace": meta["namespace"]}
-                                                              if meta.get("namespace") else {})}}
+            obj: Obj = {
+                "apiVersion": manifest["apiVersion"],
+                "kind": manifest["kind"],
+                "metadata": {
+                    "name": meta["name"],
+                    **({"namespace": meta["namespace"]} if meta.get("namespace") else {}),
+                },
+            }
         else:
             obj = copy.deepcopy(live)
         others = set().union(*(f for m, f in owners.items() if m != field_manager))
@@ -209,8 +224,11 @@ class FakeKube:
         if live is None:
             return
         if uid is not None and live["metadata"]["uid"] != uid:
-            raise KubeError(409, f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
-                                 f"{live['metadata']['uid']}")
+            raise KubeError(
+                409,
+                f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
+                f"{live['metadata']['uid']}",
+            )
         del self.objects[key]
         self.managed.pop(key, None)
 

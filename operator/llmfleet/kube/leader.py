@@ -85,8 +85,18 @@ class Election:
     (False); after that, ``on_lost`` runs (from another thread) if leadership is lost, and ``release()``
     gives the lease up."""
 
-    def __init__(self, api: client.ApiClient, *, name: str, namespace: str, identity: str, lease_s: int,
-                 renew_s: int, retry_s: int, on_lost: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        name: str,
+        namespace: str,
+        identity: str,
+        lease_s: int,
+        renew_s: int,
+        retry_s: int,
+        on_lost: Callable[[], None],
+    ) -> None:
         self.identity = identity
         self.renew_s = renew_s
         self.retry_s = retry_s
@@ -95,8 +105,14 @@ class Election:
         self._leading = threading.Event()
         self._lost = threading.Event()
         self._thread: threading.Thread | None = None
-        self._config = electionconfig.Config(self._lock, lease_s, renew_s, retry_s,
-                                             onstarted_leading=self._leading.set, onstopped_leading=self._stopped)
+        self._config = electionconfig.Config(
+            self._lock,
+            lease_s,
+            renew_s,
+            retry_s,
+            onstarted_leading=self._leading.set,
+            onstopped_leading=self._stopped,
+        )
 
     def campaign(self, stop: threading.Event) -> bool:
         self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
@@ -142,7 +158,9 @@ class Election:
             return
         api = self._lock.api_instance
         try:
-            lease = api.read_namespaced_lease(self._lock.name, self._lock.namespace, _request_timeout=self.retry_s)
+            lease = api.read_namespaced_lease(
+                self._lock.name, self._lock.namespace, _request_timeout=self.retry_s
+            )
             if lease.spec is None or lease.spec.holder_identity != self.identity:
                 return
             now = datetime.now(UTC)
@@ -150,7 +168,9 @@ class Election:
             lease.spec.lease_duration_seconds = 1
             lease.spec.acquire_time = now
             lease.spec.renew_time = now
-            api.replace_namespaced_lease(self._lock.name, self._lock.namespace, lease, _request_timeout=self.retry_s)
+            api.replace_namespaced_lease(
+                self._lock.name, self._lock.namespace, lease, _request_timeout=self.retry_s
+            )
             log.info("%s released the lease %s/%s", self.identity, self._lock.namespace, self._lock.name)
         except (ApiException, HTTPError) as exc:  # the lease then expires after its duration instead
             log.warning("%s could not release the lease: %s", self.identity, exc)

@@ -37,5 +37,7 @@ def execute(port: KubePort, raw: Obj, plan: Plan, pool: ThreadPoolExecutor | Non
             port.event(raw, "Warning", EventReason.INVALID_SPEC, str(plan.error))
         else:
             created = sum(1 for d in plan.details if d.endswith(": missing"))
-            summary = f"Applied {len(plan.to_apply)} children ({created} created), pruned {len(plan.to_delete)}"
+            summary = (
+                f"Applied {len(plan.to_apply)} children ({created} created), pruned {len(plan.to_delete)}"
+            )
             port.event(raw, "Normal", EventReason.RECONCILED, summary + ": " + "; ".join(plan.details)[:900])

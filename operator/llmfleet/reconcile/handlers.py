@@ -47,10 +47,17 @@ def _created_after(raw: Obj, when: datetime) -> bool:
 class Reconciler:
     """Runs reconciles for CRs, at most one at a time per CR, in worker threads (the client is sync)."""
 
-    def __init__(self, port: KubePort, options: RenderOptions, clock: Callable[[], datetime],
-                 workers: int = 16, metrics: MetricsSource | None = None, prometheus_url: str | None = None,
-                 reclaim_taints: tuple[str, ...] = reclaim.DEFAULT_TAINTS,
-                 reclaim_conditions: tuple[str, ...] = reclaim.DEFAULT_CONDITIONS) -> None:
+    def __init__(
+        self,
+        port: KubePort,
+        options: RenderOptions,
+        clock: Callable[[], datetime],
+        workers: int = 16,
+        metrics: MetricsSource | None = None,
+        prometheus_url: str | None = None,
+        reclaim_taints: tuple[str, ...] = reclaim.DEFAULT_TAINTS,
+        reclaim_conditions: tuple[str, ...] = reclaim.DEFAULT_CONDITIONS,
+    ) -> None:
         self.port = port
         self.reclaim_taints, self.reclaim_conditions = reclaim_taints, reclaim_conditions
         self.options = options
@@ -73,7 +80,9 @@ class Reconciler:
         self._follow_pool = ThreadPoolExecutor(max_workers=max(2, workers // 4), thread_name_prefix="follow")
         self._apply_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply")
 
-    def _sync(self, namespace: str, name: str, body: Obj | None, observed: Observed | None = None) -> Plan | None:
+    def _sync(
+        self, namespace: str, name: str, body: Obj | None, observed: Observed | None = None
+    ) -> Plan | None:
         stored = self.store.cr(namespace, name)
         if body is None or (stored is not None and _rv(stored) > _rv(body)):
             body = stored  # the newest copy seen on the watch (our own status writes included)
@@ -114,19 +123,30 @@ class Reconciler:
     def node_changed(self, node: Obj, deleted: bool) -> None:
         """A node event: record its reclaim notice (or that it has none) and reconcile the CRs with engine pods
         on it at once, so their pods start draining within the event's round trip."""
-        signal = reclaim.NODE_DELETED if deleted else reclaim.notice(node, self.reclaim_taints,
-                                                                      self.reclaim_conditions)
+        signal = (
+            reclaim.NODE_DELETED
+            if deleted
+            else reclaim.notice(node, self.reclaim_taints, self.reclaim_conditions)
+        )
         for namespace, name in self.store.node_event(node["metadata"]["name"], signal):
             self.schedule(namespace, name)
 
-    async def reconcile(self, namespace: str, name: str, body: Obj | None = None, follow_up: bool = False,
-                        observed: Observed | None = None) -> Plan | None:
+    async def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        body: Obj | None = None,
+        follow_up: bool = False,
+        observed: Observed | None = None,
+    ) -> Plan | None:
         """``body``: the CR as the triggering event delivered it (else the store's copy, else a GET);
         ``observed``: fresh fleet figures for the autoscaler (a metrics tick)."""
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
             pool = self._follow_pool if follow_up else self._pool
-            return await asyncio.get_running_loop().run_in_executor(pool, self._sync, namespace, name, body, observed)
+            return await asyncio.get_running_loop().run_in_executor(
+                pool, self._sync, namespace, name, body, observed
+            )
 
     async def autoscale(self, namespace: str, name: str, raw_spec: dict[str, Any]) -> Plan | None:
         """One autoscaler tick: read the fleet's figures, then reconcile with them. It also re-plans CRs without
@@ -142,8 +162,9 @@ class Reconciler:
                 url = self.prometheus_url
             model = spec.model.served_name or name
             target = self.autoscaler.target((namespace, name))
-            observed = await self.metrics.observe(url, namespace, model, names.gateway(name),
-                                                  expect_engines=target != 0)
+            observed = await self.metrics.observe(
+                url, namespace, model, names.gateway(name), expect_engines=target != 0
+            )
         return await self.reconcile(namespace, name, follow_up=True, observed=observed)
 
     def schedule(self, namespace: str, name: str) -> None:
@@ -159,8 +180,12 @@ class Reconciler:
             try:
                 await self.reconcile(namespace, name, follow_up=True)
             except KubeError as exc:
-                log.warning("%s/%s: reconcile after child change failed (%s); will retry on the next event",
-                            namespace, name, exc)
+                log.warning(
+                    "%s/%s: reconcile after child change failed (%s); will retry on the next event",
+                    namespace,
+                    name,
+                    exc,
+                )
 
         task = asyncio.get_running_loop().create_task(later())
         _background.add(task)
@@ -198,7 +223,9 @@ def _settings(settings: kopf.OperatorSettings, **_: Any) -> None:
     if log.getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per child event is noise
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     if _operator_settings is not None:
         settings.execution.max_workers = _operator_settings.workers
@@ -211,7 +238,9 @@ async def _reconcile_or_raise(namespace: str, name: str, body: Obj | None = None
         p = await _get().reconcile(namespace, name, body)
     except KubeError as exc:
         if exc.transient:
-            raise kopf.TemporaryError(f"transient API error: {exc}", delay=min(60, 2 + random.random() * 8)) from exc
+            raise kopf.TemporaryError(
+                f"transient API error: {exc}", delay=min(60, 2 + random.random() * 8)
+            ) from exc
         raise kopf.TemporaryError(f"API error: {exc}", delay=30) from exc
     if p is not None and p.error is not None:
         raise kopf.PermanentError(f"invalid spec: {p.error}")
@@ -252,14 +281,22 @@ def _cr_changed(body: Any, type: str | None, **_: Any) -> None:
         _reconciler.store.cr_event(_plain(body), deleted=type == "DELETED")
 
 
-async def _child_changed(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, type: str,
-                         resource: kopf.Resource, **_: Any) -> None:
+async def _child_changed(
+    namespace: str | None,
+    labels: Mapping[str, str],
+    body: kopf.Body,
+    type: str,
+    resource: kopf.Resource,
+    **_: Any,
+) -> None:
     owner = labels.get(DEPLOYMENT_LABEL)
     if owner and namespace:
         r = _get()
         obj = dict(body)
         obj.setdefault("kind", resource.kind)
-        obj.setdefault("apiVersion", f"{resource.group}/{resource.version}" if resource.group else resource.version)
+        obj.setdefault(
+            "apiVersion", f"{resource.group}/{resource.version}" if resource.group else resource.version
+        )
         r.store.event(namespace, owner, obj, deleted=type == "DELETED")
         r.schedule(namespace, owner)
 
@@ -275,8 +312,13 @@ for _group, _version, _plural in (
     ("policy", "v1", "poddisruptionbudgets"),
 ):
     kopf.on.event(_group, _version, _plural, labels=_OURS, id=f"child-{_plural}")(_child_changed)
-kopf.on.event("", "v1", "pods", labels={DEPLOYMENT_LABEL: kopf.PRESENT, names.COMPONENT_LABEL: names.ENGINE},
-              id="engine-pods")(_child_changed)
+kopf.on.event(
+    "",
+    "v1",
+    "pods",
+    labels={DEPLOYMENT_LABEL: kopf.PRESENT, names.COMPONENT_LABEL: names.ENGINE},
+    id="engine-pods",
+)(_child_changed)
 
 
 @kopf.on.event("", "v1", "nodes", id="reclaim-notices")

@@ -24,7 +24,9 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
 class Snapshot:
     children: dict[tuple[str, str], Obj]  # (kind, name) -> live object
     engine_pods: tuple[Obj, ...]
-    notices: Mapping[str, str] = field(default_factory=dict)  # node name -> reclaim signal, for the pods' nodes
+    notices: Mapping[str, str] = field(
+        default_factory=dict
+    )  # node name -> reclaim signal, for the pods' nodes
 
 
 def observe(port: KubePort, namespace: str, name: str) -> Snapshot:
@@ -99,8 +101,11 @@ class ChildStore:
             self._notices.pop(node, None)
             return set()
         self._notices[node] = signal
-        return {key for key, pods in self._pods.items()
-                if any((p.get("spec") or {}).get("nodeName") == node for p in pods.values())}
+        return {
+            key
+            for key, pods in self._pods.items()
+            if any((p.get("spec") or {}).get("nodeName") == node for p in pods.values())
+        }
 
     def mark_deleting(self, namespace: str, owner: str, pod: str, when: str) -> None:
         """Our own delete of an engine pod, before its watch event arrives: no second drain for it."""
@@ -132,8 +137,11 @@ class ChildStore:
             self._warm.add(key)
         pods = tuple(self._pods.get(key, {}).values())
         nodes = {(p.get("spec") or {}).get("nodeName") for p in pods}
-        return Snapshot(children=dict(self._children.get(key, {})), engine_pods=pods,
-                        notices={n: s for n, s in self._notices.items() if n in nodes})
+        return Snapshot(
+            children=dict(self._children.get(key, {})),
+            engine_pods=pods,
+            notices={n: s for n, s in self._notices.items() if n in nodes},
+        )
 
     def forget(self, namespace: str, name: str) -> None:
         self._warm.discard((namespace, name))

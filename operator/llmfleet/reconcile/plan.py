@@ -62,7 +62,10 @@ def is_subset(desired: Any, live: Any) -> bool:
 
 def with_hash(manifest: Manifest) -> Manifest:
     h = stable_hash(manifest)
-    meta = {**manifest["metadata"], "annotations": {**manifest["metadata"].get("annotations", {}), APPLIED_HASH: h}}
+    meta = {
+        **manifest["metadata"],
+        "annotations": {**manifest["metadata"].get("annotations", {}), APPLIED_HASH: h},
+    }
     return {**manifest, "metadata": meta}
 
 
@@ -91,24 +94,42 @@ def desired_total(spec: LLMDeploymentSpec, scale: ScaleInput | None = None) -> i
 
 def spot_shortfall(spec: LLMDeploymentSpec, engine_pods: tuple[Obj, ...], now: datetime) -> int:
     """Spot engine pods past pools.spot.pendingTimeout that are not ready (``fleet.pools.late_spot``)."""
-    return late_spot(spec, (pods.age_seconds(p, now) for p in engine_pods
-                            if pods.pool(p) == "spot" and not pods.terminating(p) and not pods.ready(p)))
+    return late_spot(
+        spec,
+        (
+            pods.age_seconds(p, now)
+            for p in engine_pods
+            if pods.pool(p) == "spot" and not pods.terminating(p) and not pods.ready(p)
+        ),
+    )
 
 
-def plan(raw: Obj, snapshot: Snapshot, now: datetime, options: RenderOptions | None = None,
-         scale: ScaleInput | None = None) -> Plan:
+def plan(
+    raw: Obj,
+    snapshot: Snapshot,
+    now: datetime,
+    options: RenderOptions | None = None,
+    scale: ScaleInput | None = None,
+) -> Plan:
     meta = raw["metadata"]
     previous_json = raw.get("status") or {}
     previous = parse_previous(previous_json)
     generation = meta.get("generation")
     try:
         spec = parse_spec(raw.get("spec") or {})
-        obj = LLMDeployment.model_validate({
-            "apiVersion": raw["apiVersion"], "kind": raw["kind"],
-            "metadata": ObjectMeta(name=meta["name"], namespace=meta.get("namespace", "default"),
-                                   uid=meta.get("uid"), generation=generation),
-            "spec": spec,
-        })
+        obj = LLMDeployment.model_validate(
+            {
+                "apiVersion": raw["apiVersion"],
+                "kind": raw["kind"],
+                "metadata": ObjectMeta(
+                    name=meta["name"],
+                    namespace=meta.get("namespace", "default"),
+                    uid=meta.get("uid"),
+                    generation=generation,
+                ),
+                "spec": spec,
+            }
+        )
         sizing: Sizing = size(spec)
     except SpecError as exc:
         err = exc.errors[0]
@@ -142,21 +163,39 @@ def plan(raw: Obj, snapshot: Snapshot, now: datetime, options: RenderOptions | N
     for node in sorted({d.node for d in drained}):
         on_node = [d for d in drained if d.node == node]
         for d in on_node:
-            to_delete.append((Ref("v1", "Pod", d.pod["metadata"].get("namespace", meta.get("namespace", "")),
-                                  d.pod["metadata"]["name"]), d.pod["metadata"]["uid"]))
+            to_delete.append(
+                (
+                    Ref(
+                        "v1",
+                        "Pod",
+                        d.pod["metadata"].get("namespace", meta.get("namespace", "")),
+                        d.pod["metadata"]["name"],
+                    ),
+                    d.pod["metadata"]["uid"],
+                )
+            )
         pods = ", ".join(d.pod["metadata"]["name"] for d in on_node)
-        events.append(("Warning", EventReason.RECLAIM_NOTICE,
-                       f"Node {node} is going ({on_node[0].signal}): draining {pods}; replacements requested "
-                       f"({', '.join(sorted({d.pool for d in on_node}))} pool)."))
+        events.append(
+            (
+                "Warning",
+                EventReason.RECLAIM_NOTICE,
+                f"Node {node} is going ({on_node[0].signal}): draining {pods}; replacements requested "
+                f"({', '.join(sorted({d.pool for d in on_node}))} pool).",
+            )
+        )
     status = as_json(compute_status(obj, sizing, counts, snapshot, previous, now, scale, late, drained))
     return Plan(
-        to_apply=to_apply, to_delete=to_delete, status=None if status == previous_json else status,
-        details=details, desired=desired, events=events,
+        to_apply=to_apply,
+        to_delete=to_delete,
+        status=None if status == previous_json else status,
+        details=details,
+        desired=desired,
+        events=events,
     )
 
 
-def _invalid(previous: dict[str, Any], generation: int | None, now: datetime, reason: Reason,
-             err: FieldError) -> Plan:
+def _invalid(
+    previous: dict[str, Any], generation: int | None, now: datetime, reason: Reason, err: FieldError
+) -> Plan:
     status = as_json(degraded_status(parse_previous(previous), generation, now, reason, str(err)))
-    return Plan(status=None if status == previous else status, error=err,
-                details=[f"{reason}: {err}"])
+    return Plan(status=None if status == previous else status, error=err, details=[f"{reason}: {err}"])

@@ -31,7 +31,7 @@ EXIT_LOST_LEASE = 1
 
 
 class _Healthz(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         ok = self.path.split("?", 1)[0] == "/healthz"
         body = b'{"standby": true}' if ok else b"not found"
         self.send_response(200 if ok else 404)
@@ -66,31 +66,48 @@ def run(settings: OperatorSettings) -> int:
         if log.getEffectiveLevel() > logging.DEBUG:
             logging.getLogger("leaderelection").setLevel(logging.WARNING)  # a line per retry otherwise
         election = Election(
-            api, name=settings.lease_name,
+            api,
+            name=settings.lease_name,
             namespace=settings.lease_namespace or os.environ.get("POD_NAMESPACE") or "llmfleet-system",
-            identity=identity(settings), lease_s=settings.lease_duration, renew_s=settings.renew_deadline,
-            retry_s=settings.retry_period, on_lost=_exit_now)
+            identity=identity(settings),
+            lease_s=settings.lease_duration,
+            renew_s=settings.renew_deadline,
+            retry_s=settings.retry_period,
+            on_lost=_exit_now,
+        )
         if not _campaign(election, settings):
             return 0
 
     port = KubeClient(api)
     port.warm([*CHILD_KINDS, ("v1", "Pod"), ("v1", "Event"), ("llmfleet.io/v1alpha1", "LLMDeployment")])
     options = RenderOptions(
-        llmfleet_image=settings.llmfleet_image, engine_image=settings.engine_image,
+        llmfleet_image=settings.llmfleet_image,
+        engine_image=settings.engine_image,
         engine_command=tuple(settings.engine_command) if settings.engine_command else None,
         engine_discovery=settings.engine_discovery,
     )
-    handlers.configure(handlers.Reconciler(port, options, handlers.utcnow, workers=settings.workers,
-                                           prometheus_url=settings.prometheus_url,
-                                           reclaim_taints=tuple(settings.reclaim_taints),
-                                           reclaim_conditions=tuple(settings.reclaim_conditions)), settings)
+    handlers.configure(
+        handlers.Reconciler(
+            port,
+            options,
+            handlers.utcnow,
+            workers=settings.workers,
+            prometheus_url=settings.prometheus_url,
+            reclaim_taints=tuple(settings.reclaim_taints),
+            reclaim_conditions=tuple(settings.reclaim_conditions),
+        ),
+        settings,
+    )
     try:
         kopf.run(
             standalone=True,  # one writer is the Lease's job, not kopf peering's
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
-            liveness_endpoint=(f"http://{settings.bind_host}:{settings.liveness_port}/healthz"
-                               if settings.liveness_port else None),
+            liveness_endpoint=(
+                f"http://{settings.bind_host}:{settings.liveness_port}/healthz"
+                if settings.liveness_port
+                else None
+            ),
         )
     finally:
         if election is not None:

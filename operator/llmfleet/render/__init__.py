@@ -30,9 +30,17 @@ def render_all(
     """Every child the LLMDeployment should own, in apply order (config before workloads)."""
     inp = RenderInput(obj, sizing, counts or split_replicas(obj.spec), options or RenderOptions())
     builders = [
-        gateway_service_account(inp), gateway_role(inp), gateway_role_binding(inp), gateway_configmap(inp),
-        cache_service(inp), cache_deployment(inp),
-        engine_service(inp), engine_pdb(inp), *engine_deployments(inp),
-        gateway_service(inp), gateway_pdb(inp), gateway_deployment(inp),
+        gateway_service_account(inp),
+        gateway_role(inp),
+        gateway_role_binding(inp),
+        gateway_configmap(inp),
+        cache_service(inp),
+        cache_deployment(inp),
+        engine_service(inp),
+        engine_pdb(inp),
+        *engine_deployments(inp),
+        gateway_service(inp),
+        gateway_pdb(inp),
+        gateway_deployment(inp),
     ]
     return [m for m in builders if m is not None]

@@ -42,25 +42,49 @@ def cache_deployment(inp: RenderInput) -> Manifest | None:
             "template": {
                 "metadata": {"labels": pod_labels},
                 "spec": {
-                    "containers": [{
-                        "name": "redis",
-                        "image": redis.image,
-                        "args": [
-                            "redis-server", "--port", str(REDIS_PORT), "--maxmemory", str(maxmemory),
-                            "--maxmemory-policy", "allkeys-lru", "--save", "", "--appendonly", "no",
-                            "--protected-mode", "no",
-                        ],
-                        "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
-                        "resources": {
-                            "requests": {"cpu": "250m", "memory": redis.memory},
-                            "limits": {"memory": redis.memory},
-                        },
-                        "readinessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 5, "timeoutSeconds": 3},
-                        "livenessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 10, "timeoutSeconds": 3,
-                                          "failureThreshold": 6},
-                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 999},
-                    }],
+                    "containers": [
+                        {
+                            "name": "redis",
+                            "image": redis.image,
+                            "args": [
+                                "redis-server",
+                                "--port",
+                                str(REDIS_PORT),
+                                "--maxmemory",
+                                str(maxmemory),
+                                "--maxmemory-policy",
+                                "allkeys-lru",
+                                "--save",
+                                "",
+                                "--appendonly",
+                                "no",
+                                "--protected-mode",
+                                "no",
+                            ],
+                            "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
+                            "resources": {
+                                "requests": {"cpu": "250m", "memory": redis.memory},
+                                "limits": {"memory": redis.memory},
+                            },
+                            "readinessProbe": {
+                                "tcpSocket": {"port": "redis"},
+                                "periodSeconds": 5,
+                                "timeoutSeconds": 3,
+                            },
+                            "livenessProbe": {
+                                "tcpSocket": {"port": "redis"},
+                                "periodSeconds": 10,
+                                "timeoutSeconds": 3,
+                                "failureThreshold": 6,
+                            },
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "runAsNonRoot": True,
+                                "runAsUser": 999,
+                            },
+                        }
+                    ],
                     "volumes": [{"name": "data", "emptyDir": {}}],
                 },
             },

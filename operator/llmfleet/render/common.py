@@ -15,6 +15,7 @@ from llmfleet.fleet.pools import PoolCounts
 
 Manifest = dict[str, Any]
 
+
 @dataclass(frozen=True)
 class RenderOptions:
     """Install-level choices that are not part of a CR (the operator's settings supply them)."""
@@ -60,17 +61,21 @@ def labels(inp: RenderInput, component: str, extra: dict[str, str] | None = None
 def owner_references(obj: LLMDeployment) -> list[dict[str, Any]]:
     if not obj.metadata.uid:
         return []
-    return [{
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": obj.metadata.name,
-        "uid": obj.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }]
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": obj.metadata.name,
+            "uid": obj.metadata.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
 
 
-def metadata(inp: RenderInput, name: str, component: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+def metadata(
+    inp: RenderInput, name: str, component: str, extra_labels: dict[str, str] | None = None
+) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
         "namespace": inp.namespace,
@@ -95,7 +100,9 @@ def disruption_budget(inp: RenderInput, name: str, component: str) -> Manifest:
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": metadata(inp, name, component),
-        "spec": {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow",
-                 "selector": {"matchLabels": selector_labels(inp.name, component)}},
+        "spec": {
+            "maxUnavailable": 1,
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+            "selector": {"matchLabels": selector_labels(inp.name, component)},
+        },
     }
-

@@ -54,7 +54,9 @@ def vllm_args(inp: RenderInput) -> list[str]:
         args.append(f"--dtype={dtype}")
     elif dtype == "fp8":
         args.append("--quantization=fp8")
-    args.append("--enable-prefix-caching" if spec.engine.enable_prefix_caching else "--no-enable-prefix-caching")
+    args.append(
+        "--enable-prefix-caching" if spec.engine.enable_prefix_caching else "--no-enable-prefix-caching"
+    )
     return args + list(spec.engine.extra_args)
 
 
@@ -78,13 +80,15 @@ def _affinity(inp: RenderInput, pool: Pool) -> dict[str, Any]:
     pod_labels = {**selector_labels(inp.name, COMPONENT)}
     affinity: dict[str, Any] = {
         "podAntiAffinity": {
-            "preferredDuringSchedulingIgnoredDuringExecution": [{
-                "weight": 100,
-                "podAffinityTerm": {
-                    "labelSelector": {"matchLabels": pod_labels},
-                    "topologyKey": "kubernetes.io/hostname",
-                },
-            }]
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 100,
+                    "podAffinityTerm": {
+                        "labelSelector": {"matchLabels": pod_labels},
+                        "topologyKey": "kubernetes.io/hostname",
+                    },
+                }
+            ]
         }
     }
     if pool == "spot":
@@ -94,17 +98,24 @@ def _affinity(inp: RenderInput, pool: Pool) -> dict[str, Any]:
         if not inp.obj.spec.pools.spot.node_selector:
             affinity["nodeAffinity"] = {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": [{"key": key, "operator": "In", "values": [value]}]}
-                                          for key, value in SPOT_NODE_LABELS],
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": key, "operator": "In", "values": [value]}]}
+                        for key, value in SPOT_NODE_LABELS
+                    ],
                 }
             }
     else:
         # On-demand replicas must not land on spot nodes (they are the baseline that survives reclaims).
         affinity["nodeAffinity"] = {
             "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": [
-                    {"key": key, "operator": "NotIn", "values": [value]} for key, value in SPOT_NODE_LABELS
-                ]}]
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": key, "operator": "NotIn", "values": [value]}
+                            for key, value in SPOT_NODE_LABELS
+                        ]
+                    }
+                ]
             }
         }
     return affinity
@@ -119,7 +130,9 @@ def engine_deployment(inp: RenderInput, pool: Pool) -> Manifest:
     drain = spec.engine.drain
     tolerations = [{"key": spec.accelerator.resource_name, "operator": "Exists", "effect": "NoSchedule"}]
     if pool == "spot":
-        tolerations += [{"key": k, "operator": "Equal", "value": v, "effect": "NoSchedule"} for k, v in SPOT_TAINTS]
+        tolerations += [
+            {"key": k, "operator": "Equal", "value": v, "effect": "NoSchedule"} for k, v in SPOT_TAINTS
+        ]
     tolerations += [_toleration(t) for t in pool_spec.tolerations]
 
     container: dict[str, Any] = {
@@ -133,13 +146,23 @@ def engine_deployment(inp: RenderInput, pool: Pool) -> Manifest:
         # Kubernetes' 1 s default probe timeout is shorter than a loaded vLLM's /health can take (its event loop
         # is busy detokenizing hundreds of streams): readiness would flap and liveness restart a working engine.
         "startupProbe": {
-            "httpGet": {"path": "/health", "port": "http"}, "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
-            "periodSeconds": 10, "failureThreshold": 360,  # weights may take up to an hour to load
+            "httpGet": {"path": "/health", "port": "http"},
+            "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+            "periodSeconds": 10,
+            "failureThreshold": 360,  # weights may take up to an hour to load
         },
-        "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
-                           "periodSeconds": 5, "failureThreshold": 3},
-        "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
-                          "periodSeconds": 10, "failureThreshold": 6},
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
         "lifecycle": {"preStop": {"sleep": {"seconds": int(parse_duration(drain.pre_stop_sleep))}}},
     }
     if inp.options.engine_command:
@@ -147,7 +170,12 @@ def engine_deployment(inp: RenderInput, pool: Pool) -> Manifest:
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "terminationGracePeriodSeconds": drain.grace_period_seconds,
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{8 * inp.sizing.tensor_parallel_size}Gi"}}],
+        "volumes": [
+            {
+                "name": "dshm",
+                "emptyDir": {"medium": "Memory", "sizeLimit": f"{8 * inp.sizing.tensor_parallel_size}Gi"},
+            }
+        ],
         "nodeSelector": dict(pool_spec.node_selector),
         "tolerations": tolerations,
         "affinity": _affinity(inp, pool),

@@ -90,9 +90,18 @@ def gateway_role(inp: RenderInput) -> Manifest:
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": metadata(inp, names.gateway(inp.name), COMPONENT),
-        "rules": [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}]
-        + ([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
-           if inp.options.engine_discovery == "pods" else []),
+        "rules": [
+            {
+                "apiGroups": ["discovery.k8s.io"],
+                "resources": ["endpointslices"],
+                "verbs": ["get", "list", "watch"],
+            }
+        ]
+        + (
+            [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+            if inp.options.engine_discovery == "pods"
+            else []
+        ),
     }
 
 
@@ -114,11 +123,17 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
     pod_labels = selector_labels(inp.name, COMPONENT)
     env: list[dict[str, Any]] = [{"name": "LLMFLEET_LOG_FORMAT", "value": "json"}]
     if gw.external.api_key_secret_ref:
-        env.append({"name": "LLMFLEET_EXTERNAL_API_KEY",
-                    "valueFrom": {"secretKeyRef": {"name": gw.external.api_key_secret_ref, "key": "apiKey"}}})
+        env.append(
+            {
+                "name": "LLMFLEET_EXTERNAL_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": gw.external.api_key_secret_ref, "key": "apiKey"}},
+            }
+        )
     if spec.cache.redis.secret_ref:
         ref = spec.cache.redis.secret_ref
-        env.append({"name": "LLMFLEET_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+        env.append(
+            {"name": "LLMFLEET_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+        )
     mounts = [{"name": "config", "mountPath": CONFIG_DIR + "/config", "readOnly": True}]
     volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": name}}]
     if gw.auth.api_keys_secret_ref:
@@ -133,22 +148,41 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
         "spec": {
             "serviceAccountName": name,
             "terminationGracePeriodSeconds": 60,
-            "containers": [{
-                "name": "gateway",
-                "image": inp.options.llmfleet_image or gw.image,
-                "args": ["gateway", "--config", f"{CONFIG_DIR}/config/{CONFIG_KEY}", "--port", str(GATEWAY_PORT)],
-                "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
-                "env": env,
-                "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
-                "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5,
-                                   "timeoutSeconds": 3},
-                "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
-                                  "timeoutSeconds": 3, "failureThreshold": 3},
-                "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
-                "volumeMounts": mounts,
-                "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 10001,
-                                    "readOnlyRootFilesystem": True},
-            }],
+            "containers": [
+                {
+                    "name": "gateway",
+                    "image": inp.options.llmfleet_image or gw.image,
+                    "args": [
+                        "gateway",
+                        "--config",
+                        f"{CONFIG_DIR}/config/{CONFIG_KEY}",
+                        "--port",
+                        str(GATEWAY_PORT),
+                    ],
+                    "ports": [{"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}],
+                    "env": env,
+                    "resources": {"requests": {"cpu": "1", "memory": "512Mi"}, "limits": {"memory": "2Gi"}},
+                    "readinessProbe": {
+                        "httpGet": {"path": "/health", "port": "http"},
+                        "periodSeconds": 5,
+                        "timeoutSeconds": 3,
+                    },
+                    "livenessProbe": {
+                        "httpGet": {"path": "/health", "port": "http"},
+                        "periodSeconds": 10,
+                        "timeoutSeconds": 3,
+                        "failureThreshold": 3,
+                    },
+                    "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+                    "volumeMounts": mounts,
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "readOnlyRootFilesystem": True,
+                    },
+                }
+            ],
             "volumes": volumes,
         },
     }
@@ -182,4 +216,3 @@ def gateway_service(inp: RenderInput) -> Manifest:
 
 def gateway_pdb(inp: RenderInput) -> Manifest:
     return disruption_budget(inp, names.gateway(inp.name), COMPONENT)
-

@@ -34,15 +34,101 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-WORDS = ("the", "model", "serves", "tokens", "quickly", "while", "cache", "hits", "save", "prefill", "on",
-         "every", "replica", "and", "spot", "capacity", "keeps", "cost", "low", "for", "users", "who", "stream")
+WORDS = (
+    "the",
+    "model",
+    "serves",
+    "tokens",
+    "quickly",
+    "while",
+    "cache",
+    "hits",
+    "save",
+    "prefill",
+    "on",
+    "every",
+    "replica",
+    "and",
+    "spot",
+    "capacity",
+    "keeps",
+    "cost",
+    "low",
+    "for",
+    "users",
+    "who",
+    "stream",
+)
 CHARS_PER_TOKEN = 4
 # vLLM 0.33's histogram bounds (vllm/v1/metrics/buckets.py; the conformance test compares them).
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
-                80.0, 160.0, 640.0, 2560.0)
-ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
-LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0,
-                   960.0, 1920.0, 7680.0)
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+)
+ITL_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+LATENCY_BUCKETS = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+)
 FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")  # vLLM's FinishReason
 PROMPT_SOURCES = ("local_compute", "local_cache_hit", "external_kv_transfer")  # vLLM's PromptTokenStats
 
@@ -69,7 +155,7 @@ def prefix_blocks(text: str) -> tuple[int, ...]:
     h = hashlib.blake2b(digest_size=8)
     out = []
     for i in range(0, len(text) - step + 1, step):
-        h.update(text[i:i + step].encode())
+        h.update(text[i : i + step].encode())
         out.append(int.from_bytes(h.copy().digest(), "big"))
     return tuple(out)
 
@@ -99,38 +185,72 @@ class Metrics:
 
         self.running = gauge("vllm:num_requests_running", "Number of requests in model execution batches.")
         self.waiting = gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.")
-        by_reason = Gauge("vllm:num_requests_waiting_by_reason", "Number of waiting requests by reason.",
-                          [*labels, "reason"], registry=r)
+        by_reason = Gauge(
+            "vllm:num_requests_waiting_by_reason",
+            "Number of waiting requests by reason.",
+            [*labels, "reason"],
+            registry=r,
+        )
         self.waiting_capacity = by_reason.labels(*ids, "capacity")
         by_reason.labels(*ids, "deferred").set(0)  # LoRA budgets, KV transfers: not modelled
         self.kv = gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
-        self.ttft = histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-                              TTFT_BUCKETS)
-        self.itl = histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
-                             ITL_BUCKETS)
-        self.tpot = histogram("vllm:request_time_per_output_token_seconds",
-                              "Histogram of time_per_output_token_seconds per request.", ITL_BUCKETS)
-        self.e2e = histogram("vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
-                             LATENCY_BUCKETS)
-        self.queue_time = histogram("vllm:request_queue_time_seconds",
-                                    "Histogram of time spent in WAITING phase for request.", LATENCY_BUCKETS)
+        self.ttft = histogram(
+            "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", TTFT_BUCKETS
+        )
+        self.itl = histogram(
+            "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", ITL_BUCKETS
+        )
+        self.tpot = histogram(
+            "vllm:request_time_per_output_token_seconds",
+            "Histogram of time_per_output_token_seconds per request.",
+            ITL_BUCKETS,
+        )
+        self.e2e = histogram(
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of e2e request latency in seconds.",
+            LATENCY_BUCKETS,
+        )
+        self.queue_time = histogram(
+            "vllm:request_queue_time_seconds",
+            "Histogram of time spent in WAITING phase for request.",
+            LATENCY_BUCKETS,
+        )
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
-        sources = Counter("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.", [*labels, "source"],
-                          registry=r)
+        sources = Counter(
+            "vllm:prompt_tokens_by_source",
+            "Number of prompt tokens by source.",
+            [*labels, "source"],
+            registry=r,
+        )
         self.prompt_by_source = {s: sources.labels(*ids, s) for s in PROMPT_SOURCES}
-        self.prompt_cached = counter("vllm:prompt_tokens_cached", "Number of cached prompt tokens (local or external).")
+        self.prompt_cached = counter(
+            "vllm:prompt_tokens_cached", "Number of cached prompt tokens (local or external)."
+        )
         self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.")
         self.preemptions = counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.")
-        self.prefix_queries = counter("vllm:prefix_cache_queries",
-                                      "Prefix cache queries, in terms of number of queried tokens.")
-        self.prefix_hits = counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.")
-        success = Counter("vllm:request_success", "Count of successfully processed requests.",
-                          [*labels, "finished_reason"], registry=r)
+        self.prefix_queries = counter(
+            "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens."
+        )
+        self.prefix_hits = counter(
+            "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."
+        )
+        success = Counter(
+            "vllm:request_success",
+            "Count of successfully processed requests.",
+            [*labels, "finished_reason"],
+            registry=r,
+        )
         self.success = {reason: success.labels(*ids, reason) for reason in FINISH_REASONS}
-        rejections = Counter("vllm:admission_rejections", "Number of admission attempts rejected by a queue limit, "
-                             "by reason.", ["model_name", "reason"], registry=r)
-        self.admission_rejections = {reason: rejections.labels(model, reason)
-                                     for reason in ("max_num_queued_reqs", "max_num_queued_tokens")}
+        rejections = Counter(
+            "vllm:admission_rejections",
+            "Number of admission attempts rejected by a queue limit, by reason.",
+            ["model_name", "reason"],
+            registry=r,
+        )
+        self.admission_rejections = {
+            reason: rejections.labels(model, reason)
+            for reason in ("max_num_queued_reqs", "max_num_queued_tokens")
+        }
         self.model = model
 
 
@@ -166,8 +286,12 @@ class EngineSim:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
     def submit(self, text: str, max_tokens: int) -> Pending:
-        req = SimRequest(id=f"r{next(self._ids)}", prompt_tokens=count_tokens(text), max_tokens=max(1, max_tokens),
-                         prefix_blocks=prefix_blocks(text))
+        req = SimRequest(
+            id=f"r{next(self._ids)}",
+            prompt_tokens=count_tokens(text),
+            max_tokens=max(1, max_tokens),
+            prefix_blocks=prefix_blocks(text),
+        )
         p = Pending(req=req, words=output_tokens(text, req.max_tokens))
         if self.shutting_down:  # vLLM's engine core rejects an add during shutdown: aborted, no tokens
             p.finish = "abort"
@@ -198,7 +322,8 @@ class EngineSim:
         self.shutting_down = True
         if timeout > 0:
             deadline = time.monotonic() + timeout
-            while self.pending and time.monotonic() < deadline:
+            # A 50 ms poll, once, at shutdown (as vLLM's own drain loop polls its engine).
+            while self.pending and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         self.abort_all()
 
@@ -263,16 +388,27 @@ class _ClientGone(Exception):
     pass
 
 
-def _error(status: int, message: str, type_: str = "BadRequestError", param: str | None = None) -> tuple[int, bytes]:
+def _error(
+    status: int, message: str, type_: str = "BadRequestError", param: str | None = None
+) -> tuple[int, bytes]:
     """vLLM's ErrorResponse: the error's `code` is the HTTP status, its `type` vLLM's error class."""
-    return status, orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": status}})
+    return status, orjson.dumps(
+        {"error": {"message": message, "type": type_, "param": param, "code": status}}
+    )
 
 
 class EngineApp:
     """The ASGI application."""
 
-    def __init__(self, sim: EngineSim, served_name: str, max_model_len: int, default_max_tokens: int = 128,
-                 stream_interval: int = 1, max_num_queued_reqs: int | None = None) -> None:
+    def __init__(
+        self,
+        sim: EngineSim,
+        served_name: str,
+        max_model_len: int,
+        default_max_tokens: int = 128,
+        stream_interval: int = 1,
+        max_num_queued_reqs: int | None = None,
+    ) -> None:
         self.sim = sim
         self.max_num_queued_reqs = max_num_queued_reqs
         self.stream_interval = max(1, stream_interval)
@@ -296,22 +432,41 @@ class EngineApp:
         if path == "/health":
             await self._send(send, 200, b"", b"text/plain")
         elif path == "/metrics":
-            await self._send(send, 200, generate_latest(self.sim.metrics.registry), b"text/plain; version=0.0.4")
+            await self._send(
+                send, 200, generate_latest(self.sim.metrics.registry), b"text/plain; version=0.0.4"
+            )
         elif path == "/v1/models" and method == "GET":
-            body = {"object": "list", "data": [{"id": self.served_name, "object": "model", "created": 0,
-                                                "owned_by": "llmfleet-engine-sim", "max_model_len": self.max_model_len}]}
+            body = {
+                "object": "list",
+                "data": [
+                    {
+                        "id": self.served_name,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "llmfleet-engine-sim",
+                        "max_model_len": self.max_model_len,
+                    }
+                ],
+            }
             await self._send(send, 200, orjson.dumps(body))
         elif path in ("/v1/chat/completions", "/v1/completions") and method == "POST":
             await self._complete(scope, receive, send, chat=path.endswith("chat/completions"))
         else:
             await self._send(send, *_error(404, f"no route {method} {path}", "not_found_error"))
 
-    async def _send(self, send: Send, status: int, body: bytes, content_type: bytes = b"application/json") -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
+    async def _send(
+        self, send: Send, status: int, body: bytes, content_type: bytes = b"application/json"
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
-    async def _complete(self, scope: Scope, receive: Receive, send: Send, chat: bool) -> None:
+    async def _complete(self, scope: Scope, receive: Receive, send: Send, chat: bool) -> None:  # noqa: C901 - vLLM's request checks, in its order
         chunks = []
         while True:
             msg = await receive()
@@ -326,7 +481,10 @@ class EngineApp:
             await self._send(send, *_error(400, f"invalid JSON body: {exc}"))
             return
         if body.get("model") not in (self.served_name, None):
-            await self._send(send, *_error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError", "model"))
+            await self._send(
+                send,
+                *_error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError", "model"),
+            )
             return
         if chat and not isinstance(body.get("messages"), list):
             await self._send(send, *_error(400, "messages must be a list", param="messages"))
@@ -338,16 +496,28 @@ class EngineApp:
             return
         prompt_tokens = count_tokens(text)
         if prompt_tokens > self.max_model_len:
-            await self._send(send, *_error(
-                400, f"Input length ({prompt_tokens}) exceeds model's maximum context length ({self.max_model_len})."))
+            await self._send(
+                send,
+                *_error(
+                    400,
+                    f"Input length ({prompt_tokens}) exceeds model's maximum context length ({self.max_model_len}).",
+                ),
+            )
             return
         # vLLM's get_max_tokens: what was asked (else the generation config's default), clamped to the rest of the
         # context, never refused for it.
         max_tokens = max(1, min(asked or self.default_max_tokens, self.max_model_len - prompt_tokens))
         if self.max_num_queued_reqs is not None and len(self.sim.pending) + 1 > self.max_num_queued_reqs:
             self.sim.metrics.admission_rejections["max_num_queued_reqs"].inc()
-            await self._send(send, *_error(503, "The engine is currently busy and cannot accept new requests. Please "
-                                                "try again later or on a different instance.", "Service Unavailable"))
+            await self._send(
+                send,
+                *_error(
+                    503,
+                    "The engine is currently busy and cannot accept new requests. Please "
+                    "try again later or on a different instance.",
+                    "Service Unavailable",
+                ),
+            )
             return
         p = self.sim.submit(text, max_tokens)
         rid = wire.completion_id(chat)
@@ -372,8 +542,20 @@ class EngineApp:
                 words = []
                 while (word := await self._next_token(p, disconnected)) is not None:
                     words.append(word)
-                await self._send(send, 200, wire.completion(self.served_name, chat, "".join(words), p.finish,
-                                                            p.req.prompt_tokens, len(words), rid, created))
+                await self._send(
+                    send,
+                    200,
+                    wire.completion(
+                        self.served_name,
+                        chat,
+                        "".join(words),
+                        p.finish,
+                        p.req.prompt_tokens,
+                        len(words),
+                        rid,
+                        created,
+                    ),
+                )
         except _ClientGone:
             pass  # aborted and counted; nobody is listening for an answer
         finally:
@@ -391,10 +573,23 @@ class EngineApp:
             raise _ClientGone()
         return get.result()
 
-    async def _stream(self, send: Send, p: Pending, rid: str, created: int, chat: bool, include_usage: bool,
-                      disconnected: asyncio.Future[bool]) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+    async def _stream(
+        self,
+        send: Send,
+        p: Pending,
+        rid: str,
+        created: int,
+        chat: bool,
+        include_usage: bool,
+        disconnected: asyncio.Future[bool],
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+            }
+        )
         out = wire.Stream(self.served_name, chat, rid, created)
         n = 0
         pending: list[str] = []
@@ -405,7 +600,9 @@ class EngineApp:
             pending.append(word)
             # --stream-interval: the first token alone, then every N tokens (vLLM's OutputProcessor)
             if n == 1 or len(pending) >= self.stream_interval:
-                await send({"type": "http.response.body", "body": out.delta("".join(pending)), "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": out.delta("".join(pending)), "more_body": True}
+                )
                 pending.clear()
         if pending:
             await send({"type": "http.response.body", "body": out.delta("".join(pending)), "more_body": True})
@@ -414,11 +611,15 @@ class EngineApp:
         # The finish chunk, the usage chunk (only when asked) and [DONE]: three writes, as vLLM makes them.
         events = out.end(p.finish, (p.req.prompt_tokens, n) if include_usage else None).split(b"\n\n")[:-1]
         for i, event in enumerate(events):
-            await send({"type": "http.response.body", "body": event + b"\n\n", "more_body": i < len(events) - 1})
+            await send(
+                {"type": "http.response.body", "body": event + b"\n\n", "more_body": i < len(events) - 1}
+            )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="meta-llama/Meta-Llama-3-8B-Instruct", help="model (catalog name for sizing)")
+    p.add_argument(
+        "--model", default="meta-llama/Meta-Llama-3-8B-Instruct", help="model (catalog name for sizing)"
+    )
     p.add_argument("--served-model-name", help="name clients send as `model` (default: --model)")
     p.add_argument("--host", default=None, help="bind address (default: $LLMFLEET_BIND_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
@@ -429,37 +630,66 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-enable-prefix-caching", dest="prefix_caching", action="store_false")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--quantization", default=None)
-    p.add_argument("--max-num-seqs", type=int, default=None, help="default: vLLM's for the GPU (1024 on H100/H200)")
+    p.add_argument(
+        "--max-num-seqs", type=int, default=None, help="default: vLLM's for the GPU (1024 on H100/H200)"
+    )
     p.add_argument("--max-num-batched-tokens", type=int, default=None, help="default: vLLM's for the GPU")
-    p.add_argument("--max-num-queued-reqs", type=int, default=None,
-                   help="admission control: answer 503 while this many requests are unfinished (vLLM's)")
-    p.add_argument("--shutdown-timeout", type=int, default=0,
-                   help="SIGTERM: 0 aborts in-flight requests (vLLM's default), N lets them finish for N seconds")
+    p.add_argument(
+        "--max-num-queued-reqs",
+        type=int,
+        default=None,
+        help="admission control: answer 503 while this many requests are unfinished (vLLM's)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=int,
+        default=0,
+        help="SIGTERM: 0 aborts in-flight requests (vLLM's default), N lets them finish for N seconds",
+    )
     p.add_argument("--gpu", default="H100-80GB", help="GPU type from the catalog for the performance model")
-    p.add_argument("--speedup", type=float, default=1.0, help="run the model this many times faster than real time")
+    p.add_argument(
+        "--speedup", type=float, default=1.0, help="run the model this many times faster than real time"
+    )
     p.add_argument("--default-max-tokens", type=int, default=128)
-    p.add_argument("--stream-interval", type=int, default=1, help="tokens per streamed chunk after the first (vLLM's)")
+    p.add_argument(
+        "--stream-interval", type=int, default=1, help="tokens per streamed chunk after the first (vLLM's)"
+    )
 
 
 def build_app(args: argparse.Namespace) -> EngineApp:
     from llmfleet.api.sizing import SizingError, size
     from llmfleet.api.v1alpha1 import LLMDeploymentSpec
 
-    dtype = "fp8" if args.quantization == "fp8" else (args.dtype if args.dtype in ("float16", "bfloat16") else "auto")
+    dtype = (
+        "fp8"
+        if args.quantization == "fp8"
+        else (args.dtype if args.dtype in ("float16", "bfloat16") else "auto")
+    )
     engine: dict[str, Any] = {"gpuMemoryUtilization": min(0.98, args.gpu_memory_utilization)}
     if args.tensor_parallel_size in (1, 2, 4, 8):
         engine["tensorParallelSize"] = args.tensor_parallel_size
-    spec_doc = {"model": {"name": args.model, "dtype": dtype, "maxModelLen": args.max_model_len},
-                "engine": engine, "accelerator": {"type": args.gpu}}
+    spec_doc = {
+        "model": {"name": args.model, "dtype": dtype, "maxModelLen": args.max_model_len},
+        "engine": engine,
+        "accelerator": {"type": args.gpu},
+    }
     try:
         sizing = size(LLMDeploymentSpec.model_validate(spec_doc))
     except SizingError:
         spec_doc["model"]["name"] = "meta-llama/Meta-Llama-3-8B-Instruct"  # unknown model: size as an 8B
         sizing = size(LLMDeploymentSpec.model_validate(spec_doc))
-    profile = EngineProfile.from_sizing(sizing, args.max_num_seqs, args.prefix_caching, args.max_num_batched_tokens)
+    profile = EngineProfile.from_sizing(
+        sizing, args.max_num_seqs, args.prefix_caching, args.max_num_batched_tokens
+    )
     served = args.served_model_name or args.model
-    return EngineApp(EngineSim(profile, served, args.speedup), served, args.max_model_len, args.default_max_tokens,
-                     args.stream_interval, args.max_num_queued_reqs)
+    return EngineApp(
+        EngineSim(profile, served, args.speedup),
+        served,
+        args.max_model_len,
+        args.default_max_tokens,
+        args.stream_interval,
+        args.max_num_queued_reqs,
+    )
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -492,7 +722,16 @@ def serve(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.2)  # the aborted requests' last chunks reach their clients
             self.should_exit = True
 
-    config = uvicorn.Config(app, host=host, port=args.port, loop="uvloop", http="httptools", log_level="warning",
-                            access_log=False, timeout_graceful_shutdown=5, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
     server = VllmLikeServer(config)
     server.run()

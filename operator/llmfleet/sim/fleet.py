@@ -50,7 +50,9 @@ def read_azure_trace(path: Path) -> list[TraceRequest]:
                 stamp = datetime.fromisoformat(row["TIMESTAMP"].strip()[:26])
                 rows.append((stamp, int(row["ContextTokens"]), int(row["GeneratedTokens"])))
             except (KeyError, ValueError) as exc:
-                raise ValueError(f"{path}:{i}: not a row of TIMESTAMP,ContextTokens,GeneratedTokens ({exc})") from None
+                raise ValueError(
+                    f"{path}:{i}: not a row of TIMESTAMP,ContextTokens,GeneratedTokens ({exc})"
+                ) from None
     if not rows:
         raise ValueError(f"{path}: no requests")
     rows.sort()
@@ -58,8 +60,13 @@ def read_azure_trace(path: Path) -> list[TraceRequest]:
     return [TraceRequest((t - t0).total_seconds(), max(1, p), max(1, g)) for t, p, g in rows]
 
 
-def shape(trace: list[TraceRequest], speed: float = 1.0, copies: int = 1, minutes: float | None = None,
-          seed: int = 0) -> list[TraceRequest]:
+def shape(
+    trace: list[TraceRequest],
+    speed: float = 1.0,
+    copies: int = 1,
+    minutes: float | None = None,
+    seed: int = 0,
+) -> list[TraceRequest]:
     """Compress time by ``speed`` and overlay ``copies`` of the trace, each shifted by a random offset within
     the trace (wrapping round), to reach a higher load than the sample has; then keep the first ``minutes``."""
     span = trace[-1].at + 1e-3
@@ -67,7 +74,9 @@ def shape(trace: list[TraceRequest], speed: float = 1.0, copies: int = 1, minute
     out: list[TraceRequest] = []
     for c in range(copies):
         shift = 0.0 if c == 0 else rng.uniform(0, span)
-        out.extend(TraceRequest(((r.at + shift) % span) / speed, r.prompt_tokens, r.output_tokens) for r in trace)
+        out.extend(
+            TraceRequest(((r.at + shift) % span) / speed, r.prompt_tokens, r.output_tokens) for r in trace
+        )
     out.sort(key=lambda r: r.at)
     if minutes is not None:
         out = [r for r in out if r.at < minutes * 60]
@@ -102,7 +111,12 @@ class Replica:
     billed_from: float | None = None  # when it got a node: billing and replica-hours count from here
 
     def serving(self, now: float) -> bool:
-        return self.ready_at is not None and self.ready_at <= now and self.draining_until is None and self.stopped is None
+        return (
+            self.ready_at is not None
+            and self.ready_at <= now
+            and self.draining_until is None
+            and self.stopped is None
+        )
 
     @property
     def outstanding(self) -> int:
@@ -134,14 +148,18 @@ class Fleet:
         self.spec, self.sizing, self.config = spec, sizing, config
         self.profile = EngineProfile.for_spec(spec, sizing)
         self.capacity = capacity_of(self.profile)
-        self.tokens: deque[tuple[float, int, int]] = deque()  # (time, prompt, generated) per step, last minute
+        self.tokens: deque[tuple[float, int, int]] = (
+            deque()
+        )  # (time, prompt, generated) per step, last minute
         self.rng = random.Random(config.seed)
         self.replicas: list[Replica] = []
         self.ids = itertools.count()
         self.events: list[tuple[float, int, str, Any]] = []
         self.seq = itertools.count()
         self.queue: deque[str] = deque()  # request ids at the gateway while no replica serves
-        self.started: dict[str, tuple[float, int, int]] = {}  # in flight: id → (arrival, prompt, output tokens)
+        self.started: dict[
+            str, tuple[float, int, int]
+        ] = {}  # in flight: id → (arrival, prompt, output tokens)
         self.first: dict[str, float] = {}  # in flight with a first token: id → TTFT
         self.recent_ttft: deque[tuple[float, float]] = deque()
         self.stats = Stats()
@@ -217,8 +235,11 @@ class Fleet:
             rid = self.queue.popleft()
             rep = min(serving, key=lambda r: r.outstanding)  # least-outstanding, as the gateway routes
             _, prompt, out = self.started[rid]
-            rep.engine.submit(SimRequest(id=rid, prompt_tokens=min(prompt, self.spec.model.max_model_len - out),
-                                         max_tokens=out))
+            rep.engine.submit(
+                SimRequest(
+                    id=rid, prompt_tokens=min(prompt, self.spec.model.max_model_len - out), max_tokens=out
+                )
+            )
             self._kick(rep, now)
 
     def _kick(self, rep: Replica, now: float) -> None:
@@ -252,14 +273,22 @@ class Fleet:
     # ------------------------------------------------------------------ capacity
     def _spot_capacity_left(self) -> bool:
         cap = self.config.spot_capacity
-        in_use = sum(1 for r in self.replicas if r.pool == "spot" and r.stopped is None and r.ready_at is not None)
+        in_use = sum(
+            1 for r in self.replicas if r.pool == "spot" and r.stopped is None and r.ready_at is not None
+        )
         return cap is None or in_use < cap
 
     def _new_replica(self, pool: str, now: float, warm: bool) -> Replica:
         has_capacity = pool != "spot" or self._spot_capacity_left()
         ready_at = (now if warm else now + self.config.cold_start_s) if has_capacity else None
-        rep = Replica(next(self.ids), pool, FastBatchEngine(self.profile), created=now, ready_at=ready_at,
-                      billed_from=now if has_capacity else None)
+        rep = Replica(
+            next(self.ids),
+            pool,
+            FastBatchEngine(self.profile),
+            created=now,
+            ready_at=ready_at,
+            billed_from=now if has_capacity else None,
+        )
         if ready_at is not None:
             self.at(ready_at, "ready", rep)
         self.replicas.append(rep)
@@ -278,8 +307,10 @@ class Fleet:
         if self.config.static_replicas is not None:
             want = {"on-demand": self.target, "spot": 0}
         else:
-            late = late_spot(self.spec, (now - r.created for r in self._live("spot")
-                                         if r.ready_at is None or r.ready_at > now))
+            late = late_spot(
+                self.spec,
+                (now - r.created for r in self._live("spot") if r.ready_at is None or r.ready_at > now),
+            )
             counts = split_replicas(self.spec, self.target, late)
             want = {"on-demand": counts.on_demand, "spot": counts.spot}
             if counts.fallback and not warm:  # one tick's worth per tick that ran stand-ins
@@ -291,12 +322,19 @@ class Fleet:
             # Scale down: not-ready replicas first (as the ReplicaSet controller does), then the least busy.
             for rep in sorted(live, key=lambda r: (r.serving(now), r.outstanding))[: max(0, len(live) - n)]:
                 self._drain(rep, now, self.config.drain_s)
-        self.stats.peak_replicas = max(self.stats.peak_replicas, sum(1 for r in self.replicas if r.stopped is None))
+        self.stats.peak_replicas = max(
+            self.stats.peak_replicas, sum(1 for r in self.replicas if r.stopped is None)
+        )
         self._try_spot_capacity(now)
 
     def _try_spot_capacity(self, now: float) -> None:
         for rep in self.replicas:
-            if rep.pool == "spot" and rep.ready_at is None and rep.stopped is None and rep.draining_until is None:
+            if (
+                rep.pool == "spot"
+                and rep.ready_at is None
+                and rep.stopped is None
+                and rep.draining_until is None
+            ):
                 if not self._spot_capacity_left():
                     return
                 rep.ready_at, rep.billed_from = now + self.config.cold_start_s, now
@@ -331,8 +369,11 @@ class Fleet:
         self._dispatch(now)
 
     def _on_reclaim(self, now: float, _: Any) -> None:
-        spot = [r for r in self.replicas
-                if r.pool == "spot" and r.stopped is None and r.ready_at is not None and r.draining_until is None]
+        spot = [
+            r
+            for r in self.replicas
+            if r.pool == "spot" and r.stopped is None and r.ready_at is not None and r.draining_until is None
+        ]
         slot = self.rng.randrange(self._spot_slots)
         if slot < len(spot):
             self.stats.reclaims += 1
@@ -354,21 +395,34 @@ class Fleet:
         waiting = len(self.queue) + sum(len(r.engine.waiting) for r in serving)
         kv = sum(r.engine.kv_usage for r in serving) / len(serving) if serving else None
         if len(serving) >= self.target:
-            self.reclaimed = 0  # every reclaimed replica is replaced (the operator's Reclaim condition: Replaced)
-        return Observation(waiting=waiting, running=sum(len(r.engine.running) for r in serving), ready=len(serving),
-                           ttft_p95=quantile([t for _, t in self.recent_ttft], 0.95), kv_usage=kv,
-                           prompt_tps=sum(p for _, p, _ in self.tokens) / span,
-                           generation_tps=sum(g for _, _, g in self.tokens) / span,
-                           replacing=replacing(self.reclaimed, self.target, len(serving)))
+            self.reclaimed = (
+                0  # every reclaimed replica is replaced (the operator's Reclaim condition: Replaced)
+            )
+        return Observation(
+            waiting=waiting,
+            running=sum(len(r.engine.running) for r in serving),
+            ready=len(serving),
+            ttft_p95=quantile([t for _, t in self.recent_ttft], 0.95),
+            kv_usage=kv,
+            prompt_tps=sum(p for _, p, _ in self.tokens) / span,
+            generation_tps=sum(g for _, _, g in self.tokens) / span,
+            replacing=replacing(self.reclaimed, self.target, len(serving)),
+        )
 
     def _on_tick(self, now: float, _: Any) -> None:
         if self.state is not None:
-            d = decide(self.spec.autoscaling, self.state, self.observe(now), EPOCH + timedelta(seconds=now),
-                       capacity=self.capacity)
+            d = decide(
+                self.spec.autoscaling,
+                self.state,
+                self.observe(now),
+                EPOCH + timedelta(seconds=now),
+                capacity=self.capacity,
+            )
             self.state = d.state
             if d.changed:
-                self.stats.scale_events.append({"t": round(now, 1), "from": d.previous, "to": d.target,
-                                                "reason": d.reason})
+                self.stats.scale_events.append(
+                    {"t": round(now, 1), "from": d.previous, "to": d.target, "reason": d.reason}
+                )
             self.target = d.target
         self._reconcile(now)
         self.at(now + self.config.tick_s, "tick")
@@ -379,7 +433,11 @@ class Fleet:
             return  # a spot replica that never got a node: nothing billed
         seconds = max(0.0, now - max(rep.billed_from, self.config.warmup_s))
         self.stats.replica_seconds[rep.pool] += seconds
-        price = self.sizing.spot_per_replica_hour if rep.pool == "spot" else self.sizing.on_demand_per_replica_hour
+        price = (
+            self.sizing.spot_per_replica_hour
+            if rep.pool == "spot"
+            else self.sizing.on_demand_per_replica_hour
+        )
         self.stats.cost += price * seconds / 3600.0
 
     def _account(self, now: float) -> None:
@@ -418,7 +476,9 @@ def simulate(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConf
     }
 
 
-def compare(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConfig) -> Iterator[dict[str, Any]]:
+def compare(
+    spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConfig
+) -> Iterator[dict[str, Any]]:
     """The autoscaled fleet and, in the same run, the baseline: a static on-demand fleet of maxReplicas."""
     auto = simulate(spec, trace, replace(config, static_replicas=None))
     static_n = config.static_replicas or spec.autoscaling.max_replicas
@@ -426,6 +486,9 @@ def compare(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConfi
     yield {"fleet": "autoscaled", **auto}
     yield {"fleet": f"static-on-demand-{static_n}", **base}
     ratio = (auto["cost_usd"] / base["cost_usd"]) if base["cost_usd"] else None
-    yield {"fleet": "summary", "cost_ratio_vs_static": None if ratio is None else round(ratio, 3),
-           "ttft_p95_ms": {"autoscaled": auto["ttft_p95_ms"], "static": base["ttft_p95_ms"]},
-           "completed": {"autoscaled": auto["completed"], "static": base["completed"]}}
+    yield {
+        "fleet": "summary",
+        "cost_ratio_vs_static": None if ratio is None else round(ratio, 3),
+        "ttft_p95_ms": {"autoscaled": auto["ttft_p95_ms"], "static": base["ttft_p95_ms"]},
+        "completed": {"autoscaled": auto["completed"], "static": base["completed"]},
+    }

@@ -139,7 +139,8 @@ class BatchEngine:
         decoding = [r for r in self.running.values() if r.prefilled >= r.prompt_tokens]
         budget -= len(decoding)
         prefill_tokens, completed_prefill = prefill_chunks(
-            (r for r in self.running.values() if r.prefilled < r.prompt_tokens), budget)
+            (r for r in self.running.values() if r.prefilled < r.prompt_tokens), budget
+        )
         result = StepResult(duration_s=p.step_seconds(len(decoding), prefill_tokens))
         for r in decoding + completed_prefill:
             r.generated += 1
