@@ -1,37 +1,9 @@
-"""Project rules checked in the test run: import layering, lint, types on the pure packages."""
+"""Project rules the linters do not check. ruff, mypy and the import contracts run as steps of hack/test.sh
+(both tiers) and of pre-commit, not inside pytest; test_import_contracts.py checks the contracts themselves."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 from tests.conftest import ROOT
-
-BIN = Path(sys.executable).parent
-
-
-def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "operator")}
-    return subprocess.run(
-        [str(BIN / name), *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
-    )
-
-
-def test_import_contracts_hold() -> None:
-    result = tool("lint-imports", "--no-cache")
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_ruff_is_clean() -> None:
-    result = tool("ruff", "check", "operator", "tests", "bench")
-    assert result.returncode == 0, result.stdout
-
-
-def test_mypy_strict_on_the_api_renderers_and_gateway() -> None:
-    result = tool("mypy")
-    assert result.returncode == 0, result.stdout
 
 
 def test_operator_dir_is_not_a_package() -> None:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from llmfleet import __version__
 from llmfleet.api import vllm_flags
 from llmfleet.api.quantity import Duration, Quantity, parse_duration
 
@@ -28,7 +29,7 @@ SHORT_NAMES = ["llmd"]
 # upgrade moves such CRs to the release it was tested with.
 TESTED_VLLM_VERSION = "0.33.0"
 DEFAULT_ENGINE_IMAGE = f"vllm/vllm-openai:v{TESTED_VLLM_VERSION}"
-DEFAULT_LLMFLEET_IMAGE = "ghcr.io/llmfleet/llmfleet:0.1.0"
+DEFAULT_LLMFLEET_IMAGE = f"ghcr.io/llmfleet/llmfleet:{__version__}"
 DEFAULT_REDIS_IMAGE = "redis:8"
 SPOT_NOTICE_SECONDS = 120.0
 
