@@ -114,7 +114,6 @@ def module(src: Path, version: str) -> str:
     owned = {d: sorted(found[d]) for d in OWNED}
     breaking = {d: sorted(found[d]) for d in BREAKING}
     lines = [
-        "# ruff: noqa: E501",
         f'"""vLLM {version}\'s option strings for the flags the operator owns or that would break a pod; generated.',
         "",
         "By hack/vllm_flags.py from vLLM's own argument definitions (aliases, EnableDisableAction's inverse and",

@@ -14,27 +14,14 @@ OWNED: dict[str, tuple[str, ...]] = {
     "model_tag": ("model_tag",),
     "model": ("--model",),
     "served_model_name": ("--served-model-name",),
-    "tensor_parallel_size": (
-        "--tensor-parallel-size",
-        "-tp",
-    ),
+    "tensor_parallel_size": ("--tensor-parallel-size", "-tp",),
     "max_model_len": ("--max-model-len",),
-    "enable_prefix_caching": (
-        "--disable-prefix-caching",
-        "--enable-prefix-caching",
-        "--no-enable-prefix-caching",
-    ),
-    "gpu_memory_utilization": (
-        "--device-memory-utilization",
-        "--gpu-memory-utilization",
-    ),
+    "enable_prefix_caching": ("--disable-prefix-caching", "--enable-prefix-caching", "--no-enable-prefix-caching",),
+    "gpu_memory_utilization": ("--device-memory-utilization", "--gpu-memory-utilization",),
     "port": ("--port",),
     "host": ("--host",),
     "dtype": ("--dtype",),
-    "quantization": (
-        "--quantization",
-        "-q",
-    ),
+    "quantization": ("--quantization", "-q",),
     "shutdown_timeout": ("--shutdown-timeout",),
 }
 
@@ -44,10 +31,7 @@ BREAKING: dict[str, tuple[tuple[str, ...], str]] = {
     "grpc": (("--grpc",), "serves gRPC instead of the OpenAI HTTP API the gateway speaks"),
     "grpc_port": (("--grpc-port",), "needs the Rust frontend the image does not run"),
     "headless": (("--headless",), "starts no API server at all"),
-    "api_key": (
-        ("--api-key",),
-        "makes the engine refuse the gateway's requests (the gateway holds the keys)",
-    ),
+    "api_key": (("--api-key",), "makes the engine refuse the gateway's requests (the gateway holds the keys)"),
     "disable_log_stats": (("--disable-log-stats",), "turns off the metrics the autoscaler reads"),
     "config": (("--config",), "reads more flags from a file, owned ones included"),
     "root_path": (("--root-path",), "moves the API away from the paths the gateway and probes use"),

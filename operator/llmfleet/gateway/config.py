@@ -34,12 +34,12 @@ class Auth(_M):
     keys_file: str | None = None
 
 
-class Limits(_M):
+class LimitsConfig(_M):
     requests_per_minute: int = 600
     tokens_per_minute: int = 200_000
 
 
-class Sensitivity(_M):
+class SensitivityConfig(_M):
     header: str = "X-Data-Sensitivity"
     detectors: list[DetectorName] = Field(default_factory=lambda: list(DETECTOR_NAMES))
     default: Literal["sensitive", "general"] = "sensitive"
@@ -82,8 +82,8 @@ class GatewayConfig(_M):
     engines: Engines = Field(default_factory=Engines)
     routing: Literal["least-outstanding", "prefix-affinity"] = "prefix-affinity"
     auth: Auth = Field(default_factory=Auth)
-    limits: Limits = Field(default_factory=Limits)
-    sensitivity: Sensitivity = Field(default_factory=Sensitivity)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    sensitivity: SensitivityConfig = Field(default_factory=SensitivityConfig)
     external: External = Field(default_factory=External)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     max_body_bytes: int = 4 * 1024 * 1024

@@ -250,7 +250,7 @@ async def _reconcile_or_raise(namespace: str, name: str, body: Obj | None = None
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def on_llmdeployment(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> None:
-    await _reconcile_or_raise(namespace or "", name, _plain(body))
+    await _reconcile_or_raise(namespace or "", name, _as_dict(body))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
@@ -266,7 +266,7 @@ async def autoscale(namespace: str | None, name: str, spec: kopf.Spec, **_: Any)
         log.warning("%s/%s: autoscaler tick failed (%s); the next tick retries", namespace, name, exc)
 
 
-def _plain(body: Any) -> Obj:
+def _as_dict(body: Any) -> Obj:
     """kopf's body view as a plain dict with apiVersion and kind (what the planner reads)."""
     obj = dict(body)
     obj.setdefault("apiVersion", API_VERSION)
@@ -278,7 +278,7 @@ def _plain(body: Any) -> Obj:
 def _cr_changed(body: Any, type: str | None, **_: Any) -> None:
     """Keep the CR store current (no API call): child-triggered reconciles read the CR from here."""
     if _reconciler is not None and body.get("metadata", {}).get("namespace"):
-        _reconciler.store.cr_event(_plain(body), deleted=type == "DELETED")
+        _reconciler.store.cr_event(_as_dict(body), deleted=type == "DELETED")
 
 
 async def _child_changed(
