@@ -9,8 +9,8 @@ Two phases, one cluster, one operator:
    time, each after the previous one's children exist: the apply → children-created latency a user of a
    busy cluster sees (``apply_to_children_p50_s``/``p95``).
 "Children created" means every object the renderer plans for that CR exists (watches on every child kind).
-Then, once every rollout is over: writes the operator makes in an idle period (from the API server's audit
-log), operator RSS and CPU. Baseline in the same run: the same children applied directly with server-side apply by this process
+Then, once every rollout is over and every CR's autoscaler has ticked once: writes the operator makes in an idle
+period (from the API server's audit log, by resource), operator RSS and CPU. Baseline in the same run: the same children applied directly with server-side apply by this process
 (what the API server alone costs), reported as ``direct_apply_children_p50_s`` and a ratio.
 
     python bench/reconcile.py [--crs 100] [--latency 20] [--idle 60] [--quick] [--kubeconfig PATH]
@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -103,8 +104,9 @@ class ChildWatch:
             return
 
 
-def audit_writes(audit: Path, since: float) -> int:
-    n = 0
+def audit_writes(audit: Path, since: float) -> Counter[str]:
+    """The operator's writes since a time, counted by what they wrote ("patch llmdeployments/status")."""
+    n: Counter[str] = Counter()
     with audit.open() as f:
         for line in f:
             ev = json.loads(line)
@@ -120,7 +122,9 @@ def audit_writes(audit: Path, since: float) -> int:
                 continue
             ts = datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
             if ts >= since:
-                n += 1
+                ref = ev.get("objectRef") or {}
+                what = "/".join(filter(None, (ref.get("resource"), ref.get("subresource"))))
+                n[f"{ev.get('verb')} {what}"] += 1
     return n
 
 
@@ -246,16 +250,17 @@ def main() -> int:  # noqa: C901 - one script: flags, then each phase in turn
         children.stop.set()
 
         def settled_count() -> int:
-            """CRs whose rollouts are over (Progressing False): a gateway pod counts as available only after
-            the Deployment's minReadySeconds, so Ready comes a few seconds before the last status change."""
+            """CRs whose rollouts are over (Progressing False) and whose autoscaler has ticked once (a
+            MetricsAvailable condition): a gateway pod counts as available only after the Deployment's
+            minReadySeconds, and the first tick comes one interval after creation and records its first read;
+            both are changes, not idle writes."""
             items = kube.list("llmfleet.io/v1alpha1", "LLMDeployment", NS, "")
+            conditions = [(o.get("status") or {}).get("conditions", []) for o in items]
             return sum(
                 1
-                for o in items
-                if any(
-                    c["type"] == "Progressing" and c["status"] == "False"
-                    for c in (o.get("status") or {}).get("conditions", [])
-                )
+                for cs in conditions
+                if any(c["type"] == "Progressing" and c["status"] == "False" for c in cs)
+                and any(c["type"] == "MetricsAvailable" for c in cs)
             )
 
         deadline = time.perf_counter() + 120
@@ -283,7 +288,8 @@ def main() -> int:  # noqa: C901 - one script: flags, then each phase in turn
             if single
             else None,
             "idle_window_s": args.idle,
-            "idle_writes_per_min": round(writes * 60 / args.idle, 2),
+            "idle_writes_per_min": round(sum(writes.values()) * 60 / args.idle, 2),
+            "idle_writes": dict(writes),
             "operator_rss_mib": round(proc_rss_kib(operator.pid) / 1024, 1),
             "operator_cpu_s": round(proc_cpu_seconds(operator.pid), 2),
         }

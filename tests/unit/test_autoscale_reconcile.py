@@ -200,3 +200,50 @@ def test_autoscaling_off_reads_no_metrics_and_says_so(minimal_obj: dict) -> None
     asyncio.run(r.autoscale("ml", "demo", kube.objects[CR]["spec"]))
     assert metrics.calls == [] and replicas(kube) == (1, 1)
     assert condition(kube, "MetricsAvailable")["reason"] == "AutoscalingDisabled"
+
+
+def test_an_idle_operator_writes_nothing_while_prometheus_fails_in_changing_ways(minimal_obj: dict) -> None:
+    """The failure changes shape from tick to tick (a refused connection, a full pool, a timeout, DNS), the
+    cause does not: after the first tick's status, further ticks write nothing."""
+    import httpx
+
+    from llmfleet.autoscale.metrics import PrometheusSource
+
+    errors = [
+        httpx.ConnectError("[Errno -2] Name or service not known"),
+        httpx.PoolTimeout(""),
+        httpx.ConnectError("[Errno -3] Temporary failure in name resolution"),
+        httpx.ConnectTimeout("timed out"),
+        httpx.ConnectError("[Errno 111] Connection refused"),
+    ]
+    calls = [0]
+
+    def fail(request: httpx.Request) -> httpx.Response:
+        calls[0] += 1
+        raise errors[calls[0] % len(errors)]
+
+    source = PrometheusSource(httpx.AsyncClient(transport=httpx.MockTransport(fail)))
+    minimal_obj["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 8}
+
+    class StatusCounting(FakeKube):
+        status_writes = 0
+
+        def patch_status(self, *args: object, **kwargs: object) -> None:
+            self.status_writes += 1
+            super().patch_status(*args, **kwargs)  # type: ignore[arg-type]
+
+    kube = StatusCounting()  # children are re-applied here (no watch feeds the store); status is what counts
+    kube.add(minimal_obj)
+    now = [T0]
+    r = Reconciler(kube, RenderOptions(), clock=lambda: now[0], metrics=source)
+    asyncio.run(r.reconcile("ml", "demo"))
+    asyncio.run(r.autoscale("ml", "demo", kube.objects[CR]["spec"]))
+    assert condition(kube, "MetricsAvailable")["reason"] == "PrometheusUnreachable"
+    assert "is not reachable" in condition(kube, "MetricsAvailable")["message"]
+    before = kube.status_writes
+    for tick in range(1, 13):
+        now[0] = T0 + timedelta(seconds=15 * tick)
+        r.store.cr_event(kube.get(*CR), deleted=False)
+        asyncio.run(r.autoscale("ml", "demo", kube.objects[CR]["spec"]))
+    assert calls[0] > 12 * 9 // 2  # every tick queried
+    assert kube.status_writes == before

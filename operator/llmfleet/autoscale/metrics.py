@@ -10,6 +10,7 @@ need a client that depends on matplotlib (a fork of it exists only to make that 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,6 +21,22 @@ from llmfleet.api.conditions import ConditionResult, Reason
 from llmfleet.autoscale.policy import PROMPT_ALL, PROMPT_COMPUTED, Observation
 
 QUERY_TIMEOUT_SECONDS = 5.0
+log = logging.getLogger("llmfleet.autoscale")
+
+
+def failure_cause(exc: Exception) -> str:
+    """Why a query failed, in words that stay the same while the cause does: the condition's message is part of
+    the status, and a message that changed with each attempt's exception (a refused connection on one tick, a
+    full connection pool on the next) would patch the status of every CR on every tick of an idle operator."""
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return "is not reachable"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"did not answer within {QUERY_TIMEOUT_SECONDS:g} s"
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"answered HTTP {exc.response.status_code}"
+    if isinstance(exc, httpx.HTTPError):
+        return "broke off the connection"
+    return "did not answer with a Prometheus query result"
 
 
 @dataclass(frozen=True)
@@ -84,12 +101,13 @@ class PrometheusSource:
         try:
             values = await asyncio.gather(*(self._query(url, promql) for promql in q.values()))
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.debug("querying %s failed: %s: %s", url, type(exc).__name__, exc)
             return Observed(
                 None,
                 ConditionResult(
                     "False",
                     Reason.PROMETHEUS_UNREACHABLE,
-                    f"Querying {url} failed ({type(exc).__name__}: {exc}); holding the replica count.",
+                    f"Prometheus at {url} {failure_cause(exc)}; holding the replica count.",
                 ),
             )
         got = dict(zip(q, values, strict=True))
