@@ -367,6 +367,7 @@ class Load:
                 "model": NAME,
                 "stream": True,
                 "max_tokens": out,
+                "ignore_eos": True,  # the trace's output length, exactly (as vLLM's own serving benchmark does)
                 "temperature": 1.0,
                 "messages": [{"role": "user", "content": f"user {i} asks: " + "word " * max(1, prompt - 8)}],
             }

@@ -101,7 +101,9 @@ class Stream:
     def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return sse({**self.head, "choices": choices, **extra})
 
-    def delta(self, text: str) -> bytes:
+    def delta(self, text: str, usage_counts: tuple[int, int] | None = None) -> bytes:
+        """A text chunk; with `usage_counts` (prompt, completion so far) it carries usage too (vLLM's
+        `stream_options.continuous_usage_stats`)."""
         if self.chat:
             delta: dict[str, Any] = {"content": text}
             if self.first:
@@ -110,13 +112,27 @@ class Stream:
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": None}
         self.first = False
+        if usage_counts is not None:
+            return self._chunk([choice], usage=usage(*usage_counts))
         return self._chunk([choice])
 
-    def end(self, finish_reason: str, usage_counts: tuple[int, int] | None = None) -> bytes:
-        """The finishing chunk, the usage chunk when `usage_counts` (prompt, completion) is given, and [DONE]."""
+    def end(
+        self,
+        finish_reason: str,
+        usage_counts: tuple[int, int] | None = None,
+        text: str = "",
+        continuous_usage: bool = False,
+    ) -> bytes:
+        """The finishing chunk (carrying the last `text`, as vLLM's does), the usage chunk when `usage_counts`
+        (prompt, completion) is given, and [DONE]; with `continuous_usage` the finishing chunk carries the usage
+        too."""
         final: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish_reason}
-        final["delta" if self.chat else "text"] = {} if self.chat else ""
-        out = self._chunk([final])
+        if self.chat:
+            final["delta"] = {"content": text} if text else {}
+        else:
+            final["text"] = text
+        extra = {"usage": usage(*usage_counts)} if continuous_usage and usage_counts is not None else {}
+        out = self._chunk([final], **extra)
         if usage_counts is not None:
             out += self._chunk([], usage=usage(*usage_counts))
         return out + DONE

@@ -343,10 +343,11 @@ def test_replicas_that_refuse_connections_do_not_use_up_the_attempts() -> None:
     assert refused == 3
 
 
-@pytest.mark.parametrize("asked", [False, True])
-def test_token_accounting_is_the_engines_own_usage_and_the_client_gets_what_it_asked(asked: bool) -> None:
+@pytest.mark.parametrize("asked", ["nothing", "usage", "continuous"])
+def test_token_accounting_is_the_engines_own_usage_and_the_client_gets_what_it_asked(asked: str) -> None:
     """With --stream-interval 4 a frame carries up to four tokens: counting frames was off by 3x. The gateway asks
-    vLLM for its usage chunk, counts exactly that, and strips it when the client did not ask for it."""
+    vLLM for its usage chunk, counts exactly that, and strips it when the client did not ask for it; with
+    continuous_usage_stats every chunk carries the usage so far, and the count is still exact."""
     e = engine("m", 50.0, "--stream-interval", "4")
     s = gateway(
         {
@@ -357,13 +358,17 @@ def test_token_accounting_is_the_engines_own_usage_and_the_client_gets_what_it_a
         None,
     )
     try:
-        extra = {"stream_options": {"include_usage": True}} if asked else {}
+        options = {
+            "usage": {"include_usage": True},
+            "continuous": {"include_usage": True, "continuous_usage_stats": True},
+        }
+        extra = {"stream_options": options[asked]} if asked in options else {}
         events = []
         for i in range(3):
             with httpx.stream(
                 "POST",
                 s.url + "/v1/chat/completions",
-                json=chat(f"usage {i}", stream=True, max_tokens=37, **extra),
+                json=chat(f"usage {i}", stream=True, max_tokens=37, ignore_eos=True, **extra),
             ) as r:
                 events += [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
         whole = httpx.post(s.url + "/v1/chat/completions", json=chat("usage whole", max_tokens=11)).json()
@@ -372,7 +377,13 @@ def test_token_accounting_is_the_engines_own_usage_and_the_client_gets_what_it_a
         s.stop()
         e.stop()
     usage_chunks = [ev for ev in events if not ev["choices"]]
-    assert len(usage_chunks) == (3 if asked else 0)  # exactly what the client asked for
+    assert len(usage_chunks) == (0 if asked == "nothing" else 3)  # exactly what the client asked for
+    running = [ev["usage"]["completion_tokens"] for ev in events if ev["choices"] and "usage" in ev]
+    if asked == "continuous":  # every chunk, role chunk included: the usage so far
+        assert len(running) == sum(1 for ev in events if ev["choices"]) > 3
+        assert running.count(37) == 3 and max(running) == 37  # each stream's finishing chunk: all 37
+    else:
+        assert running == []
     assert all(u["usage"]["completion_tokens"] == 37 for u in usage_chunks)
     text_frames = [ev for ev in events if ev["choices"] and ev["choices"][0]["delta"].get("content")]
     assert len(text_frames) < 3 * 37 / 2  # the engine did batch tokens into frames
@@ -514,7 +525,9 @@ def test_engine_sim_sigterm_drains_or_aborts_like_vllm(timeout: int) -> None:
     out: list[httpx.Response] = []
 
     def call() -> None:
-        out.append(httpx.post(e.url + "/v1/chat/completions", json=chat(max_tokens=100), timeout=30))
+        out.append(
+            httpx.post(e.url + "/v1/chat/completions", json=chat(max_tokens=100, ignore_eos=True), timeout=30)
+        )
 
     t = threading.Thread(target=call)
     t.start()
@@ -549,7 +562,7 @@ def load_through(url: str, n: int, max_tokens: int, during) -> list[tuple[bool, 
 
     async def one(client: httpx.AsyncClient, i: int) -> None:
         stream = i % 2 == 0
-        body = chat(f"request {i}", max_tokens=max_tokens, stream=stream)
+        body = chat(f"request {i}", max_tokens=max_tokens, stream=stream, ignore_eos=True)  # a fixed length
         async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
             data = b""
             async for chunk in r.aiter_raw():
@@ -628,3 +641,38 @@ def test_gateway_access_log_has_no_prompt_text(engines) -> None:
 
 def test_sensitive_server_unused(gw: Server) -> None:
     assert gw.proc.poll() is None
+
+
+def test_engine_sim_ends_answers_like_vllm() -> None:
+    """EOS after the prompt's own length (finish_reason "stop", fewer tokens than max_tokens) unless ignore_eos;
+    a stop string ends the answer and is cut from it; the streamed text, with the last token on the finishing
+    chunk, is the whole answer's."""
+    e = engine("m", 200.0)
+    try:
+
+        def ask(**extra) -> dict:
+            return httpx.post(e.url + "/v1/chat/completions", json=chat("ends", **extra), timeout=60).json()
+
+        eos = ask(max_tokens=4000)
+        with httpx.stream(
+            "POST", e.url + "/v1/chat/completions", json=chat("ends", max_tokens=4000, stream=True)
+        ) as r:
+            events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+        full = ask(max_tokens=300, ignore_eos=True)
+        stopped = ask(max_tokens=300, ignore_eos=True, stop=["cache"])
+        kept = ask(max_tokens=300, ignore_eos=True, stop=["cache"], include_stop_str_in_output=True)
+        floor = ask(max_tokens=4000, min_tokens=eos["usage"]["completion_tokens"] + 5)
+    finally:
+        e.stop()
+    n = eos["usage"]["completion_tokens"]
+    assert eos["choices"][0]["finish_reason"] == "stop" and 32 <= n < 4000
+    streamed = "".join(ev["choices"][0]["delta"].get("content", "") for ev in events)
+    assert streamed == eos["choices"][0]["message"]["content"]
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+    assert full["choices"][0]["finish_reason"] == "length" and full["usage"]["completion_tokens"] == 300
+    text = full["choices"][0]["message"]["content"]
+    cut = text.index("cache")
+    assert stopped["choices"][0]["finish_reason"] == "stop"
+    assert stopped["choices"][0]["message"]["content"] == text[:cut]
+    assert kept["choices"][0]["message"]["content"] == text[: cut + len("cache")]
+    assert floor["choices"][0]["finish_reason"] == "stop" and floor["usage"]["completion_tokens"] == n + 6

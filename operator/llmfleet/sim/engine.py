@@ -1,8 +1,10 @@
 """`llmfleet engine-sim`: a server that looks like `vllm serve` from outside, driven by the perf model.
 
-OpenAI API (chat and text completions, SSE streaming with usage, /v1/models, /health), vLLM's metric
-names on /metrics, deterministic output derived from the prompt (so caches can be tested), client
-disconnects abort the request. Raw ASGI on uvicorn: no framework on the hot path.
+OpenAI API (chat and text completions, SSE streaming with usage and continuous usage, /v1/models, /health),
+vLLM's metric names on /metrics, deterministic output derived from the prompt (so caches can be tested) that
+ends as vLLM's does (EOS after a per-prompt length unless ``ignore_eos``, stop strings, ``min_tokens``,
+``max_tokens``), client disconnects abort the request. Raw ASGI on uvicorn: no framework on the hot path.
+tests/integration/test_vllm_conformance.py validates its answers with vLLM's own protocol models.
 
 SIGTERM does what vLLM 0.33's API server does (``vllm/entrypoints/launchers/launcher.py`` and
 ``EngineCore._handle_shutdown``): the HTTP server keeps listening while the engine shuts down. With
@@ -129,6 +131,8 @@ LATENCY_BUCKETS = (
     1920.0,
     7680.0,
 )
+# Where an answer ends by EOS when the request does not say ignore_eos: a per-prompt length in this range.
+DEFAULT_ANSWER_TOKENS = (32, 1024)
 FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")  # vLLM's FinishReason
 PROMPT_SOURCES = ("local_compute", "local_cache_hit", "external_kv_transfer")  # vLLM's PromptTokenStats
 
@@ -163,6 +167,66 @@ def prefix_blocks(text: str) -> tuple[int, ...]:
 def output_tokens(text: str, n: int) -> list[str]:
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
     return [(" " if i else "") + WORDS[(seed + i * 7) % len(WORDS)] for i in range(n)]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The request's fields that decide where its answer ends, as vLLM's SamplingParams reads them."""
+
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    include_stop_str_in_output: bool = False
+
+
+@dataclass(frozen=True)
+class Answer:
+    tokens: list[str]  # one text piece per generated token; the EOS token's is ""
+    finish: str  # "stop" (EOS or a stop string) or "length"
+    stop_reason: str | None = None  # the stop string that ended it
+
+
+def answer(text: str, sampling: Sampling, answer_tokens: tuple[int, int] | None) -> Answer:
+    """The answer a model gives to `text`: deterministic words; it ends with EOS after the prompt's natural
+    length (drawn from `answer_tokens`, never before `min_tokens`; `ignore_eos` or no range: never), at the
+    first stop string (cut from the text unless `include_stop_str_in_output`), or at `max_tokens` — vLLM's
+    order of checks (``vllm/v1/engine/detokenizer.py``, ``vllm/v1/core/sched/utils.py``)."""
+    n = sampling.max_tokens
+    eos_at = None
+    if answer_tokens is not None and not sampling.ignore_eos:
+        lo, hi = answer_tokens
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[4:8], "big")
+        eos_at = max(lo + seed % (hi - lo + 1), sampling.min_tokens + 1)  # the EOS token's position, 1-based
+        if eos_at <= n:
+            n = eos_at
+        else:
+            eos_at = None
+    words = output_tokens(text, n)
+    if eos_at is not None:
+        words[-1] = ""  # EOS: counted as a generated token, no text
+    if sampling.stop:
+        out = ""
+        for i, word in enumerate(words):
+            start = max(0, len(out) - max(map(len, sampling.stop)) + 1)
+            out += word
+            if i + 1 <= sampling.min_tokens:
+                continue
+            hits = [(pos, s) for s in sampling.stop if (pos := out.find(s, start)) >= 0]
+            if hits:
+                pos, s = min(hits)
+                end = pos + len(s) if sampling.include_stop_str_in_output else pos
+                return Answer(_cut(words[: i + 1], end), "stop", s)
+    return Answer(words, "stop" if eos_at is not None else "length")
+
+
+def _cut(words: list[str], end: int) -> list[str]:
+    """`words` with their joined text cut to `end` characters (the token count is kept)."""
+    out, seen = [], 0
+    for w in words:
+        out.append(w[: max(0, end - seen)])
+        seen += len(w)
+    return out
 
 
 class Metrics:
@@ -262,14 +326,21 @@ class Pending:
     first_at: float | None = None
     last_at: float | None = None
     words: list[str] = field(default_factory=list)
-    finish: str = "length"  # vLLM's finish reason: "length" here (no stop strings), "abort" when aborted
+    finish: str = "length"  # vLLM's finish reason: "stop", "length", or "abort" when aborted
     scheduled: bool = False  # admitted to the running batch (its queue time and prompt sources are counted)
 
 
 class EngineSim:
     """The scheduling loop: steps the perf model in (sped-up) real time and feeds tokens to requests."""
 
-    def __init__(self, profile: EngineProfile, model: str, speedup: float = 1.0) -> None:
+    def __init__(
+        self,
+        profile: EngineProfile,
+        model: str,
+        speedup: float = 1.0,
+        answer_tokens: tuple[int, int] | None = DEFAULT_ANSWER_TOKENS,
+    ) -> None:
+        self.answer_tokens = answer_tokens
         self.engine = BatchEngine(profile)
         self.metrics = Metrics(model)
         self.model = model
@@ -285,14 +356,15 @@ class EngineSim:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
 
-    def submit(self, text: str, max_tokens: int) -> Pending:
+    def submit(self, text: str, sampling: Sampling) -> Pending:
+        ans = answer(text, sampling, self.answer_tokens)
         req = SimRequest(
             id=f"r{next(self._ids)}",
             prompt_tokens=count_tokens(text),
-            max_tokens=max(1, max_tokens),
+            max_tokens=len(ans.tokens),
             prefix_blocks=prefix_blocks(text),
         )
-        p = Pending(req=req, words=output_tokens(text, req.max_tokens))
+        p = Pending(req=req, words=ans.tokens, finish=ans.finish)
         if self.shutting_down:  # vLLM's engine core rejects an add during shutdown: aborted, no tokens
             p.finish = "abort"
             p.queue.put_nowait(None)
@@ -386,6 +458,38 @@ class EngineSim:
 
 class _ClientGone(Exception):
     pass
+
+
+def sampling_of(body: dict[str, Any], max_tokens: int) -> Sampling | tuple[str, str]:
+    """The request's stop conditions, or (field, message) for a 400 (vLLM's pydantic request model)."""
+    stop = body.get("stop")
+    if stop is None:
+        stops: tuple[str, ...] = ()
+    elif isinstance(stop, str):
+        stops = (stop,)
+    elif isinstance(stop, list) and all(isinstance(x, str) for x in stop):
+        stops = tuple(stop)
+    else:
+        return "stop", "stop must be a string or a list of strings"
+    stops = tuple(x for x in stops if x)
+    for name in ("ignore_eos", "include_stop_str_in_output"):
+        if not isinstance(body.get(name, False), bool):
+            return name, f"{name} must be a boolean"
+    min_tokens = body.get("min_tokens", 0)
+    if not isinstance(min_tokens, int) or isinstance(min_tokens, bool) or min_tokens < 0:
+        return "min_tokens", "min_tokens must be a non-negative integer"
+    if min_tokens > max_tokens:
+        return (
+            "min_tokens",
+            f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {min_tokens}.",
+        )
+    return Sampling(
+        max_tokens=max_tokens,
+        stop=stops,
+        ignore_eos=bool(body.get("ignore_eos", False)),
+        min_tokens=min_tokens,
+        include_stop_str_in_output=bool(body.get("include_stop_str_in_output", False)),
+    )
 
 
 def _error(
@@ -519,11 +623,17 @@ class EngineApp:
                 ),
             )
             return
-        p = self.sim.submit(text, max_tokens)
+        sampling = sampling_of(body, max_tokens)
+        if isinstance(sampling, tuple):
+            await self._send(send, *_error(400, sampling[1], param=sampling[0]))
+            return
+        p = self.sim.submit(text, sampling)
         rid = wire.completion_id(chat)
         created = int(time.time())
         stream = bool(body.get("stream"))
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        options = body.get("stream_options") or {}
+        include_usage = bool(options.get("include_usage"))
+        continuous = include_usage and bool(options.get("continuous_usage_stats"))
         disconnected = asyncio.get_running_loop().create_future()
 
         async def watch_disconnect() -> None:
@@ -537,7 +647,7 @@ class EngineApp:
         watcher = asyncio.get_running_loop().create_task(watch_disconnect())
         try:
             if stream:
-                await self._stream(send, p, rid, created, chat, include_usage, disconnected)
+                await self._stream(send, p, rid, created, chat, include_usage, continuous, disconnected)
             else:
                 words = []
                 while (word := await self._next_token(p, disconnected)) is not None:
@@ -581,6 +691,7 @@ class EngineApp:
         created: int,
         chat: bool,
         include_usage: bool,
+        continuous: bool,
         disconnected: asyncio.Future[bool],
     ) -> None:
         await send(
@@ -591,25 +702,31 @@ class EngineApp:
             }
         )
         out = wire.Stream(self.served_name, chat, rid, created)
+        prompt, total = p.req.prompt_tokens, len(p.words)
         n = 0
+
+        def usage() -> tuple[int, int] | None:  # continuous_usage_stats: every chunk says the usage so far
+            return (prompt, n) if continuous else None
+
+        async def write(body: bytes) -> None:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
         pending: list[str] = []
         while (word := await self._next_token(p, disconnected)) is not None:
             if n == 0 and chat:  # vLLM's first write of a chat stream: the role, no text
-                await send({"type": "http.response.body", "body": out.delta(""), "more_body": True})
+                await write(out.delta("", usage()))
             n += 1
             pending.append(word)
-            # --stream-interval: the first token alone, then every N tokens (vLLM's OutputProcessor)
-            if n == 1 or len(pending) >= self.stream_interval:
-                await send(
-                    {"type": "http.response.body", "body": out.delta("".join(pending)), "more_body": True}
-                )
+            # --stream-interval: the first token alone, then every N tokens (vLLM's OutputProcessor); the last
+            # token's text rides on the finishing chunk
+            if n < total and (n == 1 or len(pending) >= self.stream_interval):
+                await write(out.delta("".join(pending), usage()))
                 pending.clear()
-        if pending:
-            await send({"type": "http.response.body", "body": out.delta("".join(pending)), "more_body": True})
         if n == 0 and chat:  # an abort's stream still starts with the role chunk
-            await send({"type": "http.response.body", "body": out.delta(""), "more_body": True})
+            await write(out.delta("", usage()))
         # The finish chunk, the usage chunk (only when asked) and [DONE]: three writes, as vLLM makes them.
-        events = out.end(p.finish, (p.req.prompt_tokens, n) if include_usage else None).split(b"\n\n")[:-1]
+        end = out.end(p.finish, (prompt, n) if include_usage else None, "".join(pending), continuous)
+        events = end.split(b"\n\n")[:-1]
         for i, event in enumerate(events):
             await send(
                 {"type": "http.response.body", "body": event + b"\n\n", "more_body": i < len(events) - 1}
@@ -654,6 +771,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stream-interval", type=int, default=1, help="tokens per streamed chunk after the first (vLLM's)"
     )
+    p.add_argument(
+        "--answer-tokens",
+        type=answer_range,
+        default=DEFAULT_ANSWER_TOKENS,
+        metavar="LO:HI",
+        help="a prompt's natural answer length, after which the model emits EOS (finish_reason stop) unless the "
+        "request says ignore_eos; 0 = never (every answer runs to max_tokens, as in a benchmark)",
+    )
+
+
+def answer_range(value: str) -> tuple[int, int] | None:
+    if value.strip() == "0":
+        return None
+    try:
+        lo, hi = (int(x) for x in value.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: want LO:HI (e.g. 32:1024) or 0") from None
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"{value!r}: want 1 <= LO <= HI")
+    return lo, hi
 
 
 def build_app(args: argparse.Namespace) -> EngineApp:
@@ -683,7 +820,7 @@ def build_app(args: argparse.Namespace) -> EngineApp:
     )
     served = args.served_model_name or args.model
     return EngineApp(
-        EngineSim(profile, served, args.speedup),
+        EngineSim(profile, served, args.speedup, args.answer_tokens),
         served,
         args.max_model_len,
         args.default_max_tokens,
