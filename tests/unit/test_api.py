@@ -148,3 +148,17 @@ def test_any_spelling_of_an_owned_or_breaking_flag_is_refused(
     )  # vLLM reads _ as -
     arg = "--" + body + (".key" if dotted else "") + ("" if value is None else "=" + value)
     assert extra_arg_problem(arg) is not None, arg
+
+
+@given(
+    flag=st.from_regex(r"--[a-z][a-z0-9-]{1,30}", fullmatch=True),
+    key=st.from_regex(r"[a-z_][a-z0-9_.]{0,12}", fullmatch=True),
+    value=st.none() | st.text(max_size=12),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_dotted_key_is_refused_on_any_flag(flag: str, key: str, value: str | None) -> None:
+    """vLLM rewrites --opt.key=v into --opt '{"key": v}'; after a flag that takes no value (--enforce-eager) the
+    JSON is read as the positional model to serve. vLLM's own parser showed it (test_vllm_conformance)."""
+    arg = f"{flag}.{key}" + ("" if value is None else "=" + value)
+    problem = extra_arg_problem(arg)
+    assert problem is not None and "dotted key" in problem

@@ -59,7 +59,7 @@ def test_names_subresources_and_columns() -> None:
 
 
 def test_cross_field_rules_are_cel() -> None:
-    text = yaml.safe_dump(crd())
+    text = yaml.safe_dump(crd(), width=float("inf"))
     for message in (
         "minReplicas must be <= maxReplicas",
         "none of the flags the operator owns",

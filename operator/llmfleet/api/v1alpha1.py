@@ -75,6 +75,14 @@ def extra_arg_problem(arg: str) -> str | None:
             f"{arg!r} is not a flag: vLLM takes a bare word as the model to serve; give each flag with its value "
             "after '=' (--flag=value)"
         )
+    if "." in arg.split("=", 1)[0]:
+        # vLLM's parser rewrites --opt.key=v into --opt '{"key": v}'; after a flag that takes no value that JSON
+        # becomes the positional model to serve (found by vLLM's own parser: tests/integration/
+        # test_vllm_conformance.py).
+        return (
+            f"{arg!r} uses a dotted key, which vLLM turns into a separate argument that it can read as the model "
+            'to serve; give the whole value as JSON instead: --flag={"key": value}'
+        )
     name = _flag_name(arg)
     for dest, options in vllm_flags.OWNED.items():
         hit = next((o for o in options if o.startswith("-") and _takes(name, o)), None)
@@ -91,7 +99,8 @@ def extra_arg_problem(arg: str) -> str | None:
 # option it would be taken as.
 _CEL_OPTIONS = "[" + ", ".join(f"'{o}'" for o in (*OWNED_ENGINE_FLAGS, *BREAKING_ENGINE_FLAGS)) + "]"
 _CEL_EXTRA_ARGS = (
-    "!has(self.extraArgs) || (self.extraArgs.all(a, a.startsWith('-')) && self.extraArgs.map(a, "
+    "!has(self.extraArgs) || (self.extraArgs.all(a, a.startsWith('-') && !a.split('=')[0].contains('.')) && "
+    "self.extraArgs.map(a, "
     "a.split('=')[0].startsWith('--') ? '--' + a.split('=')[0].substring(2).replace('_', '-').split('.')[0] "
     ": a.split('=')[0]).all(n, "
     f"!{_CEL_OPTIONS}.exists(o, o.startsWith('--') ? (size(n) > 2 && o.startsWith(n)) : n.startsWith(o))))"
@@ -211,7 +220,8 @@ class EngineSpec(Model):
             "x-kubernetes-validations": [
                 cel(
                     _CEL_EXTRA_ARGS,
-                    "extraArgs: one flag per entry, its value after '=' (--flag=value); none of the flags the operator "
+                    "extraArgs: one flag per entry, its value after '=' (--flag=value), no dotted keys (give JSON: "
+                    '--flag={"key": value}); none of the flags the operator '
                     f"owns, in any spelling vLLM {vllm_flags.VLLM_VERSION} accepts ("
                     + ", ".join(OWNED_ENGINE_FLAGS)
                     + "): use the spec field; none that break the pod or the gateway ("
