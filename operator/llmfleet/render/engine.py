@@ -37,27 +37,41 @@ SPOT_NODE_LABELS = (
 )
 
 
-def vllm_args(inp: RenderInput) -> list[str]:
+def vllm_options(inp: RenderInput) -> dict[str, Any]:
+    """What the engine is told, by vLLM's own option names (argparse dests) and the values vLLM's parser
+    should read from our flags; tests/integration/test_vllm_conformance.py parses the rendered flags with vLLM's
+    own parser and compares the two."""
     spec = inp.obj.spec
-    args = [
-        f"--model={spec.model.name}",
-        f"--served-model-name={inp.obj.served_name}",
-        f"--tensor-parallel-size={inp.sizing.tensor_parallel_size}",
-        f"--max-model-len={spec.model.max_model_len}",
-        f"--gpu-memory-utilization={spec.engine.gpu_memory_utilization:g}",
-        "--host=0.0.0.0",
-        f"--port={ENGINE_PORT}",
-        f"--shutdown-timeout={int(parse_duration(spec.engine.drain.shutdown_timeout))}",
-    ]
+    opts: dict[str, Any] = {
+        "model": spec.model.name,
+        "served_model_name": [inp.obj.served_name],
+        "tensor_parallel_size": inp.sizing.tensor_parallel_size,
+        "max_model_len": spec.model.max_model_len,
+        "gpu_memory_utilization": float(f"{spec.engine.gpu_memory_utilization:g}"),
+        "host": "0.0.0.0",
+        "port": ENGINE_PORT,
+        "shutdown_timeout": int(parse_duration(spec.engine.drain.shutdown_timeout)),
+    }
     dtype = inp.sizing.dtype  # resolved for the GPU: spec.model.dtype may say auto
     if dtype in ("float16", "bfloat16"):
-        args.append(f"--dtype={dtype}")
+        opts["dtype"] = dtype
     elif dtype == "fp8":
-        args.append("--quantization=fp8")
-    args.append(
-        "--enable-prefix-caching" if spec.engine.enable_prefix_caching else "--no-enable-prefix-caching"
-    )
-    return args + list(spec.engine.extra_args)
+        opts["quantization"] = "fp8"
+    opts["enable_prefix_caching"] = spec.engine.enable_prefix_caching
+    return opts
+
+
+def _flag(dest: str, value: Any) -> str:
+    name = "--" + dest.replace("_", "-")
+    if isinstance(value, bool):
+        return name if value else f"--no-{name[2:]}"
+    if isinstance(value, list):
+        (value,) = value  # one value: the flag's list form
+    return f"{name}={value}"
+
+
+def vllm_args(inp: RenderInput) -> list[str]:
+    return [_flag(d, v) for d, v in vllm_options(inp).items()] + list(inp.obj.spec.engine.extra_args)
 
 
 def _toleration(t: Toleration) -> dict[str, Any]:
