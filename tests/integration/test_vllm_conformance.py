@@ -1,17 +1,30 @@
-"""Conformance with vLLM's own code, not our reading of it: the argument definitions of the tested release
-(fetched by hack/vllm-source.sh: the wheel, no torch; a few source files kept under ~/.cache/llmfleet) decide
-which spellings of a flag vLLM takes, and both our validations (pydantic, and the CRD's CEL rule on the real
-API server) must refuse every spelling of an owned or breaking flag and no other flag."""
+"""Conformance with vLLM's own code, not our reading of it.
+
+- The argument definitions of the tested release (hack/vllm-source.sh: a few files of the wheel, no torch)
+  decide which spellings of a flag vLLM takes; both our validations (pydantic, and the CRD's CEL rule on the
+  real API server) must refuse every spelling of an owned or breaking flag and no other flag.
+- vLLM itself, imported (hack/vllm-venv.sh: the release with torch, run on the CPU; hack/vllm_conform.py is the
+  judge): its own `vllm serve` parser reads every rendered engine command to the values the renderer meant, and
+  no extraArgs entry our validation lets through moves an owned option; its pydantic protocol models accept
+  every answer engine-sim gives (whole, chunks, usage, errors), with no field vLLM does not declare.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from llmfleet.api import vllm_flags
 from llmfleet.api.v1alpha1 import extra_arg_problem
@@ -195,3 +208,271 @@ def test_engine_sim_exports_vllms_series_with_vllms_types_labels_and_buckets(src
         )
         if vllm[name]["buckets"] is not None:
             assert buckets == vllm[name]["buckets"], name
+
+
+Judge = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def judge() -> Iterator[Judge]:
+    """vLLM 0.33 itself, in its own venv, answering one JSON request a line (hack/vllm_conform.py)."""
+    out = subprocess.run(
+        ["bash", str(ROOT / "hack" / "vllm-venv.sh")], capture_output=True, text=True, timeout=1800
+    )
+    assert out.returncode == 0, f"hack/vllm-venv.sh failed:\n{out.stderr[-3000:]}"
+    log = tempfile.NamedTemporaryFile(prefix="vllm-judge-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(
+        [out.stdout.strip(), str(ROOT / "hack" / "vllm_conform.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, "VLLM_TARGET_DEVICE": "cpu"},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def ask(req: dict[str, Any]) -> dict[str, Any]:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(req) + "\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        assert line, f"the vLLM judge died: {Path(log.name).read_text()[-3000:]}"
+        answer: dict[str, Any] = json.loads(line)
+        assert answer["version"] == vllm_flags.VLLM_VERSION
+        return answer
+
+    yield ask
+    proc.stdin.close()
+    proc.wait(timeout=60)
+
+
+OWNED_DESTS = sorted(vllm_flags.OWNED)
+
+
+def engine_commands(obj) -> list[tuple[list[str], dict[str, Any]]]:
+    """(container args, what the renderer meant) for each engine Deployment of one CR."""
+    from llmfleet.api.sizing import size
+    from llmfleet.fleet.pools import split_replicas
+    from llmfleet.render import render_all
+    from llmfleet.render.common import RenderInput
+    from llmfleet.render.engine import vllm_options
+
+    sizing = size(obj.spec)
+    meant = vllm_options(RenderInput(obj, sizing, split_replicas(obj.spec)))
+    out = []
+    for m in render_all(obj, sizing):
+        if m["kind"] == "Deployment" and "-engine-" in m["metadata"]["name"]:
+            out.append((m["spec"]["template"]["spec"]["containers"][0]["args"], meant))
+    return out
+
+
+def assert_vllm_reads_as_meant(judge: Judge, commands: list[tuple[list[str], dict[str, Any]]]) -> None:
+    answers = judge({"argv": [a for a, _ in commands], "dests": OWNED_DESTS})["argv"]
+    for (args, meant), got in zip(commands, answers, strict=True):
+        assert "ok" in got, (args, got)
+        parsed = got["ok"]
+        assert set(meant) <= set(OWNED_DESTS), set(meant) - set(OWNED_DESTS)
+        assert {d: parsed[d] for d in meant} == meant, args
+        assert parsed["model_tag"] is None, args  # nothing read as the positional model
+
+
+def test_vllms_own_parser_reads_every_example_engine_command_as_meant(judge: Judge) -> None:
+    from llmfleet.api.load import parse_object
+
+    commands = []
+    for example in EXAMPLES:
+        for doc in yaml.safe_load_all(example.read_text()):
+            if doc:
+                commands += engine_commands(parse_object(doc))
+    assert len(commands) >= len(EXAMPLES)
+    assert_vllm_reads_as_meant(judge, commands)
+
+
+SAFE_EXTRA_ARGS = (
+    "--max-num-seqs=64",
+    "--enforce-eager",
+    "--seed=7",
+    "--max-num-batched-tokens=8192",
+    "--enable-chunked-prefill",
+    "--kv-cache-dtype=fp8",
+    "--max-logprobs=5",
+)
+
+
+@st.composite
+def engine_crs(draw: st.DrawFn) -> dict[str, Any]:
+    from llmfleet.api.catalog import GPUS, MODELS
+
+    model = draw(st.sampled_from(sorted(MODELS)))
+    spec: dict[str, Any] = {
+        "model": {
+            "name": model,
+            "dtype": draw(st.sampled_from(["auto", "float16", "bfloat16", "fp8"])),
+            "maxModelLen": draw(st.sampled_from([512, 2048, 4096, 8192])),
+        },
+        "accelerator": {"type": draw(st.sampled_from(sorted(GPUS)))},
+        "engine": {
+            "enablePrefixCaching": draw(st.booleans()),
+            "gpuMemoryUtilization": draw(st.sampled_from([0.5, 0.8, 0.85, 0.9, 0.95])),
+            "drain": {"shutdownTimeout": f"{draw(st.integers(0, 90))}s"},
+            "extraArgs": draw(st.lists(st.sampled_from(SAFE_EXTRA_ARGS), unique=True, max_size=3)),
+        },
+    }
+    if draw(st.booleans()):
+        spec["model"]["servedName"] = draw(st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True))
+    return {
+        "apiVersion": "llmfleet.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": "gen", "namespace": "default"},
+        "spec": spec,
+    }
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=engine_crs())
+def test_vllms_own_parser_reads_every_generated_engine_command_as_meant(judge: Judge, doc: dict) -> None:
+    from llmfleet.api.load import SpecError, parse_object
+    from llmfleet.api.sizing import SizingError
+
+    try:
+        commands = engine_commands(parse_object(doc))
+    except (SpecError, SizingError, ValueError):
+        assume(False)  # refused with a clear error before it could render (tested elsewhere)
+        return
+    assert_vllm_reads_as_meant(judge, commands)
+
+
+def test_no_extra_arg_our_validation_lets_through_moves_an_owned_option(
+    judge: Judge, accepted: dict[str, list[str]]
+) -> None:
+    """Every spelling of every `vllm serve` option (aliases, underscores, prefixes, `=value` and glued forms),
+    read by vLLM's own parser after a rendered command: either our validation refuses it, or vLLM refuses it,
+    or every owned option keeps the value the renderer meant. And every spelling we refuse as owned is one that
+    vLLM would let override an owned option (or refuse), so the guard is not wider than vLLM."""
+    from llmfleet.api.load import parse_object
+
+    doc = yaml.safe_load(EXAMPLES[0].read_text())
+    base, meant = engine_commands(parse_object(doc))[0]
+    candidates = sorted(
+        {s for fs in accepted.values() for o in fs if o.startswith("-") for s in spellings(o)}
+    )
+    candidates += ["my-model", "64", "--config=/dev/null"]
+    let_through = [c for c in candidates if extra_arg_problem(c) is None]
+    refused = [c for c in candidates if extra_arg_problem(c) is not None]
+    assert len(let_through) > 1000 and len(refused) > 100
+    answers = judge({"argv": [[*base, c] for c in candidates], "dests": OWNED_DESTS})["argv"]
+    by_candidate = dict(zip(candidates, answers, strict=True))
+
+    def moves_an_owned_option(c: str) -> bool:
+        got = by_candidate[c]
+        return "ok" in got and (
+            any(got["ok"][d] != v for d, v in meant.items()) or got["ok"]["model_tag"] is not None
+        )
+
+    assert [c for c in let_through if moves_an_owned_option(c)] == []
+    overridden = [c for c in refused if moves_an_owned_option(c)]
+    assert len(overridden) > 50  # the refused spellings are real ways to override what we own
+
+
+def _events(kind: str, raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """Each SSE data event of a stream, as (vLLM model kind, body); an in-stream error is an error."""
+    out = []
+    for line in raw.decode().splitlines():
+        if line.startswith("data: {"):
+            body = json.loads(line[6:])
+            out.append(("error" if "error" in body else kind, body))
+    return out
+
+
+def test_engine_sim_answers_validate_against_vllms_protocol_models(judge: Judge) -> None:
+    """Whole answers, stream chunks (role, text, finish, usage, continuous usage), stop strings, EOS, aborts
+    during shutdown, 503 admission control and 400/404 errors: each body validates against vLLM 0.33's own
+    pydantic model for it, with no field vLLM's model does not declare."""
+    import signal
+    import threading
+
+    import httpx
+
+    from tests.integration.servers import engine
+
+    def msg(text: str, **extra: Any) -> dict[str, Any]:
+        return {"model": "m", "messages": [{"role": "user", "content": text}], **extra}
+
+    usage = {"include_usage": True}
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        ("chat", "/v1/chat/completions", msg("whole", max_tokens=8)),
+        ("chat", "/v1/chat/completions", msg("eos", max_tokens=2000)),
+        (
+            "chat",
+            "/v1/chat/completions",
+            msg("stops", max_tokens=60, ignore_eos=True, stop=["cache", "spot"]),
+        ),
+        ("chat_chunk", "/v1/chat/completions", msg("stream", max_tokens=12, stream=True)),
+        (
+            "chat_chunk",
+            "/v1/chat/completions",
+            msg("usage", max_tokens=12, stream=True, stream_options=usage),
+        ),
+        (
+            "chat_chunk",
+            "/v1/chat/completions",
+            msg("cont", max_tokens=12, stream=True, stream_options={**usage, "continuous_usage_stats": True}),
+        ),
+        ("chat_chunk", "/v1/chat/completions", msg("eos stream", max_tokens=2000, stream=True)),
+        ("completion", "/v1/completions", {"model": "m", "prompt": "text", "max_tokens": 8}),
+        (
+            "completion_chunk",
+            "/v1/completions",
+            {"model": "m", "prompt": "text", "max_tokens": 8, "stream": True, "stream_options": usage},
+        ),
+        ("error", "/v1/chat/completions", msg("bad", max_tokens=-1)),
+        ("error", "/v1/chat/completions", {**msg("who"), "model": "nope"}),
+        ("error", "/v1/chat/completions", msg("bad stop", stop=5)),
+        ("error", "/v1/completions", {"model": "m", "prompt": "x", "max_tokens": 2, "min_tokens": 3}),
+    ]
+    seen: list[tuple[str, dict[str, Any]]] = []
+    e = engine("m", 200.0)
+    busy = engine("m", 200.0, "--max-num-queued-reqs", "0")
+    draining = engine("m", 1.0, "--shutdown-timeout", "10")
+    try:
+        for kind, path, body in cases:
+            r = httpx.post(e.url + path, json=body, timeout=60)
+            if body.get("stream") and r.status_code == 200:
+                seen += _events(kind, r.content)
+            else:
+                assert (r.status_code == 200) == (kind != "error"), (body, r.status_code, r.text)
+                seen.append((kind, r.json()))
+        r = httpx.post(busy.url + "/v1/chat/completions", json=msg("full"), timeout=30)
+        assert r.status_code == 503
+        seen.append(("error", r.json()))
+        long = threading.Thread(
+            target=httpx.post,
+            args=(draining.url + "/v1/chat/completions",),
+            kwargs={"json": msg("long", max_tokens=200, ignore_eos=True), "timeout": 60},
+        )
+        long.start()
+        time.sleep(0.3)
+        draining.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        seen.append(
+            ("chat", httpx.post(draining.url + "/v1/chat/completions", json=msg("late"), timeout=30).json())
+        )
+        late = httpx.post(
+            draining.url + "/v1/completions", json={"model": "m", "prompt": "late", "stream": True}
+        )
+        seen += _events("completion_chunk", late.content)
+        long.join()
+    finally:
+        for s in (e, busy, draining):
+            s.stop()
+    finishes = {c.get("finish_reason") for _, b in seen for c in b.get("choices", [])}
+    assert {"stop", "length", "abort"} <= finishes
+    assert any(
+        k == "chat_chunk" and b["choices"] == [] and b.get("usage") for k, b in seen
+    )  # the usage chunk
+    assert (
+        sum(1 for k, b in seen if k == "chat_chunk" and b["choices"] and b.get("usage")) >= 12
+    )  # continuous
+    problems = judge({"responses": [{"kind": k, "body": b} for k, b in seen]})["responses"]
+    bad = [(k, b, p) for (k, b), p in zip(seen, problems, strict=True) if p]
+    assert bad == []
