@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real local Kubernetes control plane without Docker: etcd, kube-apiserver (RBAC on),
 # kube-controller-manager, kube-scheduler and kwok (fake GPU nodes in a spot and an on-demand pool,
-# pod IPs from 127.64.0.0/16 so local processes can serve on them).
+# pod IPs from a 127.X.0.0/16 of its own so local processes can serve on them).
 #
 #   hack/cluster.sh up      start (builds the binaries first if they are not cached), print KUBECONFIG
 #   hack/cluster.sh down    stop exactly what `up` started
@@ -17,7 +17,9 @@ CACHE="${LLMFLEET_CACHE:-$HOME/.cache/llmfleet}"
 BIN="$CACHE/bin/$K8S_VERSION"
 RUN="${LLMFLEET_CLUSTER_DIR:-$CACHE/run/cluster}"
 KCFG="$RUN/kubeconfig"
-POD_CIDR="${LLMFLEET_POD_CIDR:-127.64.0.0/16}"
+# Each cluster takes its own /16 of loopback (127.64–127.243), so two clusters on one machine (a developer's
+# `dev up` beside the tests, or processes a killed runner left behind) never hand out the same pod IP:port.
+POD_CIDR="${LLMFLEET_POD_CIDR:-127.$((64 + RANDOM % 180)).0.0/16}"
 SPOT_NODES="${LLMFLEET_SPOT_NODES:-2}"
 ONDEMAND_NODES="${LLMFLEET_ONDEMAND_NODES:-2}"
 log() { printf '[cluster %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }

@@ -7,6 +7,11 @@ ConfigMap and Secret volumes are written to a per-pod directory and paths in arg
 env values are resolved (literal, secretKeyRef, configMapKeyRef, fieldRef); a pod whose service account
 matters gets a kubeconfig with a real service-account token, so RBAC is exercised for real.
 
+Every process dies with the runner (``PR_SET_PDEATHSIG``), as containers die with their node: a runner killed
+without its clean-up must not leave servers holding pod IPs that a later cluster hands out again. Each cluster
+takes its own /16 of loopback (hack/cluster.sh) for the same reason; a pod whose IP:port is taken all the same
+gets a line in its log saying by whom.
+
 A pod that goes away is stopped the way a kubelet stops it, without holding up the others: its preStop
 sleep, then SIGTERM, then SIGKILL once ``terminationGracePeriodSeconds`` (counted from the start) is over. kwok
 removes a deleted pod from the API at once, so the process may outlive its pod object, as a container
@@ -17,10 +22,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +45,26 @@ from llmfleet.kube.client import KubeClient
 from llmfleet.kube.port import KubeError, Obj
 
 log = logging.getLogger("llmfleet.podrunner")
+
+_PR_SET_PDEATHSIG = 1
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None) if sys.platform == "linux" else None
+
+
+def _die_with_runner() -> None:
+    """In the child, before exec: SIGKILL when the runner's thread that started it ends (Linux)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def taken(ip: str, port: int) -> bool:
+    """Whether a process already listens on ip:port (the pod's server could not bind)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((ip, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+        return False
 
 
 def command_for(image: str, container: Obj, pod_ip: str) -> list[str] | None:
@@ -73,6 +101,8 @@ class Running:
     log_file: Any = field(default=None)
     pre_stop: float = 0.0  # the container's preStop sleep, in seconds
     node: str = ""
+    ip: str = ""
+    key: str = ""
     term_at: float | None = None  # once stopping: when SIGTERM is due (after preStop)
     kill_at: float | None = None  # once stopping: when the grace period is over
 
@@ -238,8 +268,27 @@ class PodRunner:
             )
             env["KUBECONFIG"] = str(kcfg)
         log_file = open(self.logs_dir / f"{meta['namespace']}_{meta['name']}.log", "ab")  # noqa: SIM115
+        for port in (p.get("containerPort") for p in container.get("ports") or []):
+            if isinstance(port, int) and taken(pod_ip, port):
+                holder = next((r.key for r in self.stopping if r.ip == pod_ip), None)
+                why = (
+                    f"{holder}, which is still stopping (kwok frees a deleted pod's IP at once)"
+                    if holder
+                    else "a process this runner did not start (another cluster on this pod CIDR, or one a "
+                    "killed runner left behind)"
+                )
+                msg = f"pod-runner: {pod_ip}:{port} is already in use by {why}"
+                log.warning("%s: %s", key, msg)
+                log_file.write(f"{msg}\n".encode())
+                log_file.flush()
         proc = subprocess.Popen(
-            cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
+            cmd,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            start_new_session=True,
+            preexec_fn=_die_with_runner,  # one prctl call: no lock is taken in the child
         )
         self.running[key] = Running(
             meta["uid"],
@@ -249,6 +298,8 @@ class PodRunner:
             log_file,
             pre_stop_seconds(container),
             node=str(spec.get("nodeName") or ""),
+            ip=pod_ip,
+            key=key,
         )
         log.info("started %s on %s: %s", key, pod_ip, " ".join(cmd))
 
