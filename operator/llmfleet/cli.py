@@ -74,6 +74,12 @@ def cmd_render(args: argparse.Namespace) -> int:
                 update={"metadata": obj.metadata.model_copy(update={"namespace": args.namespace})}
             )
         out.extend(render_all(obj, sizing, options=options))
+        if obj.spec.cache.any_enabled and obj.spec.cache.redis.mode == "managed":
+            print(
+                f"note: the Secret {obj.metadata.name}-cache-auth (the managed Redis's password) is generated "
+                "by the operator, not rendered here",
+                file=sys.stderr,
+            )
     sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=120))
     return 0
 

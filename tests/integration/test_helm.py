@@ -150,6 +150,95 @@ def kill_pod_process(pod: str) -> None:
     raise AssertionError(f"no process for pod {pod}")
 
 
+PRUNE_PATCH = {
+    "spec": {
+        "cache": {"exact": {"enabled": False}, "semantic": {"enabled": False}},
+        "network": {"isolation": False},
+    }
+}
+OPERATOR_SA = "system:serviceaccount:llmfleet-system:llmfleet"
+# Granted but not used in this run, each for a reason the run cannot show.
+RARE = {
+    (
+        "",
+        "pods",
+        "delete",
+    ): "engine pods drained on a spot notice (test_operator's reclaim test, bench/chaos.py)",
+    ("llmfleet.io", "llmdeployments", "get"): "a reconcile of a CR the watch has not delivered yet GETs it",
+    ("", "configmaps", "delete"): "prune: a child kind a later version stops rendering",
+    ("", "serviceaccounts", "delete"): "prune: as above",
+    ("rbac.authorization.k8s.io", "roles", "delete"): "prune: as above",
+    ("rbac.authorization.k8s.io", "rolebindings", "delete"): "prune: as above",
+    ("policy", "poddisruptionbudgets", "delete"): "prune: as above",
+    ("discovery.k8s.io", "endpointslices", "list"): "held so the gateway Role it grants is no escalation",
+    ("discovery.k8s.io", "endpointslices", "watch"): "held so the gateway Role it grants is no escalation",
+}
+
+
+def patch_cr(cluster, namespace: str, patch: dict) -> None:
+    cluster.kubectl("patch", "llmd", "llama3-8b", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+
+
+def granted(docs: list[dict], kinds: tuple[str, ...]) -> set[tuple[str, str, str]]:
+    out = set()
+    for d in docs:
+        if d["kind"] in kinds:
+            for rule in d.get("rules") or []:
+                for g in rule.get("apiGroups", []):
+                    for r in rule.get("resources", []):
+                        out |= {(g, r, v) for v in rule["verbs"]}
+    return out
+
+
+def used(audit_log: Path, user: str, since: float) -> set[tuple[str, str, str]]:
+    out = set()
+    with open(audit_log) as f:
+        for line in f:
+            if user not in line:
+                continue
+            ev = json.loads(line)
+            if ev.get("stage") != "ResponseComplete" or (ev.get("user") or {}).get("username") != user:
+                continue
+            from datetime import datetime
+
+            if (
+                datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+                < since
+            ):
+                continue
+            ref = ev.get("objectRef") or {}
+            if not ref.get("resource"):
+                continue  # discovery (/api, /apis): no RBAC rule needed
+            resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+            out.add((ref.get("apiGroup", ""), resource, ev["verb"]))
+    return out
+
+
+def compare_rbac(cluster, namespace: str, since: float) -> None:
+    docs = [
+        d for d in yaml.safe_load_all(helm("template", "llmfleet", str(CHART), "-n", "llmfleet-system")) if d
+    ]
+    grants = granted(docs, ("ClusterRole", "Role"))
+    use = used(cluster.run_dir / "audit.log", OPERATOR_SA, since)
+    assert use <= grants, f"used but not granted: {sorted(use - grants)}"
+    assert RARE.keys() <= grants, sorted(RARE.keys() - grants)
+    applied = {(g, r) for g, r, v in use if v == "patch"}  # server-side apply that creates needs create too
+    unused = {(g, r, v) for g, r, v in grants - use if not (v == "create" and (g, r) in applied)}
+    assert unused <= RARE.keys(), (
+        f"granted but never used, with no reason on record: {sorted(unused - RARE.keys())}"
+    )
+    # The gateway's Role: exactly what its discovery uses (a list, then a watch), nothing more.
+    role = next(
+        m
+        for m in json.loads(cluster.kubectl("get", "role", "-n", namespace, "-o", "json").stdout)["items"]
+        if m["metadata"]["name"] == "llama3-8b-gateway"
+    )
+    gateway = used(
+        cluster.run_dir / "audit.log", f"system:serviceaccount:{namespace}:llama3-8b-gateway", since
+    )
+    assert gateway and granted([role], ("Role",)) == gateway, (granted([role], ("Role",)), gateway)
+
+
 def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(
     cluster, operator, namespace
 ) -> None:
@@ -187,6 +276,14 @@ def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(
             ",".join(f"leaderElection.{k}={v}" for k, v in LEASE.items()),
             env=cluster.env,
         )
+        cluster.apply(  # the API keys, so the gateways start (and their API use can be audited below)
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "llama3-keys", "namespace": namespace},
+                "stringData": {"ha": "sk-helm-ha-000000000000"},
+            }
+        )
         cluster.apply(example(namespace))
         st = wait_ready(cluster, namespace, "llama3-8b", timeout=120)
         assert st["ready"] == "1/1"
@@ -210,16 +307,7 @@ def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(
         )
         graceful_s = time.monotonic() - stopped
         leader = pod_of(holder(cluster))
-        cluster.kubectl(
-            "patch",
-            "llmd",
-            "llama3-8b",
-            "-n",
-            namespace,
-            "--type=merge",
-            "-p",
-            '{"spec": {"gateway": {"replicas": 3}}}',
-        )
+        patch_cr(cluster, namespace, {"spec": {"gateway": {"replicas": 3}}})
         eventually(
             lambda: status(cluster, namespace, "llama3-8b").get("observedGeneration") == 2,
             60,
@@ -241,16 +329,7 @@ def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(
             lambda: holder(cluster) not in (None, second), 60, 0.1, what="a standby to take the expired lease"
         )
         kill_s = time.monotonic() - killed
-        cluster.kubectl(
-            "patch",
-            "llmd",
-            "llama3-8b",
-            "-n",
-            namespace,
-            "--type=merge",
-            "-p",
-            '{"spec": {"gateway": {"replicas": 1}}}',
-        )
+        patch_cr(cluster, namespace, {"spec": {"gateway": {"replicas": 1}}})
         eventually(
             lambda: status(cluster, namespace, "llama3-8b").get("observedGeneration") == 3,
             60,
@@ -292,6 +371,19 @@ def test_helm_install_runs_one_leader_that_fails_over_with_one_writer_at_a_time(
             and line.strip() != "Reason: Forbidden"
         ]
         assert not denied, f"RBAC denied the operator something: {denied[:5]}"
+
+        # RBAC least privilege: prune children (the cache and the policies go), then compare what the chart
+        # grants with what the operators and the gateways used in this run, from the audit log.
+        patch_cr(cluster, namespace, PRUNE_PATCH)
+        eventually(
+            lambda: (
+                cluster.get("secret", "llama3-8b-cache-auth", namespace) is None
+                and not cluster.names("networkpolicy", namespace, "llmfleet.io/deployment=llama3-8b")
+            ),
+            60,
+            what="the cache and the NetworkPolicies pruned",
+        )
+        compare_rbac(cluster, namespace, since)
     finally:
         subprocess.run(
             [str(BIN / "helm"), "uninstall", "llmfleet", "-n", "llmfleet-system", "--wait"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def test_apply_example_creates_every_rendered_child_and_becomes_ready(cluster, o
     obj = example(namespace)
     assert cluster.apply(obj).returncode == 0
     expected = {(m["kind"], m["metadata"]["name"]) for m in rendered(obj)}
-    kinds = "deployments,services,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets"
+    kinds = "deployments,services,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets,networkpolicies"
 
     def children():
         out = json.loads(cluster.kubectl("get", kinds, "-n", namespace, "-l", CHILDREN, "-o", "json").stdout)
@@ -87,6 +88,12 @@ def test_apply_example_creates_every_rendered_child_and_becomes_ready(cluster, o
     assert "llama3-8b" in table and "1/1" in table and "6.88" in table
     described = cluster.kubectl("describe", "llmd", "llama3-8b", "-n", namespace).stdout
     assert "AllReplicasReady" in described and "Reconciled" in described
+    # The managed cache's credentials: generated into their Secret, owned by the CR, and in no log line.
+    secret = cluster.get("secret", "llama3-8b-cache-auth", namespace)
+    assert secret["metadata"]["ownerReferences"][0]["kind"] == "LLMDeployment"
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert len(password) >= 32
+    assert password not in operator.output() and secret["data"]["password"] not in operator.output()
 
 
 def test_spec_change_rolls_out_and_scale_splits_spot_first(cluster, operator, namespace) -> None:
@@ -152,9 +159,7 @@ def test_deleting_the_cr_garbage_collects_every_child(cluster, operator, namespa
     cluster.apply(example(namespace))
     wait_ready(cluster, namespace, "llama3-8b")
     cluster.kubectl("delete", "llmd", "llama3-8b", "-n", namespace)
-    kinds = (
-        "deployments,services,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets,replicasets"
-    )
+    kinds = "deployments,services,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets,networkpolicies,replicasets"
     eventually(
         lambda: (
             cluster.kubectl(

@@ -138,7 +138,11 @@ def test_children_no_longer_wanted_are_pruned_but_foreign_objects_are_not(kube: 
         "redis": {"mode": "external", "url": "redis://x:6379"}
     }
     p = reconcile(kube)
-    assert sorted(r.name for r, _ in p.to_delete) == ["demo-cache", "demo-cache"]
+    assert sorted((r.kind, r.name) for r, _ in p.to_delete) == [
+        ("Deployment", "demo-cache"),
+        ("NetworkPolicy", "demo-cache"),  # the managed cache's isolation goes with it
+        ("Service", "demo-cache"),
+    ]
     assert ("v1", "ConfigMap", "ml", "users-own") in kube.objects  # not owned by the CR: never deleted
 
 

@@ -7,9 +7,11 @@ twice on purpose: as pydantic validators (the operator and CLI re-validate) and 
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from llmfleet import __version__
@@ -450,6 +452,10 @@ class SemanticCache(Model):
     embedding: Embedding = Field(default_factory=Embedding, description="Embedding model.")
 
 
+# A URL whose authority holds userinfo (user:password@): the same RE2/Python pattern in CEL and pydantic.
+URL_WITH_CREDENTIALS = "^[A-Za-z][A-Za-z0-9+.-]*://[^/]*@"
+
+
 class RedisSpec(Model):
     model_config = ConfigDict(
         json_schema_extra={
@@ -458,16 +464,32 @@ class RedisSpec(Model):
                     "self.mode != 'external' || has(self.url) || has(self.secretRef)",
                     "external Redis needs url or secretRef",
                     ".url",
-                )
+                ),
+                cel(
+                    f"!has(self.url) || !self.url.matches('{URL_WITH_CREDENTIALS}')",
+                    "the Redis url holds credentials (user:password@); put the whole URL in a Secret and name "
+                    "it in cache.redis.secretRef",
+                    ".url",
+                ),
             ]
         }
     )
     mode: Literal["managed", "external"] = Field(
         default="managed", description="managed: we run redis:8; external: yours."
     )
-    url: str | None = Field(default=None, description="redis:// URL of an external Redis.")
+    url: str | None = Field(
+        default=None,
+        description="redis:// or rediss:// URL of an external Redis, without credentials (those go in secretRef).",
+    )
     secret_ref: SecretKeyRef | None = Field(
-        default=None, description="Secret holding the external Redis URL."
+        default=None,
+        description="Secret key holding the external Redis URL with its credentials "
+        "(redis://USER:PASSWORD@HOST:6379/0); it wins over url. A change rolls the gateways.",
+    )
+    tls: bool = Field(
+        default=False,
+        description="External Redis: connect with TLS (a redis:// URL is used as rediss://), verifying the "
+        "server's certificate against the image's CA bundle.",
     )
     image: str = Field(
         default=DEFAULT_REDIS_IMAGE, description="Image for the managed Redis (needs the query engine)."
@@ -481,6 +503,17 @@ class RedisSpec(Model):
         if self.mode == "external" and not (self.url or self.secret_ref):
             raise ValueError("external Redis needs url or secretRef")
         return self
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        """A password in the CR would sit in Git and in every `kubectl get -o yaml`: it belongs in a Secret."""
+        if v is not None and re.match(URL_WITH_CREDENTIALS, v):
+            raise ValueError(
+                "the Redis url holds credentials (user:password@); put the whole URL in a Secret and name it "
+                "in cache.redis.secretRef"
+            )
+        return v
 
 
 class CacheSpec(Model):
@@ -586,6 +619,95 @@ class GatewaySpec(Model):
 # ---------------------------------------------------------------- spec
 
 
+class NetworkPeer(Model):
+    """Who may connect: pods by label in namespaces by label (a NetworkPolicy peer), or an IP block."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.cidr) != (has(self.namespaceSelector) || has(self.podSelector))",
+                    "a network peer is either selectors (namespaceSelector, podSelector) or a cidr",
+                )
+            ]
+        }
+    )
+    namespace_selector: dict[str, str] | None = Field(
+        default=None,
+        description="Namespaces by label (matchLabels); {} selects every namespace. Unset: this namespace.",
+    )
+    pod_selector: dict[str, str] | None = Field(
+        default=None, description="Pods by label (matchLabels) in those namespaces; unset or {}: every pod."
+    )
+    cidr: str | None = Field(
+        default=None, description="An IP block (CIDR) instead of selectors: clients outside the cluster."
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NetworkPeer:
+        if self.cidr is not None and (self.namespace_selector is not None or self.pod_selector is not None):
+            raise ValueError("a network peer is either selectors or a cidr, not both")
+        if self.cidr is None and self.namespace_selector is None and self.pod_selector is None:
+            raise ValueError("a network peer needs namespaceSelector, podSelector or cidr")
+        if self.cidr is not None:
+            ipaddress.ip_network(self.cidr, strict=False)
+        return self
+
+    def as_policy_peer(self) -> dict[str, Any]:
+        if self.cidr is not None:
+            return {"ipBlock": {"cidr": self.cidr}}
+        out: dict[str, Any] = {}
+        if self.namespace_selector is not None:
+            out["namespaceSelector"] = {"matchLabels": dict(self.namespace_selector)}
+        out["podSelector"] = {"matchLabels": dict(self.pod_selector or {})}
+        return out
+
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+class NetworkSpec(Model):
+    isolation: bool = Field(
+        default=True,
+        description="Render NetworkPolicies: engines take traffic only from this deployment's gateways and "
+        "monitoring, the cache only from the gateways, the gateways talk only to their engines, cache, the "
+        "Kubernetes API, DNS and the external provider. false: no policies.",
+    )
+    monitoring: list[NetworkPeer] = Field(
+        default_factory=lambda: [NetworkPeer(namespace_selector={NAMESPACE_NAME_LABEL: "monitoring"})],
+        description="Who may scrape the engines' and gateways' /metrics (default: pods in namespace monitoring).",
+    )
+    gateway_from: list[NetworkPeer] | None = Field(
+        default=None,
+        description="Who may call the gateway (the front door). Unset: anyone, in or outside the cluster.",
+    )
+    dns: list[NetworkPeer] = Field(
+        default_factory=lambda: [
+            NetworkPeer(
+                namespace_selector={NAMESPACE_NAME_LABEL: "kube-system"},
+                pod_selector={"k8s-app": "kube-dns"},
+            )
+        ],
+        description="The cluster DNS the gateways may ask, on port 53 (default: kube-dns/CoreDNS in kube-system; "
+        "add a cidr for a node-local DNS cache).",
+    )
+    api_server_cidrs: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/0", "::/0"],
+        description="Where the Kubernetes API server is (the gateways watch their engines' endpoints): egress "
+        "on 443 and 6443. Narrow it to your control plane's addresses where you know them.",
+    )
+
+    @field_validator("api_server_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for c in v:
+            try:
+                ipaddress.ip_network(c, strict=False)
+            except ValueError:
+                raise ValueError(f"{c!r} is not a CIDR") from None
+        return v
+
+
 class LLMDeploymentSpec(Model):
     model: ModelSpec = Field(description="What to serve.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="vLLM engine settings.")
@@ -605,6 +727,9 @@ class LLMDeploymentSpec(Model):
     cache: CacheSpec = Field(default_factory=CacheSpec, description="Exact and semantic response cache.")
     gateway: GatewaySpec = Field(
         default_factory=GatewaySpec, description="OpenAI-compatible streaming gateway."
+    )
+    network: NetworkSpec = Field(
+        default_factory=NetworkSpec, description="Network isolation of the engines, cache and gateways."
     )
 
     @model_validator(mode="after")

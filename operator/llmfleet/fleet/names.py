@@ -65,6 +65,11 @@ def cache(name: str) -> str:
     return f"{name}-cache"
 
 
+def cache_auth(name: str) -> str:
+    """The managed Redis's credentials: the gateway's password and Redis's ACL file (a Secret)."""
+    return f"{name}-cache-auth"
+
+
 def gateway_endpoint(name: str, namespace: str) -> str:
     """The in-cluster OpenAI base URL of a deployment's gateway."""
     return f"http://{gateway(name)}.{namespace}.svc:{GATEWAY_PORT}/v1"

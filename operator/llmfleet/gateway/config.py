@@ -72,6 +72,10 @@ class SemanticCacheConfig(_M):
 class CacheConfig(_M):
     redis_url: str | None = Field(default=None, alias="redisURL")
     redis_url_env: str | None = Field(default=None, alias="redisURLEnv")
+    redis_username: str | None = Field(default=None, alias="redisUsername")
+    # The env var with the password (from a Secret), never the password itself.
+    redis_password_env: str | None = Field(default=None, alias="redisPasswordEnv")
+    redis_tls: bool = Field(default=False, alias="redisTLS")  # redis:// is used as rediss://
     exact: ExactCacheConfig = Field(default_factory=ExactCacheConfig)
     semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
 

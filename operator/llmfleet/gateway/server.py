@@ -39,9 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def redis_url(cfg: GatewayConfig) -> str | None:
-    if cfg.cache.redis_url_env and os.environ.get(cfg.cache.redis_url_env):
-        return os.environ[cfg.cache.redis_url_env]
     url = cfg.cache.redis_url
+    if cfg.cache.redis_url_env and os.environ.get(cfg.cache.redis_url_env):
+        url = os.environ[cfg.cache.redis_url_env]
+    if url and cfg.cache.redis_tls and url.startswith("redis://"):
+        url = "rediss://" + url[len("redis://") :]
     # Local dev clusters have no DNS: the pod runner passes Service name → IP overrides.
     overrides = dict(
         p.split("=", 1) for p in os.environ.get("LLMFLEET_HOST_OVERRIDES", "").split(",") if "=" in p
@@ -53,6 +55,22 @@ def redis_url(cfg: GatewayConfig) -> str | None:
         if host in overrides:
             url = url.replace(f"//{host}", f"//{overrides[host]}", 1)
     return url
+
+
+def redis_credentials(cfg: GatewayConfig) -> dict[str, str]:
+    """The managed Redis's ACL user and its password, read from the environment (a Secret): never from a file
+    the ConfigMap holds. An URL's own credentials (an external Redis's Secret) are left as they are."""
+    out = {}
+    if cfg.cache.redis_username:
+        out["username"] = cfg.cache.redis_username
+    if cfg.cache.redis_password_env:
+        password = os.environ.get(cfg.cache.redis_password_env)
+        if not password:
+            raise SystemExit(
+                f"{cfg.cache.redis_password_env} is not set: the managed Redis needs its password"
+            )
+        out["password"] = password
+    return out
 
 
 def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
@@ -80,7 +98,9 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
     if url:
         import redis.asyncio as aioredis
 
-        redis_client = aioredis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        redis_client = aioredis.from_url(
+            url, socket_timeout=0.25, socket_connect_timeout=0.25, **redis_credentials(cfg)
+        )
         limiter = RedisLimiter(redis_client, cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute)
     else:
         limiter = MemoryLimiter(cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute)

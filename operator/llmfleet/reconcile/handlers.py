@@ -10,8 +10,10 @@ with a delay; an invalid spec becomes a ``Degraded`` condition naming the field 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
+import secrets
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -81,7 +83,12 @@ class Reconciler:
         self._apply_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply")
 
     def _sync(
-        self, namespace: str, name: str, body: Obj | None, observed: Observed | None = None
+        self,
+        namespace: str,
+        name: str,
+        body: Obj | None,
+        observed: Observed | None = None,
+        tick: bool = False,
     ) -> Plan | None:
         stored = self.store.cr(namespace, name)
         if body is None or (stored is not None and _rv(stored) > _rv(body)):
@@ -111,8 +118,22 @@ class Reconciler:
             pass  # plan() reports it as a Degraded condition
         else:
             scale = self.autoscaler.step((namespace, name), spec, raw.get("status") or {}, now, observed)
-        p = plan(raw, snapshot, now, self.options, scale)
+            # The managed cache's credentials Secret: read once, then on each tick while it is (or may be)
+            # wanted; the plan keeps its password, or prunes it once the cache is no longer managed.
+            managed = spec.cache.any_enabled and spec.cache.redis.mode == "managed"
+            known = self.store.auth(namespace, name)
+            if not self.store.knows_auth(namespace, name) or (tick and (managed or known is not None)):
+                secret = self.port.get("v1", "Secret", namespace, names.cache_auth(name))
+                self.store.put_auth(namespace, name, secret)
+            snapshot = dataclasses.replace(snapshot, cache_auth=self.store.auth(namespace, name))
+        p = plan(raw, snapshot, now, self.options, scale, new_password=secrets.token_urlsafe(32))
         execute(self.port, raw, p, self._apply_pool)
+        auth = names.cache_auth(name)
+        for m in p.to_apply:
+            if m["kind"] == "Secret" and m["metadata"]["name"] == auth:
+                self.store.put_auth(namespace, name, m)  # what we wrote is what the next plan reads
+        if any(ref.kind == "Secret" and ref.name == auth for ref, _ in p.to_delete):
+            self.store.put_auth(namespace, name, None)
         if p.status is not None:
             self._written[(namespace, name)] = (_rv(raw), p.status)
         for ref, _ in p.to_delete:
@@ -138,14 +159,16 @@ class Reconciler:
         body: Obj | None = None,
         follow_up: bool = False,
         observed: Observed | None = None,
+        tick: bool = False,
     ) -> Plan | None:
         """``body``: the CR as the triggering event delivered it (else the store's copy, else a GET);
-        ``observed``: fresh fleet figures for the autoscaler (a metrics tick)."""
+        ``observed``: fresh fleet figures for the autoscaler (a metrics tick); ``tick``: the periodic re-plan, which
+        also re-reads the managed cache's credentials Secret."""
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
             pool = self._follow_pool if follow_up else self._pool
             return await asyncio.get_running_loop().run_in_executor(
-                pool, self._sync, namespace, name, body, observed
+                pool, self._sync, namespace, name, body, observed, tick
             )
 
     async def autoscale(self, namespace: str, name: str, raw_spec: dict[str, Any]) -> Plan | None:
@@ -165,7 +188,7 @@ class Reconciler:
             observed = await self.metrics.observe(
                 url, namespace, model, names.gateway(name), expect_engines=target != 0
             )
-        return await self.reconcile(namespace, name, follow_up=True, observed=observed)
+        return await self.reconcile(namespace, name, follow_up=True, observed=observed, tick=True)
 
     def schedule(self, namespace: str, name: str) -> None:
         """Reconcile soon; events arriving in the meantime for the same CR ride along."""
@@ -310,6 +333,7 @@ for _group, _version, _plural in (
     ("rbac.authorization.k8s.io", "v1", "roles"),
     ("rbac.authorization.k8s.io", "v1", "rolebindings"),
     ("policy", "v1", "poddisruptionbudgets"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
 ):
     kopf.on.event(_group, _version, _plural, labels=_OURS, id=f"child-{_plural}")(_child_changed)
 kopf.on.event(

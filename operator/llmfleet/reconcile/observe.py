@@ -16,6 +16,7 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "ConfigMap"),
     ("v1", "Service"),
     ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
     ("apps/v1", "Deployment"),
 )
 
@@ -27,6 +28,9 @@ class Snapshot:
     notices: Mapping[str, str] = field(
         default_factory=dict
     )  # node name -> reclaim signal, for the pods' nodes
+    # The managed Redis's credentials Secret as read (a GET by name, not a watch: the operator lists and watches
+    # no Secret), or None when absent or not looked for.
+    cache_auth: Obj | None = None
 
 
 def observe(port: KubePort, namespace: str, name: str) -> Snapshot:
@@ -66,6 +70,9 @@ class ChildStore:
         self._warm: set[tuple[str, str]] = set()
         self._crs: dict[tuple[str, str], Obj] = {}
         self._notices: dict[str, str] = {}  # node name -> the signal that says it is going
+        # Each CR's managed-cache credentials Secret (None: absent), as last read or applied. No Secret is
+        # watched, so this is refreshed by a GET on the periodic tick (a user's rotation or deletion is seen then).
+        self._auth: dict[tuple[str, str], Obj | None] = {}
 
     def _put(self, bucket: dict, key: object, obj: Obj) -> None:  # type: ignore[type-arg]
         old = bucket.get(key)
@@ -118,8 +125,18 @@ class ChildStore:
         return self._crs.get((namespace, name))
 
     def mark_new(self, namespace: str, name: str) -> None:
-        """This CR was created after the watches started: nothing to list."""
+        """This CR was created after the watches started: nothing to list (and no credentials Secret yet)."""
         self._warm.add((namespace, name))
+        self._auth.setdefault((namespace, name), None)
+
+    def knows_auth(self, namespace: str, name: str) -> bool:
+        return (namespace, name) in self._auth
+
+    def auth(self, namespace: str, name: str) -> Obj | None:
+        return self._auth.get((namespace, name))
+
+    def put_auth(self, namespace: str, name: str, secret: Obj | None) -> None:
+        self._auth[(namespace, name)] = secret
 
     def snapshot(self, port: KubePort, namespace: str, name: str) -> Snapshot:
         key = (namespace, name)
@@ -145,6 +162,7 @@ class ChildStore:
 
     def forget(self, namespace: str, name: str) -> None:
         self._warm.discard((namespace, name))
+        self._auth.pop((namespace, name), None)
         self._crs.pop((namespace, name), None)
         self._children.pop((namespace, name), None)
         self._pods.pop((namespace, name), None)

@@ -6,6 +6,7 @@ one, or a field we set has drifted in the live object; so an unchanged CR plans 
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from llmfleet.kube.port import Obj, Ref
 from llmfleet.reconcile.observe import Snapshot
 from llmfleet.reconcile.status import as_json, compute_status, degraded_status, parse_previous
 from llmfleet.render import Manifest, RenderOptions, render_all
+from llmfleet.render.cache import PASSWORD_KEY
 from llmfleet.render.common import stable_hash
 
 APPLIED_HASH = "llmfleet.io/applied-hash"
@@ -104,13 +106,28 @@ def spot_shortfall(spec: LLMDeploymentSpec, engine_pods: tuple[Obj, ...], now: d
     )
 
 
+def live_password(secret: Obj | None) -> str | None:
+    """The managed Redis's password in its live Secret, if it has a usable one."""
+    raw = ((secret or {}).get("data") or {}).get(PASSWORD_KEY)
+    if not raw:
+        return None
+    try:
+        password = base64.b64decode(raw, validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None  # not base64 text: replaced by a fresh one, as if deleted
+    return password if password.strip() else None
+
+
 def plan(
     raw: Obj,
     snapshot: Snapshot,
     now: datetime,
     options: RenderOptions | None = None,
     scale: ScaleInput | None = None,
+    new_password: str | None = None,
 ) -> Plan:
+    """``new_password``: a fresh random password the caller drew, used when the managed cache has no credentials
+    Secret yet (the live Secret's password wins, so a re-plan never rotates it)."""
     meta = raw["metadata"]
     previous_json = raw.get("status") or {}
     previous = parse_previous(previous_json)
@@ -139,10 +156,14 @@ def plan(
 
     late = spot_shortfall(spec, snapshot.engine_pods, now)
     counts = split_replicas(spec, desired_total(spec, scale), late)
-    desired = [with_hash(m) for m in render_all(obj, sizing, counts, options)]
+    children = dict(snapshot.children)
+    if snapshot.cache_auth is not None:
+        children[("Secret", snapshot.cache_auth["metadata"]["name"])] = snapshot.cache_auth
+    password = live_password(snapshot.cache_auth) or new_password
+    desired = [with_hash(m) for m in render_all(obj, sizing, counts, options, password)]
     to_apply, details = [], []
     for m in desired:
-        live = snapshot.children.get((m["kind"], m["metadata"]["name"]))
+        live = children.get((m["kind"], m["metadata"]["name"]))
         reason = needs_apply(m, live)
         if reason:
             to_apply.append(m)
@@ -150,7 +171,7 @@ def plan(
     wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
     to_delete = []
     uid = meta.get("uid")
-    for key, live in sorted(snapshot.children.items()):
+    for key, live in sorted(children.items()):
         owners = live["metadata"].get("ownerReferences") or []
         ours = any(o.get("uid") == uid for o in owners)
         if key not in wanted and ours and not live["metadata"].get("deletionTimestamp"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from llmfleet.api.sizing import Sizing
 from llmfleet.api.v1alpha1 import LLMDeployment
 from llmfleet.fleet.pools import PoolCounts, split_replicas
-from llmfleet.render.cache import cache_deployment, cache_service
+from llmfleet.render.cache import cache_auth_secret, cache_deployment, cache_service
 from llmfleet.render.common import Manifest, RenderInput, RenderOptions
 from llmfleet.render.engine import engine_deployments, engine_pdb, engine_service
 from llmfleet.render.gateway import (
@@ -20,20 +20,29 @@ from llmfleet.render.gateway import (
     gateway_service,
     gateway_service_account,
 )
+from llmfleet.render.network import network_policies
 
 __all__ = ["Manifest", "RenderInput", "RenderOptions", "render_all"]
 
 
 def render_all(
-    obj: LLMDeployment, sizing: Sizing, counts: PoolCounts | None = None, options: RenderOptions | None = None
+    obj: LLMDeployment,
+    sizing: Sizing,
+    counts: PoolCounts | None = None,
+    options: RenderOptions | None = None,
+    cache_password: str | None = None,
 ) -> list[Manifest]:
     """Every child the LLMDeployment should own, in apply order (config before workloads)."""
-    inp = RenderInput(obj, sizing, counts or split_replicas(obj.spec), options or RenderOptions())
+    inp = RenderInput(
+        obj, sizing, counts or split_replicas(obj.spec), options or RenderOptions(), cache_password
+    )
     builders = [
+        *network_policies(inp),  # isolation first: no pod starts reachable from the whole cluster
         gateway_service_account(inp),
         gateway_role(inp),
         gateway_role_binding(inp),
         gateway_configmap(inp),
+        cache_auth_secret(inp),
         cache_service(inp),
         cache_deployment(inp),
         engine_service(inp),

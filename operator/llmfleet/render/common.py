@@ -35,6 +35,9 @@ class RenderInput:
     sizing: Sizing
     counts: PoolCounts
     options: RenderOptions = RenderOptions()
+    # The managed Redis's password: the live Secret's, or a fresh one the reconciler drew (render stays pure);
+    # None when unknown (`llmfleet render` without a cluster): the Secret is then not rendered.
+    cache_password: str | None = None
 
     @property
     def name(self) -> str:
@@ -85,6 +88,26 @@ def metadata(
     if owners:
         meta["ownerReferences"] = owners
     return meta
+
+
+def restricted_pod(uid: int) -> dict[str, Any]:
+    """A pod securityContext the `restricted` Pod Security Standard admits: non-root with a fixed uid (none of
+    our images needs root), the runtime's default seccomp profile, volumes group-owned by that uid."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container(read_only_root: bool = True) -> dict[str, Any]:
+    """A container securityContext the `restricted` standard admits: no privilege escalation, no capability."""
+    out: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    if read_only_root:
+        out["readOnlyRootFilesystem"] = True
+    return out
 
 
 def stable_hash(value: Any) -> str:

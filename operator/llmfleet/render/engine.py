@@ -15,9 +15,30 @@ from llmfleet.fleet.names import (
     Pool,
     selector_labels,
 )
-from llmfleet.render.common import Manifest, RenderInput, disruption_budget, metadata, stable_hash
+from llmfleet.render.common import (
+    Manifest,
+    RenderInput,
+    disruption_budget,
+    metadata,
+    restricted_container,
+    restricted_pod,
+    stable_hash,
+)
 
 COMPONENT = names.ENGINE
+
+# vLLM's image runs as root; the engines run as this uid instead (restricted Pod Security), with every cache
+# vLLM, Hugging Face, torch and Triton write under one emptyDir.
+ENGINE_UID = 1000
+ENGINE_CACHE_DIR = "/cache"
+ENGINE_CACHE_ENV = (
+    ("HOME", ENGINE_CACHE_DIR),
+    ("XDG_CACHE_HOME", ENGINE_CACHE_DIR),
+    ("HF_HOME", f"{ENGINE_CACHE_DIR}/huggingface"),
+    ("VLLM_CACHE_ROOT", f"{ENGINE_CACHE_DIR}/vllm"),
+    ("TRITON_CACHE_DIR", f"{ENGINE_CACHE_DIR}/triton"),
+    ("USER", "vllm"),
+)
 
 PROBE_TIMEOUT_SECONDS = 5  # per /health probe of an engine (Kubernetes' default is 1 s)
 
@@ -154,9 +175,19 @@ def engine_deployment(inp: RenderInput, pool: Pool) -> Manifest:
         "image": inp.options.engine_image or spec.engine.image or DEFAULT_ENGINE_IMAGE,
         "args": vllm_args(inp),
         "ports": [{"name": "http", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
-        "env": [e.model_dump(by_alias=True, exclude_none=True) for e in spec.engine.env],
+        # Non-root (restricted Pod Security): caches on a writable volume, and a user name for getpass (the image
+        # has no passwd entry for the uid; torch's compile cache asks for one). The user's own env comes last.
+        "env": [
+            *({"name": k, "value": v} for k, v in ENGINE_CACHE_ENV),
+            *(e.model_dump(by_alias=True, exclude_none=True) for e in spec.engine.env),
+        ],
         "resources": _resources(inp),
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "cache", "mountPath": ENGINE_CACHE_DIR},
+        ],
+        # vLLM writes to its caches, /tmp and /dev/shm: the root filesystem stays writable.
+        "securityContext": restricted_container(read_only_root=False),
         # Kubernetes' 1 s default probe timeout is shorter than a loaded vLLM's /health can take (its event loop
         # is busy detokenizing hundreds of streams): readiness would flap and liveness restart a working engine.
         "startupProbe": {
@@ -184,11 +215,13 @@ def engine_deployment(inp: RenderInput, pool: Pool) -> Manifest:
     pod_spec: dict[str, Any] = {
         "containers": [container],
         "terminationGracePeriodSeconds": drain.grace_period_seconds,
+        "securityContext": restricted_pod(ENGINE_UID),
         "volumes": [
             {
                 "name": "dshm",
                 "emptyDir": {"medium": "Memory", "sizeLimit": f"{8 * inp.sizing.tensor_parallel_size}Gi"},
-            }
+            },
+            {"name": "cache", "emptyDir": {}},  # Hugging Face downloads, torch.compile and Triton caches
         ],
         "nodeSelector": dict(pool_spec.node_selector),
         "tolerations": tolerations,

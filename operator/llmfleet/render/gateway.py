@@ -15,11 +15,22 @@ from llmfleet.fleet.names import (
     engine_pod_selector,
     selector_labels,
 )
-from llmfleet.render.cache import redis_url
-from llmfleet.render.common import Manifest, RenderInput, disruption_budget, metadata, stable_hash
+from llmfleet.render.cache import AUTH_USER, PASSWORD_KEY, auth_hash, managed, redis_url
+from llmfleet.render.common import (
+    Manifest,
+    RenderInput,
+    disruption_budget,
+    metadata,
+    restricted_container,
+    restricted_pod,
+    stable_hash,
+)
 
 COMPONENT = names.GATEWAY
+GATEWAY_UID = 10001  # the image's llmfleet user (Dockerfile)
 CONFIG_KEY = "gateway.json"
+REDIS_URL_ENV = "LLMFLEET_REDIS_URL"  # an external Redis's URL, from the user's Secret
+REDIS_PASSWORD_ENV = "LLMFLEET_REDIS_PASSWORD"  # the managed Redis's password, from the cache-auth Secret
 CONFIG_DIR = "/etc/llmfleet"
 KEYS_DIR = "/etc/llmfleet/keys"
 GATEWAY_MIN_READY_SECONDS = 5  # a rollout's new gateway pod must stay ready this long before an old one goes
@@ -52,7 +63,10 @@ def gateway_config(inp: RenderInput) -> dict[str, Any]:
         },
         "cache": {
             "redisURL": redis_url(inp),
-            "redisURLEnv": "LLMFLEET_REDIS_URL" if cache.redis.secret_ref else None,
+            "redisURLEnv": REDIS_URL_ENV if cache.redis.secret_ref else None,
+            "redisUsername": AUTH_USER if managed(inp) else None,
+            "redisPasswordEnv": REDIS_PASSWORD_ENV if managed(inp) else None,
+            "redisTLS": cache.redis.mode == "external" and cache.redis.tls,
             "exact": {
                 "enabled": cache.exact.enabled,
                 "ttlSeconds": parse_duration(cache.exact.ttl),
@@ -94,11 +108,11 @@ def gateway_role(inp: RenderInput) -> Manifest:
             {
                 "apiGroups": ["discovery.k8s.io"],
                 "resources": ["endpointslices"],
-                "verbs": ["get", "list", "watch"],
+                "verbs": ["list", "watch"],  # discovery lists, then watches: no GET
             }
         ]
         + (
-            [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+            [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
             if inp.options.engine_discovery == "pods"
             else []
         ),
@@ -131,9 +145,10 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
         )
     if spec.cache.redis.secret_ref:
         ref = spec.cache.redis.secret_ref
-        env.append(
-            {"name": "LLMFLEET_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-        )
+        env.append({"name": REDIS_URL_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    if managed(inp):
+        secret = {"name": names.cache_auth(inp.name), "key": PASSWORD_KEY}
+        env.append({"name": REDIS_PASSWORD_ENV, "valueFrom": {"secretKeyRef": secret}})
     mounts = [{"name": "config", "mountPath": CONFIG_DIR + "/config", "readOnly": True}]
     volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": name}}]
     if gw.auth.api_keys_secret_ref:
@@ -143,7 +158,7 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
         "metadata": {
             "labels": pod_labels,
             # A config change rolls the gateway pods.
-            "annotations": {SPEC_HASH_ANNOTATION: stable_hash(gateway_config(inp))},
+            "annotations": {SPEC_HASH_ANNOTATION: stable_hash(gateway_config(inp)), **auth_hash(inp)},
         },
         "spec": {
             "serviceAccountName": name,
@@ -175,14 +190,10 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
                     },
                     "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
                     "volumeMounts": mounts,
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "runAsNonRoot": True,
-                        "runAsUser": 10001,
-                        "readOnlyRootFilesystem": True,
-                    },
+                    "securityContext": restricted_container(),
                 }
             ],
+            "securityContext": restricted_pod(GATEWAY_UID),
             "volumes": volumes,
         },
     }
