@@ -134,3 +134,32 @@ def test_an_external_url_with_credentials_is_refused_and_one_without_is_not(sche
     with pytest.raises(SpecError) as err:
         parse_spec(spec)
     assert "cache.redis.url" in str(err.value) and "secretRef" in str(err.value)
+
+
+def test_a_change_to_the_external_url_secret_rolls_the_gateways_on_the_next_tick(minimal_obj: dict) -> None:
+    """The user's Secret with the external Redis URL is read by name (never watched): its hash on the gateway pod
+    template changes on the periodic tick after the user edits it, and a rollout follows."""
+    import asyncio
+
+    from llmfleet.reconcile.handlers import Reconciler
+    from llmfleet.render.gateway import REDIS_URL_ANNOTATION
+
+    minimal_obj["spec"]["cache"] = {
+        "redis": {"mode": "external", "secretRef": {"name": "redis-url", "key": "url"}}
+    }
+    minimal_obj["metadata"]["creationTimestamp"] = "2025-12-31T00:00:00Z"
+    kube = FakeKube()
+    kube.add(minimal_obj)
+    url = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "redis-url", "namespace": "ml"}}
+    kube.add({**url, "data": {"url": base64.b64encode(b"redis://u:one@r:6379/0").decode()}})
+    r = Reconciler(kube, options=None, clock=lambda: T0)  # type: ignore[arg-type]
+    asyncio.run(r.reconcile("ml", "demo"))
+    first = template(kube, "demo-gateway")["metadata"]["annotations"][REDIS_URL_ANNOTATION]
+    kube.objects[("v1", "Secret", "ml", "redis-url")]["data"]["url"] = base64.b64encode(
+        b"redis://u:two@r:6379/0"
+    ).decode()
+    asyncio.run(r.reconcile("ml", "demo", follow_up=True))  # an event-driven pass reads no Secret
+    assert template(kube, "demo-gateway")["metadata"]["annotations"][REDIS_URL_ANNOTATION] == first
+    asyncio.run(r.reconcile("ml", "demo", follow_up=True, tick=True))
+    second = template(kube, "demo-gateway")["metadata"]["annotations"][REDIS_URL_ANNOTATION]
+    assert second != first and "two" not in json.dumps(template(kube, "demo-gateway"))

@@ -22,17 +22,26 @@ from typing import Any
 import kopf
 
 from llmfleet.api.load import SpecError, parse_spec
-from llmfleet.api.v1alpha1 import API_VERSION, GROUP, KIND, PLURAL, VERSION, PrometheusRef
+from llmfleet.api.v1alpha1 import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    LLMDeploymentSpec,
+    PrometheusRef,
+)
 from llmfleet.autoscale.loop import Autoscaler
 from llmfleet.autoscale.metrics import MetricsSource, Observed, PrometheusSource
 from llmfleet.fleet import names, pods, reclaim
 from llmfleet.fleet.names import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
 from llmfleet.kube.port import KubeError, KubePort, Obj
 from llmfleet.reconcile.apply import execute
-from llmfleet.reconcile.observe import ChildStore
+from llmfleet.reconcile.observe import ChildStore, Snapshot
 from llmfleet.reconcile.observe import resource_version as _rv
 from llmfleet.reconcile.plan import Plan, plan
 from llmfleet.render import RenderOptions
+from llmfleet.render.common import stable_hash
 from llmfleet.settings import OperatorSettings
 
 log = logging.getLogger("llmfleet.operator")
@@ -82,6 +91,30 @@ class Reconciler:
         self._follow_pool = ThreadPoolExecutor(max_workers=max(2, workers // 4), thread_name_prefix="follow")
         self._apply_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply")
 
+    def _secrets(
+        self, namespace: str, name: str, spec: LLMDeploymentSpec, snapshot: Snapshot, tick: bool
+    ) -> Snapshot:
+        """Gather the Secrets the plan needs, by name (the operator lists and watches none)."""
+        # The managed cache's credentials Secret: read once, then on each tick while it is (or may be)
+        # wanted; the plan keeps its password, or prunes it once the cache is no longer managed.
+        managed = spec.cache.any_enabled and spec.cache.redis.mode == "managed"
+        known = self.store.auth(namespace, name)
+        if not self.store.knows_auth(namespace, name) or (tick and (managed or known is not None)):
+            secret = self.port.get("v1", "Secret", namespace, names.cache_auth(name))
+            self.store.put_auth(namespace, name, secret)
+        snapshot = dataclasses.replace(snapshot, cache_auth=self.store.auth(namespace, name))
+        ref = spec.cache.redis.secret_ref
+        if spec.cache.any_enabled and spec.cache.redis.mode == "external" and ref is not None:
+            # The user's Secret with the external Redis URL: its hash rolls the gateways when it changes.
+            seen, digest = self.store.url_hash(namespace, name, (ref.name, ref.key))
+            if tick or not seen:
+                user = self.port.get("v1", "Secret", namespace, ref.name) or {}
+                value = (user.get("data") or {}).get(ref.key)
+                digest = stable_hash(value) if value else None
+                self.store.put_url_hash(namespace, name, (ref.name, ref.key), digest)
+            snapshot = dataclasses.replace(snapshot, redis_url_hash=digest)
+        return snapshot
+
     def _sync(
         self,
         namespace: str,
@@ -118,14 +151,7 @@ class Reconciler:
             pass  # plan() reports it as a Degraded condition
         else:
             scale = self.autoscaler.step((namespace, name), spec, raw.get("status") or {}, now, observed)
-            # The managed cache's credentials Secret: read once, then on each tick while it is (or may be)
-            # wanted; the plan keeps its password, or prunes it once the cache is no longer managed.
-            managed = spec.cache.any_enabled and spec.cache.redis.mode == "managed"
-            known = self.store.auth(namespace, name)
-            if not self.store.knows_auth(namespace, name) or (tick and (managed or known is not None)):
-                secret = self.port.get("v1", "Secret", namespace, names.cache_auth(name))
-                self.store.put_auth(namespace, name, secret)
-            snapshot = dataclasses.replace(snapshot, cache_auth=self.store.auth(namespace, name))
+            snapshot = self._secrets(namespace, name, spec, snapshot, tick)
         p = plan(raw, snapshot, now, self.options, scale, new_password=secrets.token_urlsafe(32))
         execute(self.port, raw, p, self._apply_pool)
         auth = names.cache_auth(name)

@@ -31,6 +31,7 @@ class Snapshot:
     # The managed Redis's credentials Secret as read (a GET by name, not a watch: the operator lists and watches
     # no Secret), or None when absent or not looked for.
     cache_auth: Obj | None = None
+    redis_url_hash: str | None = None  # of the external Redis URL in the user's Secret, as last read
 
 
 def observe(port: KubePort, namespace: str, name: str) -> Snapshot:
@@ -73,6 +74,7 @@ class ChildStore:
         # Each CR's managed-cache credentials Secret (None: absent), as last read or applied. No Secret is
         # watched, so this is refreshed by a GET on the periodic tick (a user's rotation or deletion is seen then).
         self._auth: dict[tuple[str, str], Obj | None] = {}
+        self._url: dict[tuple[str, str], tuple[tuple[str, str], str | None]] = {}  # secretRef -> URL hash
 
     def _put(self, bucket: dict, key: object, obj: Obj) -> None:  # type: ignore[type-arg]
         old = bucket.get(key)
@@ -138,6 +140,14 @@ class ChildStore:
     def put_auth(self, namespace: str, name: str, secret: Obj | None) -> None:
         self._auth[(namespace, name)] = secret
 
+    def url_hash(self, namespace: str, name: str, ref: tuple[str, str]) -> tuple[bool, str | None]:
+        """(known, hash) of the external Redis URL Secret key ``ref`` for this CR, as last read."""
+        got = self._url.get((namespace, name))
+        return (True, got[1]) if got is not None and got[0] == ref else (False, None)
+
+    def put_url_hash(self, namespace: str, name: str, ref: tuple[str, str], digest: str | None) -> None:
+        self._url[(namespace, name)] = (ref, digest)
+
     def snapshot(self, port: KubePort, namespace: str, name: str) -> Snapshot:
         key = (namespace, name)
         if key not in self._warm:
@@ -163,6 +173,7 @@ class ChildStore:
     def forget(self, namespace: str, name: str) -> None:
         self._warm.discard((namespace, name))
         self._auth.pop((namespace, name), None)
+        self._url.pop((namespace, name), None)
         self._crs.pop((namespace, name), None)
         self._children.pop((namespace, name), None)
         self._pods.pop((namespace, name), None)

@@ -160,7 +160,9 @@ def plan(
     if snapshot.cache_auth is not None:
         children[("Secret", snapshot.cache_auth["metadata"]["name"])] = snapshot.cache_auth
     password = live_password(snapshot.cache_auth) or new_password
-    desired = [with_hash(m) for m in render_all(obj, sizing, counts, options, password)]
+    desired = [
+        with_hash(m) for m in render_all(obj, sizing, counts, options, password, snapshot.redis_url_hash)
+    ]
     to_apply, details = [], []
     for m in desired:
         live = children.get((m["kind"], m["metadata"]["name"]))

@@ -31,10 +31,16 @@ def render_all(
     counts: PoolCounts | None = None,
     options: RenderOptions | None = None,
     cache_password: str | None = None,
+    redis_url_hash: str | None = None,
 ) -> list[Manifest]:
     """Every child the LLMDeployment should own, in apply order (config before workloads)."""
     inp = RenderInput(
-        obj, sizing, counts or split_replicas(obj.spec), options or RenderOptions(), cache_password
+        obj,
+        sizing,
+        counts or split_replicas(obj.spec),
+        options or RenderOptions(),
+        cache_password,
+        redis_url_hash,
     )
     builders = [
         *network_policies(inp),  # isolation first: no pod starts reachable from the whole cluster

@@ -38,6 +38,9 @@ class RenderInput:
     # The managed Redis's password: the live Secret's, or a fresh one the reconciler drew (render stays pure);
     # None when unknown (`llmfleet render` without a cluster): the Secret is then not rendered.
     cache_password: str | None = None
+    # A hash of the external Redis URL in the user's Secret (cache.redis.secretRef), as last read: on the
+    # gateway pod template, so a change to that Secret rolls the gateways. None when unknown or unused.
+    redis_url_hash: str | None = None
 
     @property
     def name(self) -> str:

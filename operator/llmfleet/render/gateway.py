@@ -30,6 +30,7 @@ COMPONENT = names.GATEWAY
 GATEWAY_UID = 10001  # the image's llmfleet user (Dockerfile)
 CONFIG_KEY = "gateway.json"
 REDIS_URL_ENV = "LLMFLEET_REDIS_URL"  # an external Redis's URL, from the user's Secret
+REDIS_URL_ANNOTATION = "llmfleet.io/redis-url-hash"  # a change to that Secret rolls the gateways
 REDIS_PASSWORD_ENV = "LLMFLEET_REDIS_PASSWORD"  # the managed Redis's password, from the cache-auth Secret
 CONFIG_DIR = "/etc/llmfleet"
 KEYS_DIR = "/etc/llmfleet/keys"
@@ -158,7 +159,11 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
         "metadata": {
             "labels": pod_labels,
             # A config change rolls the gateway pods.
-            "annotations": {SPEC_HASH_ANNOTATION: stable_hash(gateway_config(inp)), **auth_hash(inp)},
+            "annotations": {
+                SPEC_HASH_ANNOTATION: stable_hash(gateway_config(inp)),
+                **auth_hash(inp),
+                **({REDIS_URL_ANNOTATION: inp.redis_url_hash} if inp.redis_url_hash else {}),
+            },
         },
         "spec": {
             "serviceAccountName": name,
