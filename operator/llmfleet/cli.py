@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -178,8 +179,38 @@ def cmd_prefix_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_names(asked: list[str]) -> tuple[str, ...]:
+    from llmfleet.sim.fleet import POLICIES
+
+    names: tuple[str, ...] = ()
+    for name in asked:
+        for one in POLICIES if name == "all" else (name,):
+            if one not in POLICIES:
+                raise UserError(f"--policy {one}: unknown; one of all, {', '.join(POLICIES)}")
+            names += (one,) if one not in names else ()
+    return names
+
+
+def _print_policies(lines: Iterable[dict[str, Any]], where: dict[str, Any], as_json: bool) -> None:
+    """One JSON object per policy, or a table (each row as soon as its replay ends)."""
+    if not as_json:
+        head = f"{'policy':<18} {'SLO met':>8} {'TTFT p95':>9} {'TTFT p99':>9} {'e2e p95':>8} {'cost $':>9} {'GPU-h':>7}"
+        print(head)
+    for line in lines:
+        if as_json:
+            print(json.dumps({**where, **line}), flush=True)
+            continue
+        att, gpu = line["ttft_slo_attainment"], sum(line["gpu_hours"].values())
+        print(
+            f"{line['policy']:<18} {'-' if att is None else f'{att:.2%}':>8} {line['ttft_p95_s'] or 0:>8.3f}s "
+            f"{line['ttft_p99_s'] or 0:>8.3f}s {line['e2e_p95_s'] or 0:>7.1f}s {line['cost_usd']:>9.2f} "
+            f"{gpu:>7.2f}",
+            flush=True,
+        )
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from llmfleet.sim.fleet import SimConfig, compare, read_azure_trace, shape
+    from llmfleet.sim.fleet import SimConfig, compare, policies, read_azure_trace, shape
 
     objs, source = _load(args.file)
     if len(objs) != 1:
@@ -222,9 +253,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"time /{args.speed:g}, {args.copies} cop{'y' if args.copies == 1 else 'ies'})",
         file=sys.stderr,
     )
+    names = _policy_names(args.policy)
+    where = {"source": trace_path.name, "speed": args.speed, "copies": args.copies}
     try:
-        for line in compare(objs[0].spec, trace, config):
-            print(json.dumps({"source": trace_path.name, "speed": args.speed, "copies": args.copies, **line}))
+        if not names:
+            for line in compare(objs[0].spec, trace, config):
+                print(json.dumps({**where, **line}))
+            return 0
+        _print_policies(policies(objs[0].spec, trace, config, names), where, args.json)
     except SizingError as exc:
         raise UserError(f"{source}: {objs[0].metadata.name}: {exc.field}: {exc}") from None
     return 0
@@ -351,6 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="minutes left out of latency and cost (the fleet settling from minReplicas)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (trace copies, reclaims)")
+    p.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        help="replay through this scaling policy instead (repeatable; 'all' for every one): llmfleet, "
+        "kubeai-like, keda-queue, hpa-like (llmfleet.sim.baselines), static-peak (the smallest static "
+        "on-demand fleet reaching 99%% of requests under the TTFT target), static-peak-spot (the same, split "
+        "over the CR's pools)",
+    )
+    p.add_argument("--json", action="store_true", help="with --policy: one JSON object per policy")
     p.set_defaults(func=cmd_simulate)
 
     dev = sub.add_parser("dev", help="local development helpers (a cluster without Docker)")

@@ -29,6 +29,7 @@ from llmfleet.autoscale.policy import Observation, ScaleState, decide
 from llmfleet.fleet.capacity import EngineProfile, capacity_of
 from llmfleet.fleet.pools import clamp, initial_replicas, late_spot, split_replicas
 from llmfleet.fleet.reclaim import replacing
+from llmfleet.sim.baselines import BASELINES, Baseline, baseline
 from llmfleet.sim.perfmodel import FastBatchEngine, SimRequest
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # simulated time 0 as the policy's clock sees it
@@ -92,6 +93,10 @@ class SimConfig:
     spot_notice_s: float = 120.0
     drain_s: float = 45.0  # vLLM --shutdown-timeout: in-flight requests may finish, new ones go elsewhere
     static_replicas: int | None = None  # baseline: this many on-demand replicas, no autoscaler
+    static_pools: bool = (
+        False  # with static_replicas: split over the CR's pools as llmfleet does (spot first)
+    )
+    policy: str = "llmfleet"  # or a baseline of llmfleet.sim.baselines (kubeai-like, keda-queue, hpa-like)
     warmup_s: float = 0.0  # requests arriving earlier and cost before it are left out of the figures
     initial_replicas: int | None = None  # the autoscaled fleet starts warm at this target; None: minReplicas
     seed: int = 0
@@ -134,6 +139,7 @@ class Stats:
     peak_replicas: int = 0
     reclaims: int = 0
     fallback_seconds: float = 0.0
+    slo_met: int = 0  # counted requests whose first token came within the CR's ttftP95Target
 
 
 def quantile(values: list[float], q: float) -> float | None:
@@ -170,6 +176,9 @@ class Fleet:
         self._spot_slots = max(1, spec.pools.spot.max_replicas)
         self._pending_timeout = parse_duration(spec.pools.spot.pending_timeout)
         self._serving_cache: list[Replica] | None = None
+        self.baseline: Baseline | None = baseline(config.policy) if config.policy in BASELINES else None
+        self.tick_s = self.baseline.interval_s if self.baseline is not None else config.tick_s
+        self.slo_s = parse_duration(spec.autoscaling.ttft_p95_target)
 
     # ------------------------------------------------------------------ events
     def at(self, t: float, kind: str, payload: Any = None) -> None:
@@ -184,13 +193,16 @@ class Fleet:
         if self.config.static_replicas is not None:
             self.target = self.config.static_replicas
         else:
-            if a.enabled:
+            if self.baseline is not None:
+                start = self.config.initial_replicas
+                self.target = initial_replicas(self.spec) if start is None else clamp(a, start)
+            elif a.enabled:
                 start = self.config.initial_replicas
                 self.target = initial_replicas(self.spec) if start is None else clamp(a, start)
                 self.state = ScaleState(target=self.target, active_at=EPOCH, spec_replicas=self.spec.replicas)
             else:
                 self.target = initial_replicas(self.spec)
-            self.at(self.config.tick_s, "tick")  # the operator's tick: autoscaler and the spot pendingTimeout
+            self.at(self.tick_s, "tick")  # the operator's tick: autoscaler and the spot pendingTimeout
         self._reconcile(0.0, warm=True)
         if any(r.ready_at is None for r in self.replicas):
             # A fleet that has been running already has its on-demand stand-ins for spot it could not get.
@@ -262,6 +274,7 @@ class Fleet:
             self.first[rid] = ttft
             if arrived >= self.config.warmup_s:
                 self.stats.ttft.append(ttft)
+                self.stats.slo_met += ttft <= self.slo_s
             self.recent_ttft.append((done_at, ttft))
         for rid in res.finished:
             arrived = self.started.pop(rid)[0]
@@ -304,7 +317,7 @@ class Fleet:
 
     def _reconcile(self, now: float, warm: bool = False) -> None:
         """What the operator does with a target: split it over the pools, create and drain replicas."""
-        if self.config.static_replicas is not None:
+        if self.config.static_replicas is not None and not self.config.static_pools:
             want = {"on-demand": self.target, "spot": 0}
         else:
             late = late_spot(
@@ -314,7 +327,7 @@ class Fleet:
             counts = split_replicas(self.spec, self.target, late)
             want = {"on-demand": counts.on_demand, "spot": counts.spot}
             if counts.fallback and not warm:  # one tick's worth per tick that ran stand-ins
-                self.stats.fallback_seconds += self.config.tick_s
+                self.stats.fallback_seconds += self.tick_s
         for pool, n in want.items():
             live = self._live(pool)
             for _ in range(n - len(live)):
@@ -410,7 +423,17 @@ class Fleet:
         )
 
     def _on_tick(self, now: float, _: Any) -> None:
-        if self.state is not None:
+        if self.baseline is not None:
+            a = self.spec.autoscaling
+            target = max(
+                a.min_replicas, min(a.max_replicas, self.baseline.decide(self.observe(now), self.target, now))
+            )
+            if target != self.target:
+                self.stats.scale_events.append(
+                    {"t": round(now, 1), "from": self.target, "to": target, "reason": self.config.policy}
+                )
+            self.target = target
+        elif self.state is not None:
             d = decide(
                 self.spec.autoscaling,
                 self.state,
@@ -425,7 +448,7 @@ class Fleet:
                 )
             self.target = d.target
         self._reconcile(now)
-        self.at(now + self.config.tick_s, "tick")
+        self.at(now + self.tick_s, "tick")
 
     # ------------------------------------------------------------------ cost
     def _account_replica(self, rep: Replica, now: float) -> None:
@@ -455,8 +478,18 @@ def simulate(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConf
     ms = lambda v: None if v is None else round(v * 1000, 1)  # noqa: E731
     counted = sum(1 for r in trace if r.at >= config.warmup_s)
     span = max(1e-9, trace[-1].at - max(config.warmup_s, trace[0].at)) if trace else 1e-9
+    sec = lambda v: None if v is None else round(v, 3)  # noqa: E731
     return {
         "requests": counted,
+        # Requests whose first token came within the CR's ttftP95Target, of all counted: one never served misses.
+        "ttft_slo_attainment": round(st.slo_met / counted, 4) if counted else None,
+        "ttft_p95_s": sec(quantile(st.ttft, 0.95)),
+        "ttft_p99_s": sec(quantile(st.ttft, 0.99)),
+        "gpu_hours": {
+            k: round(v / 3600 * sizing.tensor_parallel_size, 2) for k, v in st.replica_seconds.items()
+        },
+        "preemptions": st.reclaims,
+        "lost_requests": st.lost + (counted - len(st.e2e)),
         "warmup_s": config.warmup_s,
         "completed": len(st.e2e),
         "lost_in_reclaims": st.lost,
@@ -474,6 +507,58 @@ def simulate(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConf
         "fallback_minutes": round(st.fallback_seconds / 60, 1),
         "timeline": st.scale_events[:50],
     }
+
+
+SLO_GOAL = 0.99  # the share of requests under the TTFT target static-peak must reach
+POLICIES = ("llmfleet", *BASELINES, "static-peak", "static-peak-spot")
+
+
+def static_peak(
+    spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConfig, pools: bool = False
+) -> tuple[int, dict[str, Any]]:
+    """The smallest static fleet (all on-demand, or split over the CR's pools) whose TTFT SLO attainment reaches
+    ``SLO_GOAL`` on this trace: doubling, then bisection (attainment grows with the fleet); capped at 4096."""
+    fixed = replace(config, static_replicas=1, static_pools=pools, policy="static")
+    if not pools:
+        fixed = replace(fixed, spot_reclaims_per_hour=0.0)
+    runs: dict[int, dict[str, Any]] = {}
+
+    def run(n: int) -> dict[str, Any]:
+        if n not in runs:
+            runs[n] = simulate(spec, trace, replace(fixed, static_replicas=n))
+        return runs[n]
+
+    def ok(n: int) -> bool:
+        return (run(n)["ttft_slo_attainment"] or 0.0) >= SLO_GOAL
+
+    hi = 1
+    while not ok(hi) and hi < 4096:
+        hi *= 2
+    lo = hi // 2 + 1 if hi > 1 else 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi, run(hi)
+
+
+def policies(
+    spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConfig, names: tuple[str, ...] = POLICIES
+) -> Iterator[dict[str, Any]]:
+    """The same trace through each policy, one result each (``policy`` names it), for ``--policy``."""
+    for name in names:
+        if name == "static-peak" or name == "static-peak-spot":
+            n, out = static_peak(spec, trace, config, pools=name == "static-peak-spot")
+            yield {"policy": name, "static_replicas": n, **out}
+        elif name == "llmfleet" or name in BASELINES:
+            yield {
+                "policy": name,
+                **simulate(spec, trace, replace(config, static_replicas=None, policy=name)),
+            }
+        else:
+            raise ValueError(f"unknown policy {name!r}; one of {', '.join(POLICIES)}")
 
 
 def compare(
