@@ -125,6 +125,7 @@ def test_queue_depth_from_prometheus_scales_spot_first_then_back_down(
         "targetQueueDepthPerReplica": 2,
         "scaleUpWindow": "0s",
         "scaleDownWindow": "10s",
+        "loadMemory": "10s",  # the scale-down is what this test waits for
     }
     cluster.apply(obj)
     eventually(

@@ -218,6 +218,30 @@ def test_fleet_bench_quick_prints_both_fleets_and_their_ratio_per_scenario() -> 
     assert lines[-1]["summary"] is True
 
 
+def test_policies_bench_prints_every_policy_and_a_summary_per_trace() -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "policies.py"), "--minutes", "8"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = json_lines(r.stdout)
+    for trace in ("conv", "code"):
+        rows = {x["policy"]: x for x in lines if x["trace"] == trace and "policy" in x}
+        assert set(rows) == {
+            "llmfleet",
+            "kubeai-like",
+            "keda-queue",
+            "hpa-like",
+            "static-peak",
+            "static-peak-spot",
+        }
+        assert rows["static-peak"]["ttft_slo_attainment"] >= 0.99  # by construction of the search
+        (summary,) = [x for x in lines if x["trace"] == trace and x.get("summary")]
+        assert "static-peak" in summary["reaching_goal"] and summary["llmfleet_cost_vs_static_peak"] > 0
+
+
 def test_chaos_bench_short_spot_notice_and_operator_failover_lose_nothing(cluster, operator) -> None:
     """The short chaos run `.ci/run` includes: under streaming load, a spot node's termination notice, then the
     same with the leading operator SIGKILLed first. Done-when of the faults issue: with notice nothing fails and

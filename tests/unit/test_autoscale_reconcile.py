@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from llmfleet.api.conditions import ConditionResult, Reason
 from llmfleet.autoscale.metrics import Observed
 from llmfleet.autoscale.policy import Observation
@@ -121,7 +124,13 @@ class Scripted:
         self.calls: list[tuple[str, str, str, bool]] = []
 
     async def observe(
-        self, url: str, namespace: str, model: str, gateway_service: str, expect_engines: bool
+        self,
+        url: str,
+        namespace: str,
+        model: str,
+        gateway_service: str,
+        expect_engines: bool,
+        ttft_target_s: float = 0.5,
     ) -> Observed:
         self.calls.append((url, namespace, model, gateway_service, expect_engines))
         return self.observed
@@ -247,3 +256,16 @@ def test_an_idle_operator_writes_nothing_while_prometheus_fails_in_changing_ways
         asyncio.run(r.autoscale("ml", "demo", kube.objects[CR]["spec"]))
     assert calls[0] > 12 * 9 // 2  # every tick queried
     assert kube.status_writes == before
+
+
+@given(st.floats(0.0, 3000.0))
+def test_the_attainment_query_counts_only_first_tokens_surely_within_the_target(target: float) -> None:
+    from llmfleet.autoscale.metrics import bucket_at_or_below, queries
+    from llmfleet.fleet.vllm import TTFT_BUCKETS
+
+    le = float(bucket_at_or_below(target))
+    assert le in TTFT_BUCKETS
+    assert le <= target or le == TTFT_BUCKETS[0]  # never a bucket above the target: no flattering share
+    above = [b for b in TTFT_BUCKETS if le < b <= target]
+    assert not above  # the tightest such bucket
+    assert f'le="{bucket_at_or_below(target)}"' in queries("ns", "m", "gw", target)["ttft_within"]

@@ -17,7 +17,13 @@ def spec(**kw: object):
     base: dict = {
         "model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"},
         "pools": {"onDemand": {"minReplicas": 1, "maxReplicas": 4}, "spot": {"maxReplicas": 8}},
-        "autoscaling": {"minReplicas": 1, "maxReplicas": 10, "scaleUpWindow": "0s", "scaleDownWindow": "2m"},
+        "autoscaling": {
+            "minReplicas": 1,
+            "maxReplicas": 10,
+            "scaleUpWindow": "0s",
+            "scaleDownWindow": "2m",
+            "loadMemory": "0s",  # these traces are short: scaling back in is what they test
+        },
     }
     base.update(kw)
     return parse_spec(base)
@@ -168,7 +174,13 @@ def test_the_simulator_holds_its_target_while_reclaimed_replicas_are_replaced() 
 
     s = spec(
         pools={"onDemand": {"minReplicas": 0, "maxReplicas": 4}, "spot": {"maxReplicas": 8}},
-        autoscaling={"minReplicas": 1, "maxReplicas": 8, "scaleUpWindow": "0s", "scaleDownWindow": "0s"},
+        autoscaling={
+            "minReplicas": 1,
+            "maxReplicas": 8,
+            "scaleUpWindow": "0s",
+            "scaleDownWindow": "0s",
+            "loadMemory": "0s",
+        },
     )
     trace = burst(20, 300) + burst(1, 600, start=300)  # a burst, then quiet: the policy wants to shrink
     Recording(s, size(s), SimConfig(cold_start_s=60, spot_reclaims_per_hour=6, seed=3)).run(trace)

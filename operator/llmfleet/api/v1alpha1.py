@@ -404,6 +404,27 @@ class AutoscalingSpec(Model):
     ttft_p95_target: Duration = Field(default="500ms", description="Scale up when TTFT p95 exceeds this.")
     scale_up_window: Duration = Field(default="30s", description="Stabilisation window before scaling up.")
     scale_down_window: Duration = Field(default="5m", description="Stabilisation window before scaling down.")
+    ttft_attainment_target: float = Field(
+        default=0.99,
+        ge=0.5,
+        le=1.0,
+        description="Share of first tokens that must come within ttftP95Target: while the last minute's share is "
+        "below it the fleet grows and does not shrink. The SLO the autoscaler holds, bursts included; lower it "
+        "to trade latency for cost.",
+    )
+    headroom: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=4.0,
+        description="Extra capacity kept above the token load, as a share of it (0.3: 30 %): the cost/SLO knob. "
+        "More headroom meets more first tokens during bursts shorter than a cold start, at a higher cost.",
+    )
+    load_memory: Duration = Field(
+        default="15m",
+        description="How long the fleet remembers what load and latency asked for: it shrinks only to the "
+        "highest recommendation of the last max(scaleDownWindow, loadMemory), so bursts that recur within it "
+        "(shorter than a cold start) find their replicas still warm. Lower it to save cost on steady traffic.",
+    )
     scale_to_zero: ScaleToZero = Field(default_factory=ScaleToZero, description="Scale-to-zero when idle.")
     prometheus: PrometheusRef = Field(default_factory=PrometheusRef, description="Where metrics are read.")
 

@@ -19,8 +19,10 @@ import httpx
 
 from llmfleet.api.conditions import ConditionResult, Reason
 from llmfleet.autoscale.policy import PROMPT_ALL, PROMPT_COMPUTED, Observation
+from llmfleet.fleet.vllm import TTFT_BUCKETS
 
 QUERY_TIMEOUT_SECONDS = 5.0
+PEAK_WINDOW = "30s"  # the rate window of the burst figure: two 15 s scrapes
 log = logging.getLogger("llmfleet.autoscale")
 
 
@@ -47,12 +49,26 @@ class Observed:
 
 class MetricsSource(Protocol):
     async def observe(
-        self, url: str, namespace: str, model: str, gateway_service: str, expect_engines: bool
+        self,
+        url: str,
+        namespace: str,
+        model: str,
+        gateway_service: str,
+        expect_engines: bool,
+        ttft_target_s: float = 0.5,
     ) -> Observed: ...
 
 
-def queries(namespace: str, model: str, gateway_service: str) -> dict[str, str]:
+def bucket_at_or_below(target_s: float) -> str:
+    """The ``le`` label of vLLM's TTFT bucket at or below a target (the smallest when the target is below all):
+    first tokens counted within it surely met the target, so the share read is never flattering."""
+    bounds = [b for b in TTFT_BUCKETS if b <= target_s + 1e-12] or [TTFT_BUCKETS[0]]
+    return repr(float(bounds[-1]))
+
+
+def queries(namespace: str, model: str, gateway_service: str, ttft_target_s: float = 0.5) -> dict[str, str]:
     """The PromQL the autoscaler reads, by figure (the engine series are vLLM 0.33's own)."""
+    le = bucket_at_or_below(ttft_target_s)
     sel = f'namespace="{namespace}",model_name="{model}"'
     gw = f'namespace="{namespace}",service="{gateway_service}"'
     return {
@@ -69,6 +85,13 @@ def queries(namespace: str, model: str, gateway_service: str) -> dict[str, str]:
         # work, so a fleet with reused prefixes is not sized for prompt tokens it never computes.
         "prompt_compute_tps": f'sum(rate(vllm:prompt_tokens_by_source_total{{{sel},source="local_compute"}}[1m]))',
         "generation_tps": f"sum(rate(vllm:generation_tokens_total{{{sel}}}[1m]))",
+        # Bursts shorter than the minute: the busiest 30 s of the last minute (the finest rate a 15 s scrape
+        # gives), so a fleet is sized for the burst it just saw, not for the minute's mean.
+        # The share of first tokens within the TTFT target, from the histogram bucket at or below it.
+        "ttft_within": f'sum(rate(vllm:time_to_first_token_seconds_bucket{{{sel},le="{le}"}}[1m]))',
+        "ttft_count": f"sum(rate(vllm:time_to_first_token_seconds_count{{{sel}}}[1m]))",
+        "prompt_peak_tps": f"max_over_time(sum(rate(vllm:prompt_tokens_total{{{sel}}}[{PEAK_WINDOW}]))[1m:15s])",
+        "prompt_compute_peak_tps": f'max_over_time(sum(rate(vllm:prompt_tokens_by_source_total{{{sel},source="local_compute"}}[{PEAK_WINDOW}]))[1m:15s])',
     }
 
 
@@ -95,9 +118,15 @@ class PrometheusSource:
         return _scalar(body)
 
     async def observe(
-        self, url: str, namespace: str, model: str, gateway_service: str, expect_engines: bool
+        self,
+        url: str,
+        namespace: str,
+        model: str,
+        gateway_service: str,
+        expect_engines: bool,
+        ttft_target_s: float = 0.5,
     ) -> Observed:
-        q = queries(namespace, model, gateway_service)
+        q = queries(namespace, model, gateway_service, ttft_target_s)
         try:
             values = await asyncio.gather(*(self._query(url, promql) for promql in q.values()))
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
@@ -132,6 +161,10 @@ class PrometheusSource:
             prompt_tps=got["prompt_compute_tps"] if computed else got["prompt_tps"],
             prompt_source=PROMPT_COMPUTED if computed else PROMPT_ALL,
             generation_tps=got["generation_tps"],
+            prompt_tps_peak=got["prompt_compute_peak_tps"] if computed else got["prompt_peak_tps"],
+            ttft_miss_share=(
+                max(0.0, 1.0 - (got["ttft_within"] or 0.0) / got["ttft_count"]) if got["ttft_count"] else None
+            ),
             arrivals=got["arrivals"],
         )
         return Observed(

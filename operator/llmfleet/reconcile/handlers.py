@@ -22,6 +22,7 @@ from typing import Any
 import kopf
 
 from llmfleet.api.load import SpecError, parse_spec
+from llmfleet.api.quantity import parse_duration
 from llmfleet.api.v1alpha1 import (
     API_VERSION,
     GROUP,
@@ -212,7 +213,12 @@ class Reconciler:
             model = spec.model.served_name or name
             target = self.autoscaler.target((namespace, name))
             observed = await self.metrics.observe(
-                url, namespace, model, names.gateway(name), expect_engines=target != 0
+                url,
+                namespace,
+                model,
+                names.gateway(name),
+                expect_engines=target != 0,
+                ttft_target_s=parse_duration(spec.autoscaling.ttft_p95_target),
             )
         return await self.reconcile(namespace, name, follow_up=True, observed=observed, tick=True)
 

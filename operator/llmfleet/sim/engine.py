@@ -30,6 +30,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from llmfleet import wire
+from llmfleet.fleet.vllm import TTFT_BUCKETS
 from llmfleet.sim.perfmodel import BLOCK_TOKENS, BatchEngine, EngineProfile, SimRequest
 
 Scope = dict[str, Any]
@@ -63,30 +64,6 @@ WORDS = (
 )
 CHARS_PER_TOKEN = 4
 # vLLM 0.33's histogram bounds (vllm/v1/metrics/buckets.py; the conformance test compares them).
-TTFT_BUCKETS = (
-    0.001,
-    0.005,
-    0.01,
-    0.02,
-    0.04,
-    0.06,
-    0.08,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    20.0,
-    40.0,
-    80.0,
-    160.0,
-    640.0,
-    2560.0,
-)
 ITL_BUCKETS = (
     0.01,
     0.025,

@@ -411,7 +411,15 @@ class Fleet:
             self.reclaimed = (
                 0  # every reclaimed replica is replaced (the operator's Reclaim condition: Replaced)
             )
+        # The busiest 30 s of the last minute, sampled every 15 s, as the operator's PromQL subquery reads it.
+        peak = 0.0
+        for k in range(3):
+            hi = now - 15.0 * k
+            peak = max(peak, sum(p for t, p, _ in self.tokens if hi - 30.0 < t <= hi) / 30.0)
+        recent = [t for _, t in self.recent_ttft]
         return Observation(
+            prompt_tps_peak=peak,
+            ttft_miss_share=sum(t > self.slo_s for t in recent) / len(recent) if recent else None,
             waiting=waiting,
             running=sum(len(r.engine.running) for r in serving),
             ready=len(serving),
@@ -517,7 +525,8 @@ def static_peak(
     spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConfig, pools: bool = False
 ) -> tuple[int, dict[str, Any]]:
     """The smallest static fleet (all on-demand, or split over the CR's pools) whose TTFT SLO attainment reaches
-    ``SLO_GOAL`` on this trace: doubling, then bisection (attainment grows with the fleet); capped at 4096."""
+    ``SLO_GOAL`` on this trace: doubling, then bisection (attainment grows with the fleet). On-demand is capped
+    at 4096; split over the pools, at their maxReplicas (``meets_goal`` false when even that falls short)."""
     fixed = replace(config, static_replicas=1, static_pools=pools, policy="static")
     if not pools:
         fixed = replace(fixed, spot_reclaims_per_hour=0.0)
@@ -531,9 +540,14 @@ def static_peak(
     def ok(n: int) -> bool:
         return (run(n)["ttft_slo_attainment"] or 0.0) >= SLO_GOAL
 
+    # Split over the pools, the fleet cannot outgrow them (the split caps each pool at its maxReplicas).
+    cap = spec.pools.on_demand.max_replicas + (spec.pools.spot.max_replicas if spec.pools.spot.enabled else 0)
+    cap = max(1, cap) if pools else 4096
     hi = 1
-    while not ok(hi) and hi < 4096:
-        hi *= 2
+    while not ok(hi) and hi < cap:
+        hi = min(cap, hi * 2)
+    if not ok(hi):
+        return hi, {**run(hi), "meets_goal": False}  # the largest this fleet can be, short of the goal
     lo = hi // 2 + 1 if hi > 1 else 1
     while lo < hi:
         mid = (lo + hi) // 2
@@ -541,7 +555,7 @@ def static_peak(
             hi = mid
         else:
             lo = mid + 1
-    return hi, run(hi)
+    return hi, {**run(hi), "meets_goal": True}
 
 
 def policies(
