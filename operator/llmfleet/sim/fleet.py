@@ -4,6 +4,11 @@ gateway does, scaled by the autoscaler's own pure policy, with cold starts, spot
 A reclaimed replica drains for the notice and is replaced in its pool; the policy holds the target meanwhile
 through the same rule the operator feeds (``fleet.reclaim.replacing``).
 
+``policies`` replays the same trace through the scaling policies users would pick instead
+(``sim.baselines``: KubeAI-, KEDA- and HPA-like) and through ``static_peak``, the smallest static fleet that
+keeps ``SLO_GOAL`` of first tokens within the CR's TTFT target; every run reports that share
+(``ttft_slo_attainment``, an unserved request counting as a miss).
+
 Pure computation: no sockets, no wall clock; the same inputs give the same figures. What it models, and what
 it leaves out, is stated in ``SimConfig``; where a figure comes from the trace or the catalog it says so.
 """
