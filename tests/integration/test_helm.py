@@ -194,7 +194,12 @@ def used(audit_log: Path, user: str, since: float) -> set[tuple[str, str, str]]:
             if user not in line:
                 continue
             ev = json.loads(line)
-            if ev.get("stage") != "ResponseComplete" or (ev.get("user") or {}).get("username") != user:
+            # A watch still open has only its ResponseStarted event: it counts as used too.
+            stage = ev.get("stage")
+            if (
+                stage not in ("ResponseComplete", "ResponseStarted")
+                or (ev.get("user") or {}).get("username") != user
+            ):
                 continue
             from datetime import datetime
 
