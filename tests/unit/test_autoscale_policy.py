@@ -361,3 +361,32 @@ def test_load_memory_keeps_a_bursts_replicas_until_it_has_passed() -> None:
     assert first_down * 15 >= 600  # not before loadMemory (10 min), though scaleDownWindow is 1 min
     short = run(spec(scaleUpWindow="0s", scaleDownWindow="1m"), state, figures)
     assert next(i for i, t in enumerate(short) if t < 3) * 15 < 600
+
+
+def test_load_memory_holds_only_while_the_slo_window_has_spent_its_error_budget() -> None:
+    from dataclasses import replace
+
+    s = spec(scaleUpWindow="0s", scaleDownWindow="1m", loadMemory="10m")  # attainment target 99 %: budget 1 %
+    state = ScaleState(target=2)
+
+    def first_down(window_share: float | None) -> int:
+        calm = replace(obs(running=1, ttft=0.1, kv=0.05), ttft_miss_share_window=window_share)
+        targets = run(s, state, [late(0.2, ready=2)] + [calm] * 60)
+        assert targets[0] == 3
+        return next(i for i, t in enumerate(targets) if t < 3) * 15
+
+    assert first_down(0.0) < 600  # the hour kept its SLO with room: the burst's replica goes after 1 min
+    assert first_down(0.007) < 600  # 70 % of the budget spent: still spare (BUDGET_SPARE_SHARE 0.8)
+    assert first_down(0.009) >= 600  # 90 % spent: loadMemory holds it
+    assert first_down(None) >= 600  # unknown is not spare
+
+
+@given(share=st.one_of(st.none(), st.floats(0, 1)), goal=st.sampled_from([0.9, 0.99, 0.999]))
+def test_the_budget_is_spare_exactly_below_its_share_of_the_error_budget(share, goal) -> None:
+    from dataclasses import replace
+
+    from llmfleet.autoscale.policy import BUDGET_SPARE_SHARE, budget_spare
+
+    o = replace(obs(), ttft_miss_share_window=share)
+    spare = budget_spare(spec(ttftAttainmentTarget=goal), o)
+    assert spare == (share is not None and share <= (1 - goal) * BUDGET_SPARE_SHARE + 1e-12)

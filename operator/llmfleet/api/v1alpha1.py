@@ -423,7 +423,9 @@ class AutoscalingSpec(Model):
         default="15m",
         description="How long the fleet remembers what load and latency asked for: it shrinks only to the "
         "highest recommendation of the last max(scaleDownWindow, loadMemory), so bursts that recur within it "
-        "(shorter than a cold start) find their replicas still warm. Lower it to save cost on steady traffic.",
+        "(shorter than a cold start) find their replicas still warm. It holds only while the last hour spent "
+        "more than 80 % of its error budget (1 - ttftAttainmentTarget): a fleet well inside its SLO shrinks "
+        "after scaleDownWindow. Lower it to save cost on steady traffic.",
     )
     scale_to_zero: ScaleToZero = Field(default_factory=ScaleToZero, description="Scale-to-zero when idle.")
     prometheus: PrometheusRef = Field(default_factory=PrometheusRef, description="Where metrics are read.")

@@ -3,7 +3,7 @@
 Series are selected by ``namespace`` and vLLM's own ``model_name`` label (the served name), which any
 Prometheus scraping the engine pods has (kube-prometheus' PodMonitor and our dev scrape config both add
 ``namespace``). Every failure becomes a ``MetricsAvailable=False`` condition naming the cause; the policy
-then holds the target. Plain httpx rather than prometheus-api-client: nine instant queries per tick do not
+then holds the target. Plain httpx rather than prometheus-api-client: ten instant queries per tick do not
 need a client that depends on matplotlib (a fork of it exists only to make that optional).
 """
 
@@ -18,7 +18,7 @@ from typing import Protocol
 import httpx
 
 from llmfleet.api.conditions import ConditionResult, Reason
-from llmfleet.autoscale.policy import PROMPT_ALL, PROMPT_COMPUTED, Observation
+from llmfleet.autoscale.policy import PROMPT_ALL, PROMPT_COMPUTED, SLO_WINDOW, Observation
 from llmfleet.fleet.vllm import TTFT_BUCKETS
 
 QUERY_TIMEOUT_SECONDS = 5.0
@@ -90,6 +90,11 @@ def queries(namespace: str, model: str, gateway_service: str, ttft_target_s: flo
         # The share of first tokens within the TTFT target, from the histogram bucket at or below it.
         "ttft_within": f'sum(rate(vllm:time_to_first_token_seconds_bucket{{{sel},le="{le}"}}[1m]))',
         "ttft_count": f"sum(rate(vllm:time_to_first_token_seconds_count{{{sel}}}[1m]))",
+        # The same share over the SLO window: the error budget spent (NaN, so None, before any first token).
+        "ttft_miss_window": (
+            f'1 - sum(increase(vllm:time_to_first_token_seconds_bucket{{{sel},le="{le}"}}[{SLO_WINDOW}]))'
+            f" / sum(increase(vllm:time_to_first_token_seconds_count{{{sel}}}[{SLO_WINDOW}]))"
+        ),
         "prompt_peak_tps": f"max_over_time(sum(rate(vllm:prompt_tokens_total{{{sel}}}[{PEAK_WINDOW}]))[1m:15s])",
         "prompt_compute_peak_tps": f'max_over_time(sum(rate(vllm:prompt_tokens_by_source_total{{{sel},source="local_compute"}}[{PEAK_WINDOW}]))[1m:15s])',
     }
@@ -164,6 +169,9 @@ class PrometheusSource:
             prompt_tps_peak=got["prompt_compute_peak_tps"] if computed else got["prompt_peak_tps"],
             ttft_miss_share=(
                 max(0.0, 1.0 - (got["ttft_within"] or 0.0) / got["ttft_count"]) if got["ttft_count"] else None
+            ),
+            ttft_miss_share_window=(
+                None if got["ttft_miss_window"] is None else min(1.0, max(0.0, got["ttft_miss_window"]))
             ),
             arrivals=got["arrivals"],
         )

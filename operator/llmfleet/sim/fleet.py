@@ -30,7 +30,7 @@ from typing import Any
 from llmfleet.api.quantity import parse_duration
 from llmfleet.api.sizing import Sizing, size
 from llmfleet.api.v1alpha1 import LLMDeploymentSpec
-from llmfleet.autoscale.policy import Observation, ScaleState, decide
+from llmfleet.autoscale.policy import SLO_WINDOW, Observation, ScaleState, decide
 from llmfleet.fleet.capacity import EngineProfile, capacity_of
 from llmfleet.fleet.pools import clamp, initial_replicas, late_spot, split_replicas
 from llmfleet.fleet.reclaim import replacing
@@ -173,6 +173,9 @@ class Fleet:
         ] = {}  # in flight: id → (arrival, prompt, output tokens)
         self.first: dict[str, float] = {}  # in flight with a first token: id → TTFT
         self.recent_ttft: deque[tuple[float, float]] = deque()
+        self.window_ttft: deque[tuple[float, bool]] = deque()  # (time, late) over the SLO window
+        self.window_late = 0
+        self.window_s = parse_duration(SLO_WINDOW)
         self.stats = Stats()
         self.state: ScaleState | None = None
         self.target = 0
@@ -281,6 +284,8 @@ class Fleet:
                 self.stats.ttft.append(ttft)
                 self.stats.slo_met += ttft <= self.slo_s
             self.recent_ttft.append((done_at, ttft))
+            self.window_ttft.append((done_at, ttft > self.slo_s))
+            self.window_late += ttft > self.slo_s
         for rid in res.finished:
             arrived = self.started.pop(rid)[0]
             if arrived >= self.config.warmup_s:
@@ -422,8 +427,12 @@ class Fleet:
             hi = now - 15.0 * k
             peak = max(peak, sum(p for t, p, _ in self.tokens if hi - 30.0 < t <= hi) / 30.0)
         recent = [t for _, t in self.recent_ttft]
+        while self.window_ttft and self.window_ttft[0][0] < now - self.window_s:
+            self.window_late -= self.window_ttft.popleft()[1]
+        n = len(self.window_ttft)
         return Observation(
             prompt_tps_peak=peak,
+            ttft_miss_share_window=self.window_late / n if n else None,
             ttft_miss_share=sum(t > self.slo_s for t in recent) / len(recent) if recent else None,
             waiting=waiting,
             running=sum(len(r.engine.running) for r in serving),
