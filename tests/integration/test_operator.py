@@ -183,6 +183,27 @@ def test_invalid_cr_is_rejected_by_the_api_server_with_the_cel_message(cluster, 
     assert "none of the flags the operator owns" in result.stderr
 
 
+def test_invalid_schedules_are_rejected_by_the_api_server(cluster, namespace) -> None:
+    obj = example(namespace)
+    night = {"name": "night", "start": "22:00", "end": "06:00", "minReplicas": 3, "maxReplicas": 1}
+    obj["spec"]["autoscaling"]["schedules"] = [night]
+    result = cluster.apply(obj)
+    assert result.returncode != 0
+    assert "spec.autoscaling.schedules[0].minReplicas: Invalid value" in result.stderr
+    assert "minReplicas must be <= maxReplicas" in result.stderr
+    obj["spec"]["autoscaling"]["schedules"] = [{**night, "minReplicas": 0}, {**night, "maxReplicas": 2}]
+    result = cluster.apply(obj)
+    assert result.returncode != 0 and "Duplicate value" in result.stderr, result.stderr
+    obj["spec"]["autoscaling"]["schedules"] = [{k: v for k, v in night.items() if not k.endswith("Replicas")}]
+    result = cluster.apply(obj)
+    assert result.returncode != 0 and "sets minReplicas, maxReplicas or both" in result.stderr
+    obj["spec"]["autoscaling"]["schedules"] = [{**night, "minReplicas": 0, "start": "7:00"}]
+    result = cluster.apply(obj)
+    assert result.returncode != 0 and "spec.autoscaling.schedules[0].start" in result.stderr
+    obj["spec"]["autoscaling"]["schedules"] = [{**night, "minReplicas": 0}]
+    assert cluster.apply(obj).returncode == 0
+
+
 def test_spec_the_operator_cannot_size_is_degraded_and_nothing_is_deleted(
     cluster, operator, namespace
 ) -> None:

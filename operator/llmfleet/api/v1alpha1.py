@@ -383,6 +383,81 @@ class PrometheusRef(Model):
     url: str = Field(default="http://prometheus.monitoring:9090", description="Prometheus base URL.")
 
 
+Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+START_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+CLOCK_PATTERN = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+
+
+class Schedule(Model):
+    """Replica bounds for a predictable daily peak (or night): from ``start`` to ``end`` on ``days``, local time
+    in ``timeZone``. An ``end`` at or before ``start`` runs past midnight into the next day."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
+                    "minReplicas must be <= maxReplicas",
+                    ".minReplicas",
+                ),
+                cel(
+                    "has(self.minReplicas) || has(self.maxReplicas)",
+                    "a schedule sets minReplicas, maxReplicas or both",
+                ),
+            ]
+        }
+    )
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Named in status.",
+    )
+    time_zone: str = Field(
+        default="UTC", max_length=64, description="IANA time zone of start and end, e.g. Europe/Berlin."
+    )
+    days: list[Weekday] = Field(
+        default_factory=lambda: list(WEEKDAYS),
+        min_length=1,
+        max_length=7,
+        description="Weekdays the window starts on (Mon..Sun); all by default.",
+    )
+    start: str = Field(pattern=START_PATTERN, description="Local start time, HH:MM.")
+    end: str = Field(pattern=CLOCK_PATTERN, description="Local end time, HH:MM (24:00: midnight).")
+    min_replicas: int | None = Field(
+        default=None, ge=0, le=2000, description="Fewest replicas while the window is open."
+    )
+    max_replicas: int | None = Field(
+        default=None, ge=0, le=2000, description="Most replicas while the window is open."
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}: an IANA name such as Europe/Berlin or UTC") from None
+        return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Schedule:
+        if self.min_replicas is None and self.max_replicas is None:
+            raise ValueError("a schedule sets minReplicas, maxReplicas or both")
+        if (
+            self.min_replicas is not None
+            and self.max_replicas is not None
+            and self.min_replicas > self.max_replicas
+        ):
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
 class AutoscalingSpec(Model):
     model_config = ConfigDict(
         json_schema_extra={
@@ -428,10 +503,22 @@ class AutoscalingSpec(Model):
         "after scaleDownWindow. Lower it to save cost on steady traffic.",
     )
     scale_to_zero: ScaleToZero = Field(default_factory=ScaleToZero, description="Scale-to-zero when idle.")
+    schedules: list[Schedule] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Replica bounds for predictable daily peaks (AIBrix and KEDA's cron scaler have them): while "
+        "a schedule's window is open its minReplicas and maxReplicas replace the ones above (overlapping "
+        "windows: the highest of each). The autoscaler still scales inside them.",
+    )
     prometheus: PrometheusRef = Field(default_factory=PrometheusRef, description="Where metrics are read.")
 
     @model_validator(mode="after")
     def _min_le_max(self) -> AutoscalingSpec:
+        names = [s.name for s in self.schedules]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise ValueError(f"schedules: the name {dup!r} is used twice")
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"minReplicas ({self.min_replicas}) must be <= maxReplicas ({self.max_replicas})"

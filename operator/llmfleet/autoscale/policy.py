@@ -22,7 +22,8 @@ No I/O and no clock of its own, so every window is tested by passing times. The 
 4. **Shrinking** happens only with TTFT p95 under ``TTFT_DOWN_FRACTION`` of the target (hysteresis), to the
    largest of the token-load count, the queue count and the KV-cache count (``KV_HIGH_WATER``). Without token
    rates (an engine that does not export them) it shrinks one replica at a time.
-5. **Bounds.** ``minReplicas`` ≤ target ≤ ``maxReplicas``; growth per decision is capped at double (and at
+5. **Bounds.** ``minReplicas`` ≤ target ≤ ``maxReplicas``, those of an open ``schedules`` window while one is
+   (``fleet.schedule``: a predictable daily peak is met before it arrives, which no load signal can do); growth per decision is capped at double (and at
    least +4), as the HPA's default policy does. With ``scaleToZero`` on, a fleet that saw no request for
    ``idleAfter`` goes to zero, and the first request seen wakes it at once (no window: it is waiting). It only
    goes to zero while the gateway's request rate is visible (``arrivals``), the one signal that can wake it.
@@ -57,6 +58,7 @@ from llmfleet.api.quantity import parse_duration
 from llmfleet.api.v1alpha1 import AutoscalingSpec, LLMDeploymentSpec
 from llmfleet.fleet.capacity import Capacity
 from llmfleet.fleet.pools import bounded, clamp, initial_replicas
+from llmfleet.fleet.schedule import scheduled
 
 KV_HIGH_WATER = 0.75  # KV usage a replica may reach after a scale-down
 TARGET_UTILIZATION = 0.7  # share of a replica's token capacity the fleet is sized for
@@ -270,6 +272,8 @@ def decide(
     capacity: Capacity | None = None,
 ) -> ScaleDecision:
     current = state.target
+    spec, windows = scheduled(spec, now)
+    by = f" (schedule {', '.join(windows)})" if windows else ""
     if spec_replicas is not None and spec_replicas != state.spec_replicas:
         # `kubectl scale llmd` (or an edit of spec.replicas): the autoscaler goes on from the new figure.
         target = clamp(spec, spec_replicas)
@@ -281,7 +285,7 @@ def decide(
         return ScaleDecision(
             bounded,
             bounded,
-            f"kept within minReplicas..maxReplicas ({spec.min_replicas}..{spec.max_replicas})",
+            f"kept within minReplicas..maxReplicas ({spec.min_replicas}..{spec.max_replicas}){by}",
             state,
             current,
         )
@@ -307,9 +311,9 @@ def decide(
             rec, reason = growth_cap, f"{reason}; growth capped at {growth_cap}"
         floor = spec.min_replicas if current > 0 or rec > 0 else 0
         if rec < floor:
-            rec, reason = floor, f"{reason}; minReplicas {floor}"
+            rec, reason = floor, f"{reason}; minReplicas {floor}{by}"
         elif rec > spec.max_replicas:
-            rec, reason = spec.max_replicas, f"{reason}; maxReplicas {spec.max_replicas}"
+            rec, reason = spec.max_replicas, f"{reason}; maxReplicas {spec.max_replicas}{by}"
         if obs.replacing and rec < current:
             rec, reason = (
                 current,
