@@ -15,7 +15,7 @@ One JSON line per (trace, policy): `policy`, `ttft_slo_attainment`, `ttft_p95_s`
 `cost_usd`, `gpu_hours`; then per trace a summary: llmfleet's cost as a share of static-peak's, and whether it
 is the cheapest policy reaching 99 %.
 
-    python bench/policies.py [--traces conv,code] [--minutes 60]
+    python bench/policies.py [--traces conv,code] [--minutes 60] [--plot bench/plots]
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--traces", default="conv,code")
     ap.add_argument("--minutes", type=float, default=None, help="only the first MINUTES of each trace")
+    ap.add_argument("--plot", metavar="DIR", help="also draw each trace's replay to DIR/<trace>.png")
     args = ap.parse_args()
     spec = parse_spec(SPEC)
     for name in args.traces.split(","):
@@ -64,7 +65,20 @@ def main() -> int:
         config = SimConfig(initial_replicas=n)
         results = [{"policy": "static-peak", "static_replicas": n, **peak}]
         names = ("llmfleet", *BASELINES, "static-peak-spot")
-        results += list(policies(spec, trace, config, names))
+        results += list(policies(spec, trace, config, names, series=bool(args.plot)))
+        if args.plot:
+            from llmfleet.sim.plot import plot
+
+            drawn = [
+                r
+                for r in results
+                if "series" in r and r["policy"] in ("llmfleet", "keda-queue", "static-peak-spot")
+            ]
+            plot(
+                drawn,
+                Path(args.plot) / f"{name}.png",
+                f"{TRACES[name].name}: {SPEC['model']['name']} on {SPEC['accelerator']['type']}",
+            )
         for r in results:
             print(json.dumps({"trace": name, "policy": r["policy"], **{k: r[k] for k in FIELDS}}), flush=True)
         by = {r["policy"]: r for r in results}

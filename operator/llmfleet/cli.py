@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,12 +209,10 @@ def _print_policies(lines: Iterable[dict[str, Any]], where: dict[str, Any], as_j
         )
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from llmfleet.sim.fleet import SimConfig, compare, policies, read_azure_trace, shape
+def _simulate_inputs(args: argparse.Namespace) -> tuple[list[Any], Any]:
+    """The trace and the simulator's configuration from the flags, each bad value a UserError naming its flag."""
+    from llmfleet.sim.fleet import SimConfig, read_azure_trace, shape
 
-    objs, source = _load(args.file)
-    if len(objs) != 1:
-        raise UserError(f"{source}: simulate takes exactly one LLMDeployment, found {len(objs)}")
     trace_path = Path(args.trace)
     if not trace_path.is_file():
         raise UserError(f"--trace {args.trace}: no such file")
@@ -232,6 +230,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise UserError(f"--static must be >= 1, got {args.static}")
     if args.minutes is not None and args.minutes <= 0:
         raise UserError(f"--minutes must be > 0, got {args.minutes}")
+    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UserError(f"--plot {args.plot}: the file must end in .png, .svg or .pdf")
+    if args.plot:
+        _check_plot_available()
     try:
         trace = shape(read_azure_trace(trace_path), args.speed, args.copies, args.minutes, args.seed)
     except ValueError as exc:
@@ -248,6 +250,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         initial_replicas=args.initial,
         seed=args.seed,
     )
+    return trace, config
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from llmfleet.sim.fleet import compare, policies
+
+    objs, source = _load(args.file)
+    if len(objs) != 1:
+        raise UserError(f"{source}: simulate takes exactly one LLMDeployment, found {len(objs)}")
+    trace, config = _simulate_inputs(args)
+    trace_path = Path(args.trace)
     print(
         f"llmfleet simulate: {len(trace)} requests over {trace[-1].at:.0f} s (trace {trace_path.name}, "
         f"time /{args.speed:g}, {args.copies} cop{'y' if args.copies == 1 else 'ies'})",
@@ -255,15 +268,82 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     names = _policy_names(args.policy)
     where = {"source": trace_path.name, "speed": args.speed, "copies": args.copies}
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    bars = _Progress(trace[-1].at) if show else None
+    drawn: list[dict[str, Any]] = []
+
+    def kept(lines: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for line in lines:
+            if bars is not None:
+                bars.close()
+            series = line.pop("series", None)
+            if series is not None:
+                drawn.append({**line, "series": series})
+            yield line
+
+    series = bool(args.plot)
     try:
         if not names:
-            for line in compare(objs[0].spec, trace, config):
-                print(json.dumps({**where, **line}))
-            return 0
-        _print_policies(policies(objs[0].spec, trace, config, names), where, args.json)
+            for line in kept(compare(objs[0].spec, trace, config, bars, series)):
+                print(json.dumps({**where, **line}), flush=True)
+        else:
+            _print_policies(
+                kept(policies(objs[0].spec, trace, config, names, bars, series)), where, args.json
+            )
     except SizingError as exc:
         raise UserError(f"{source}: {objs[0].metadata.name}: {exc.field}: {exc}") from None
+    finally:
+        if bars is not None:
+            bars.close()
+    if args.plot and drawn:
+        from llmfleet.sim.plot import plot
+
+        title = (
+            f"{objs[0].metadata.name} on {trace_path.name} ({len(trace)} requests"
+            f"{f', time /{args.speed:g}' if args.speed != 1 else ''}"
+            f"{f', {args.copies} copies' if args.copies != 1 else ''})"
+        )
+        plot(drawn, Path(args.plot), title)
+        print(f"llmfleet simulate: drew {args.plot}", file=sys.stderr)
     return 0
+
+
+def _check_plot_available() -> None:
+    from llmfleet.sim.plot import PLOT_EXTRA
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UserError(f"--plot needs matplotlib, which is not installed: {PLOT_EXTRA}") from None
+
+
+class _Progress:
+    """One tqdm bar on stderr per replay, in simulated seconds (a long trace takes minutes to replay)."""
+
+    def __init__(self, total_s: float) -> None:
+        self.total = max(1, round(total_s))
+        self.bar: Any = None
+
+    def __call__(self, name: str) -> Callable[[float], None]:
+        from tqdm import tqdm
+
+        self.close()
+        bar = self.bar = tqdm(
+            total=self.total, desc=f"{name:<18}", unit="sim-s", file=sys.stderr, mininterval=0.5, leave=True
+        )
+
+        def update(now: float) -> None:
+            done = min(self.total, round(now))
+            if done > bar.n:
+                bar.update(done - bar.n)
+
+        return update
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.total - self.bar.n)
+            self.bar.close()
+            self.bar = None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -397,6 +477,18 @@ def build_parser() -> argparse.ArgumentParser:
         "over the CR's pools)",
     )
     p.add_argument("--json", action="store_true", help="with --policy: one JSON object per policy")
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="draw load, replicas per pool (spot reclaims marked) and TTFT p95 against the target over time "
+        "to FILE (.png, .svg or .pdf; needs pip install 'llmfleet[plot]')",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar per replay on stderr (default: when stderr is a terminal)",
+    )
     p.set_defaults(func=cmd_simulate)
 
     dev = sub.add_parser("dev", help="local development helpers (a cluster without Docker)")

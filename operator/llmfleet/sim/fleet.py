@@ -21,7 +21,7 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -145,6 +145,11 @@ class Stats:
     reclaims: int = 0
     fallback_seconds: float = 0.0
     slo_met: int = 0  # counted requests whose first token came within the CR's ttftP95Target
+    # For --plot: (arrival, TTFT) of every counted first token; per tick (time, spot, on-demand serving,
+    # target); the reclaim notices' times.
+    first_tokens: list[tuple[float, float]] = field(default_factory=list)
+    ticks: list[tuple[float, int, int, int]] = field(default_factory=list)
+    reclaim_times: list[float] = field(default_factory=list)
 
 
 def quantile(values: list[float], q: float) -> float | None:
@@ -181,6 +186,7 @@ class Fleet:
         self.target = 0
         self.reclaimed = 0  # replicas reclaimed since the fleet was last whole (fleet.reclaim.replacing)
         self.end = 0.0
+        self.progress: Callable[[float], None] | None = None
         self._spot_slots = max(1, spec.pools.spot.max_replicas)
         self._pending_timeout = parse_duration(spec.pools.spot.pending_timeout)
         self._serving_cache: list[Replica] | None = None
@@ -192,7 +198,9 @@ class Fleet:
     def at(self, t: float, kind: str, payload: Any = None) -> None:
         heapq.heappush(self.events, (t, next(self.seq), kind, payload))
 
-    def run(self, trace: Iterable[TraceRequest]) -> Stats:
+    def run(self, trace: Iterable[TraceRequest], progress: Callable[[float], None] | None = None) -> Stats:
+        """Replay the trace; ``progress`` is called with the simulated time at each tick (a progress bar)."""
+        self.progress = progress
         requests = list(trace)
         for i, r in enumerate(requests):
             self.at(r.at, "arrive", (f"q{i}", r))
@@ -211,6 +219,8 @@ class Fleet:
             else:
                 self.target = initial_replicas(self.spec)
             self.at(self.tick_s, "tick")  # the operator's tick: autoscaler and the spot pendingTimeout
+        if self.config.static_replicas is not None:
+            self.at(self.tick_s, "sample")  # no autoscaler: the Deployments' replacement and the series
         self._reconcile(0.0, warm=True)
         if any(r.ready_at is None for r in self.replicas):
             # A fleet that has been running already has its on-demand stand-ins for spot it could not get.
@@ -222,7 +232,7 @@ class Fleet:
         now = 0.0
         while self.events:
             now, _, kind, payload = heapq.heappop(self.events)
-            if kind == "tick" and now > end and not self.started:
+            if kind in ("tick", "sample") and now > end and not self.started:
                 break
             getattr(self, f"_on_{kind}")(now, payload)
         self._account(now)
@@ -282,6 +292,7 @@ class Fleet:
             self.first[rid] = ttft
             if arrived >= self.config.warmup_s:
                 self.stats.ttft.append(ttft)
+                self.stats.first_tokens.append((arrived, ttft))
                 self.stats.slo_met += ttft <= self.slo_s
             self.recent_ttft.append((done_at, ttft))
             self.window_ttft.append((done_at, ttft > self.slo_s))
@@ -400,6 +411,7 @@ class Fleet:
         slot = self.rng.randrange(self._spot_slots)
         if slot < len(spot):
             self.stats.reclaims += 1
+            self.stats.reclaim_times.append(now)
             self.reclaimed += 1
             self._drain(spot[slot], now, self.config.spot_notice_s)
         if now < self.end or self.started:
@@ -470,7 +482,21 @@ class Fleet:
                 )
             self.target = d.target
         self._reconcile(now)
+        self._sample(now)
         self.at(now + self.tick_s, "tick")
+
+    def _on_sample(self, now: float, _: Any) -> None:
+        """A static fleet's tick: no autoscaler, but its Deployments still replace reclaimed replicas."""
+        self._reconcile(now)
+        self._sample(now)
+        self.at(now + self.tick_s, "sample")
+
+    def _sample(self, now: float) -> None:
+        serving = self._serving(now)
+        spot = sum(1 for r in serving if r.pool == "spot")
+        self.stats.ticks.append((now, spot, len(serving) - spot, self.target))
+        if self.progress is not None:
+            self.progress(min(now, self.end))
 
     # ------------------------------------------------------------------ cost
     def _account_replica(self, rep: Replica, now: float) -> None:
@@ -492,10 +518,17 @@ class Fleet:
                 self._account_replica(rep, now)
 
 
-def simulate(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConfig) -> dict[str, Any]:
-    """One run's figures: latency from the trace's requests, cost from the catalog prices."""
+def simulate(
+    spec: LLMDeploymentSpec,
+    trace: list[TraceRequest],
+    config: SimConfig,
+    progress: Callable[[float], None] | None = None,
+    series: bool = False,
+) -> dict[str, Any]:
+    """One run's figures: latency from the trace's requests, cost from the catalog prices; with ``series``,
+    also the per-minute figures ``--plot`` draws (``series_of``)."""
     sizing = size(spec)
-    st = Fleet(spec, sizing, config).run(trace)
+    st = Fleet(spec, sizing, config).run(trace, progress)
     duration = (trace[-1].at - trace[0].at) if len(trace) > 1 else 0.0
     ms = lambda v: None if v is None else round(v * 1000, 1)  # noqa: E731
     counted = sum(1 for r in trace if r.at >= config.warmup_s)
@@ -528,6 +561,43 @@ def simulate(spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConf
         "spot_reclaims": st.reclaims,
         "fallback_minutes": round(st.fallback_seconds / 60, 1),
         "timeline": st.scale_events[:50],
+        **(
+            {"series": series_of(trace, st, parse_duration(spec.autoscaling.ttft_p95_target))}
+            if series
+            else {}
+        ),
+    }
+
+
+def series_of(trace: list[TraceRequest], st: Stats, ttft_target_s: float) -> dict[str, Any]:
+    """Per-minute figures of one run: requests/s and prompt tokens/s arriving, TTFT p95 of the minute's
+    arrivals (None: none served), the share of them over the target; replicas serving per pool and the target
+    at each tick; reclaim notices. Times in minutes from the trace's start."""
+    minutes = int(trace[-1].at // 60) + 1 if trace else 0
+    reqs = [0] * minutes
+    prompt = [0] * minutes
+    for r in trace:
+        m = int(r.at // 60)
+        reqs[m] += 1
+        prompt[m] += r.prompt_tokens
+    ttfts: list[list[float]] = [[] for _ in range(minutes)]
+    for arrived, ttft in st.first_tokens:
+        if 0 <= int(arrived // 60) < minutes:
+            ttfts[int(arrived // 60)].append(ttft)
+    return {
+        "minute": list(range(minutes)),
+        "requests_per_s": [round(n / 60, 3) for n in reqs],
+        "prompt_tps": [round(n / 60, 1) for n in prompt],
+        "ttft_p95_s": [quantile(v, 0.95) for v in ttfts],
+        "ttft_late_share": [
+            round(sum(t > ttft_target_s for t in v) / len(v), 4) if v else None for v in ttfts
+        ],
+        "tick_minute": [round(t / 60, 3) for t, *_ in st.ticks],
+        "spot": [n for _, n, _, _ in st.ticks],
+        "on_demand": [n for _, _, n, _ in st.ticks],
+        "target": [n for *_, n in st.ticks],
+        "reclaim_minute": [round(t / 60, 3) for t in st.reclaim_times],
+        "ttft_target_s": ttft_target_s,
     }
 
 
@@ -573,29 +643,57 @@ def static_peak(
 
 
 def policies(
-    spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConfig, names: tuple[str, ...] = POLICIES
+    spec: LLMDeploymentSpec,
+    trace: list[TraceRequest],
+    config: SimConfig,
+    names: tuple[str, ...] = POLICIES,
+    progress: Callable[[str], Callable[[float], None] | None] | None = None,
+    series: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """The same trace through each policy, one result each (``policy`` names it), for ``--policy``."""
+    """The same trace through each policy, one result each (``policy`` names it), for ``--policy``.
+    ``progress(name)`` gives each run its progress callback; ``series`` adds the per-minute figures."""
     for name in names:
+        bar = progress(name) if progress is not None else None
         if name == "static-peak" or name == "static-peak-spot":
             n, out = static_peak(spec, trace, config, pools=name == "static-peak-spot")
+            if series:  # the search's runs are not kept: the chosen size once more, recorded
+                fixed = replace(config, static_replicas=n, static_pools=name == "static-peak-spot")
+                if name == "static-peak":
+                    fixed = replace(fixed, spot_reclaims_per_hour=0.0)
+                out = {
+                    **out,
+                    "series": simulate(spec, trace, replace(fixed, policy="static"), bar, True)["series"],
+                }
+            elif bar is not None:
+                bar(trace[-1].at if trace else 0.0)
             yield {"policy": name, "static_replicas": n, **out}
         elif name == "llmfleet" or name in BASELINES:
             yield {
                 "policy": name,
-                **simulate(spec, trace, replace(config, static_replicas=None, policy=name)),
+                **simulate(spec, trace, replace(config, static_replicas=None, policy=name), bar, series),
             }
         else:
             raise ValueError(f"unknown policy {name!r}; one of {', '.join(POLICIES)}")
 
 
 def compare(
-    spec: LLMDeploymentSpec, trace: list[TraceRequest], config: SimConfig
+    spec: LLMDeploymentSpec,
+    trace: list[TraceRequest],
+    config: SimConfig,
+    progress: Callable[[str], Callable[[float], None] | None] | None = None,
+    series: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """The autoscaled fleet and, in the same run, the baseline: a static on-demand fleet of maxReplicas."""
-    auto = simulate(spec, trace, replace(config, static_replicas=None))
+    bar = progress or (lambda _name: None)
+    auto = simulate(spec, trace, replace(config, static_replicas=None), bar("autoscaled"), series)
     static_n = config.static_replicas or spec.autoscaling.max_replicas
-    base = simulate(spec, trace, replace(config, static_replicas=static_n, spot_reclaims_per_hour=0.0))
+    base = simulate(
+        spec,
+        trace,
+        replace(config, static_replicas=static_n, spot_reclaims_per_hour=0.0),
+        bar(f"static-on-demand-{static_n}"),
+        series,
+    )
     yield {"fleet": "autoscaled", **auto}
     yield {"fleet": f"static-on-demand-{static_n}", **base}
     ratio = (auto["cost_usd"] / base["cost_usd"]) if base["cost_usd"] else None
