@@ -10,7 +10,9 @@ Two phases, one cluster, one operator:
    busy cluster sees (``apply_to_children_p50_s``/``p95``).
 "Children created" means every object the renderer plans for that CR exists (watches on every child kind).
 Then, once every rollout is over and every CR's autoscaler has ticked once: writes the operator makes in an idle
-period (from the API server's audit log, by resource), operator RSS and CPU. Baseline in the same run: the same children applied directly with server-side apply by this process
+period (from the API server's audit log, by resource) and its CPU, twice: with Prometheus unreachable, then with
+Debian's Prometheus answering each tick from an idle engine-sim's real vLLM series (``*_prometheus``); and
+operator RSS and CPU. Baseline in the same run: the same children applied directly with server-side apply by this process
 (what the API server alone costs), reported as ``direct_apply_children_p50_s`` and a ratio.
 
     python bench/reconcile.py [--crs 100] [--latency 20] [--idle 60] [--quick] [--kubeconfig PATH]
@@ -42,6 +44,7 @@ import yaml  # noqa: E402
 from harness import pct, proc_cpu_seconds, proc_rss_kib  # noqa: E402
 from llmfleet.api.load import parse_object  # noqa: E402
 from llmfleet.api.sizing import size  # noqa: E402
+from llmfleet.dev.prometheus import start as start_prometheus  # noqa: E402
 from llmfleet.fleet.names import DEPLOYMENT_LABEL  # noqa: E402
 from llmfleet.kube.client import KubeClient, load_config  # noqa: E402
 from llmfleet.reconcile.observe import CHILD_KINDS  # noqa: E402
@@ -128,6 +131,14 @@ def audit_writes(audit: Path, since: float) -> Counter[str]:
     return n
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def main() -> int:  # noqa: C901 - one script: flags, then each phase in turn
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--crs", type=int, default=100)
@@ -162,6 +173,9 @@ def main() -> int:  # noqa: C901 - one script: flags, then each phase in turn
         )
     kubeconfig = run_dir / "kubeconfig"
     env["KUBECONFIG"] = str(kubeconfig)
+    # The operator's Prometheus: nothing listens there during the first idle window, Prometheus in the second.
+    prom_port = free_port()
+    env["LLMFLEET_PROMETHEUS_URL"] = f"http://127.0.0.1:{prom_port}"
     operator = None
     try:
         kube = KubeClient(load_config(str(kubeconfig)))
@@ -201,6 +215,17 @@ def main() -> int:  # noqa: C901 - one script: flags, then each phase in turn
             env=env,
         )
         time.sleep(3)
+
+        def metrics_read_count() -> int:
+            items = kube.list("llmfleet.io/v1alpha1", "LLMDeployment", NS, "")
+            return sum(
+                1
+                for o in items
+                if any(
+                    c["type"] == "MetricsAvailable" and c["status"] == "True"
+                    for c in (o.get("status") or {}).get("conditions", [])
+                )
+            )
 
         children = ChildWatch(kube)
         time.sleep(1)
@@ -267,9 +292,50 @@ def main() -> int:  # noqa: C901 - one script: flags, then each phase in turn
         while settled_count() < len(names) + len(late) and time.perf_counter() < deadline:
             time.sleep(0.25)
         time.sleep(3)
-        idle_start = time.time()
+        # Idle, Prometheus unreachable (nothing listens on its port yet): every tick fails its query.
+        idle_start, cpu0 = time.time(), proc_cpu_seconds(operator.pid)
         time.sleep(args.idle)
         writes = audit_writes(run_dir / "audit.log", idle_start)
+        cpu_unreachable = proc_cpu_seconds(operator.pid) - cpu0
+
+        # Idle, Prometheus reachable: Debian's Prometheus on that port, scraping an idle engine-sim that
+        # serves the CRs' model (the kwok pods serve nothing), so every tick reads real idle vLLM series.
+        prom_dir = run_dir / "prometheus"
+        prom_dir.mkdir(exist_ok=True)
+        engine_port = free_port()
+        engine = subprocess.Popen(
+            [sys.executable, "-m", "llmfleet", "engine-sim", "--model", "meta-llama/Meta-Llama-3-8B-Instruct",
+             "--served-model-name", "llama3-8b", "--port", str(engine_port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        targets = prom_dir / "targets.json"
+        targets.write_text(
+            json.dumps([{"targets": [f"127.0.0.1:{engine_port}"], "labels": {"namespace": NS}}])
+        )
+        prometheus = start_prometheus(targets, prom_dir, prom_port, "5s")
+        try:
+            all_crs = len(names) + len(late)
+            deadline = time.perf_counter() + 180
+            while metrics_read_count() < all_crs and time.perf_counter() < deadline:
+                time.sleep(1)
+            read_crs = metrics_read_count()
+            # Settled: the first reads are changes (MetricsAvailable flips, rates appear after two scrapes);
+            # then no write for longer than an autoscaler tick (15 s).
+            quiet_s = 20 if args.quick else 30
+            deadline = time.perf_counter() + 240
+            while time.perf_counter() < deadline:
+                if not audit_writes(run_dir / "audit.log", time.time() - quiet_s):
+                    break
+                time.sleep(2)
+            idle2_start, cpu1 = time.time(), proc_cpu_seconds(operator.pid)
+            time.sleep(args.idle)
+            writes2 = audit_writes(run_dir / "audit.log", idle2_start)
+            cpu_reachable = proc_cpu_seconds(operator.pid) - cpu1
+        finally:
+            prometheus.terminate()
+            prometheus.wait(timeout=30)
+            engine.terminate()
+            engine.wait(timeout=30)
         figures = {
             "bench": "reconcile",
             "crs": args.crs,
@@ -288,8 +354,15 @@ def main() -> int:  # noqa: C901 - one script: flags, then each phase in turn
             if single
             else None,
             "idle_window_s": args.idle,
+            # Prometheus unreachable: each tick's query fails (MetricsAvailable False) and holds the target.
             "idle_writes_per_min": round(sum(writes.values()) * 60 / args.idle, 2),
             "idle_writes": dict(writes),
+            "idle_operator_cpu_s_per_min": round(cpu_unreachable * 60 / args.idle, 2),
+            # Prometheus reachable: each tick reads every CR's idle vLLM series and decides.
+            "metrics_read_crs": read_crs,
+            "idle_writes_per_min_prometheus": round(sum(writes2.values()) * 60 / args.idle, 2),
+            "idle_writes_prometheus": dict(writes2),
+            "idle_operator_cpu_s_per_min_prometheus": round(cpu_reachable * 60 / args.idle, 2),
             "operator_rss_mib": round(proc_rss_kib(operator.pid) / 1024, 1),
             "operator_cpu_s": round(proc_cpu_seconds(operator.pid), 2),
         }

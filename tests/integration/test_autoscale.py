@@ -255,3 +255,65 @@ def test_idle_fleet_scales_to_zero_and_a_request_at_the_gateway_wakes_it(
     )
     assert st["lastScale"]["reason"] == "requests arrived while scaled to zero"
     eventually(lambda: gateway_post(cluster, namespace, "llama3-8b")[0] == 200, 120, what="served again")
+
+
+def _quiet(cluster: Cluster, namespace: str, names: tuple[str, ...], seconds: float) -> bool:
+    """True once none of the CRs' resourceVersions moved for ``seconds`` (the first reads are changes)."""
+    import time
+
+    def versions() -> tuple[str, ...]:
+        return tuple(
+            (cluster.get("llmd", n, namespace) or {}).get("metadata", {}).get("resourceVersion", "")
+            for n in names
+        )
+
+    before = versions()
+    time.sleep(seconds)
+    return versions() == before
+
+
+def test_an_idle_autoscaled_fleet_writes_nothing_with_or_without_a_reachable_prometheus(
+    cluster, operator, prometheus, pod_runner, namespace
+) -> None:
+    """Every autoscaler tick (1 s here) reads; a tick that changes nothing writes nothing: no status patch, no
+    annotation, no event, whether Prometheus answers with the engines' idle series or cannot be reached."""
+    import time
+
+    reachable = example(namespace)
+    reachable["spec"]["cache"] = {"exact": {"enabled": False}, "semantic": {"enabled": False}}
+    reachable["spec"]["gateway"] = {"replicas": 1}
+    unreachable = example(namespace, name="no-prometheus")
+    unreachable["spec"]["model"]["servedName"] = "no-prometheus"
+    unreachable["spec"]["cache"] = reachable["spec"]["cache"]
+    unreachable["spec"]["gateway"] = {"replicas": 1}
+    unreachable["spec"]["autoscaling"]["prometheus"] = {"url": "http://127.0.0.1:9"}  # nothing listens
+    cluster.apply(reachable)
+    cluster.apply(unreachable)
+
+    def metrics(name: str, want: str) -> dict:
+        c = condition(status(cluster, namespace, name), "MetricsAvailable")
+        return c if c.get("status") == want else {}
+
+    read = eventually(lambda: metrics("llama3-8b", "True"), 120, what="the engine's series in Prometheus")
+    assert read["reason"] == "MetricsRead"
+    down = eventually(lambda: metrics("no-prometheus", "False"), 60, what="Prometheus unreachable")
+    assert down["reason"] == "PrometheusUnreachable" and "is not reachable" in down["message"]
+    names = ("llama3-8b", "no-prometheus")
+    eventually(
+        lambda: all(condition(status(cluster, namespace, n), "Ready").get("status") == "True" for n in names),
+        120,
+        what="both fleets Ready",
+    )
+    # Settled: rates appear one scrape after an engine starts (a real change); then the figures stay put.
+    eventually(lambda: _quiet(cluster, namespace, names, 5), 120, interval=0, what="a settled status")
+
+    since = time.time()
+    time.sleep(12)  # twelve autoscaler ticks, with Prometheus scraping every second
+    writes = [
+        w
+        for w in cluster.audit_writes(since, ("llmfleet-operator", "kopf"))
+        if w.get("objectRef", {}).get("namespace") == namespace
+    ]
+    assert writes == [], [(w["verb"], w["objectRef"], w.get("requestObject")) for w in writes][:5]
+    st = status(cluster, namespace, "llama3-8b")
+    assert st["metrics"]["readyReplicas"] >= 1 and st["metrics"]["queueDepth"] == 0  # it did read, each tick

@@ -137,7 +137,9 @@ def test_reconcile_bench_quick_on_the_session_cluster(cluster, operator) -> None
         "burst_apply_to_children_p50_s",
         "burst_apply_to_children_p95_s",
     } <= line.keys()
-    assert line["idle_writes_per_min"] == 0
+    assert line["idle_writes_per_min"] == 0  # Prometheus unreachable
+    assert line["metrics_read_crs"] == 6  # then reachable: every CR read the idle engine's series ...
+    assert line["idle_writes_per_min_prometheus"] == 0, line["idle_writes_prometheus"]  # ... and wrote nothing
 
 
 def test_cache_bench_threshold_curve_prints_its_contract() -> None:
