@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def test_every_autoscaler_query_parses_with_promtool(tmp_path: Path, target: float) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: run hack/setup.sh (Debian's prometheus package)"
-    q = queries("team-a", "llama", "chat-gateway", target)
+    q = queries(target)
     rules = {
         "groups": [{"name": "autoscaler", "rules": [{"record": f"q:{k}", "expr": v} for k, v in q.items()]}]
     }

@@ -268,4 +268,93 @@ def test_the_attainment_query_counts_only_first_tokens_surely_within_the_target(
     assert le <= target or le == TTFT_BUCKETS[0]  # never a bucket above the target: no flattering share
     above = [b for b in TTFT_BUCKETS if le < b <= target]
     assert not above  # the tightest such bucket
-    assert f'le="{bucket_at_or_below(target)}"' in queries("ns", "m", "gw", target)["ttft_within"]
+    assert f'le="{bucket_at_or_below(target)}"' in queries(target)["ttft_within"]
+
+
+def _prometheus(counts: list[str]) -> object:
+    """A Prometheus HTTP API answering every grouped query with two fleets' series (and one from a namespace no
+    CR has), values by fleet: team-a/llama 3, team-b/llama 5; the gateway series by service."""
+    import httpx
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        q = request.url.params["query"]
+        counts.append(q)
+        if "llmfleet_gateway_received_requests_total" in q:
+            series = [({"namespace": "team-a", "service": "llama-gateway"}, 2.0)]
+        else:
+            series = [
+                ({"namespace": "team-a", "model_name": "llama"}, 3.0),
+                ({"namespace": "team-b", "model_name": "llama"}, 5.0),
+                ({"namespace": "other", "model_name": "llama"}, 7.0),
+            ]
+        body = {
+            "status": "success",
+            "data": {
+                "resultType": "vector",
+                "result": [{"metric": m, "value": [0, str(v)]} for m, v in series],
+            },
+        }
+        return httpx.Response(200, json=body)
+
+    return answer
+
+
+def test_many_crs_ticking_together_share_one_fetch_and_each_reads_its_own_fleet() -> None:
+    import httpx
+
+    from llmfleet.autoscale.metrics import PrometheusSource, queries
+
+    sent: list[str] = []
+    source = PrometheusSource(httpx.AsyncClient(transport=httpx.MockTransport(_prometheus(sent))))
+
+    async def tick() -> list[Observed]:
+        return await asyncio.gather(
+            *(
+                source.observe("http://prom", ns, "llama", f"{model}-gateway", expect_engines=True)
+                for ns in ("team-a", "team-b")
+                for model in ["llama"] * 30
+            )
+        )
+
+    results = asyncio.run(tick())
+    assert len(sent) == len(queries())  # sixty CRs, one query per figure
+    a, b = results[0].observation, results[-1].observation
+    assert a is not None and b is not None
+    assert (a.waiting, a.ready, a.arrivals) == (3.0, 3, 2.0)  # its own namespace's series, its own gateway
+    assert (b.waiting, b.ready, b.arrivals) == (5.0, 5, None)
+    missing = asyncio.run(source.observe("http://prom", "team-c", "llama", "x", expect_engines=True))
+    assert missing.observation is None and missing.available.reason == "NoEngineSeries"
+
+
+def test_an_answer_and_a_failure_are_reused_for_max_age_then_fetched_again() -> None:
+    import httpx
+
+    from llmfleet.autoscale.metrics import PrometheusSource, queries
+
+    sent: list[str] = []
+    now = [100.0]
+    answer = _prometheus(sent)
+    down = [False]
+
+    def transport(request: httpx.Request) -> httpx.Response:
+        if down[0]:
+            sent.append("refused")
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        return answer(request)  # type: ignore[operator]
+
+    source = PrometheusSource(
+        httpx.AsyncClient(transport=httpx.MockTransport(transport)), max_age_s=5.0, clock=lambda: now[0]
+    )
+    observe = lambda: asyncio.run(source.observe("http://prom", "team-a", "llama", "g", True))  # noqa: E731
+    observe()
+    observe()
+    assert len(sent) == len(queries())  # the second read within 5 s: the same answer
+    now[0] += 5.0
+    down[0] = True
+    assert observe().available.reason == "PrometheusUnreachable"
+    refused = len(sent)
+    assert observe().available.reason == "PrometheusUnreachable"  # within 5 s: not asked again
+    assert len(sent) == refused
+    now[0] += 5.0
+    down[0] = False
+    assert observe().observation is not None and len(sent) > refused

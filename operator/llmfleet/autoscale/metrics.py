@@ -1,9 +1,10 @@
 """Gather for the autoscaler: one deployment's fleet figures from Prometheus' HTTP API (``/api/v1/query``).
 
-Series are selected by ``namespace`` and vLLM's own ``model_name`` label (the served name), which any
+Series are grouped by ``namespace`` and vLLM's own ``model_name`` label (the served name), which any
 Prometheus scraping the engine pods has (kube-prometheus' PodMonitor and our dev scrape config both add
-``namespace``). Every failure becomes a ``MetricsAvailable=False`` condition naming the cause; the policy
-then holds the target. Plain httpx rather than prometheus-api-client: ten instant queries per tick do not
+``namespace``), and each CR picks its own group: one set of queries serves every CR (at 120 CRs, per-CR
+queries were 1,200 requests per 15 s tick; the operator's HTTP pool timed out on them and it burned a core). Every failure becomes a ``MetricsAvailable=False`` condition naming the cause; the policy
+then holds the target. Plain httpx rather than prometheus-api-client: eleven instant queries per interval do not
 need a client that depends on matplotlib (a fork of it exists only to make that optional).
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,61 +69,115 @@ def bucket_at_or_below(target_s: float) -> str:
     return repr(float(bounds[-1]))
 
 
-def queries(namespace: str, model: str, gateway_service: str, ttft_target_s: float = 0.5) -> dict[str, str]:
-    """The PromQL the autoscaler reads, by figure (the engine series are vLLM 0.33's own)."""
+FLEET = "namespace, model_name"  # how every engine figure is grouped: one series per deployment's fleet
+GATEWAY = "namespace, service"
+
+
+def queries(ttft_target_s: float = 0.5) -> dict[str, str]:
+    """The PromQL the autoscaler reads, by figure (the engine series are vLLM 0.33's own), each grouped by
+    (namespace, model_name) so that one query answers for every fleet: a tick of 120 CRs costs the same
+    eleven queries as a tick of one (``PrometheusSource`` shares each answer for ``max_age_s``)."""
     le = bucket_at_or_below(ttft_target_s)
-    sel = f'namespace="{namespace}",model_name="{model}"'
-    gw = f'namespace="{namespace}",service="{gateway_service}"'
+    by = f"sum by ({FLEET})"
     return {
         # The gateway's requests (the `service` label as a ServiceMonitor sets it): the only figure left when
         # the fleet is scaled to zero, so the wake-up signal; scale-to-zero waits until this series exists.
-        "arrivals": f"sum(rate(llmfleet_gateway_received_requests_total{{{gw}}}[1m]))",
-        "waiting": f"sum(vllm:num_requests_waiting{{{sel}}})",
-        "running": f"sum(vllm:num_requests_running{{{sel}}})",
-        "ready": f"count(vllm:num_requests_waiting{{{sel}}})",
-        "kv": f"avg(vllm:kv_cache_usage_perc{{{sel}}})",
-        "ttft": f"histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket{{{sel}}}[1m])))",
-        "prompt_tps": f"sum(rate(vllm:prompt_tokens_total{{{sel}}}[1m]))",
+        "arrivals": f"sum by ({GATEWAY}) (rate(llmfleet_gateway_received_requests_total[1m]))",
+        "waiting": f"{by} (vllm:num_requests_waiting)",
+        "running": f"{by} (vllm:num_requests_running)",
+        "ready": f"count by ({FLEET}) (vllm:num_requests_waiting)",
+        "kv": f"avg by ({FLEET}) (vllm:kv_cache_usage_perc)",
+        "ttft": f"histogram_quantile(0.95, sum by ({FLEET}, le) (rate(vllm:time_to_first_token_seconds_bucket[1m])))",
+        "prompt_tps": f"{by} (rate(vllm:prompt_tokens_total[1m]))",
         # The prefill work the GPUs did (vLLM >= 0.33 splits prompt tokens by source): prefix-cache hits are no
         # work, so a fleet with reused prefixes is not sized for prompt tokens it never computes.
-        "prompt_compute_tps": f'sum(rate(vllm:prompt_tokens_by_source_total{{{sel},source="local_compute"}}[1m]))',
-        "generation_tps": f"sum(rate(vllm:generation_tokens_total{{{sel}}}[1m]))",
-        # Bursts shorter than the minute: the busiest 30 s of the last minute (the finest rate a 15 s scrape
-        # gives), so a fleet is sized for the burst it just saw, not for the minute's mean.
+        "prompt_compute_tps": f'{by} (rate(vllm:prompt_tokens_by_source_total{{source="local_compute"}}[1m]))',
+        "generation_tps": f"{by} (rate(vllm:generation_tokens_total[1m]))",
         # The share of first tokens within the TTFT target, from the histogram bucket at or below it.
-        "ttft_within": f'sum(rate(vllm:time_to_first_token_seconds_bucket{{{sel},le="{le}"}}[1m]))',
-        "ttft_count": f"sum(rate(vllm:time_to_first_token_seconds_count{{{sel}}}[1m]))",
+        "ttft_within": f'{by} (rate(vllm:time_to_first_token_seconds_bucket{{le="{le}"}}[1m]))',
+        "ttft_count": f"{by} (rate(vllm:time_to_first_token_seconds_count[1m]))",
         # The same share over the SLO window: the error budget spent (NaN, so None, before any first token).
         "ttft_miss_window": (
-            f'1 - sum(increase(vllm:time_to_first_token_seconds_bucket{{{sel},le="{le}"}}[{SLO_WINDOW}]))'
-            f" / sum(increase(vllm:time_to_first_token_seconds_count{{{sel}}}[{SLO_WINDOW}]))"
+            f'1 - {by} (increase(vllm:time_to_first_token_seconds_bucket{{le="{le}"}}[{SLO_WINDOW}]))'
+            f" / {by} (increase(vllm:time_to_first_token_seconds_count[{SLO_WINDOW}]))"
         ),
-        "prompt_peak_tps": f"max_over_time(sum(rate(vllm:prompt_tokens_total{{{sel}}}[{PEAK_WINDOW}]))[1m:15s])",
-        "prompt_compute_peak_tps": f'max_over_time(sum(rate(vllm:prompt_tokens_by_source_total{{{sel},source="local_compute"}}[{PEAK_WINDOW}]))[1m:15s])',
+        # Bursts shorter than the minute: the busiest 30 s of the last minute (the finest rate a 15 s scrape
+        # gives), so a fleet is sized for the burst it just saw, not for the minute's mean.
+        "prompt_peak_tps": f"max_over_time({by} (rate(vllm:prompt_tokens_total[{PEAK_WINDOW}]))[1m:15s])",
+        "prompt_compute_peak_tps": f'max_over_time({by} (rate(vllm:prompt_tokens_by_source_total{{source="local_compute"}}[{PEAK_WINDOW}]))[1m:15s])',
     }
 
 
-def _scalar(body: dict[str, object]) -> float | None:
-    """The value of a one-element instant vector; None for no series or NaN (no requests in the window)."""
+Series = dict[tuple[str, str], float]  # (namespace, model_name or service) → value
+
+
+def _vector(body: dict[str, object], key: tuple[str, str]) -> Series:
+    """An instant vector as {(label, label): value}, NaN and infinities left out (no requests in the window)."""
     data = body.get("data")
     result = data.get("result") if isinstance(data, dict) else None
-    if not isinstance(result, list) or not result:
-        return None
-    value = float(result[0]["value"][1])
-    return None if math.isnan(value) or math.isinf(value) else value
+    out: Series = {}
+    for item in result if isinstance(result, list) else []:
+        metric = item.get("metric") or {}
+        value = float(item["value"][1])
+        if not (math.isnan(value) or math.isinf(value)):
+            out[(metric.get(key[0], ""), metric.get(key[1], ""))] = value
+    return out
 
 
 class PrometheusSource:
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
-        self.client = client or httpx.AsyncClient(timeout=QUERY_TIMEOUT_SECONDS)
+    """Reads the fleet figures; concurrent ticks of many CRs share one fetch of the grouped queries, and an
+    answer (or a failure) is reused for ``max_age_s``: Prometheus sees eleven queries per interval, whatever
+    the number of CRs, and an unreachable one is not retried by every CR's tick."""
 
-    async def _query(self, url: str, promql: str) -> float | None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient | None = None,
+        max_age_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client or httpx.AsyncClient(timeout=QUERY_TIMEOUT_SECONDS)
+        self.max_age_s, self.clock = max_age_s, clock
+        self._answers: dict[tuple[str, str], tuple[float, dict[str, Series] | Exception]] = {}
+        self._fetching: dict[tuple[str, str], asyncio.Future[dict[str, Series]]] = {}
+
+    async def _query(self, url: str, promql: str, key: tuple[str, str]) -> Series:
         r = await self.client.get(f"{url.rstrip('/')}/api/v1/query", params={"query": promql})
         r.raise_for_status()
         body = r.json()
         if body.get("status") != "success":
             raise ValueError(body.get("error") or "query failed")
-        return _scalar(body)
+        return _vector(body, key)
+
+    async def _fetch(self, url: str, ttft_target_s: float) -> dict[str, Series]:
+        q = queries(ttft_target_s)
+        keys = {name: ("namespace", "service" if name == "arrivals" else "model_name") for name in q}
+        values = await asyncio.gather(*(self._query(url, promql, keys[name]) for name, promql in q.items()))
+        return dict(zip(q, values, strict=True))
+
+    async def fleets(self, url: str, ttft_target_s: float) -> dict[str, Series]:
+        """Every fleet's figures at ``url``: fetched once for all callers waiting at the same time, then reused
+        for ``max_age_s`` (failures too)."""
+        key = (url, bucket_at_or_below(ttft_target_s))
+        now = self.clock()
+        answer = self._answers.get(key)
+        if answer is not None and now - answer[0] < self.max_age_s:
+            if isinstance(answer[1], Exception):
+                raise answer[1]
+            return answer[1]
+        loop = asyncio.get_running_loop()
+        pending = self._fetching.get(key)
+        if pending is None or pending.get_loop() is not loop:
+            pending = self._fetching[key] = loop.create_task(self._fetch(url, ttft_target_s))
+        try:
+            got = await asyncio.shield(pending)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            self._answers[key] = (self.clock(), exc)
+            raise
+        finally:
+            if pending.done() and self._fetching.get(key) is pending:
+                del self._fetching[key]
+        self._answers[key] = (self.clock(), got)
+        return got
 
     async def observe(
         self,
@@ -131,9 +188,8 @@ class PrometheusSource:
         expect_engines: bool,
         ttft_target_s: float = 0.5,
     ) -> Observed:
-        q = queries(namespace, model, gateway_service, ttft_target_s)
         try:
-            values = await asyncio.gather(*(self._query(url, promql) for promql in q.values()))
+            fleets = await self.fleets(url, ttft_target_s)
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             log.debug("querying %s failed: %s: %s", url, type(exc).__name__, exc)
             return Observed(
@@ -144,7 +200,10 @@ class PrometheusSource:
                     f"Prometheus at {url} {failure_cause(exc)}; holding the replica count.",
                 ),
             )
-        got = dict(zip(q, values, strict=True))
+        got = {
+            name: series.get((namespace, gateway_service if name == "arrivals" else model))
+            for name, series in fleets.items()
+        }
         ready = int(got["ready"] or 0)
         if ready == 0 and expect_engines:
             return Observed(

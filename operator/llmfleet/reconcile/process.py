@@ -53,6 +53,7 @@ def identity(settings: OperatorSettings) -> str:
 def run(settings: OperatorSettings) -> int:
     import kopf
 
+    from llmfleet.autoscale.metrics import PrometheusSource
     from llmfleet.kube.client import KubeClient, load_config
     from llmfleet.reconcile import handlers
     from llmfleet.reconcile.observe import CHILD_KINDS
@@ -92,6 +93,8 @@ def run(settings: OperatorSettings) -> int:
             options,
             handlers.utcnow,
             workers=settings.workers,
+            # One fetch of the fleet-wide queries serves every CR ticking within half an interval.
+            metrics=PrometheusSource(max_age_s=min(5.0, settings.autoscale_interval / 2)),
             prometheus_url=settings.prometheus_url,
             reclaim_taints=tuple(settings.reclaim_taints),
             reclaim_conditions=tuple(settings.reclaim_conditions),
