@@ -139,7 +139,8 @@ def test_reconcile_bench_quick_on_the_session_cluster(cluster, operator) -> None
     } <= line.keys()
     assert line["idle_writes_per_min"] == 0  # Prometheus unreachable
     assert line["metrics_read_crs"] == 6  # then reachable: every CR read the idle engine's series ...
-    assert line["idle_writes_per_min_prometheus"] == 0, line["idle_writes_prometheus"]  # ... and wrote nothing
+    # ... and wrote nothing
+    assert line["idle_writes_per_min_prometheus"] == 0, line["idle_writes_prometheus"]
 
 
 def test_cache_bench_threshold_curve_prints_its_contract() -> None:

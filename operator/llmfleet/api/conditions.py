@@ -19,6 +19,10 @@ class ConditionType(StrEnum):
     SPOT_FALLBACK = "SpotFallback"
     RECLAIM = "Reclaim"
     METRICS_AVAILABLE = "MetricsAvailable"
+    # kstatus' abnormal-true pair, what Flux's health checks and kpt read (sigs.k8s.io/cli-utils kstatus):
+    # Reconciling mirrors "not there yet", Stalled mirrors Degraded.
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
 
 
 class Reason(StrEnum):

@@ -866,8 +866,8 @@ class Condition(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
     type: str = Field(
-        description="Ready, Progressing, Degraded, SpotFallback, Reclaim or MetricsAvailable "
-        "(llmfleet.api.conditions.ConditionType)."
+        description="Ready, Progressing, Degraded, SpotFallback, Reclaim, MetricsAvailable, and kstatus' "
+        "Reconciling and Stalled (llmfleet.api.conditions.ConditionType)."
     )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase reason (llmfleet.api.conditions.Reason).")

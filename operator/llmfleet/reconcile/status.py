@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -153,6 +153,44 @@ def progressing_condition(c: _Children) -> ConditionResult:
     if c.rolling:
         return ConditionResult("True", Reason.ROLLING_OUT, "Children are being created or updated.")
     return ConditionResult("False", Reason.STABLE, "Every child matches the spec.")
+
+
+def kstatus_conditions(
+    ready: ConditionResult, progressing: ConditionResult, degraded: ConditionResult
+) -> tuple[ConditionResult, ConditionResult]:
+    """Reconciling and Stalled from Ready, Progressing and Degraded, so kstatus (Flux, kpt) computes the same
+    health as ``kubectl get llmd``: Stalled (kstatus Failed) while Degraded; else Reconciling (InProgress) while
+    children roll out or replicas are not ready; else neither (Current)."""
+    if degraded.status == "True":
+        return (
+            ConditionResult("False", degraded.reason, "Stalled: the spec cannot be applied."),
+            ConditionResult("True", degraded.reason, degraded.message),
+        )
+    stalled = ConditionResult("False", Reason.AS_EXPECTED, "The spec is applied.")
+    if progressing.status == "True":
+        return ConditionResult("True", progressing.reason, progressing.message), stalled
+    if ready.status != "True":
+        return ConditionResult("True", ready.reason, ready.message), stalled
+    return ConditionResult("False", ready.reason, ready.message), stalled
+
+
+def with_kstatus(
+    previous: Sequence[Condition], conditions: list[Condition], generation: int | None, now: datetime
+) -> list[Condition]:
+    """``conditions`` with Reconciling and Stalled (re)computed from their Ready, Progressing and Degraded."""
+    by = {c.type: ConditionResult(c.status, cast(Reason, c.reason), c.message) for c in conditions}
+    unknown = ConditionResult("Unknown", Reason.REPLICAS_NOT_READY, "Not observed yet.")
+    reconciling, stalled = kstatus_conditions(
+        by.get(ConditionType.READY, unknown),
+        by.get(ConditionType.PROGRESSING, unknown),
+        by.get(ConditionType.DEGRADED, ConditionResult("False", Reason.AS_EXPECTED, "")),
+    )
+    rest = [c for c in conditions if c.type not in (ConditionType.RECONCILING, ConditionType.STALLED)]
+    return [
+        *rest,
+        condition(previous, ConditionType.RECONCILING, reconciling, generation, now),
+        condition(previous, ConditionType.STALLED, stalled, generation, now),
+    ]
 
 
 def degraded_condition(reason: Reason | None = None, message: str = "") -> ConditionResult:
@@ -325,7 +363,7 @@ def compute_status(
     )
     return LLMDeploymentStatus(
         observed_generation=gen,
-        conditions=conditions,
+        conditions=with_kstatus(prev, conditions, gen, now),
         tensor_parallel_size=sizing.tensor_parallel_size,
         replicas=ReplicaStatus(desired=c.desired, ready=c.ready, spot=spot, on_demand=on_demand),
         ready=f"{c.ready}/{c.desired}",
@@ -346,4 +384,5 @@ def degraded_status(
     degraded = condition(
         previous.conditions, ConditionType.DEGRADED, degraded_condition(reason, message), generation, now
     )
-    return previous.model_copy(update={"conditions": [*others, degraded], "observed_generation": generation})
+    conditions = with_kstatus(previous.conditions, [*others, degraded], generation, now)
+    return previous.model_copy(update={"conditions": conditions, "observed_generation": generation})
