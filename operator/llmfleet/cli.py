@@ -125,6 +125,93 @@ def cmd_operator(args: argparse.Namespace) -> int:
     return run(settings)
 
 
+def format_status(obj: dict[str, Any]) -> str:
+    """``llmfleet status``'s table: the CR's conditions, replicas, live figures and last scaling decisions."""
+    meta, spec, st = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    model = (spec.get("model") or {}).get("name", "?")
+    lines = [
+        f"{meta.get('namespace', '')}/{meta.get('name', '')}: {model} (TP {st.get('tensorParallelSize', '?')})"
+    ]
+    gen, seen = meta.get("generation"), st.get("observedGeneration")
+    if seen is None or (gen is not None and seen < gen):
+        lines.append(f"  the operator has not observed generation {gen} yet (observed: {seen})")
+    lines.append("")
+    lines.append(f"{'CONDITION':<17} {'STATUS':<7} {'REASON':<24} MESSAGE")
+    for c in st.get("conditions") or []:
+        lines.append(
+            f"{c.get('type', ''):<17} {c.get('status', ''):<7} {c.get('reason', ''):<24} {c.get('message', '')}"
+        )
+    reps = st.get("replicas") or {}
+    spot, od = reps.get("spot") or {}, reps.get("onDemand") or {}
+    lines.append("")
+    lines.append(
+        f"Replicas   {st.get('ready', '?')} ready (spot {spot.get('ready', 0)}/{spot.get('desired', 0)}, "
+        f"on-demand {od.get('ready', 0)}/{od.get('desired', 0)}); ${st.get('costPerHour', 0)}/h"
+    )
+    if st.get("endpoint"):
+        lines.append(f"Endpoint   {st['endpoint']}")
+    m = st.get("metrics") or {}
+    if m:
+        parts = [
+            f"queue {m.get('queueDepth')}",
+            f"running {m.get('running')}",
+            f"TTFT p95 {m['ttftP95']:.3f}s" if m.get("ttftP95") is not None else "TTFT p95 -",
+            f"KV cache {m['kvCacheUsage']:.0%}" if m.get("kvCacheUsage") is not None else "KV cache -",
+            f"prompt {m.get('promptTokensPerSecond')} tok/s",
+            f"generation {m.get('generationTokensPerSecond')} tok/s",
+        ]
+        lines.append("Live       " + ", ".join(parts))
+    history = (st.get("autoscaling") or {}).get("history") or []
+    lines.append("")
+    if not history:
+        lines.append("No scaling decisions recorded yet.")
+    else:
+        lines.append(f"{'TIME':<21} {'FROM':>4} {'TO':>4} {'SPOT':>4} {'OD':>4}  {'REASON':<15} MESSAGE")
+        for h in reversed(history):
+            lines.append(
+                f"{h.get('time', ''):<21} {h.get('from', ''):>4} {h.get('to', ''):>4} {h.get('spot', ''):>4} "
+                f"{h.get('onDemand', ''):>4}  {h.get('reason', ''):<15} {h.get('message', '')}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from llmfleet.api.v1alpha1 import API_VERSION, KIND
+    from llmfleet.kube.client import KubeClient, load_config
+    from llmfleet.kube.port import KubeError
+
+    try:
+        obj = KubeClient(load_config(args.kubeconfig)).get(API_VERSION, KIND, args.namespace, args.name)
+    except KubeError as exc:
+        raise UserError(f"cannot read llmdeployment {args.namespace}/{args.name}: {exc}") from None
+    except Exception as exc:  # no kubeconfig, an unreachable API server: the client's own words
+        raise UserError(f"cannot reach the cluster: {exc}") from None
+    if obj is None:
+        raise UserError(f"llmdeployment {args.namespace}/{args.name} not found")
+    if args.output == "json":
+        st = obj.get("status") or {}
+        print(
+            json.dumps(
+                {
+                    "name": args.name,
+                    "namespace": args.namespace,
+                    "generation": obj["metadata"].get("generation"),
+                    "observedGeneration": st.get("observedGeneration"),
+                    "conditions": st.get("conditions") or [],
+                    "replicas": st.get("replicas"),
+                    "costPerHour": st.get("costPerHour"),
+                    "endpoint": st.get("endpoint"),
+                    "metrics": st.get("metrics"),
+                    "history": (st.get("autoscaling") or {}).get("history") or [],
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(format_status(obj), end="")
+    return 0
+
+
 def cmd_pod_runner(args: argparse.Namespace) -> int:
     import logging
 
@@ -375,6 +462,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llmfleet-image", help="image for the gateway (default: spec.gateway.image)")
     p.add_argument("--engine-image", help="image for the engines (default: spec.engine.image)")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser(
+        "status",
+        help="an LLMDeployment's state, live figures and last scaling decisions",
+        description="Reads the CR from the cluster and prints its conditions, replicas per pool, the live "
+        "figures the autoscaler last read and its last 10 decisions (status.autoscaling.history).",
+    )
+    p.add_argument("name", help="the LLMDeployment's name")
+    p.add_argument("-n", "--namespace", default="default", help="its namespace (default: default)")
+    p.add_argument("--kubeconfig", help="kubeconfig path (default: KUBECONFIG, then ~/.kube/config)")
+    p.add_argument(
+        "-o", "--output", choices=("table", "json"), default="table", help="table (default) or json"
+    )
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("crd", help="print the LLMDeployment CustomResourceDefinition")
     p.set_defaults(func=cmd_crd)

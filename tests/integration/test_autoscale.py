@@ -161,6 +161,29 @@ def test_queue_depth_from_prometheus_scales_spot_first_then_back_down(
     assert "load fits" in st["lastScale"]["reason"], st["lastScale"]
     assert replicas(cluster, namespace, "llama3-8b") == (1, 0)
 
+    # The decisions, as `llmfleet status` shows them (status.autoscaling.history) and as Events.
+    out = subprocess.run(
+        [sys.executable, "-m", "llmfleet", "status", "llama3-8b", "-n", namespace, "-o", "json",
+         "--kubeconfig", str(cluster.kubeconfig)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    history = json.loads(out.stdout)["history"]
+    up = next(h for h in history if h["to"] == 3)
+    assert up["reason"] == "QueueDepth" and (up["spot"], up["onDemand"]) == (2, 1), up
+    assert up["figures"]["queueDepth"] > 2 and "queue depth" in up["message"]
+    assert history[-1]["to"] == 1 and history[-1]["reason"] == "LoadFits", history[-1]
+    table = subprocess.run(
+        [sys.executable, "-m", "llmfleet", "status", "llama3-8b", "-n", namespace,
+         "--kubeconfig", str(cluster.kubeconfig)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "QueueDepth" in table and "LoadFits" in table and "MetricsAvailable" in table
+    events = cluster.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "reason=Scaled", "-o", "json"
+    ).stdout
+    messages = [e["message"] for e in json.loads(events)["items"]]
+    assert any("1 → 3 replicas (2 spot, 1 on-demand): QueueDepth" in m for m in messages), messages
+
 
 def test_spot_that_cannot_schedule_falls_back_to_on_demand_and_returns(cluster, operator, namespace) -> None:
     obj = example(namespace)

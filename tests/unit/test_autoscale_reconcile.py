@@ -358,3 +358,39 @@ def test_an_answer_and_a_failure_are_reused_for_max_age_then_fetched_again() -> 
     now[0] += 5.0
     down[0] = False
     assert observe().observation is not None and len(sent) > refused
+
+
+def test_the_history_keeps_the_last_ten_changes_with_typed_reasons_and_survives_a_restart() -> None:
+    from llmfleet.api.load import parse_spec
+    from llmfleet.autoscale.loop import Autoscaler
+    from llmfleet.fleet.scale import ScaleInput
+
+    spec = parse_spec(
+        {
+            "model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"},
+            "pools": {"onDemand": {"minReplicas": 1, "maxReplicas": 4}, "spot": {"maxReplicas": 40}},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 40, "scaleUpWindow": "0s", "loadMemory": "0s"},
+        }
+    )
+    ok = ConditionResult("True", Reason.METRICS_READ, "read")
+    a, key, t = Autoscaler(), ("ml", "demo"), T0
+    got: ScaleInput | None = None
+    for _ in range(14):  # a queue that keeps growing: one scale-up per tick
+        t += timedelta(seconds=15)
+        current = a.target(key) or 1
+        o = Observation(waiting=4.0 * current + 1, running=1, ready=current, ttft_p95=0.1, kv_usage=0.2)
+        got = a.step(key, spec, {}, t, Observed(o, ok))
+        assert got is not None and got.scaled is not None and got.scaled.reason == "QueueDepth"
+    assert got is not None and len(got.history) == 10
+    assert [h.to for h in got.history] == sorted(h.to for h in got.history)  # oldest first
+    last = got.history[-1]
+    assert last.to == got.target and last.figures is not None and last.figures.queue_depth > 0
+    assert (last.spot or 0) + (last.on_demand or 0) == last.to
+    # A new operator (restart, new leader) starts from what status says, history included.
+    status = {
+        "observedGeneration": 1,
+        "replicas": {"desired": got.target},
+        "autoscaling": {"history": [h.model_dump(by_alias=True) for h in got.history]},
+    }
+    fresh = Autoscaler().step(key, spec, status, t + timedelta(seconds=15))
+    assert fresh is not None and fresh.history == got.history and fresh.scaled is None

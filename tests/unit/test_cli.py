@@ -134,3 +134,43 @@ def test_simulate_names_a_bad_trace_line(tmp_path: Path) -> None:
     trace.write_text("when,prompt\n1,2\n")
     out = run("simulate", "-f", str(EXAMPLES[0]), "--trace", str(trace))
     assert out.returncode == 2 and "t.csv:2" in out.stderr, out.stderr
+
+
+def test_status_table_shows_conditions_replicas_and_decisions_newest_first() -> None:
+    from llmfleet.cli import format_status
+
+    obj = {
+        "metadata": {"name": "llama", "namespace": "ml", "generation": 3},
+        "spec": {"model": {"name": "meta-llama/Meta-Llama-3-8B-Instruct"}},
+        "status": {
+            "observedGeneration": 3,
+            "tensorParallelSize": 1,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "AllReplicasReady", "message": "3/3 ready"}],
+            "ready": "3/3",
+            "replicas": {"spot": {"desired": 2, "ready": 2}, "onDemand": {"desired": 1, "ready": 1}},
+            "costPerHour": 12.5,
+            "metrics": {"queueDepth": 0.0, "running": 4.0, "ttftP95": 0.21, "kvCacheUsage": 0.12},
+            "autoscaling": {
+                "history": [
+                    {"time": "2026-12-05T09:00:00Z", "from": 1, "to": 3, "spot": 2, "onDemand": 1,
+                     "reason": "QueueDepth", "message": "queue depth 9 > 4×1"},
+                    {"time": "2026-12-05T09:10:00Z", "from": 3, "to": 2, "spot": 1, "onDemand": 1,
+                     "reason": "LoadFits", "message": "load fits 2 replicas"},
+                ]
+            },
+        },
+    }  # fmt: skip
+    text = format_status(obj)
+    assert "ml/llama: meta-llama/Meta-Llama-3-8B-Instruct (TP 1)" in text
+    assert "AllReplicasReady" in text and "spot 2/2, on-demand 1/1" in text and "$12.5/h" in text
+    assert "TTFT p95 0.210s" in text and "KV cache 12%" in text
+    assert text.index("LoadFits") < text.index("QueueDepth")  # newest first
+    obj["metadata"]["generation"] = 4
+    assert "has not observed generation 4" in format_status(obj)
+    assert "No scaling decisions" in format_status({"metadata": {"name": "x"}, "spec": {}})
+
+
+def test_status_without_a_reachable_cluster_exits_2_saying_why(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-kubeconfig"
+    out = run("status", "llama", "-n", "ml", "--kubeconfig", str(missing))
+    assert out.returncode == 2 and "cannot reach the cluster" in out.stderr, out.stderr

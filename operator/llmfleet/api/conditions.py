@@ -53,12 +53,30 @@ class Reason(StrEnum):
     AUTOSCALING_DISABLED = "AutoscalingDisabled"
 
 
+class ScaleReason(StrEnum):
+    """Why the autoscaler changed the replica target (``status.autoscaling.history[].reason`` and the Scaled
+    Event's message); the sentence with the figures is the entry's ``message``."""
+
+    QUEUE_DEPTH = "QueueDepth"  # more waiting requests per replica than targetQueueDepthPerReplica
+    TTFT_ATTAINMENT = "TTFTAttainment"  # more late first tokens than ttftAttainmentTarget allows
+    TTFT_P95 = "TTFTP95"  # TTFT p95 over ttftP95Target
+    TOKEN_LOAD = "TokenLoad"  # the token rates need more replicas
+    LOAD_FITS = "LoadFits"  # the load fits fewer replicas (after the scale-down window)
+    HOLDING = "Holding"  # nothing calls for a change (never a change itself)
+    IDLE = "Idle"  # scaleToZero after idleAfter
+    WAKE = "Wake"  # a request arrived while at zero
+    MANUAL = "Manual"  # spec.replicas changed (kubectl scale)
+    BOUNDS = "Bounds"  # kept within minReplicas..maxReplicas (the CR's or an open schedule's)
+    NO_METRICS = "NoMetrics"  # nothing to decide on: holding
+
+
 class EventReason(StrEnum):
     """Reasons of the Events the operator records on an LLMDeployment."""
 
     INVALID_SPEC = "InvalidSpec"
     RECONCILED = "Reconciled"
     RECLAIM_NOTICE = "ReclaimNotice"  # engine pods drained because their node is going
+    SCALED = "Scaled"  # the autoscaler changed the replica target
 
 
 class ConditionResult(NamedTuple):

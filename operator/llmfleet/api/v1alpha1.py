@@ -938,6 +938,50 @@ class LastScale(BaseModel):
     reason: str = Field(description="Why.")
 
 
+SCALE_HISTORY = 10  # decisions kept in status.autoscaling.history
+
+
+class ScaleFigures(BaseModel):
+    """The figures a scaling decision was taken on (rounded as in status.metrics)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    ready_replicas: int | None = Field(default=None, description="Engine replicas reporting metrics.")
+    queue_depth: float | None = Field(default=None, description="Waiting requests across replicas.")
+    ttft_p95: float | None = Field(default=None, description="TTFT p95 in seconds over the last minute.")
+    ttft_late_share: float | None = Field(
+        default=None, description="Share of the last minute's first tokens over ttftP95Target."
+    )
+    kv_cache_usage: float | None = Field(default=None, description="Mean KV-cache usage, 0 to 1.")
+    prompt_tokens_per_second: float | None = Field(default=None, description="Prompt tokens per second.")
+    generation_tokens_per_second: float | None = Field(
+        default=None, description="Generated tokens per second."
+    )
+
+
+class ScaleRecord(BaseModel):
+    """One change of the replica target."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    time: str = Field(description="When (RFC 3339).")
+    from_: int = Field(alias="from", description="Replicas before.")
+    to: int = Field(description="Replicas after.")
+    spot: int | None = Field(default=None, description="Of which on spot, as the pools split the target.")
+    on_demand: int | None = Field(default=None, description="Of which on demand.")
+    reason: str = Field(
+        description="QueueDepth, TTFTAttainment, TTFTP95, TokenLoad, LoadFits, Idle, Wake, Manual, Bounds "
+        "(llmfleet.api.conditions.ScaleReason)."
+    )
+    message: str = Field(default="", description="The decision in a sentence, with its figures.")
+    figures: ScaleFigures | None = Field(default=None, description="What the decision was taken on.")
+
+
+class AutoscalingStatus(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    history: list[ScaleRecord] = Field(
+        default_factory=list, max_length=SCALE_HISTORY, description="The last 10 changes, oldest first."
+    )
+
+
 class LLMDeploymentStatus(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
     observed_generation: int | None = Field(default=None, description="Generation last reconciled.")
@@ -952,6 +996,9 @@ class LLMDeploymentStatus(BaseModel):
     endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL of the gateway.")
     metrics: MetricsStatus | None = Field(default=None, description="Live figures from Prometheus.")
     last_scale: LastScale | None = Field(default=None, description="The last scaling decision.")
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="The autoscaler's recent changes."
+    )
     cost_per_hour: float | None = Field(
         default=None, description="USD per hour of the ready engine replicas."
     )

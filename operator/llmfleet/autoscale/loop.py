@@ -15,10 +15,19 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from llmfleet.api.conditions import ConditionResult, ConditionType
-from llmfleet.api.v1alpha1 import LastScale, LLMDeploymentSpec, MetricsStatus
+from llmfleet.api.v1alpha1 import (
+    SCALE_HISTORY,
+    AutoscalingStatus,
+    LastScale,
+    LLMDeploymentSpec,
+    MetricsStatus,
+    ScaleFigures,
+    ScaleRecord,
+)
 from llmfleet.autoscale.metrics import Observed
 from llmfleet.autoscale.policy import Observation, ScaleDecision, ScaleState, decide, initial_state
 from llmfleet.fleet.capacity import Capacity, replica_capacity
+from llmfleet.fleet.pools import split_replicas
 from llmfleet.fleet.reclaim import replacing
 from llmfleet.fleet.scale import ScaleInput
 
@@ -33,6 +42,7 @@ class _Entry:
     available: ConditionResult | None = None
     capacity: Capacity | None = None
     capacity_for: LLMDeploymentSpec | None = None  # the spec the capacity was computed from
+    history: tuple[ScaleRecord, ...] = ()  # status.autoscaling.history, oldest first
 
 
 def replacing_now(status: dict[str, Any]) -> int:
@@ -53,7 +63,7 @@ def replacing_now(status: dict[str, Any]) -> int:
     return replacing(lost, desired, ready)
 
 
-_M = TypeVar("_M", MetricsStatus, LastScale)
+_M = TypeVar("_M", MetricsStatus, LastScale, AutoscalingStatus)
 
 
 def _model(cls: type[_M], value: Any) -> _M | None:
@@ -68,6 +78,21 @@ def _model(cls: type[_M], value: Any) -> _M | None:
 
 def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def scale_figures(obs: Observation | None) -> ScaleFigures | None:
+    """The figures a decision was taken on, rounded as status.metrics is."""
+    if obs is None:
+        return None
+    return ScaleFigures(
+        ready_replicas=obs.ready,
+        queue_depth=round(obs.waiting, 1),
+        ttft_p95=_rounded(obs.ttft_p95, 3),
+        ttft_late_share=_rounded(obs.ttft_miss_share, 4),
+        kv_cache_usage=_rounded(obs.kv_usage, 2),
+        prompt_tokens_per_second=_rounded(obs.prompt_tps, 1),
+        generation_tokens_per_second=_rounded(obs.generation_tps, 1),
+    )
 
 
 def metrics_status(obs: Observation) -> MetricsStatus:
@@ -111,10 +136,12 @@ class Autoscaler:
         e = self._entries.get(key)
         if e is None:
             last = (status.get("replicas") or {}).get("desired") if status.get("observedGeneration") else None
+            kept = _model(AutoscalingStatus, status.get("autoscaling"))
             e = self._entries[key] = _Entry(
                 initial_state(spec, last, now),
                 last_scale=_model(LastScale, status.get("lastScale")),
                 metrics=_model(MetricsStatus, status.get("metrics")),
+                history=tuple(kept.history) if kept else (),
             )
         obs = observed.observation if observed else None
         if obs is not None:
@@ -127,10 +154,27 @@ class Autoscaler:
                 e.metrics = metrics_status(obs)
         d: ScaleDecision = decide(a, e.state, obs, now, spec.replicas, e.capacity)
         e.state = d.state
+        scaled = None
         if d.changed:
-            e.last_scale = LastScale(
-                time=now.strftime("%Y-%m-%dT%H:%M:%SZ"), from_=d.previous, to=d.target, reason=d.reason
+            when = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            e.last_scale = LastScale(time=when, from_=d.previous, to=d.target, reason=d.reason)
+            pools = split_replicas(spec, d.target)
+            scaled = ScaleRecord(
+                time=when,
+                from_=d.previous,
+                to=d.target,
+                spot=pools.spot,
+                on_demand=pools.on_demand,
+                reason=d.cause,
+                message=d.reason,
+                figures=scale_figures(obs),
             )
+            e.history = (*e.history, scaled)[-SCALE_HISTORY:]
         return ScaleInput(
-            target=d.target, metrics=e.metrics, last_scale=e.last_scale, metrics_available=e.available
+            target=d.target,
+            metrics=e.metrics,
+            last_scale=e.last_scale,
+            metrics_available=e.available,
+            history=e.history,
+            scaled=scaled,
         )

@@ -54,6 +54,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from llmfleet.api.conditions import ScaleReason
 from llmfleet.api.quantity import parse_duration
 from llmfleet.api.v1alpha1 import AutoscalingSpec, LLMDeploymentSpec
 from llmfleet.fleet.capacity import Capacity
@@ -121,6 +122,7 @@ class ScaleDecision:
     reason: str  # a sentence: why the target is what it is
     state: ScaleState
     previous: int
+    cause: ScaleReason = ScaleReason.HOLDING  # the typed reason (llmfleet.api.conditions.ScaleReason)
 
     @property
     def changed(self) -> bool:
@@ -150,13 +152,27 @@ def recommend(
     current: int,
     capacity: Capacity | None = None,
 ) -> tuple[int, str]:
-    """The replica count these figures call for, before bounds and windows."""
+    """The replica count these figures call for, before bounds and windows, and why."""
+    n, reason, _ = _recommend(spec, obs, current, capacity)
+    return n, reason
+
+
+def _recommend(
+    spec: AutoscalingSpec,
+    obs: Observation,
+    current: int,
+    capacity: Capacity | None = None,
+) -> tuple[int, str, ScaleReason]:
     q = spec.target_queue_depth_per_replica
     ttft_target = parse_duration(spec.ttft_p95_target)
     if current == 0:
         if obs.busy:
-            return max(1, math.ceil(obs.waiting / q)), "requests arrived while scaled to zero"
-        return 0, "no requests"
+            return (
+                max(1, math.ceil(obs.waiting / q)),
+                "requests arrived while scaled to zero",
+                ScaleReason.WAKE,
+            )
+        return 0, "no requests", ScaleReason.IDLE
     work = peak_work(obs, capacity)
     room = (1.0 + spec.headroom) / TARGET_UTILIZATION
     by_load = math.ceil(work * room - 1e-9) if work is not None else 0
@@ -168,7 +184,7 @@ def recommend(
     )
     if obs.waiting > q * current:
         want = math.ceil(obs.waiting / q)
-        return max(want, by_load), f"queue depth {obs.waiting:g} > {q:g}×{current}"
+        return max(want, by_load), f"queue depth {obs.waiting:g} > {q:g}×{current}", ScaleReason.QUEUE_DEPTH
     # The SLO itself: more of the minute's first tokens late than the attainment target allows. Bursts shorter
     # than the minute hide in its p95 and mean rates, not here.
     miss = obs.ttft_miss_share if obs.busy else None
@@ -176,28 +192,39 @@ def recommend(
     if miss is not None and miss > allowed + 1e-9:
         base = max(obs.ready, 1)
         want = max(base + 1, math.ceil(base * (1.0 + miss)))
-        return max(want, by_load), (
+        return (
+            max(want, by_load),
             f"{miss:.1%} of first tokens over the {ttft_target * 1000:.0f}ms target "
-            f"(ttftAttainmentTarget {spec.ttft_attainment_target:.1%})"
+            f"(ttftAttainmentTarget {spec.ttft_attainment_target:.1%})",
+            ScaleReason.TTFT_ATTAINMENT,
         )
     # TTFT is a minute's quantile: once traffic stops it still shows the last burst, which needs no replicas.
     ttft = obs.ttft_p95 if obs.busy else None
     if ttft is not None and ttft > ttft_target:
         base = max(obs.ready, 1)
         want = max(base + 1, math.ceil(base * ttft / ttft_target))
-        return max(want, by_load), f"TTFT p95 {ttft * 1000:.0f}ms > {ttft_target * 1000:.0f}ms target"
+        return (
+            max(want, by_load),
+            f"TTFT p95 {ttft * 1000:.0f}ms > {ttft_target * 1000:.0f}ms target",
+            ScaleReason.TTFT_P95,
+        )
     if by_load > current:
         return (
             by_load,
             f"{load} needs {by_load} (rates: prompt {obs.prompt_tps:.0f}, generation {obs.generation_tps:.0f} tokens/s)",
+            ScaleReason.TOKEN_LOAD,
         )
     if miss:
-        return current, f"{miss:.1%} of first tokens over the target: not shrinking"
+        return current, f"{miss:.1%} of first tokens over the target: not shrinking", ScaleReason.HOLDING
     if ttft is not None and ttft > TTFT_DOWN_FRACTION * ttft_target:
-        return current, f"TTFT p95 {ttft * 1000:.0f}ms is near the {ttft_target * 1000:.0f}ms target"
+        return (
+            current,
+            f"TTFT p95 {ttft * 1000:.0f}ms is near the {ttft_target * 1000:.0f}ms target",
+            ScaleReason.HOLDING,
+        )
     kv = obs.kv_usage
     if kv is None and obs.running > 0:
-        return current, "no KV-cache usage reported; holding"
+        return current, "no KV-cache usage reported; holding", ScaleReason.HOLDING
     need = max(
         by_load,
         math.ceil(obs.waiting / q),
@@ -208,7 +235,7 @@ def recommend(
         need = max(need, current - 1)  # no token rates: shrink one step at a time
     figures = f"queue {obs.waiting:g}, KV cache {kv or 0.0:.0%}" + (f", {load}" if load else "")
     n = min(need, current)
-    return n, f"load fits {n} replica{'s' if n != 1 else ''} ({figures})"
+    return n, f"load fits {n} replica{'s' if n != 1 else ''} ({figures})", ScaleReason.LOAD_FITS
 
 
 def budget_spare(spec: AutoscalingSpec, obs: Observation | None) -> bool:
@@ -278,7 +305,9 @@ def decide(
         # `kubectl scale llmd` (or an edit of spec.replicas): the autoscaler goes on from the new figure.
         target = clamp(spec, spec_replicas)
         fresh = ScaleState(target=target, active_at=now, spec_replicas=spec_replicas)
-        return ScaleDecision(target, target, f"spec.replicas set to {spec_replicas}", fresh, current)
+        return ScaleDecision(
+            target, target, f"spec.replicas set to {spec_replicas}", fresh, current, ScaleReason.MANUAL
+        )
     bounded = clamp(spec, current)
     if current != bounded and not (current == 0 and spec.scale_to_zero.enabled):
         state = replace(state, target=bounded, history=())
@@ -288,9 +317,17 @@ def decide(
             f"kept within minReplicas..maxReplicas ({spec.min_replicas}..{spec.max_replicas}){by}",
             state,
             current,
+            ScaleReason.BOUNDS,
         )
     if obs is None:
-        return ScaleDecision(current, current, f"no metrics; holding {current} replicas", state, current)
+        return ScaleDecision(
+            current,
+            current,
+            f"no metrics; holding {current} replicas",
+            state,
+            current,
+            ScaleReason.NO_METRICS,
+        )
 
     active_at = now if obs.busy else state.active_at
     idle_for = (now - active_at).total_seconds() if active_at else 0.0
@@ -304,14 +341,15 @@ def decide(
     if to_zero:
         idle = f"{idle_for / 60:.0f}m" if idle_for >= 120 else f"{idle_for:.0f}s"
         rec, reason = 0, f"no requests for {idle} (scaleToZero.idleAfter {spec.scale_to_zero.idle_after})"
+        cause = ScaleReason.IDLE
     else:
-        rec, reason = recommend(spec, obs, current, capacity)
+        rec, reason, cause = _recommend(spec, obs, current, capacity)
         growth_cap = max(math.ceil(current * MAX_GROWTH_FACTOR), current + MIN_GROWTH_STEP)
         if rec > growth_cap:
             rec, reason = growth_cap, f"{reason}; growth capped at {growth_cap}"
         floor = spec.min_replicas if current > 0 or rec > 0 else 0
         if rec < floor:
-            rec, reason = floor, f"{reason}; minReplicas {floor}{by}"
+            rec, reason, cause = floor, f"{reason}; minReplicas {floor}{by}", ScaleReason.BOUNDS
         elif rec > spec.max_replicas:
             rec, reason = spec.max_replicas, f"{reason}; maxReplicas {spec.max_replicas}{by}"
         if obs.replacing and rec < current:
@@ -335,4 +373,4 @@ def decide(
     state = replace(state, history=history, active_at=active_at)
 
     target, reason = _stabilised(spec, history, now, current, rec, reason, to_zero, down_s, spare)
-    return ScaleDecision(target, rec, reason, replace(state, target=target), current)
+    return ScaleDecision(target, rec, reason, replace(state, target=target), current, cause)

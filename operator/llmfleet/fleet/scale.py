@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmfleet.api.conditions import ConditionResult
-from llmfleet.api.v1alpha1 import LastScale, MetricsStatus
+from llmfleet.api.v1alpha1 import LastScale, MetricsStatus, ScaleRecord
 
 
 @dataclass(frozen=True)
@@ -14,3 +14,5 @@ class ScaleInput:
     metrics: MetricsStatus | None = None  # status.metrics
     last_scale: LastScale | None = None  # status.lastScale
     metrics_available: ConditionResult | None = None  # the MetricsAvailable condition
+    history: tuple[ScaleRecord, ...] = ()  # status.autoscaling.history
+    scaled: ScaleRecord | None = None  # the change this reconcile applies (a Scaled Event)

@@ -28,7 +28,13 @@ def execute(port: KubePort, raw: Obj, plan: Plan, pool: ThreadPoolExecutor | Non
     if plan.status is not None:
         port.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], plan.status)
     for type_, reason, message in plan.events:
-        log.warning("%s/%s: %s", meta["namespace"], meta["name"], message)
+        log.log(
+            logging.WARNING if type_ == "Warning" else logging.INFO,
+            "%s/%s: %s",
+            meta["namespace"],
+            meta["name"],
+            message,
+        )
         port.event(raw, type_, reason, message)
     if plan.details:
         for line in plan.details:

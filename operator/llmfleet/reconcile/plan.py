@@ -206,6 +206,15 @@ def plan(
                 f"({', '.join(sorted({d.pool for d in on_node}))} pool).",
             )
         )
+    if scale is not None and scale.scaled is not None and spec.autoscaling.enabled:
+        s = scale.scaled
+        events.append(
+            (
+                "Normal",
+                EventReason.SCALED,
+                f"{s.from_} → {s.to} replicas ({s.spot} spot, {s.on_demand} on-demand): {s.reason}: {s.message}",
+            )
+        )
     status = as_json(compute_status(obj, sizing, counts, snapshot, previous, now, scale, late, drained))
     return Plan(
         to_apply=to_apply,

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from llmfleet.api.conditions import ConditionResult, ConditionType, Reason
 from llmfleet.api.sizing import Sizing
 from llmfleet.api.v1alpha1 import (
+    AutoscalingStatus,
     Condition,
     LLMDeployment,
     LLMDeploymentStatus,
@@ -373,6 +374,9 @@ def compute_status(
         cost_per_hour=round(cost, 2),
         metrics=scale.metrics if scale and scale.metrics is not None else previous.metrics,
         last_scale=scale.last_scale if scale and scale.last_scale is not None else previous.last_scale,
+        autoscaling=AutoscalingStatus(history=list(scale.history))
+        if scale and scale.history
+        else previous.autoscaling,
     )
 
 
