@@ -216,13 +216,15 @@ def main() -> int:  # noqa: C901 - one script: flags, then each phase in turn
         )
         time.sleep(3)
 
-        def metrics_read_count() -> int:
+        def count_true(condition: str, which: list[str] | None = None) -> int:
+            """CRs (of ``which``, default all) whose ``condition`` is True."""
             items = kube.list("llmfleet.io/v1alpha1", "LLMDeployment", NS, "")
             return sum(
                 1
                 for o in items
-                if any(
-                    c["type"] == "MetricsAvailable" and c["status"] == "True"
+                if (which is None or o["metadata"]["name"] in which)
+                and any(
+                    c["type"] == condition and c["status"] == "True"
                     for c in (o.get("status") or {}).get("conditions", [])
                 )
             )
@@ -239,16 +241,7 @@ def main() -> int:  # noqa: C901 - one script: flags, then each phase in turn
             applied[name] = time.perf_counter()
 
         def ready_count(which: list[str]) -> int:
-            items = kube.list("llmfleet.io/v1alpha1", "LLMDeployment", NS, "")
-            return sum(
-                1
-                for o in items
-                if o["metadata"]["name"] in which
-                and any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in (o.get("status") or {}).get("conditions", [])
-                )
-            )
+            return count_true("Ready", which)
 
         deadline = time.perf_counter() + 600
         while ready_count(names) < len(names) and time.perf_counter() < deadline:
@@ -316,9 +309,9 @@ def main() -> int:  # noqa: C901 - one script: flags, then each phase in turn
         try:
             all_crs = len(names) + len(late)
             deadline = time.perf_counter() + 180
-            while metrics_read_count() < all_crs and time.perf_counter() < deadline:
+            while count_true("MetricsAvailable") < all_crs and time.perf_counter() < deadline:
                 time.sleep(1)
-            read_crs = metrics_read_count()
+            read_crs = count_true("MetricsAvailable")
             # Settled: the first reads are changes (MetricsAvailable flips, rates appear after two scrapes);
             # then no write for longer than an autoscaler tick (15 s).
             quiet_s = 20 if args.quick else 30
