@@ -45,8 +45,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "operator"))
 
-from harness import hold_streams, load, pct, run_asgi_upstream, run_upstream  # noqa: E402
+from harness import hold_streams, load, pct, run_asgi_upstream, run_sink, run_upstream  # noqa: E402
 from harness import proc_cpu_seconds as cpu_seconds  # noqa: E402
 from harness import proc_rss_kib as rss_kib  # noqa: E402
 
@@ -98,9 +99,11 @@ def taskset(cmd: list[str]) -> list[str]:
     )
 
 
-def start_llmfleet(upstream: int, workdir: Path, ext_port: int) -> tuple[subprocess.Popen[bytes], int]:
+def start_llmfleet(
+    upstream: int, workdir: Path, ext_port: int, otlp: int | None = None, ratio: float = 1.0
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    start_llmfleet_config(upstream, workdir, ext_port)
+    start_llmfleet_config(upstream, workdir, ext_port, otlp, ratio)
     log = open(workdir / "gateway-access.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         taskset(
@@ -124,7 +127,9 @@ def start_llmfleet(upstream: int, workdir: Path, ext_port: int) -> tuple[subproc
     return proc, port
 
 
-def start_llmfleet_config(upstream: int, workdir: Path, ext_port: int) -> None:
+def start_llmfleet_config(
+    upstream: int, workdir: Path, ext_port: int, otlp: int | None = None, ratio: float = 1.0
+) -> None:
     """Every feature on: keys, limits, prefix-affinity, and an external provider for general traffic with the
     shipped default (sensitive): every request is scanned (nothing found, so it stays self-hosted). In
     overflow mode the scan runs only while the engines are saturated; this measures the dearer case."""
@@ -136,6 +141,8 @@ def start_llmfleet_config(upstream: int, workdir: Path, ext_port: int) -> None:
         "sensitivity": {"detectors": ["email", "credit-card", "ssn", "secret"], "default": "sensitive"},
         "external": {"use": "general", "baseURL": f"http://127.0.0.1:{ext_port}/v1", "model": "m"},
     }
+    if otlp is not None:  # a share of requests traced, exported to an OTLP/HTTP sink
+        cfg["tracing"] = {"endpoint": f"http://127.0.0.1:{otlp}", "sampleRatio": ratio}
     (workdir / "gw.json").write_text(json.dumps(cfg))
     (workdir / "keys").write_text(f"bench: {KEY}\n")
 
@@ -511,6 +518,12 @@ def main() -> int:  # noqa: C901 - one script: flags, then each case in turn
         "(its one-message streams make the direct streaming path much faster)",
     )
     ap.add_argument("--soak-only", action="store_true", help="only the soak case")
+    ap.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also a gateway tracing every request (OpenTelemetry, OTLP/HTTP to a sink): what tracing on costs "
+        "beside the same gateway with it off",
+    )
     args = ap.parse_args()
     if args.quick:
         args.duration, args.soak = 2.0, False
@@ -559,12 +572,24 @@ def main() -> int:  # noqa: C901 - one script: flags, then each case in turn
                 daemon=True,
             )
         )
+    if args.tracing:
+        sink_port = free_port()
+        procs.append(ctx.Process(target=run_sink, args=(sink_port, CLIENT_CPU), daemon=True))
     for p in procs:
         p.start()
     time.sleep(1)
     servers: dict[str, tuple[subprocess.Popen[bytes] | None, int]] = {"direct": (None, up_port)}
     try:
         servers["llmfleet"] = start_llmfleet(up_port, workdir, up_port)
+        if args.tracing:  # every request traced, and the default share (spec.gateway.tracing.sampleRatio)
+            from llmfleet.gateway.config import TracingConfig
+
+            (workdir / "traced").mkdir()
+            (workdir / "traced-default").mkdir()
+            servers["llmfleet-traced"] = start_llmfleet(up_port, workdir / "traced", up_port, sink_port)
+            servers["llmfleet-traced-default"] = start_llmfleet(
+                up_port, workdir / "traced-default", up_port, sink_port, TracingConfig().sample_ratio
+            )
         if use_litellm:
             servers["litellm"] = start_litellm(up_port, workdir)
         if args.granian:
@@ -626,6 +651,17 @@ def main() -> int:  # noqa: C901 - one script: flags, then each case in turn
                 get("llmfleet", True, 64, "rps") / get("direct", True, 64, "rps"), 3
             ),
         }
+        if args.tracing:
+            for s_ in (False, True):
+                for target, name in (("llmfleet-traced", "all"), ("llmfleet-traced-default", "default")):
+                    key = f"{'stream_' if s_ else ''}tracing_{name}"
+                    base_cpu = get("llmfleet", s_, 64, "cpu_us_per_request")
+                    summary[f"{key}_rps_share"] = round(
+                        get(target, s_, 64, "rps") / get("llmfleet", s_, 64, "rps"), 3
+                    )
+                    summary[f"{key}_cpu_us_added"] = round(
+                        get(target, s_, 64, "cpu_us_per_request") - base_cpu, 1
+                    )
         if use_litellm:
             summary["rps_ratio_vs_litellm"] = round(
                 get("llmfleet", False, 64, "rps") / get("litellm", False, 64, "rps"), 2

@@ -179,6 +179,29 @@ def run_upstream(port: int, chunks: int, interval: float, cpu: int | None) -> No
     _serve_forever(cpu, lambda: serve_upstream(port, chunks, interval))
 
 
+class SinkProtocol(UpstreamProtocol):
+    """An HTTP/1.1 sink: answers every request 200 with an empty body once its body is in (an OTLP/HTTP
+    collector that keeps nothing, for measuring what exporting spans costs the sender)."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+    def respond(self, path: str, body: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
+        )
+
+
+def run_sink(port: int, cpu: int | None) -> None:
+    """Process entry point (multiprocessing): an HTTP sink on 127.0.0.1:port, forever."""
+
+    async def start() -> asyncio.AbstractServer:
+        return await asyncio.get_running_loop().create_server(SinkProtocol, "127.0.0.1", port)
+
+    _serve_forever(cpu, start)
+
+
 class _RelaySide(asyncio.Protocol):
     """One side of a byte relay: what it receives is written to its peer, unparsed."""
 

@@ -60,7 +60,7 @@ class Server:
         return Path(self.log.name).read_text()
 
 
-def engine(model: str = "m", speedup: float = 20.0, *extra: str) -> Server:
+def engine(model: str = "m", speedup: float = 20.0, *extra: str, env: dict[str, str] | None = None) -> Server:
     port = free_port()
     return Server(
         [
@@ -76,6 +76,7 @@ def engine(model: str = "m", speedup: float = 20.0, *extra: str) -> Server:
             *extra,
         ],
         port,
+        env,
     )
 
 
@@ -102,3 +103,85 @@ def metric(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in head for k, v in labels.items()):
             total += float(value)
     return total
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP trace receiver on a loopback port: POST /v1/traces with protobuf, decoded by the
+    OpenTelemetry protocol's own generated classes (opentelemetry-proto), kept as plain dicts."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        self.spans: list[dict[str, Any]] = []
+        self.requests = 0
+        lock = threading.Lock()
+        receiver = self
+
+        def value(v: Any) -> Any:
+            kind = v.WhichOneof("value")
+            return getattr(v, kind) if kind else None
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if self.path != "/v1/traces" or "protobuf" not in (self.headers.get("content-type") or ""):
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                req = ExportTraceServiceRequest()
+                req.ParseFromString(body)
+                out = []
+                for rs in req.resource_spans:
+                    resource = {a.key: value(a.value) for a in rs.resource.attributes}
+                    for ss in rs.scope_spans:
+                        for sp in ss.spans:
+                            out.append(
+                                {
+                                    "name": sp.name,
+                                    "kind": sp.kind,
+                                    "trace_id": sp.trace_id.hex(),
+                                    "span_id": sp.span_id.hex(),
+                                    "parent_span_id": sp.parent_span_id.hex(),
+                                    "start": sp.start_time_unix_nano,
+                                    "end": sp.end_time_unix_nano,
+                                    "attributes": {a.key: value(a.value) for a in sp.attributes},
+                                    "events": [(e.name, e.time_unix_nano) for e in sp.events],
+                                    "status": sp.status.code,
+                                    "resource": resource,
+                                }
+                            )
+                with lock:
+                    receiver.spans.extend(out)
+                    receiver.requests += 1
+                reply = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, predicate: Any, timeout: float = 30) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [s for s in list(self.spans) if predicate(s)]
+            if found:
+                return found
+            time.sleep(0.1)
+        return []
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

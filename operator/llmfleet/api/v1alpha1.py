@@ -712,6 +712,30 @@ class Sensitivity(Model):
     )
 
 
+class Tracing(Model):
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$",
+        max_length=2048,
+        description="OTLP/HTTP endpoint of an OpenTelemetry collector (e.g. http://otel-collector.monitoring:4318); "
+        "the gateway exports one span per request to <endpoint>/v1/traces. Unset: no traces.",
+    )
+    sample_ratio: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Share of requests traced when the client sent no traceparent (a client's sampling "
+        "decision is always followed). A traced request costs the gateway ~150 µs of CPU (bench/gateway.py "
+        "--tracing); 1 traces every request.",
+    )
+    engines: bool = Field(
+        default=False,
+        description="Also have the vLLM engines export their llm_request spans to the same collector "
+        "(--otlp-traces-endpoint over OTLP/HTTP), children of the gateway's: the engine image must include "
+        "the OpenTelemetry SDK and OTLP exporter (pip install opentelemetry-sdk opentelemetry-exporter-otlp).",
+    )
+
+
 class GatewaySpec(Model):
     image: str = Field(default=DEFAULT_LLMFLEET_IMAGE, description="llmfleet image running the gateway.")
     replicas: int = Field(default=2, ge=1, le=100, description="Gateway replicas.")
@@ -724,6 +748,11 @@ class GatewaySpec(Model):
         default_factory=ExternalProvider, description="Managed API for hybrid routing."
     )
     sensitivity: Sensitivity = Field(default_factory=Sensitivity, description="What stays self-hosted.")
+    tracing: Tracing = Field(
+        default_factory=Tracing,
+        description="OpenTelemetry traces of the gateway's requests, with the W3C trace context passed to the "
+        "engines.",
+    )
 
 
 # ---------------------------------------------------------------- spec
@@ -973,6 +1002,12 @@ class ScaleRecord(BaseModel):
     )
     message: str = Field(default="", description="The decision in a sentence, with its figures.")
     figures: ScaleFigures | None = Field(default=None, description="What the decision was taken on.")
+    # No schema default (the API server would write it into every stored record): the operator always sets it.
+    written: bool | None = Field(
+        default=None,
+        description="Whether the new target reached the engine Deployments in the reconcile that decided it "
+        "(false: the API server refused or failed that write; the next reconcile retries it).",
+    )
 
 
 class AutoscalingStatus(BaseModel):

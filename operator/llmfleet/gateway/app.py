@@ -39,6 +39,7 @@ from llmfleet.gateway.limits import Decision, Limiter
 from llmfleet.gateway.routing import Endpoint, Router
 from llmfleet.gateway.sensitivity import Classifier, Verdict
 from llmfleet.gateway.telemetry import Telemetry, now_iso
+from llmfleet.gateway.tracing import Tracing
 from llmfleet.gateway.upstream import Pool, Response
 
 Scope = dict[str, Any]
@@ -122,6 +123,8 @@ class Request:
         "sensitivity",
         "stream",
         "strip_usage",
+        "traceparent",
+        "tracestate",
     )
 
     def __init__(self, path: str, raw_headers: Headers, body_bytes: bytes, sensitivity_header: bytes) -> None:
@@ -134,6 +137,8 @@ class Request:
         self.request_id: bytes | None = None
         self.cache_control: bytes | None = None
         self.cache_opt_in: bytes | None = None
+        self.traceparent: bytes | None = None  # W3C trace context, read only when tracing is on
+        self.tracestate: bytes | None = None
         self.stream = False
         self.strip_usage = False  # the engine is asked for the usage chunk the client did not ask for
         self.max_tokens = DEFAULT_MAX_TOKENS
@@ -148,6 +153,10 @@ class Request:
                 self.cache_control = value
             elif name == b"x-llmfleet-cache":
                 self.cache_opt_in = value
+            elif name == b"traceparent":
+                self.traceparent = value
+            elif name == b"tracestate":
+                self.tracestate = value
 
 
 @dataclass(slots=True)
@@ -172,6 +181,7 @@ class Ctx:
     upstream: Any = None  # the upstream response in progress (closed at once if the client leaves)
     gone: bool = False  # the client disconnected
     answered: bool = False  # an upstream answered 200: what it generated is charged, whoever ends the request
+    span: Any = None  # the request's OpenTelemetry span when tracing is on (gateway/tracing.py)
 
     @property
     def tenant(self) -> str:
@@ -235,8 +245,10 @@ class Gateway:
         telemetry: Telemetry,
         cache: Any = None,
         clock: Callable[[], float] = time.perf_counter,
+        tracing: Tracing | None = None,
     ) -> None:
         self.cfg, self.keys, self.limiter, self.router = cfg, keys, limiter, router
+        self.tracing = tracing
         self.classifier, self.telemetry, self.cache, self.clock = classifier, telemetry, cache, clock
         self.pool: Pool | None = None
         self.external_session: aiohttp.ClientSession | None = None
@@ -264,6 +276,8 @@ class Gateway:
         if self.external_session is not None:
             await self.external_session.close()
         self.telemetry.flush()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # exports what is queued
 
     # ------------------------------------------------------------------ ASGI entry
 
@@ -460,19 +474,29 @@ class Gateway:
         tel = self.telemetry
         tel.in_flight.inc()
         reserved = 0
+        span = None if self.tracing is None else self.tracing.start(req.traceparent, req.tracestate, path)
+        ctx.span = span
         try:
             ctx.key = self.authenticate(req.authorization)
+            if span is not None:
+                span.add_event("auth")
             self.parse(req)
             ctx.stream = req.stream
             ctx.prompt_tokens = max(1, len(req.body_bytes) // 4)
             decision = await self.admit(ctx, req)
             reserved = ctx.prompt_tokens + req.max_tokens
+            if span is not None:
+                span.add_event("limits")
             ctx.route, ctx.why = self.route(ctx, req)
+            if span is not None:
+                span.add_event("route", {"llmfleet.route": ctx.route, "llmfleet.classified": ctx.classified})
             extra = [(b"x-request-id", ctx.request_id.encode()), *decision.headers()]
             if self.cache is not None:
                 hit = await self.cache.lookup(
                     ctx, ctx.tenant, path, req.body, req.cache_control, req.cache_opt_in
                 )
+                if span is not None:
+                    span.add_event("cache", {"llmfleet.cache": ctx.cache if hit is None else hit.kind})
                 if hit is not None:
                     await self.reply_cached(ctx, hit, req, send, extra)
                     return
@@ -509,6 +533,8 @@ class Gateway:
         assert self.pool is not None
         tel = self.telemetry
         prefix = _prefix(req.body)
+        span = ctx.span
+        traceparent = None if span is None else Tracing.traceparent(span)
         tried: set[str] = set()
         attempts = 0  # attempts that reached an engine; a refused connection sent nothing and uses none up
         while attempts < MAX_ATTEMPTS:
@@ -522,7 +548,7 @@ class Gateway:
             self.router.begin(ep)
             try:
                 resp = await self.pool.post(
-                    ep.url, req.path, req.body_bytes, ctx.request_id, ctx.set_upstream
+                    ep.url, req.path, req.body_bytes, ctx.request_id, ctx.set_upstream, traceparent
                 )
             except ConnectionRefusedError:  # not listening (yet, or any more): the next replica, at no cost
                 self.router.end(ep)
@@ -550,6 +576,10 @@ class Gateway:
                 continue
             try:
                 ctx.endpoint = ep.url
+                if span is not None:
+                    span.add_event(
+                        "upstream", {"llmfleet.engine": ep.url, "http.response.status_code": resp.status}
+                    )
                 await self._relay(
                     ctx, resp, send, extra + [(b"x-llmfleet-route", b"self-hosted")], req, cache=True
                 )
@@ -817,6 +847,8 @@ class Gateway:
         if ctx.status == 200:
             rt.prompt_tokens.inc(ctx.prompt_tokens)
             rt.completion_tokens.inc(ctx.completion_tokens)
+        if ctx.span is not None:
+            end_span(ctx.span, ctx, key_label, duration)
         if self.cfg.access_log:
             tel.log(
                 {
@@ -836,6 +868,36 @@ class Gateway:
                     "duration_ms": round(duration * 1000, 2),
                 }
             )
+
+
+def end_span(span: Any, ctx: Ctx, key_label: str, duration: float) -> None:
+    """The request's figures on its span, a ``first_token`` event at its time, then the end."""
+    if not span.is_recording():  # sampled out: nothing to fill in
+        span.end()
+        return
+    if ctx.ttft is not None:
+        start = span.start_time  # ns since the epoch
+        span.add_event("first_token", timestamp=start + int(ctx.ttft * 1e9))
+    span.set_attributes(
+        {
+            "llmfleet.request_id": ctx.request_id,
+            "llmfleet.key": key_label,
+            "llmfleet.route": ctx.route,
+            "llmfleet.route.why": ctx.why,
+            "llmfleet.cache": ctx.cache,
+            "llmfleet.stream": ctx.stream,
+            "http.response.status_code": ctx.status,
+            "gen_ai.usage.input_tokens": ctx.prompt_tokens,
+            "gen_ai.usage.output_tokens": ctx.completion_tokens,
+            "llmfleet.ttft_ms": round(ctx.ttft * 1000, 3) if ctx.ttft is not None else -1.0,
+            "llmfleet.duration_ms": round(duration * 1000, 3),
+        }
+    )
+    if ctx.status >= 500:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, f"HTTP {ctx.status}"))
+    span.end()
 
 
 async def _before_output(ctx: Ctx, read: Callable[[], Awaitable[bytes]]) -> bytes | None:

@@ -80,6 +80,13 @@ class CacheConfig(_M):
     semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
 
 
+class TracingConfig(_M):
+    endpoint: str | None = None  # OTLP/HTTP base URL; None: no tracing
+    sample_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
+    service_name: str = "llmfleet-gateway"
+    export_interval_ms: int = Field(default=1000, ge=10)
+
+
 class GatewayConfig(_M):
     model: str = "default"
     namespace: str = "default"
@@ -90,6 +97,7 @@ class GatewayConfig(_M):
     sensitivity: SensitivityConfig = Field(default_factory=SensitivityConfig)
     external: External = Field(default_factory=External)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     max_body_bytes: int = 4 * 1024 * 1024
     access_log: bool = True
     upstream_timeout_seconds: float = 600.0

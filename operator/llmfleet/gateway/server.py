@@ -128,7 +128,12 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
             replay=cfg.cache.exact.replay,
             embedder=embedder,
         )
-    gw = Gateway(cfg, keys, limiter, router, classifier, telemetry, cache=cache)
+    tracing = None
+    if cfg.tracing.endpoint:
+        from llmfleet.gateway.tracing import Tracing
+
+        tracing = Tracing(cfg.tracing, cfg.model, cfg.namespace)
+    gw = Gateway(cfg, keys, limiter, router, classifier, telemetry, cache=cache, tracing=tracing)
     if cache is not None:
         gw.on_startup.append(cache.setup)
     if cfg.engines.static:

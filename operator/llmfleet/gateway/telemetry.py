@@ -18,9 +18,13 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 import orjson
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+# Label values that exist from start-up at 0 (Prometheus' "initialise your metrics"): a ratio or a rate over
+# them is 0, not absent, until the first event (the chart's alerts and dashboard rely on it).
+CACHE_RESULTS = ("exact", "semantic", "miss", "bypass", "corrupt", "error")
+UPSTREAM_ERROR_KINDS = ("refused", "connect", "cut", "error_event")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 ITL_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 
@@ -184,7 +188,12 @@ class Telemetry:
         self.cache_saved_tokens = _Family(
             "counter", "llmfleet_gateway_cache_saved_tokens", "Completion tokens served from cache."
         )
+        for result in CACHE_RESULTS:
+            self.cache.labels(result)
+        for kind in UPSTREAM_ERROR_KINDS:
+            self.upstream_errors.labels("self-hosted", kind)
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_start_time_seconds: the crash-loop alert reads it
         self.registry.register(
             _Collector(
                 [

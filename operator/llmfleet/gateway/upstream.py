@@ -326,6 +326,7 @@ class Pool:
         body: bytes,
         request_id: str,
         sent: Callable[[Response], None] | None = None,
+        traceparent: bytes | None = None,
     ) -> Response:
         """Send a JSON POST and return once status and headers are in; `sent` gets the response as soon as the
         request is written (whoever holds it may close it). Raises UpstreamError (an OSError) or TimeoutError;
@@ -341,6 +342,7 @@ class Pool:
                 host,
                 b"\r\nContent-Type: application/json\r\nX-Request-Id: ",
                 request_id.encode("latin-1"),
+                b"" if traceparent is None else b"\r\ntraceparent: " + traceparent,
                 b"\r\nContent-Length: ",
                 str(len(body)).encode(),
                 b"\r\n\r\n",

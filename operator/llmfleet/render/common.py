@@ -79,6 +79,12 @@ def owner_references(obj: LLMDeployment) -> list[dict[str, Any]]:
     ]
 
 
+def scrape_annotations(port: int) -> dict[str, str]:
+    """The conventional prometheus.io annotations, for Prometheus set-ups without the Prometheus Operator (its
+    PodMonitor, which the chart installs where the CRD exists, ignores them)."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+
+
 def metadata(
     inp: RenderInput, name: str, component: str, extra_labels: dict[str, str] | None = None
 ) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from llmfleet.render.common import (
     metadata,
     restricted_container,
     restricted_pod,
+    scrape_annotations,
     stable_hash,
 )
 
@@ -79,7 +80,16 @@ def vllm_options(inp: RenderInput) -> dict[str, Any]:
     elif dtype == "fp8":
         opts["quantization"] = "fp8"
     opts["enable_prefix_caching"] = spec.engine.enable_prefix_caching
+    tracing = spec.gateway.tracing
+    if tracing.endpoint and tracing.engines:
+        opts["otlp_traces_endpoint"] = otlp_traces_url(tracing.endpoint)
     return opts
+
+
+def otlp_traces_url(endpoint: str) -> str:
+    """The full OTLP/HTTP traces URL of a collector's base URL (vLLM passes the flag to the exporter as is)."""
+    url = endpoint.rstrip("/")
+    return url if url.endswith("/v1/traces") else f"{url}/v1/traces"
 
 
 def _flag(dest: str, value: Any) -> str:
@@ -179,6 +189,12 @@ def engine_deployment(inp: RenderInput, pool: Pool) -> Manifest:
         # has no passwd entry for the uid; torch's compile cache asks for one). The user's own env comes last.
         "env": [
             *({"name": k, "value": v} for k, v in ENGINE_CACHE_ENV),
+            # vLLM's OTLP exporter speaks gRPC unless told otherwise; the gateway's collector endpoint is HTTP.
+            *(
+                [{"name": "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "value": "http/protobuf"}]
+                if "otlp_traces_endpoint" in vllm_options(inp)
+                else []
+            ),
             *(e.model_dump(by_alias=True, exclude_none=True) for e in spec.engine.env),
         ],
         "resources": _resources(inp),
@@ -229,7 +245,10 @@ def engine_deployment(inp: RenderInput, pool: Pool) -> Manifest:
     }
     if not pod_spec["nodeSelector"]:
         del pod_spec["nodeSelector"]
-    template = {"metadata": {"labels": pod_labels}, "spec": pod_spec}
+    template = {
+        "metadata": {"labels": pod_labels, "annotations": scrape_annotations(ENGINE_PORT)},
+        "spec": pod_spec,
+    }
     meta = metadata(inp, name, COMPONENT, {POOL_LABEL: pool})
     meta["annotations"] = {SPEC_HASH_ANNOTATION: stable_hash(template)}
     return {

@@ -23,6 +23,7 @@ from llmfleet.render.common import (
     metadata,
     restricted_container,
     restricted_pod,
+    scrape_annotations,
     stable_hash,
 )
 
@@ -79,6 +80,11 @@ def gateway_config(inp: RenderInput) -> dict[str, Any]:
                 "embeddingModel": cache.semantic.embedding.model,
                 "embeddingThreads": cache.semantic.embedding.threads,
             },
+        },
+        "tracing": {
+            "endpoint": gw.tracing.endpoint,
+            "sampleRatio": gw.tracing.sample_ratio,
+            "serviceName": names.gateway(inp.name),
         },
     }
 
@@ -160,6 +166,7 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
             "labels": pod_labels,
             # A config change rolls the gateway pods.
             "annotations": {
+                **scrape_annotations(GATEWAY_PORT),
                 SPEC_HASH_ANNOTATION: stable_hash(gateway_config(inp)),
                 **auth_hash(inp),
                 **({REDIS_URL_ANNOTATION: inp.redis_url_hash} if inp.redis_url_hash else {}),

@@ -3,8 +3,8 @@
 Nobody in the cluster gets around the gateway: the engines take connections only from this deployment's
 gateway pods (and the monitoring peers, for /metrics: a NetworkPolicy cannot tell paths apart, so those peers
 reach the engine port), the managed cache only from the gateways, and the gateways may connect only to their
-engines, their cache, the Kubernetes API (endpoint discovery), DNS and the external provider and external Redis
-(by port: a NetworkPolicy cannot name a host). `spec.network.isolation: false` renders none (pruned by label).
+engines, their cache, the Kubernetes API (endpoint discovery), DNS and the external provider, external Redis and
+the OpenTelemetry collector (by port: a NetworkPolicy cannot name a host). `spec.network.isolation: false` renders none (pruned by label).
 
 Checked without a CNI by IBM's NetworkPolicy analyser (network-config-analyzer, hack/nca-venv.sh):
 tests/integration/test_network_isolation.py asserts its connectivity report, the allowed and denied pairs, for
@@ -108,6 +108,8 @@ def gateway_policy(inp: RenderInput) -> Manifest:
     outside: set[int] = set()
     if spec.gateway.external.use != "never" and spec.gateway.external.base_url:
         outside.add(port_of(spec.gateway.external.base_url))
+    if spec.gateway.tracing.endpoint:  # the OpenTelemetry collector
+        outside.add(port_of(spec.gateway.tracing.endpoint))
     redis = spec.cache.redis
     if spec.cache.any_enabled and redis.mode == "external":
         outside.add(port_of(redis.url) if redis.url else REDIS_PORT)

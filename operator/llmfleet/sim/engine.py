@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 from llmfleet import wire
 from llmfleet.fleet.vllm import TTFT_BUCKETS
@@ -213,6 +213,7 @@ class Metrics:
 
     def __init__(self, model: str) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_* as vLLM's default registry has them (restarts)
         r, labels, ids = self.registry, ["model_name", "engine"], (model, "0")
 
         def gauge(name: str, doc: str) -> Gauge:
@@ -305,6 +306,7 @@ class Pending:
     words: list[str] = field(default_factory=list)
     finish: str = "length"  # vLLM's finish reason: "stop", "length", or "abort" when aborted
     scheduled: bool = False  # admitted to the running batch (its queue time and prompt sources are counted)
+    scheduled_at: float | None = None
 
 
 class EngineSim:
@@ -393,7 +395,7 @@ class EngineSim:
         for p in self.pending.values():
             if p.scheduled or not p.req.admitted:
                 continue
-            p.scheduled = True
+            p.scheduled, p.scheduled_at = True, now
             m.queue_time.observe(now - p.arrived)
             cached = p.req.cached_tokens
             m.prompt_by_source["local_cache_hit"].inc(cached)
@@ -435,6 +437,68 @@ class EngineSim:
 
 class _ClientGone(Exception):
     pass
+
+
+class EngineArgsError(ValueError):
+    """Arguments engine-sim cannot run with (the CLI reports it with exit code 2)."""
+
+
+class EngineTracing:
+    """vLLM's request traces (``--otlp-traces-endpoint``, vllm/v1/engine/output_processor.py ``do_tracing``): one
+    ``llm_request`` SERVER span per finished request, from its arrival, child of the W3C ``traceparent`` the
+    request carried, with vLLM's ``gen_ai.*`` attributes. OTLP over HTTP (vLLM's
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf); the endpoint is the full URL, as vLLM passes it on."""
+
+    def __init__(self, endpoint: str, model: str) -> None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.trace import SpanKind
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self.provider = TracerProvider(
+            resource=Resource.create(
+                {"vllm.instrumenting_module_name": "vllm.llm_engine", "service.name": model}
+            )
+        )
+        self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        self.tracer = self.provider.get_tracer("vllm.llm_engine")
+        self.propagator, self.kind = TraceContextTextMapPropagator(), SpanKind.SERVER
+
+    def record(self, p: Pending, headers: dict[str, str], request_id: str, max_tokens: int) -> None:
+        if p.first_at is None or p.finish == "abort":
+            return  # vLLM traces finished requests
+        now = time.perf_counter()
+        wall = time.time_ns()
+
+        def ns(t: float) -> int:
+            return wall - int((now - t) * 1e9)
+
+        scheduled = p.scheduled_at or p.arrived
+        last = p.last_at or p.first_at
+        span = self.tracer.start_span(
+            "llm_request",
+            context=self.propagator.extract(headers) if headers else None,
+            kind=self.kind,
+            start_time=ns(p.arrived),
+            attributes={
+                "gen_ai.latency.time_to_first_token": p.first_at - p.arrived,
+                "gen_ai.latency.e2e": now - p.arrived,
+                "gen_ai.latency.time_in_queue": scheduled - p.arrived,
+                "gen_ai.usage.prompt_tokens": p.req.prompt_tokens,
+                "gen_ai.usage.completion_tokens": p.req.generated,
+                "gen_ai.latency.time_in_model_prefill": p.first_at - scheduled,
+                "gen_ai.latency.time_in_model_decode": last - p.first_at,
+                "gen_ai.latency.time_in_model_inference": last - scheduled,
+                "gen_ai.request.id": request_id,
+                "gen_ai.request.max_tokens": max_tokens,
+            },
+        )
+        span.end(end_time=wall)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
 
 
 def sampling_of(body: dict[str, Any], max_tokens: int) -> Sampling | tuple[str, str]:
@@ -489,8 +553,10 @@ class EngineApp:
         default_max_tokens: int = 128,
         stream_interval: int = 1,
         max_num_queued_reqs: int | None = None,
+        tracing: EngineTracing | None = None,
     ) -> None:
         self.sim = sim
+        self.tracing = tracing
         self.max_num_queued_reqs = max_num_queued_reqs
         self.stream_interval = max(1, stream_interval)
         self.served_name = served_name
@@ -649,6 +715,13 @@ class EngineApp:
             watcher.cancel()
             if p.req.id in self.sim.pending:
                 self.sim.abort(p)
+            if self.tracing is not None:
+                headers = {
+                    k.decode("latin-1"): v.decode("latin-1")
+                    for k, v in scope["headers"]
+                    if k in (b"traceparent", b"tracestate", b"x-request-id")
+                }
+                self.tracing.record(p, headers, headers.pop("x-request-id", rid), max_tokens)
 
     async def _next_token(self, p: Pending, disconnected: asyncio.Future[bool]) -> str | None:
         """The next token, None at the end; a client that went away aborts the request."""
@@ -744,6 +817,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--speedup", type=float, default=1.0, help="run the model this many times faster than real time"
     )
+    p.add_argument(
+        "--otlp-traces-endpoint",
+        default=None,
+        help="export an llm_request span per request (vLLM's flag); OTLP over HTTP: "
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf and the full URL (…/v1/traces)",
+    )
     p.add_argument("--default-max-tokens", type=int, default=128)
     p.add_argument(
         "--stream-interval", type=int, default=1, help="tokens per streamed chunk after the first (vLLM's)"
@@ -796,6 +875,18 @@ def build_app(args: argparse.Namespace) -> EngineApp:
         sizing, args.max_num_seqs, args.prefix_caching, args.max_num_batched_tokens
     )
     served = args.served_model_name or args.model
+    tracing = None
+    if args.otlp_traces_endpoint:
+        import os
+
+        protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+        if protocol != "http/protobuf":
+            raise EngineArgsError(
+                f"--otlp-traces-endpoint: engine-sim exports OTLP over HTTP only, and "
+                f"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL is {protocol!r} (vLLM's default is grpc): set it to "
+                "http/protobuf"
+            )
+        tracing = EngineTracing(args.otlp_traces_endpoint, served)
     return EngineApp(
         EngineSim(profile, served, args.speedup, args.answer_tokens),
         served,
@@ -803,6 +894,7 @@ def build_app(args: argparse.Namespace) -> EngineApp:
         args.default_max_tokens,
         args.stream_interval,
         args.max_num_queued_reqs,
+        tracing,
     )
 
 
@@ -834,6 +926,8 @@ def serve(args: argparse.Namespace) -> None:
         async def _engine_then_http(self) -> None:
             await app.sim.shutdown(args.shutdown_timeout)
             await asyncio.sleep(0.2)  # the aborted requests' last chunks reach their clients
+            if app.tracing is not None:
+                await asyncio.to_thread(app.tracing.shutdown)  # export what is queued
             self.should_exit = True
 
     config = uvicorn.Config(
