@@ -207,6 +207,8 @@ def main() -> int:  # noqa: C901 - one script: flags, then each phase in turn
                 str(kubeconfig),
                 "--liveness-port",
                 "0",
+                "--metrics-port",
+                "0",
                 "--namespace",
                 NS,
             ],

@@ -8,6 +8,10 @@ version=$(.venv/bin/python -c 'import llmfleet; print(llmfleet.__version__)')
 sed -i -E "s/^version: .*/version: $version/; s/^appVersion: .*/appVersion: \"$version\"/" charts/llmfleet/Chart.yaml
 .venv/bin/llmfleet crd > crds/llmfleet.io_llmdeployments.yaml
 cp crds/llmfleet.io_llmdeployments.yaml charts/llmfleet/crds/
+# The Prometheus rules and the Grafana dashboard the chart ships (operator/llmfleet/monitoring.py).
+mkdir -p charts/llmfleet/files
+.venv/bin/llmfleet monitoring rules > charts/llmfleet/files/prometheus-rules.yaml
+.venv/bin/llmfleet monitoring dashboard > charts/llmfleet/files/grafana-dashboard.json
 BIN=$(bash hack/build-controlplane.sh)
 "$BIN/helm" template llmfleet charts/llmfleet --namespace llmfleet-system --include-crds \
   | sed '/^# Source:/d' > manifests/install/llmfleet.yaml

@@ -67,6 +67,10 @@ class OperatorSettings(BaseSettings):
         "endpointslices, or pods (dev clusters with loopback pod IPs).",
     )
     liveness_port: int | None = Field(default=8081, description="Port of /healthz; none to disable.")
+    metrics_port: int | None = Field(
+        default=8080,
+        description="Port of the operator's /metrics (reconcile/metrics.py); none or 0 to disable.",
+    )
     log_level: str = Field(default="INFO", description="Python log level.")
     prometheus_url: str | None = Field(
         default=None, description="Prometheus for every CR that does not set spec.autoscaling.prometheus.url."
@@ -87,7 +91,9 @@ class OperatorSettings(BaseSettings):
         description="Node condition types that announce a "
         "reclaim when True (e.g. AKS's VMEventScheduled). JSON list in the environment.",
     )
-    bind_host: str = Field(default="0.0.0.0", description="Address the liveness endpoint listens on.")
+    bind_host: str = Field(
+        default="0.0.0.0", description="Address the liveness and metrics endpoints listen on."
+    )
 
     @model_validator(mode="after")
     def _lease_timing(self) -> OperatorSettings:

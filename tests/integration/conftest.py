@@ -144,6 +144,8 @@ class Operator:
                 str(self.cluster.kubeconfig),
                 "--liveness-port",
                 "0",
+                "--metrics-port",
+                "0",
                 *self.extra,
             ],
             stdout=self.log,

@@ -73,7 +73,9 @@ def test_a_pod_monitor_selects_every_engine_and_gateway_pod_where_prometheus_ope
     docs = yaml.safe_load_all(
         helm("template", "t", str(CHART), "--api-versions", "monitoring.coreos.com/v1/PodMonitor")
     )
-    (pm,) = [d for d in docs if d and d["kind"] == "PodMonitor"]
+    monitors = {d["metadata"]["name"]: d for d in docs if d and d["kind"] == "PodMonitor"}
+    assert set(monitors) == {"t-llmfleet-fleet", "t-llmfleet-operator"}
+    pm = monitors["t-llmfleet-fleet"]
     assert pm["spec"]["namespaceSelector"] == {"any": True}
     exprs = pm["spec"]["selector"]["matchExpressions"]
     endpoint = pm["spec"]["podMetricsEndpoints"][0]
@@ -103,6 +105,56 @@ def test_a_pod_monitor_selects_every_engine_and_gateway_pod_where_prometheus_ope
                 assert component != "engine" or POOL_LABEL in labels
     assert seen == {"engine", "gateway"}
     assert (to_service["regex"], to_service["replacement"]) == ("gateway;(.+)", "${1}-gateway")
+    # The `component` label the crash-loop alert and the dashboard's restarts panel select on.
+    assert any(r["targetLabel"] == "component" for r in endpoint["relabelings"])
+
+
+def test_the_operator_is_scraped_by_pod_monitor_or_annotations_and_rules_and_dashboard_install() -> None:
+    from llmfleet import monitoring
+
+    crds = ["--api-versions", "monitoring.coreos.com/v1/PodMonitor"]
+    crds += ["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"]
+    docs = [d for d in yaml.safe_load_all(helm("template", "t", str(CHART), "-n", "ops", *crds)) if d]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert {"name": "metrics", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert {"name": "LLMFLEET_METRICS_PORT", "value": "8080"} in container["env"]
+    assert "annotations" not in pod["metadata"]  # the PodMonitor scrapes it
+    (op,) = [d for d in docs if d["kind"] == "PodMonitor" and d["metadata"]["name"].endswith("-operator")]
+    assert op["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (endpoint,) = op["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["honorLabels"]) == ("metrics", True)  # each CR's own namespace label
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert rule["spec"] == monitoring.rule_groups()
+    (board,) = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "t-llmfleet-dashboard"
+    ]
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(board["data"]["llmfleet.json"]) == monitoring.dashboard()
+
+    # Without the Prometheus Operator: the operator pod carries the usual scrape annotations, no PodMonitor or
+    # PrometheusRule is rendered; each piece can be turned off.
+    plain = [d for d in yaml.safe_load_all(helm("template", "t", str(CHART), "-n", "ops")) if d]
+    (deployment,) = [d for d in plain if d["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8080",
+        "prometheus.io/path": "/metrics",
+    }
+    assert not {"PodMonitor", "PrometheusRule"} & {d["kind"] for d in plain}
+    off = "metrics.enabled=false,prometheusRule.enabled=false,grafanaDashboard.enabled=false"
+    docs = [d for d in yaml.safe_load_all(helm("template", "t", str(CHART), *crds, "--set", off)) if d]
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("PodMonitor", "t-llmfleet-operator") not in kinds and (
+        "PrometheusRule",
+        "t-llmfleet",
+    ) not in kinds
+    assert ("ConfigMap", "t-llmfleet-dashboard") not in kinds
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "LLMFLEET_METRICS_PORT", "value": "0"} in container["env"]
+    assert all(p["name"] != "metrics" for p in container["ports"])
 
 
 def test_rbac_grants_no_wildcards() -> None:

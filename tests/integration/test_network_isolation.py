@@ -163,7 +163,9 @@ def test_gateway_from_narrows_the_front_door_and_isolation_false_renders_nothing
     assert policies == []
 
 
-def test_the_charts_operator_policy_opens_health_only_and_reaches_api_dns_prometheus() -> None:
+def test_the_charts_operator_policy_opens_health_and_metrics_to_prometheus_and_reaches_api_dns_prometheus() -> (
+    None
+):
     helm = CACHE / "bin" / os.environ.get("K8S_VERSION", "v1.36.3") / "helm"
     docs = [
         d
@@ -183,7 +185,11 @@ def test_the_charts_operator_policy_opens_health_only_and_reaches_api_dns_promet
     pods = [_pod("llmfleet-system", "llmfleet", deployment["spec"]["template"]["metadata"]["labels"])]
     pods += [_pod(ns or "other", name, labels) for (ns, name), labels in PROBES.items()]
     report = connectivity(policies, pods, ["llmfleet-system", *NAMESPACES])
-    assert {src for (src, dst), c in report.items() if dst == operator and c != tcp(8081)} == set()
+    into = {src: c for (src, dst), c in report.items() if dst == operator}
+    assert (
+        into.pop("monitoring/prometheus") == "{protocols:TCP,dst_ports:8080-8081}"
+    )  # /metrics: Prometheus only
+    assert {src for src, c in into.items() if c != tcp(8081)} == set()
     assert {dst: c for (src, dst), c in report.items() if src == operator} == {
         "kube-system/coredns": DNS,
         "monitoring/prometheus": tcp(9090),

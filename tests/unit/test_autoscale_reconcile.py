@@ -394,3 +394,39 @@ def test_the_history_keeps_the_last_ten_changes_with_typed_reasons_and_survives_
     }
     fresh = Autoscaler().step(key, spec, status, t + timedelta(seconds=15))
     assert fresh is not None and fresh.history == got.history and fresh.scaled is None
+
+
+def test_a_scaling_decision_whose_write_failed_says_so_in_the_history_and_is_retried(
+    minimal_obj: dict,
+) -> None:
+    import pytest
+
+    from llmfleet.kube.port import KubeError
+
+    minimal_obj["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 8, "scaleUpWindow": "0s"}
+    kube = FakeKube()
+    kube.add(minimal_obj)
+    now = [T0]
+    metrics = Scripted()
+    r = Reconciler(kube, RenderOptions(), clock=lambda: now[0], metrics=metrics)
+    asyncio.run(r.reconcile("ml", "demo"))
+    metrics.observed = Observed(Observation(waiting=14, running=40, ready=1, ttft_p95=0.3, kv_usage=0.8), OK)
+    now[0] = T0 + timedelta(seconds=15)
+    r.store.cr_event(kube.get(*CR), deleted=False)
+    kube.fail_next = KubeError(503, "the API server is unavailable")
+    with pytest.raises(KubeError):
+        asyncio.run(r.autoscale("ml", "demo", kube.objects[CR]["spec"]))
+    assert "autoscaling" not in kube.objects[CR]["status"]  # one child failed: no status written
+    # The next reconcile writes the target, and the history tells the decision's write failed.
+    now[0] = T0 + timedelta(seconds=16)
+    asyncio.run(r.reconcile("ml", "demo", follow_up=True))
+    assert replicas(kube) == (1, 3)
+    (record,) = kube.objects[CR]["status"]["autoscaling"]["history"]
+    assert (record["to"], record["written"]) == (4, False)
+    # A decision written at once says so.
+    metrics.observed = Observed(Observation(waiting=40, running=40, ready=4, ttft_p95=0.3, kv_usage=0.8), OK)
+    now[0] = T0 + timedelta(seconds=30)
+    r.store.cr_event(kube.get(*CR), deleted=False)
+    asyncio.run(r.autoscale("ml", "demo", kube.objects[CR]["spec"]))
+    last = kube.objects[CR]["status"]["autoscaling"]["history"][-1]
+    assert last["written"] is True and last["to"] > 4

@@ -116,6 +116,15 @@ class Autoscaler:
     def forget(self, key: CRKey) -> None:
         self._entries.pop(key, None)
 
+    def unwritten(self, key: CRKey, record: ScaleRecord) -> None:
+        """The reconcile that took ``record`` failed to write it: the history says so (the target stays, and the
+        next reconcile writes it again)."""
+        e = self._entries.get(key)
+        if e is not None:
+            e.history = tuple(
+                r.model_copy(update={"written": False}) if r is record else r for r in e.history
+            )
+
     def target(self, key: CRKey) -> int | None:
         e = self._entries.get(key)
         return e.state.target if e else None
@@ -168,6 +177,7 @@ class Autoscaler:
                 reason=d.cause,
                 message=d.reason,
                 figures=scale_figures(obs),
+                written=True,  # status is written only after the children: the plan that carries it applied them
             )
             e.history = (*e.history, scaled)[-SCALE_HISTORY:]
         return ScaleInput(

@@ -389,7 +389,7 @@ class PodRunner:
                 targets.append(
                     {
                         "targets": [f"{pod['status']['podIP']}:{ENGINE_PORT}"],
-                        "labels": {**where, "pool": labels.get(POOL_LABEL, "")},
+                        "labels": {**where, "component": "engine", "pool": labels.get(POOL_LABEL, "")},
                     }
                 )
             elif labels.get(COMPONENT_LABEL) == "gateway" and labels.get(DEPLOYMENT_LABEL):
@@ -397,7 +397,11 @@ class PodRunner:
                 targets.append(
                     {
                         "targets": [f"{pod['status']['podIP']}:{GATEWAY_PORT}"],
-                        "labels": {**where, "service": names.gateway(labels[DEPLOYMENT_LABEL])},
+                        "labels": {
+                            **where,
+                            "component": "gateway",
+                            "service": names.gateway(labels[DEPLOYMENT_LABEL]),
+                        },
                     }
                 )
         text = json.dumps(targets, indent=1)

@@ -20,8 +20,12 @@ from typing import Any
 import yaml
 
 
-def scrape_config(targets_file: Path, interval: str = "5s") -> dict[str, Any]:
-    return {
+def scrape_config(
+    targets_file: Path, interval: str = "5s", operator: str | None = None, rule_files: tuple[Path, ...] = ()
+) -> dict[str, Any]:
+    """``operator``: host:port of the operator's /metrics, scraped with honor_labels as the chart's PodMonitor
+    does (its series carry each LLMDeployment's namespace); ``rule_files``: the chart's rules, evaluated here."""
+    config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "scrape_configs": [
             {
@@ -30,12 +34,30 @@ def scrape_config(targets_file: Path, interval: str = "5s") -> dict[str, Any]:
             }
         ],
     }
+    if operator:
+        config["scrape_configs"].append(
+            {
+                "job_name": "llmfleet-operator",
+                "honor_labels": True,
+                "static_configs": [{"targets": [operator]}],
+            }
+        )
+    if rule_files:
+        config["rule_files"] = [str(f) for f in rule_files]
+    return config
 
 
 def start(
-    targets_file: Path, run_dir: Path, port: int, interval: str = "5s", binary: str | None = None
+    targets_file: Path,
+    run_dir: Path,
+    port: int,
+    interval: str = "5s",
+    binary: str | None = None,
+    operator: str | None = None,
+    rule_files: tuple[Path, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start Prometheus on 127.0.0.1:port and wait until it is ready; the caller stops the process."""
+    """Start Prometheus on 127.0.0.1:port and wait until it is ready; the caller stops the process (its own
+    session: a terminal's Ctrl-C reaches the caller, which stops it)."""
     exe = binary or shutil.which("prometheus")
     if exe is None:
         raise FileNotFoundError("prometheus is not installed: run hack/prometheus.sh")
@@ -43,7 +65,9 @@ def start(
     config = run_dir / "prometheus.yml"
     if not targets_file.exists():
         targets_file.write_text("[]")
-    config.write_text(yaml.safe_dump(scrape_config(targets_file, interval), sort_keys=False))
+    config.write_text(
+        yaml.safe_dump(scrape_config(targets_file, interval, operator, rule_files), sort_keys=False)
+    )
     proc = subprocess.Popen(
         [
             exe,
@@ -54,6 +78,7 @@ def start(
         ],
         stdout=open(run_dir / "prometheus.log", "wb"),  # noqa: SIM115 - the child owns it
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

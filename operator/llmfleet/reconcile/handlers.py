@@ -31,6 +31,7 @@ from llmfleet.api.v1alpha1 import (
     VERSION,
     LLMDeploymentSpec,
     PrometheusRef,
+    ScaleRecord,
 )
 from llmfleet.autoscale.loop import Autoscaler
 from llmfleet.autoscale.metrics import MetricsSource, Observed, PrometheusSource
@@ -38,6 +39,7 @@ from llmfleet.fleet import names, pods, reclaim
 from llmfleet.fleet.names import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER
 from llmfleet.kube.port import KubeError, KubePort, Obj
 from llmfleet.reconcile.apply import execute
+from llmfleet.reconcile.metrics import FleetMetrics
 from llmfleet.reconcile.observe import ChildStore, Snapshot
 from llmfleet.reconcile.observe import resource_version as _rv
 from llmfleet.reconcile.plan import Plan, plan
@@ -69,8 +71,10 @@ class Reconciler:
         prometheus_url: str | None = None,
         reclaim_taints: tuple[str, ...] = reclaim.DEFAULT_TAINTS,
         reclaim_conditions: tuple[str, ...] = reclaim.DEFAULT_CONDITIONS,
+        gauges: FleetMetrics | None = None,
     ) -> None:
         self.port = port
+        self.gauges = gauges or FleetMetrics()  # the operator's /metrics
         self.reclaim_taints, self.reclaim_conditions = reclaim_taints, reclaim_conditions
         self.options = options
         self.clock = clock
@@ -134,6 +138,7 @@ class Reconciler:
             self.store.forget(namespace, name)
             self.autoscaler.forget((namespace, name))
             self._written.pop((namespace, name), None)
+            self.gauges.forget(namespace, name)
             return None  # gone or going: garbage collection removes the children
         raw.setdefault("apiVersion", API_VERSION)
         raw.setdefault("kind", KIND)
@@ -154,7 +159,7 @@ class Reconciler:
             scale = self.autoscaler.step((namespace, name), spec, raw.get("status") or {}, now, observed)
             snapshot = self._secrets(namespace, name, spec, snapshot, tick)
         p = plan(raw, snapshot, now, self.options, scale, new_password=secrets.token_urlsafe(32))
-        execute(self.port, raw, p, self._apply_pool)
+        self._execute((namespace, name), raw, p, scale.scaled if scale is not None else None)
         auth = names.cache_auth(name)
         for m in p.to_apply:
             if m["kind"] == "Secret" and m["metadata"]["name"] == auth:
@@ -163,10 +168,20 @@ class Reconciler:
             self.store.put_auth(namespace, name, None)
         if p.status is not None:
             self._written[(namespace, name)] = (_rv(raw), p.status)
+        self.gauges.record(namespace, name, raw.get("spec") or {}, p.status or raw.get("status") or {})
         for ref, _ in p.to_delete:
             if ref.kind == "Pod":  # engine pods drained on a notice
                 self.store.mark_deleting(namespace, name, ref.name, now.isoformat())
         return p
+
+    def _execute(self, key: tuple[str, str], raw: Obj, p: Plan, scaled: ScaleRecord | None) -> None:
+        """Act on the plan; a scaling decision whose write failed is marked so in the history."""
+        try:
+            execute(self.port, raw, p, self._apply_pool)
+        except KubeError:
+            if scaled is not None:
+                self.autoscaler.unwritten(key, scaled)
+            raise
 
     def node_changed(self, node: Obj, deleted: bool) -> None:
         """A node event: record its reclaim notice (or that it has none) and reconcile the CRs with engine pods
@@ -194,9 +209,15 @@ class Reconciler:
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
             pool = self._follow_pool if follow_up else self._pool
-            return await asyncio.get_running_loop().run_in_executor(
-                pool, self._sync, namespace, name, body, observed, tick
-            )
+            try:
+                p = await asyncio.get_running_loop().run_in_executor(
+                    pool, self._sync, namespace, name, body, observed, tick
+                )
+            except KubeError:
+                self.gauges.count(ok=False)
+                raise
+            self.gauges.count(ok=p is None or p.error is None)
+            return p
 
     async def autoscale(self, namespace: str, name: str, raw_spec: dict[str, Any]) -> Plan | None:
         """One autoscaler tick: read the fleet's figures, then reconcile with them. It also re-plans CRs without

@@ -56,10 +56,14 @@ def run(settings: OperatorSettings) -> int:
     from llmfleet.autoscale.metrics import PrometheusSource
     from llmfleet.kube.client import KubeClient, load_config
     from llmfleet.reconcile import handlers
+    from llmfleet.reconcile.metrics import FleetMetrics
     from llmfleet.reconcile.observe import CHILD_KINDS
     from llmfleet.render import RenderOptions
 
     api = load_config(settings.kubeconfig)
+    gauges = FleetMetrics()
+    if settings.metrics_port:
+        gauges.serve(settings.bind_host, settings.metrics_port)  # a standby serves leader 0
     election = None
     if settings.leader_elect:
         from llmfleet.kube.leader import Election
@@ -78,6 +82,7 @@ def run(settings: OperatorSettings) -> int:
         )
         if not _campaign(election, settings):
             return 0
+    gauges.leader = 1.0
 
     port = KubeClient(api)
     port.warm([*CHILD_KINDS, ("v1", "Pod"), ("v1", "Event"), ("llmfleet.io/v1alpha1", "LLMDeployment")])
@@ -98,6 +103,7 @@ def run(settings: OperatorSettings) -> int:
             prometheus_url=settings.prometheus_url,
             reclaim_taints=tuple(settings.reclaim_taints),
             reclaim_conditions=tuple(settings.reclaim_conditions),
+            gauges=gauges,
         ),
         settings,
     )
