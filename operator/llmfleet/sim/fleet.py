@@ -15,7 +15,6 @@ it leaves out, is stated in ``SimConfig``; where a figure comes from the trace o
 
 from __future__ import annotations
 
-import csv
 import heapq
 import itertools
 import math
@@ -24,7 +23,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from llmfleet.api.quantity import parse_duration
@@ -36,57 +34,11 @@ from llmfleet.fleet.pools import clamp, initial_replicas, late_spot, split_repli
 from llmfleet.fleet.reclaim import replacing
 from llmfleet.sim.baselines import BASELINES, Baseline, baseline
 from llmfleet.sim.perfmodel import FastBatchEngine, SimRequest
+from llmfleet.traces import TraceRequest
+from llmfleet.traces import read_azure_trace as read_azure_trace  # re-exported: the simulator's callers
+from llmfleet.traces import shape as shape
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # simulated time 0 as the policy's clock sees it
-
-
-@dataclass(frozen=True)
-class TraceRequest:
-    at: float  # seconds from the trace's start
-    prompt_tokens: int
-    output_tokens: int
-
-
-def read_azure_trace(path: Path) -> list[TraceRequest]:
-    """The Azure LLM inference trace (TIMESTAMP, ContextTokens, GeneratedTokens), times relative to its first row."""
-    rows: list[tuple[datetime, int, int]] = []
-    with path.open(newline="") as f:
-        for i, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                stamp = datetime.fromisoformat(row["TIMESTAMP"].strip()[:26])
-                rows.append((stamp, int(row["ContextTokens"]), int(row["GeneratedTokens"])))
-            except (KeyError, ValueError) as exc:
-                raise ValueError(
-                    f"{path}:{i}: not a row of TIMESTAMP,ContextTokens,GeneratedTokens ({exc})"
-                ) from None
-    if not rows:
-        raise ValueError(f"{path}: no requests")
-    rows.sort()
-    t0 = rows[0][0]
-    return [TraceRequest((t - t0).total_seconds(), max(1, p), max(1, g)) for t, p, g in rows]
-
-
-def shape(
-    trace: list[TraceRequest],
-    speed: float = 1.0,
-    copies: int = 1,
-    minutes: float | None = None,
-    seed: int = 0,
-) -> list[TraceRequest]:
-    """Compress time by ``speed`` and overlay ``copies`` of the trace, each shifted by a random offset within
-    the trace (wrapping round), to reach a higher load than the sample has; then keep the first ``minutes``."""
-    span = trace[-1].at + 1e-3
-    rng = random.Random(seed)
-    out: list[TraceRequest] = []
-    for c in range(copies):
-        shift = 0.0 if c == 0 else rng.uniform(0, span)
-        out.extend(
-            TraceRequest(((r.at + shift) % span) / speed, r.prompt_tokens, r.output_tokens) for r in trace
-        )
-    out.sort(key=lambda r: r.at)
-    if minutes is not None:
-        out = [r for r in out if r.at < minutes * 60]
-    return out
 
 
 @dataclass(frozen=True)
