@@ -302,3 +302,25 @@ def test_chaos_bench_short_spot_notice_and_operator_failover_lose_nothing(cluste
     )
     assert failover["operator_writes"] > 0, failover  # the new leader acted on the notice
     assert lines[-1]["summary"] is True and r.returncode == 0, r.stderr[-3000:]
+
+
+def test_output_caps_bench_prints_its_contract() -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "output_caps.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = json_lines(r.stdout)
+    caps = [x for x in lines if "cap" in x]
+    assert [x["cap"] for x in caps] == [None, 2048, 1024, 512, 256]
+    saved = [x["output_tokens_saved_share"] for x in caps]
+    assert saved == sorted(saved) and saved[0] == 0 and saved[-1] > 0.2  # a tighter cap never saves less
+    assert lines[-1]["summary"] is True
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "output_caps.py"), "--caps", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--caps" in bad.stderr

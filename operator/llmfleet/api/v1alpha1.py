@@ -712,6 +712,44 @@ class Sensitivity(Model):
     )
 
 
+class OutputTokenLimit(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.default) || !has(self.max) || self.default <= self.max",
+                    "default must not exceed max",
+                    ".default",
+                )
+            ]
+        }
+    )
+    default: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="max_tokens for requests that name none."
+    )
+    max: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description="The most output tokens a request may ask for: larger requests are clamped to it (not "
+        "refused) and the response says so in x-llmfleet-max-tokens-clamped.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OutputTokenLimit:
+        if self.default is not None and self.max is not None and self.default > self.max:
+            raise ValueError("default must not exceed max")
+        return self
+
+
+class OutputTokens(OutputTokenLimit):
+    keys: dict[str, OutputTokenLimit] = Field(
+        default_factory=dict,
+        max_length=256,
+        description="Per API-key name (as in the keys Secret): its own default and max, where set.",
+    )
+
+
 class Tracing(Model):
     endpoint: str | None = Field(
         default=None,
@@ -748,6 +786,11 @@ class GatewaySpec(Model):
         default_factory=ExternalProvider, description="Managed API for hybrid routing."
     )
     sensitivity: Sensitivity = Field(default_factory=Sensitivity, description="What stays self-hosted.")
+    output_tokens: OutputTokens = Field(
+        default_factory=OutputTokens,
+        description="Output-length policy: a default max_tokens and a cap, per deployment and per key. The "
+        "per-key token limits reserve the clamped value.",
+    )
     tracing: Tracing = Field(
         default_factory=Tracing,
         description="OpenTelemetry traces of the gateway's requests, with the W3C trace context passed to the "

@@ -36,6 +36,7 @@ from llmfleet.cache.entries import as_json, as_sse
 from llmfleet.gateway.auth import Key, KeyStore
 from llmfleet.gateway.config import GatewayConfig
 from llmfleet.gateway.limits import Decision, Limiter
+from llmfleet.gateway.output import OutputPolicy, decide, for_key
 from llmfleet.gateway.routing import Endpoint, Router
 from llmfleet.gateway.sensitivity import Classifier, Verdict
 from llmfleet.gateway.telemetry import Telemetry, now_iso
@@ -121,6 +122,8 @@ class Request:
         "path",
         "request_id",
         "sensitivity",
+        "clamped_from",
+        "set_max_tokens",
         "stream",
         "strip_usage",
         "traceparent",
@@ -142,6 +145,8 @@ class Request:
         self.stream = False
         self.strip_usage = False  # the engine is asked for the usage chunk the client did not ask for
         self.max_tokens = DEFAULT_MAX_TOKENS
+        self.set_max_tokens: int | None = None  # what the output policy set, when it set anything
+        self.clamped_from: int | None = None  # what the client asked for, when the policy clamped it
         for name, value in raw_headers:
             if name == b"authorization":
                 self.authorization.append(value)
@@ -255,6 +260,9 @@ class Gateway:
         ext = cfg.external
         self.external_key = ext.api_key or (os.environ.get(ext.api_key_env) if ext.api_key_env else None)
         self.sensitivity_header = cfg.sensitivity.header.lower().encode()
+        out = cfg.output_tokens
+        self.output_policy = OutputPolicy(out.default, out.max)
+        self.output_per_key = {k: OutputPolicy(v.default, v.max) for k, v in out.keys.items()}
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
 
@@ -349,9 +357,10 @@ class Gateway:
             raise _unauthorized()
         return key
 
-    def parse(self, req: Request) -> None:
+    def parse(self, req: Request, key: Key | None = None) -> None:
         """The body, once: a JSON object for the served model, with a positive max_tokens; fields that could
-        redirect traffic are dropped (and the bytes to forward re-encoded only then)."""
+        redirect traffic are dropped, the key's output-length policy applied (and the bytes to forward
+        re-encoded only when either changed them)."""
         try:
             body = orjson.loads(req.body_bytes)
         except orjson.JSONDecodeError as exc:
@@ -368,14 +377,35 @@ class Gateway:
             )
         if req.chat and not isinstance(body.get("messages"), list):
             raise Reply(400, "'messages' is a required property and must be an array.", param="messages")
-        if not FORBIDDEN.isdisjoint(body):
+        dirty = not FORBIDDEN.isdisjoint(body)
+        if dirty:
             for f in FORBIDDEN_FIELDS:
                 body.pop(f, None)
+        # vLLM's order: max_completion_tokens, else max_tokens.
+        field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+        asked = body.get(field)
+        if asked is not None and (type(asked) is not int or asked < 1):
+            raise Reply(400, f"{field} must be a positive integer.", param=field)
+        policy = (
+            self.output_policy
+            if not self.output_per_key
+            else for_key(self.output_policy, self.output_per_key, key.name if key else None)
+        )
+        if policy.active:
+            decision = decide(asked, field if asked is not None else None, policy)
+            if decision is not None:
+                for f in (decision.field, "max_tokens", "max_completion_tokens"):
+                    if f == decision.field or (type(body.get(f)) is int and body[f] > decision.value):
+                        body[f] = decision.value
+                req.set_max_tokens, req.clamped_from, asked, dirty = (
+                    decision.value,
+                    decision.clamped_from,
+                    decision.value,
+                    True,
+                )
+        if dirty:
             req.body_bytes = orjson.dumps(body)
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
-        if type(max_tokens) is not int or max_tokens < 1:
-            raise Reply(400, "max_tokens must be a positive integer.", param="max_tokens")
-        req.body, req.max_tokens, req.stream = body, max_tokens, bool(body.get("stream"))
+        req.body, req.max_tokens, req.stream = body, asked or DEFAULT_MAX_TOKENS, bool(body.get("stream"))
         if req.stream:
             options = body.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage")):
@@ -480,7 +510,7 @@ class Gateway:
             ctx.key = self.authenticate(req.authorization)
             if span is not None:
                 span.add_event("auth")
-            self.parse(req)
+            self.parse(req, ctx.key)
             ctx.stream = req.stream
             ctx.prompt_tokens = max(1, len(req.body_bytes) // 4)
             decision = await self.admit(ctx, req)
@@ -491,6 +521,10 @@ class Gateway:
             if span is not None:
                 span.add_event("route", {"llmfleet.route": ctx.route, "llmfleet.classified": ctx.classified})
             extra = [(b"x-request-id", ctx.request_id.encode()), *decision.headers()]
+            if req.set_max_tokens is not None:
+                extra.append((b"x-llmfleet-max-tokens", str(req.set_max_tokens).encode()))
+                if req.clamped_from is not None:
+                    extra.append((b"x-llmfleet-max-tokens-clamped", str(req.clamped_from).encode()))
             if self.cache is not None:
                 hit = await self.cache.lookup(
                     ctx, ctx.tenant, path, req.body, req.cache_control, req.cache_opt_in

@@ -80,6 +80,15 @@ class CacheConfig(_M):
     semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
 
 
+class OutputLimit(_M):
+    default: int | None = Field(default=None, ge=1)  # max_tokens for requests that name none
+    max: int | None = Field(default=None, ge=1)  # requests asking for more are clamped to it
+
+
+class OutputConfig(OutputLimit):
+    keys: dict[str, OutputLimit] = Field(default_factory=dict)  # per API-key name
+
+
 class TracingConfig(_M):
     endpoint: str | None = None  # OTLP/HTTP base URL; None: no tracing
     sample_ratio: float = Field(default=0.1, ge=0.0, le=1.0)
@@ -98,6 +107,7 @@ class GatewayConfig(_M):
     external: External = Field(default_factory=External)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    output_tokens: OutputConfig = Field(default_factory=OutputConfig)
     max_body_bytes: int = 4 * 1024 * 1024
     access_log: bool = True
     upstream_timeout_seconds: float = 600.0

@@ -81,6 +81,7 @@ def gateway_config(inp: RenderInput) -> dict[str, Any]:
                 "embeddingThreads": cache.semantic.embedding.threads,
             },
         },
+        "outputTokens": gw.output_tokens.model_dump(by_alias=True, exclude_none=True),
         "tracing": {
             "endpoint": gw.tracing.endpoint,
             "sampleRatio": gw.tracing.sample_ratio,
