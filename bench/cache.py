@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +63,71 @@ def curve(pairs: list[dict[str, str]], emb: MiniLMEmbedder) -> list[dict[str, fl
                 "correct_hits": correct,
                 "wrong_hits": wrong,
                 "false_hits": false,
+            }
+        )
+    return out
+
+
+NEGATIONS = ((" is ", " is not "), (" can ", " cannot "), (" does ", " does not "), (" are ", " are not "))
+
+
+def near_misses(pairs: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Hard negatives made from the stored questions the way wrong hits look: one number changed, or a negation
+    added (deterministic; labelled "negative", with the kind of change)."""
+    import re
+
+    out = []
+    for p in pairs:
+        o = p["origin"]
+        m = re.search(r"\d+", o)
+        if m:
+            changed = o[: m.start()] + str(int(m.group()) * 3 + 1) + o[m.end() :]
+            out.append({"origin": o, "similar": changed, "label": "negative", "kind": "number"})
+        for a, b in NEGATIONS:
+            if a in o:
+                out.append(
+                    {"origin": o, "similar": o.replace(a, b, 1), "label": "negative", "kind": "negation"}
+                )
+                break
+    return out
+
+
+def guard_curve(pairs: list[dict[str, str]], emb: MiniLMEmbedder, guard: bool) -> list[dict[str, Any]]:
+    """The cache's protocol with labelled hard negatives: store the ``origin`` of the first half of the
+    paraphrase pairs; look up every paraphrase (the first half's should hit their own origin, the second
+    half's nothing) and every negative (nothing: a hit serves a wrong answer). With ``guard``, a lookup only
+    meets stored questions with the same signature (numbers with units, negation), as the gateway does."""
+    from llmfleet.cache.guards import signature
+
+    positives = [p for p in pairs if p.get("label", "paraphrase") != "negative"]
+    negatives = [p for p in pairs if p.get("label") == "negative"]
+    half = len(positives) // 2
+    stored = [p["origin"] for p in positives[:half]]
+    queries = [p["similar"] for p in positives] + [p["similar"] for p in negatives]
+    vs, vq = emb.embed(stored), emb.embed(queries)
+    sims = vq @ vs.T
+    if guard:
+        sig_s = np.array([signature(t) for t in stored])
+        sig_q = np.array([signature(t) for t in queries])
+        sims = np.where(sig_q[:, None] == sig_s[None, :], sims, -1.0)
+    best, score = sims.argmax(axis=1), sims.max(axis=1)
+    n_pos = len(positives)
+    out = []
+    for t in THRESHOLDS:
+        over = score >= t
+        own = np.arange(len(queries)) < half
+        correct = int(np.sum(over & own & (best == np.arange(len(queries)))))
+        wrong = int(np.sum(over[:n_pos] & (~own[:n_pos] | (best[:n_pos] != np.arange(n_pos)))))
+        neg_hits = int(np.sum(over[n_pos:]))
+        out.append(
+            {
+                "threshold": t,
+                "guard": "numbers+negation" if guard else "none",
+                "hit_rate": round(correct / half, 4),
+                "false_hit_rate": round((wrong + neg_hits) / len(queries), 4),
+                "hard_negative_false_hit_rate": round(neg_hits / len(negatives), 4) if negatives else None,
+                "lookups": len(queries),
+                "hard_negatives": len(negatives),
             }
         )
     return out
@@ -250,6 +316,13 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-servers", action="store_true", help="only the threshold curve")
     ap.add_argument("--latency-only", action="store_true", help="only the hit/miss latency")
+    ap.add_argument(
+        "--near-misses",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add hard negatives made from the pairs (one number changed, a negation added) and report the "
+        "curve with and without the guard",
+    )
     args = ap.parse_args()
     pairs_path = Path(args.pairs)
     if not pairs_path.is_file():
@@ -260,7 +333,7 @@ def main() -> int:
         print(json.dumps(asyncio.run(latency(args, pairs))), flush=True)
         return 0
     emb = MiniLMEmbedder()
-    points = curve(pairs, emb)
+    points = curve([p for p in pairs if p.get("label") != "negative"], emb)
     for p in points:
         print(json.dumps(p), flush=True)
     ok = [p for p in points if p["false_hit_rate"] <= 0.01]
@@ -277,6 +350,13 @@ def main() -> int:
         ),
         flush=True,
     )
+    hard = pairs + (
+        near_misses([p for p in pairs if p.get("label") != "negative"]) if args.near_misses else []
+    )
+    if any(p.get("label") == "negative" for p in hard):
+        for guard in (False, True):
+            for point in guard_curve(hard, emb, guard):
+                print(json.dumps(point), flush=True)
     if args.skip_servers:
         return 0
     print(json.dumps(asyncio.run(latency(args, pairs))), flush=True)

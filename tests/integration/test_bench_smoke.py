@@ -156,6 +156,12 @@ def test_cache_bench_threshold_curve_prints_its_contract() -> None:
     assert [p["threshold"] for p in points][0] == 0.8 and points[-1]["threshold"] == 0.98
     rates = [p["hit_rate"] for p in points]
     assert rates == sorted(rates, reverse=True)  # a stricter threshold never hits more
+    # With the hard negatives made from the pairs, the guard cuts their false hits at every threshold.
+    guarded = {(x["guard"], x["threshold"]): x for x in lines if "guard" in x}
+    for t in (0.9, 0.95):
+        plain, with_guard = guarded[("none", t)], guarded[("numbers+negation", t)]
+        assert with_guard["hard_negative_false_hit_rate"] < plain["hard_negative_false_hit_rate"]
+        assert with_guard["hard_negatives"] == plain["hard_negatives"] > 0
     assert any(x.get("recommendation") for x in lines)
 
 

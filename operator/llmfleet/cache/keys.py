@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from llmfleet.cache.guards import signature
+
 # Request fields that change the completion. Anything else (stream, user, metadata…) does not.
 OUTPUT_FIELDS = (
     "temperature",
@@ -61,12 +63,14 @@ def exact_key(tenant: str, model: str, path: str, body: dict[str, Any]) -> str:
 
 
 def split_last_user_turn(path: str, body: dict[str, Any]) -> tuple[str, str] | None:
-    """(query text, context hash) for the semantic cache, or None when there is no plain-text user turn."""
+    """(query text, context hash) for the semantic cache, or None when there is no plain-text user turn. The
+    context hash covers everything but the query that must match: path, earlier turns, sampling, and the
+    query's guard signature."""
     if path.endswith("/completions") and "messages" not in body:
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             return None
-        ctx = {"path": path, "sampling": sampling(body)}
+        ctx = {"path": path, "sampling": sampling(body), "guard": signature(prompt)}
         return prompt, hashlib.sha256(_canonical(ctx)).hexdigest()[:32]
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
@@ -74,7 +78,14 @@ def split_last_user_turn(path: str, body: dict[str, Any]) -> tuple[str, str] | N
     last = msgs[-1]
     if not isinstance(last, dict) or last.get("role") != "user" or not isinstance(last.get("content"), str):
         return None
-    ctx = {"path": path, "history": msgs[:-1], "sampling": sampling(body)}
+    # The guard signature (numbers with units, negation: cache/guards.py) joins the context: a question only
+    # ever meets cached questions that agree on it.
+    ctx = {
+        "path": path,
+        "history": msgs[:-1],
+        "sampling": sampling(body),
+        "guard": signature(last["content"]),
+    }
     return last["content"], hashlib.sha256(_canonical(ctx)).hexdigest()[:32]
 
 
