@@ -223,10 +223,16 @@ def test_streamed_replay_parses_with_the_openai_client(gw) -> None:
 
 
 def test_corrupt_entry_is_dropped_not_served(gw, rds) -> None:
+    keys_before = list(redis.Redis(port=rds.port).scan_iter("llmfleet:exact:alice:*"))
     first = ask(gw, "corruption check")
     assert first.headers["x-llmfleet-cache"] == "miss"
     r = redis.Redis(port=rds.port)
-    keys = [k for k in r.scan_iter("llmfleet:exact:alice:*")]
+    # The gateway stores the answer after sending it: wait for the entry before corrupting it.
+    deadline = time.monotonic() + 10
+    before = set(keys_before)
+    while not (keys := [k for k in r.scan_iter("llmfleet:exact:alice:*") if k not in before]):
+        assert time.monotonic() < deadline, "the answer was never stored"
+        time.sleep(0.05)
     for k in keys:
         r.set(k, b"\x00not json")
     again = ask(gw, "corruption check")
