@@ -546,10 +546,10 @@ TOKEN_EXTRA = (
 
 
 def operator_writes(
-    audit_log: Path, since: float, until: float = float("inf")
+    audit_log: Path, since: float, until: float = float("inf"), leases: bool = False
 ) -> list[tuple[float, str, str]]:
-    """(time, writer, what) of every successful write the chart's operators made in [since, until], leases aside,
-    in time order. Tokens are bound to their pods (as a kubelet's are), so the log names the pod and the token: a
+    """(time, writer, what) of every successful write the chart's operators made in [since, until], leases aside
+    (with ``leases``: only their lease writes: acquiring and renewing), in time order. Tokens are bound to their pods (as a kubelet's are), so the log names the pod and the token: a
     writer is "pod/credential-id" (a container restarted in the same pod is another writer)."""
     out = []
     with open(audit_log) as f:
@@ -560,7 +560,7 @@ def operator_writes(
             user, ref = ev.get("user") or {}, ev.get("objectRef") or {}
             if ev.get("stage") != "ResponseComplete" or ev.get("verb") in ("get", "list", "watch"):
                 continue
-            if user.get("username") != OPERATOR_USER or ref.get("resource") == "leases":
+            if user.get("username") != OPERATOR_USER or (ref.get("resource") == "leases") != leases:
                 continue
             if (ev.get("responseStatus") or {}).get("code", 500) >= 400:
                 continue
