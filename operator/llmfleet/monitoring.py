@@ -149,7 +149,7 @@ def alerts() -> list[Alert]:
         ),
         Alert(
             name="LLMFleetMetricsMissing",
-            expr=f"{_condition('MetricsAvailable', ', reason!=' + chr(34) + 'AutoscalingDisabled' + chr(34))} == 0",
+            expr=_condition("MetricsAvailable", ', reason!="AutoscalingDisabled"') + " == 0",
             signal=_condition("MetricsAvailable"),
             for_="10m",
             severity="warning",
@@ -161,7 +161,7 @@ def alerts() -> list[Alert]:
         ),
         Alert(
             name="LLMFleetNotReady",
-            expr=f"{_condition('Ready', ', reason!=' + chr(34) + 'ScaledToZero' + chr(34))} == 0",
+            expr=_condition("Ready", ', reason!="ScaledToZero"') + " == 0",
             signal=_condition("Ready"),
             for_="15m",
             severity="warning",

@@ -47,16 +47,9 @@ def test_dev_up_rejects_a_bad_file_with_exit_2() -> None:
 
 def _tagged(run_dir: str) -> list[int]:
     """Processes whose environment carries the run's tag (every process `dev up` started, and theirs)."""
-    mark = f"LLMFLEET_DEV_RUN={run_dir}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if mark in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
+    from llmfleet.dev.demo import tagged
+
+    return tagged(Path(run_dir))
 
 
 def _query(prometheus: str, expr: str) -> list[dict]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from llmfleet.api.load import parse_spec
 from llmfleet.kube.fake import FakeKube
 from llmfleet.reconcile.handlers import Reconciler
 from llmfleet.reconcile.metrics import FleetMetrics
@@ -51,7 +52,7 @@ STATUS = {
 def test_a_recorded_status_becomes_the_series_the_rules_join_on(minimal_obj: dict) -> None:
     m = FleetMetrics()
     spec = {**minimal_obj["spec"], "autoscaling": {"ttftP95Target": "300ms", "ttftAttainmentTarget": 0.95}}
-    m.record("ml", "demo", spec, STATUS)
+    m.record("ml", "demo", parse_spec(spec), STATUS)
     who = {"namespace": "ml", "name": "demo"}
     assert value(m, "llmfleet_deployment_replicas", **who, pool="spot", state="ready") == 2
     assert value(m, "llmfleet_deployment_replicas", **who, pool="on-demand", state="desired") == 1
@@ -71,10 +72,15 @@ def test_a_recorded_status_becomes_the_series_the_rules_join_on(minimal_obj: dic
     assert not [n for (n, _) in samples(m) if n.startswith("llmfleet_deployment")]
 
 
-def test_an_invalid_spec_keeps_the_last_good_figures() -> None:
-    m = FleetMetrics()
-    m.record("ml", "demo", {"model": {"name": ""}}, STATUS)
-    assert value(m, "llmfleet_deployment_replicas") is None
+def test_an_invalid_spec_keeps_the_last_good_figures(minimal_obj: dict) -> None:
+    kube = FakeKube()
+    body = kube.add(minimal_obj)
+    r = Reconciler(kube, options=None, clock=lambda: T0)  # type: ignore[arg-type]
+    asyncio.run(r.reconcile("ml", "demo", body))
+    assert value(r.gauges, "llmfleet_deployment_replicas", state="desired", pool="on-demand") == 1
+    bad = {**kube.get(*API), "spec": {"model": {"name": ""}}}
+    asyncio.run(r.reconcile("ml", "demo", bad))
+    assert value(r.gauges, "llmfleet_deployment_replicas", state="desired", pool="on-demand") == 1
 
 
 def test_the_reconciler_records_each_cr_and_counts_reconciles(minimal_obj: dict) -> None:

@@ -151,6 +151,7 @@ class Reconciler:
         snapshot = self.store.snapshot(self.port, namespace, name)
         now = self.clock()
         scale = None
+        spec: LLMDeploymentSpec | None = None
         try:
             spec = parse_spec(raw.get("spec") or {})
         except SpecError:
@@ -168,7 +169,8 @@ class Reconciler:
             self.store.put_auth(namespace, name, None)
         if p.status is not None:
             self._written[(namespace, name)] = (_rv(raw), p.status)
-        self.gauges.record(namespace, name, raw.get("spec") or {}, p.status or raw.get("status") or {})
+        if spec is not None:  # an invalid spec keeps the last good figures
+            self.gauges.record(namespace, name, spec, p.status or raw.get("status") or {})
         for ref, _ in p.to_delete:
             if ref.kind == "Pod":  # engine pods drained on a notice
                 self.store.mark_deleting(namespace, name, ref.name, now.isoformat())

@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from llmfleet.api.conditions import ConditionType
-from llmfleet.api.load import parse_spec
 from llmfleet.api.quantity import parse_duration
+from llmfleet.api.v1alpha1 import LLMDeploymentSpec
 from llmfleet.autoscale.metrics import bucket_at_or_below
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,8 @@ class Figures:
     conditions: tuple[tuple[str, str, float], ...]  # (type, reason, 1 True / 0 otherwise)
 
 
-def figures(raw_spec: Mapping[str, Any], status: Mapping[str, Any], fallback_name: str) -> Figures | None:
-    """A CR's figures from its spec and status (None for a spec that does not parse: its Degraded condition
-    alone is exported then, by the caller's previous record)."""
-    try:
-        spec = parse_spec(dict(raw_spec))
-    except Exception:
-        return None
+def figures(spec: LLMDeploymentSpec, status: Mapping[str, Any], fallback_name: str) -> Figures:
+    """A CR's figures from its parsed spec (the reconcile's own) and the status it computed."""
     target = parse_duration(spec.autoscaling.ttft_p95_target)
     replicas = status.get("replicas") or {}
     pools = [(label, replicas.get(key) or {}) for key, label in POOLS]
@@ -82,13 +77,11 @@ class FleetMetrics:
         self.leader = 0.0
         self.reconciles: dict[str, float] = {"ok": 0.0, "error": 0.0}
 
-    def record(
-        self, namespace: str, name: str, raw_spec: Mapping[str, Any], status: Mapping[str, Any]
-    ) -> None:
-        f = figures(raw_spec, status, name)
-        if f is not None:
-            with self._lock:
-                self._by_cr[(namespace, name)] = f
+    def record(self, namespace: str, name: str, spec: LLMDeploymentSpec, status: Mapping[str, Any]) -> None:
+        """Keep what this reconcile computed (only for a spec that parses: an invalid one keeps the last)."""
+        f = figures(spec, status, name)
+        with self._lock:
+            self._by_cr[(namespace, name)] = f
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
