@@ -15,7 +15,11 @@ gets a line in its log saying by whom.
 A pod that goes away is stopped the way a kubelet stops it, without holding up the others: its preStop
 sleep, then SIGTERM, then SIGKILL once ``terminationGracePeriodSeconds`` (counted from the start) is over. kwok
 removes a deleted pod from the API at once, so the process may outlive its pod object, as a container
-outlives the endpoint it was removed from.
+outlives the endpoint it was removed from; except for a pod given a service-account token: the runner holds
+it with a finalizer until its process has exited, as a kubelet keeps a pod object until its containers are
+gone. Its token is bound to the pod and stops working once the pod object does: a process that talks to the
+API while it shuts down (the operator releasing its leader Lease) must find the pod there, as it would in a
+cluster.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from llmfleet.kube.client import KubeClient
 from llmfleet.kube.port import KubeError, Obj
 
 log = logging.getLogger("llmfleet.podrunner")
+RUNNER_FINALIZER = "llmfleet.io/pod-runner"  # held on a pod with a token until its process has exited
+RUNNER_FIELD_MANAGER = "llmfleet-pod-runner"
 
 _PR_SET_PDEATHSIG = 1
 _prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None) if sys.platform == "linux" else None
@@ -105,6 +111,7 @@ class Running:
     key: str = ""
     term_at: float | None = None  # once stopping: when SIGTERM is due (after preStop)
     kill_at: float | None = None  # once stopping: when the grace period is over
+    held: tuple[str, str] | None = None  # (namespace, name) of a pod our finalizer holds until the exit
 
 
 def pre_stop_seconds(container: Obj) -> float:
@@ -261,12 +268,15 @@ class PodRunner:
             "LLMFLEET_HOST_OVERRIDES": self._service_hosts(meta["namespace"]),
         }
         sa = spec.get("serviceAccountName")
+        held = None
         if sa:
             kcfg = workdir / "kubeconfig"
             self.kube.service_account_kubeconfig(
                 meta["namespace"], sa, str(kcfg), pod=(meta["name"], meta["uid"])
             )
             env["KUBECONFIG"] = str(kcfg)
+            self._hold(meta, True)
+            held = (meta["namespace"], meta["name"])
         log_file = open(self.logs_dir / f"{meta['namespace']}_{meta['name']}.log", "ab")  # noqa: SIM115
         for port in (p.get("containerPort") for p in container.get("ports") or []):
             if isinstance(port, int) and taken(pod_ip, port):
@@ -300,6 +310,7 @@ class PodRunner:
             node=str(spec.get("nodeName") or ""),
             ip=pod_ip,
             key=key,
+            held=held,
         )
         log.info("started %s on %s: %s", key, pod_ip, " ".join(cmd))
 
@@ -313,6 +324,26 @@ class PodRunner:
         log.info("stopping %s (preStop %ss, grace %ss)", key, r.pre_stop if pre_stop else 0, r.grace)
         self._reap()
 
+    def _hold(self, meta: Obj, hold: bool) -> None:
+        """Add (or drop) the runner's finalizer on a pod: server-side apply of that one list entry under the
+        runner's own field manager, with the pod's uid as a precondition (a new pod of the same name is left
+        alone). A pod already gone is fine."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+                "finalizers": [RUNNER_FINALIZER] if hold else [],
+            },
+        }
+        try:
+            self.kube.apply(body, field_manager=RUNNER_FIELD_MANAGER)
+        except KubeError as exc:
+            if hold:
+                log.warning("could not hold %s/%s with a finalizer: %s", meta["namespace"], meta["name"], exc)
+
     def _reap(self) -> None:
         now = time.monotonic()
         for r in list(self.stopping):
@@ -320,6 +351,8 @@ class PodRunner:
                 self.stopping.remove(r)
                 if r.log_file:
                     r.log_file.close()
+                if r.held is not None:  # the process is gone: so may the pod object be
+                    self._hold({"namespace": r.held[0], "name": r.held[1], "uid": r.uid}, False)
                 continue
             with contextlib.suppress(ProcessLookupError):
                 if r.kill_at is not None and now >= r.kill_at:

@@ -92,6 +92,7 @@ class Reconciler:
         self._scheduled: set[tuple[str, str]] = set()
         # Spec changes (create/update/resume) and child-triggered follow-ups (mostly status) run in separate
         # pools, so that during a burst the follow-ups of early CRs never queue ahead of the creation of later ones.
+        self.stopping = False  # set when the operator stops: no new reconcile starts
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
         self._follow_pool = ThreadPoolExecutor(max_workers=max(2, workers // 4), thread_name_prefix="follow")
         self._apply_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply")
@@ -221,7 +222,16 @@ class Reconciler:
             self.gauges.count(ok=p is None or p.error is None)
             return p
 
-    async def autoscale(self, namespace: str, name: str, raw_spec: dict[str, Any]) -> Plan | None:
+    def close(self) -> None:
+        """Wait for the reconciles running in worker threads (a thread cannot be cancelled): once this returns,
+        this process writes nothing more, and the leader Lease may be released."""
+        self.stopping = True
+        for pool in (self._pool, self._follow_pool, self._apply_pool):
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    async def autoscale(
+        self, namespace: str, name: str, raw_spec: dict[str, Any], stopped: Any = None
+    ) -> Plan | None:
         """One autoscaler tick: read the fleet's figures, then reconcile with them. It also re-plans CRs without
         autoscaling, so time-based decisions (the spot pendingTimeout) are taken without waiting for an event."""
         try:
@@ -235,7 +245,7 @@ class Reconciler:
                 url = self.prometheus_url
             model = spec.model.served_name or name
             target = self.autoscaler.target((namespace, name))
-            observed = await self.metrics.observe(
+            fetch = self.metrics.observe(
                 url,
                 namespace,
                 model,
@@ -243,6 +253,9 @@ class Reconciler:
                 expect_engines=target != 0,
                 ttft_target_s=parse_duration(spec.autoscaling.ttft_p95_target),
             )
+            observed = await fetch if stopped is None else await _unless_stopped(fetch, stopped)
+        if self.stopping or (stopped is not None and stopped):
+            return None  # the operator is stopping: no reconcile (no write) starts now
         return await self.reconcile(namespace, name, follow_up=True, observed=observed, tick=True)
 
     def schedule(self, namespace: str, name: str) -> None:
@@ -255,6 +268,8 @@ class Reconciler:
         async def later() -> None:
             await asyncio.sleep(COALESCE_SECONDS)
             self._scheduled.discard(key)
+            if self.stopping:
+                return
             try:
                 await self.reconcile(namespace, name, follow_up=True)
             except KubeError as exc:
@@ -268,6 +283,19 @@ class Reconciler:
         task = asyncio.get_running_loop().create_task(later())
         _background.add(task)
         task.add_done_callback(_background.discard)
+
+
+async def _unless_stopped(work: Any, stopped: Any) -> Any:
+    """``work``'s result, or None once ``stopped`` (kopf's stop flag of a timer) is set first: the operator is
+    stopping and an in-flight Prometheus query must not hold its exit (kopf waits for unfinished timers)."""
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(stopped.wait())
+    done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        stop.cancel()
+        return task.result()
+    task.cancel()
+    return None
 
 
 _background: set[asyncio.Task[None]] = set()
@@ -336,10 +364,10 @@ def on_delete(namespace: str | None, name: str, **_: Any) -> None:
     log.info("%s/%s deleted; Kubernetes garbage collection removes its children", namespace, name)
 
 
-async def autoscale(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> None:
+async def autoscale(namespace: str | None, name: str, spec: kopf.Spec, stopped: Any = None, **_: Any) -> None:
     """The autoscaler's tick (declared by ``configure``); also the safety net for missed events (reads only when nothing changed)."""
     try:
-        await _get().autoscale(namespace or "", name, dict(spec))
+        await _get().autoscale(namespace or "", name, dict(spec), stopped)
     except KubeError as exc:
         log.warning("%s/%s: autoscaler tick failed (%s); the next tick retries", namespace, name, exc)
 
@@ -411,3 +439,19 @@ async def _node_changed(body: Any, type: str | None, **_: Any) -> None:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@kopf.on.cleanup()
+async def _stopping(**_: Any) -> None:
+    """The operator is stopping (after its watchers, before kopf waits for what is still running): no new
+    reconcile starts, and the ones scheduled but not begun are dropped."""
+    if _reconciler is not None:
+        _reconciler.stopping = True
+    for task in list(_background):
+        task.cancel()
+
+
+def close() -> None:
+    """Wait for the reconciles still running in threads (process.run calls it before releasing the Lease)."""
+    if _reconciler is not None:
+        _reconciler.close()

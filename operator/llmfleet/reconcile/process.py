@@ -119,6 +119,7 @@ def run(settings: OperatorSettings) -> int:
             ),
         )
     finally:
+        handlers.close()  # no write after this: the next leader may take over
         if election is not None:
             election.release()
     return 0
