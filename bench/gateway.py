@@ -100,10 +100,15 @@ def taskset(cmd: list[str]) -> list[str]:
 
 
 def start_llmfleet(
-    upstream: int, workdir: Path, ext_port: int, otlp: int | None = None, ratio: float = 1.0
+    upstream: int,
+    workdir: Path,
+    ext_port: int,
+    otlp: int | None = None,
+    ratio: float = 1.0,
+    route: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    start_llmfleet_config(upstream, workdir, ext_port, otlp, ratio)
+    start_llmfleet_config(upstream, workdir, ext_port, otlp, ratio, route)
     log = open(workdir / "gateway-access.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         taskset(
@@ -128,7 +133,12 @@ def start_llmfleet(
 
 
 def start_llmfleet_config(
-    upstream: int, workdir: Path, ext_port: int, otlp: int | None = None, ratio: float = 1.0
+    upstream: int,
+    workdir: Path,
+    ext_port: int,
+    otlp: int | None = None,
+    ratio: float = 1.0,
+    route: str | None = None,
 ) -> None:
     """Every feature on: keys, limits, prefix-affinity, and an external provider for general traffic with the
     shipped default (sensitive): every request is scanned (nothing found, so it stays self-hosted). In
@@ -143,6 +153,20 @@ def start_llmfleet_config(
     }
     if otlp is not None:  # a share of requests traced, exported to an OTLP/HTTP sink
         cfg["tracing"] = {"endpoint": f"http://127.0.0.1:{otlp}", "sampleRatio": ratio}
+    if route is not None:  # spec.routing: two members on the same upstream; rules that read key, header, task
+        engines = {"static": [f"http://127.0.0.1:{upstream}"]}
+        cfg["route"] = {
+            "members": [
+                {"name": "self", "model": "m", "engines": engines},
+                {"name": "small", "model": "m-small", "engines": engines},
+            ],
+            "rules": [
+                {"match": {"keys": ["batch"]}, "to": "small"},
+                {"match": {"headers": {"x-tier": "cheap"}}, "to": "small"},
+                {"match": {"tasks": ["code", "math"]}, "to": "self"},
+            ],
+            **({"auto": {"small": "small", "large": "self"}} if route == "auto" else {"default": "small"}),
+        }
     (workdir / "gw.json").write_text(json.dumps(cfg))
     (workdir / "keys").write_text(f"bench: {KEY}\n")
 
@@ -524,6 +548,12 @@ def main() -> int:  # noqa: C901 - one script: flags, then each case in turn
         help="also a gateway tracing every request (OpenTelemetry, OTLP/HTTP to a sink): what tracing on costs "
         "beside the same gateway with it off",
     )
+    ap.add_argument(
+        "--model-route",
+        action="store_true",
+        help="also the gateway with a model route (spec.routing): rules only, and rules with the auto policy "
+        "(a query embedding and the bank's vote per request): what model selection costs per request",
+    )
     args = ap.parse_args()
     if args.quick:
         args.duration, args.soak = 2.0, False
@@ -590,6 +620,12 @@ def main() -> int:  # noqa: C901 - one script: flags, then each case in turn
             servers["llmfleet-traced-default"] = start_llmfleet(
                 up_port, workdir / "traced-default", up_port, sink_port, TracingConfig().sample_ratio
             )
+        if args.model_route:  # spec.routing: rules only (to the small member), then rules and auto
+            for route in ("rules", "auto"):
+                (workdir / f"route-{route}").mkdir()
+                servers[f"llmfleet-route-{route}"] = start_llmfleet(
+                    up_port, workdir / f"route-{route}", up_port, route=route
+                )
         if use_litellm:
             servers["litellm"] = start_litellm(up_port, workdir)
         if args.granian:
@@ -661,6 +697,20 @@ def main() -> int:  # noqa: C901 - one script: flags, then each case in turn
                     )
                     summary[f"{key}_cpu_us_added"] = round(
                         get(target, s_, 64, "cpu_us_per_request") - base_cpu, 1
+                    )
+        if args.model_route:
+            for s_ in (False, True):
+                for route in ("rules", "auto"):
+                    key = f"{'stream_' if s_ else ''}route_{route}"
+                    summary[f"{key}_cpu_us_added"] = round(
+                        get(f"llmfleet-route-{route}", s_, 64, "cpu_us_per_request")
+                        - get("llmfleet", s_, 64, "cpu_us_per_request"),
+                        1,
+                    )
+                    summary[f"{key}_added_p50_ms"] = round(
+                        get(f"llmfleet-route-{route}", s_, 1, "p50_ms" if not s_ else "ttft_p50_ms")
+                        - get("llmfleet", s_, 1, "p50_ms" if not s_ else "ttft_p50_ms"),
+                        3,
                     )
         if use_litellm:
             summary["rps_ratio_vs_litellm"] = round(

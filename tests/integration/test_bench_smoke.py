@@ -330,3 +330,32 @@ def test_output_caps_bench_prints_its_contract() -> None:
         text=True,
     )
     assert bad.returncode == 2 and "--caps" in bad.stderr
+
+
+def test_routing_bench_prints_a_line_per_policy_and_threshold_and_its_summary() -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "routing.py"), "--quick", "--thresholds", "0.1,0.175,0.3"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = json_lines(r.stdout)
+    rows = [x for x in lines if "policy" in x]
+    assert {x["policy"] for x in rows} == {"large", "small", "rule-math-to-large", "auto", "random"}
+    auto = [x for x in rows if x["policy"] == "auto"]
+    assert [x["threshold"] for x in auto] == [0.1, 0.175, 0.3]
+    # A higher threshold sends fewer requests to the large model: never more cost.
+    costs = [x["cost_vs_large"] for x in auto]
+    assert costs == sorted(costs, reverse=True)
+    s = lines[-1]
+    assert s["summary"] is True and s["held_out_questions"] == 400
+    for field in ("auto_quality_vs_large", "auto_cost_vs_large", "random_quality_at_same_cost", "apgr_auto"):
+        assert 0 < s[field] <= 1.0, (field, s)
+    assert s["fleet"]["all_large"]["cost_usd"] > s["fleet"]["all_small"]["cost_usd"] > 0
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "routing.py"), "--thresholds", "2"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--thresholds" in bad.stderr

@@ -195,3 +195,27 @@ def test_the_charts_operator_policy_opens_health_and_metrics_to_prometheus_and_r
         "monitoring/prometheus": tcp(9090),
         **dict.fromkeys(OUTSIDE, tcp(443, 6443)),
     }
+
+
+def test_a_route_opens_the_member_engines_to_the_front_gateway_and_to_nobody_else() -> None:
+    """routed.yaml's gateway routes to llama3-8b's engines (llama3-8b.yaml): rendered together, the member's
+    engines admit their own gateway, the front gateway and monitoring; the front gateway reaches both fleets."""
+    front, member = (
+        parse_object(yaml.safe_load((ROOT / "manifests/examples" / f).read_text()))
+        for f in ("routed.yaml", "llama3-8b.yaml")
+    )
+    policies, pods, namespaces, roles = world(front)
+    m_policies, m_pods, _, m_roles = world(member)
+    probes = {p["metadata"]["name"] for p in pods if p["metadata"]["name"] in {n for _, n in PROBES}}
+    pods += [p for p in m_pods if p["metadata"]["name"] not in probes]
+    report = connectivity(policies + m_policies, pods, namespaces)
+    (front_gw,), (member_gw,) = roles["gateway"], m_roles["gateway"]
+    prometheus = roles["prometheus"][0]
+    for engine in m_roles["engine"]:
+        allowed = {src: c for (src, dst), c in report.items() if dst == engine}
+        assert allowed == {member_gw: tcp(8000), front_gw: tcp(8000), prometheus: tcp(8000)}, allowed
+    for engine in roles[
+        "engine"
+    ]:  # the route is one way: the member's gateway does not reach the front's engines
+        allowed = {src: c for (src, dst), c in report.items() if dst == engine}
+        assert allowed == {front_gw: tcp(8000), prometheus: tcp(8000)}, allowed

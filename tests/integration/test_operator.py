@@ -370,3 +370,14 @@ def test_a_reclaim_notice_drains_the_spot_pod_and_replaces_it_elsewhere(cluster,
         assert not failed, failed
     finally:
         cluster.kubectl("taint", "node", node, f"{taint}-", check=False)
+
+
+def test_a_route_rule_naming_no_member_is_rejected_by_the_api_server(cluster, namespace) -> None:
+    obj = example(namespace)
+    obj["spec"]["routing"] = {"members": [{"deployment": "small"}], "rules": [{"to": "smal"}]}
+    result = cluster.apply(obj)
+    assert result.returncode != 0
+    assert "spec.routing.rules: Invalid value" in result.stderr, result.stderr
+    assert "each rule's `to` is self, external, auto or a member's deployment name" in result.stderr
+    obj["spec"]["routing"]["rules"] = [{"match": {"keys": ["batch"]}, "to": "small"}]
+    assert cluster.apply(obj).returncode == 0

@@ -66,5 +66,6 @@ def test_cross_field_rules_are_cel() -> None:
         "baseURL and model are required unless use is never",
         "external Redis needs url or secretRef",
         "must be one of 'auto', 1, 2, 4, 8",
+        "each rule's `to` is self, external, auto or a member's deployment name",
     ):
         assert message in text

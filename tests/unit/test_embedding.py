@@ -41,3 +41,16 @@ def test_unknown_backend_and_model_are_named() -> None:
     with pytest.raises(ValueError, match="unknown embedding model 'bge'"):
         load_embedder("bge")
     assert isinstance(load_embedder("hash"), HashEmbedder)
+
+
+def test_max_tokens_reads_what_the_tokenizers_own_truncation_reads(onnx_embedder: MiniLMEmbedder) -> None:
+    """The model router embeds the start of a query (max_tokens=64): the same vectors as an encoder whose
+    tokenizer truncates at 64, alone or in a batch of mixed lengths."""
+    long = " ".join(["the integral of a convergent series"] * 40)
+    texts = [long, TEXTS[0], long + " and more"]
+    short = MiniLMEmbedder(backend="onnx", max_length=64)
+    assert np.allclose(onnx_embedder.embed(texts, max_tokens=64), short.embed(texts), atol=2e-5)
+    assert not np.allclose(onnx_embedder.embed([long], max_tokens=64), onnx_embedder.embed([long]), atol=1e-3)
+    assert np.allclose(
+        onnx_embedder.embed([TEXTS[0]], max_tokens=64), onnx_embedder.embed([TEXTS[0]]), atol=2e-5
+    )

@@ -798,6 +798,133 @@ class GatewaySpec(Model):
     )
 
 
+# ---------------------------------------------------------------- routing across models
+
+ROUTE_SELF, ROUTE_EXTERNAL, ROUTE_AUTO = "self", "external", "auto"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+RouteTask = Literal["code", "math", "choice", "chat"]
+
+
+class RouteMember(Model):
+    deployment: str = Field(
+        pattern=DNS_LABEL,
+        max_length=63,
+        description="An LLMDeployment in this namespace whose engines this gateway may send requests to "
+        "(directly, past that deployment's own gateway). Rules and auto name it by this name.",
+    )
+    model: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The model name its engines serve (that deployment's spec.model.servedName). Unset: the "
+        "deployment's name, vLLM's served name when servedName is unset.",
+    )
+
+
+class RouteMatch(Model):
+    keys: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="API-key names (as in the keys Secret); any of them.",
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Request headers that must have exactly these values.",
+    )
+    paths: list[Literal["/v1/chat/completions", "/v1/completions"]] = Field(
+        default_factory=list, description="Request paths; any of them."
+    )
+    min_prompt_chars: int | None = Field(default=None, ge=0, description="Prompt at least this long.")
+    max_prompt_chars: int | None = Field(default=None, ge=0, description="Prompt at most this long.")
+    tasks: list[RouteTask] = Field(
+        default_factory=list,
+        description="Detected task of the prompt, any of: code, math, choice (lettered options), chat "
+        "(anything else).",
+    )
+
+
+class RouteRule(Model):
+    match: RouteMatch = Field(default_factory=RouteMatch, description="Every field set must hold.")
+    to: str = Field(
+        description="A member's deployment name, `self` (this deployment), `external` (the managed API of "
+        "gateway.external, general traffic only) or `auto` (the learned policy decides).",
+    )
+
+
+class AutoRouting(Model):
+    small: str = Field(description="The cheaper member (`self` or a member's deployment name).")
+    large: str = Field(description="The stronger member (`self` or a member's deployment name).")
+    threshold: float = Field(
+        default=0.175,
+        ge=0.0,
+        le=1.0,
+        description="The one knob along the cost-quality curve: a request whose estimated chance of needing "
+        "the large model (a nearest-neighbour vote over labelled questions) is at or above it goes to large. "
+        "Lower: more quality and cost. The default, on held-out public questions (bench/routing.py): 93 % of "
+        "the large model's quality at 41 % of its cost (random routing at that cost: 90 %).",
+    )
+
+
+class RoutingSpec(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.rules.all(r, r.to in ['self', 'external', 'auto'] || "
+                    "self.members.exists(m, m.deployment == r.to))",
+                    "each rule's `to` is self, external, auto or a member's deployment name",
+                    ".rules",
+                ),
+            ]
+        }
+    )
+    members: list[RouteMember] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Other LLMDeployments this gateway routes to, besides this deployment (`self`).",
+    )
+    rules: list[RouteRule] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Tried in order; the first that matches picks the member. None matching: auto if set, "
+        "else `default`.",
+    )
+    auto: AutoRouting | None = Field(
+        default=None, description="The learned policy: the cheapest member expected to answer well."
+    )
+    default: str = Field(
+        default=ROUTE_SELF, description="Where a request goes when no rule matches and auto is unset."
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> RoutingSpec:
+        names = [m.deployment for m in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError("members: each deployment may be named once")
+        if ROUTE_SELF in names or ROUTE_EXTERNAL in names or ROUTE_AUTO in names:
+            raise ValueError("members: self, external and auto are reserved names")
+        known = {ROUTE_SELF, ROUTE_EXTERNAL, *names}
+        for i, r in enumerate(self.rules):
+            if r.to not in known and r.to != ROUTE_AUTO:
+                raise ValueError(f"rules[{i}].to: {r.to!r} is not self, external, auto or a member")
+            if r.to == ROUTE_AUTO and self.auto is None:
+                raise ValueError(f"rules[{i}].to: auto needs routing.auto")
+        if self.default not in known:
+            raise ValueError(f"default: {self.default!r} is not self, external or a member")
+        if self.auto is not None:
+            for f in ("small", "large"):
+                v = getattr(self.auto, f)
+                if v not in known or v == ROUTE_EXTERNAL:
+                    raise ValueError(f"auto.{f}: {v!r} is not self or a member")
+            if self.auto.small == self.auto.large:
+                raise ValueError("auto: small and large must differ")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return bool(self.members or self.rules or self.auto or self.default != ROUTE_SELF)
+
+
 # ---------------------------------------------------------------- spec
 
 
@@ -913,9 +1040,23 @@ class LLMDeploymentSpec(Model):
     network: NetworkSpec = Field(
         default_factory=NetworkSpec, description="Network isolation of the engines, cache and gateways."
     )
+    routing: RoutingSpec = Field(
+        default_factory=RoutingSpec,
+        description="Several models behind this deployment's gateway: rules (key, header, path, prompt length, "
+        "task) and a learned auto policy choose a member per request; the response names it in "
+        "x-llmfleet-model. Sensitive requests never go to `external`.",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> LLMDeploymentSpec:
+        r = self.routing
+        if (r.default == ROUTE_EXTERNAL or any(x.to == ROUTE_EXTERNAL for x in r.rules)) and (
+            self.gateway.external.use == "never"
+        ):
+            raise ValueError(
+                "routing: a rule or the default sends to `external`, but gateway.external.use is never; "
+                "configure gateway.external (baseURL, model, use) first"
+            )
         if self.model.architecture is not None and self.model.parameters is None:
             raise ValueError("model.parameters is required when model.architecture is given")
         if self.pools.spot.enabled:

@@ -11,7 +11,6 @@ one core); ``numpy``: a plain numpy forward pass, the reference the ONNX graph i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -19,31 +18,27 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from llmfleet.textfeatures import hashed_ngrams
+
 
 class Embedder(Protocol):
     dim: int
     name: str
 
-    def embed(self, texts: list[str]) -> np.ndarray: ...
+    def embed(self, texts: list[str], max_tokens: int | None = None) -> np.ndarray: ...
 
 
 class HashEmbedder:
-    """Deterministic: texts sharing words and word pairs get similar vectors. For tests only."""
+    """Deterministic: texts sharing words and word pairs get similar vectors (llmfleet.textfeatures). For tests
+    only: a stand-in for the sentence encoder."""
 
     name = "hash"
 
     def __init__(self, dim: int = 256) -> None:
         self.dim = dim
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            words = text.lower().split()
-            for gram in words + [" ".join(p) for p in zip(words, words[1:], strict=False)]:
-                h = int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8).digest(), "big")
-                out[i, h % self.dim] += 1.0 if (h >> 63) else -1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms == 0, 1, norms)
+    def embed(self, texts: list[str], max_tokens: int | None = None) -> np.ndarray:
+        return hashed_ngrams(texts, self.dim)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -249,13 +244,18 @@ class MiniLMEmbedder:
             )
         return x
 
-    def embed(self, texts: list[str]) -> np.ndarray:
+    def embed(self, texts: list[str], max_tokens: int | None = None) -> np.ndarray:
+        """Unit vectors of the texts; ``max_tokens`` reads at most that many word pieces of each (with [CLS]
+        and [SEP], as the tokenizer's own truncation does) instead of the encoder's 256."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if len(texts) > 32:  # bounded batches of similar lengths: attention memory grows with batch × length²
             order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
             parts = np.concatenate(
-                [self.embed([texts[j] for j in order[i : i + 32]]) for i in range(0, len(texts), 32)]
+                [
+                    self.embed([texts[j] for j in order[i : i + 32]], max_tokens)
+                    for i in range(0, len(texts), 32)
+                ]
             )
             out = np.empty_like(parts)
             out[order] = parts
@@ -264,6 +264,12 @@ class MiniLMEmbedder:
         ids = np.array([e.ids for e in enc], dtype=np.int64)
         mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
         types = np.array([e.type_ids for e in enc], dtype=np.int64)
+        if max_tokens is not None and ids.shape[1] > max_tokens:
+            lengths = mask.sum(1)
+            sep = ids[np.arange(len(ids)), lengths - 1]
+            ids, mask, types = (a[:, :max_tokens].copy() for a in (ids, mask, types))
+            cut = lengths > max_tokens
+            ids[cut, max_tokens - 1] = sep[cut]
         return self._forward(ids, mask, types).astype(np.float32)
 
 

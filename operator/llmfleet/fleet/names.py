@@ -73,3 +73,12 @@ def cache_auth(name: str) -> str:
 def gateway_endpoint(name: str, namespace: str) -> str:
     """The in-cluster OpenAI base URL of a deployment's gateway."""
     return f"http://{gateway(name)}.{namespace}.svc:{GATEWAY_PORT}/v1"
+
+
+ROUTES_TO_PREFIX = "routes-to.llmfleet.io/"  # a gateway pod label per member deployment it routes to
+
+
+def routes_to_label(name: str) -> str | None:
+    """The label a gateway pod carries when it may reach ``name``'s engines (None: the name is too long for a
+    label key's name part, 63 characters)."""
+    return ROUTES_TO_PREFIX + name if len(name) <= 63 else None

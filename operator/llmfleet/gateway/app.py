@@ -36,12 +36,14 @@ from llmfleet.cache.entries import as_json, as_sse
 from llmfleet.gateway.auth import Key, KeyStore
 from llmfleet.gateway.config import GatewayConfig
 from llmfleet.gateway.limits import Decision, Limiter
+from llmfleet.gateway.models import Member, ModelRoute
 from llmfleet.gateway.output import OutputPolicy, decide, for_key
 from llmfleet.gateway.routing import Endpoint, Router
 from llmfleet.gateway.sensitivity import Classifier, Verdict
 from llmfleet.gateway.telemetry import Telemetry, now_iso
 from llmfleet.gateway.tracing import Tracing
 from llmfleet.gateway.upstream import Pool, Response
+from llmfleet.modelroute import WHY_EXPLICIT, WHY_SENSITIVE
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -120,6 +122,7 @@ class Request:
         "chat",
         "max_tokens",
         "path",
+        "pinned",
         "request_id",
         "sensitivity",
         "clamped_from",
@@ -147,6 +150,7 @@ class Request:
         self.max_tokens = DEFAULT_MAX_TOKENS
         self.set_max_tokens: int | None = None  # what the output policy set, when it set anything
         self.clamped_from: int | None = None  # what the client asked for, when the policy clamped it
+        self.pinned: Member | None = None  # the route member the client named by its model name
         for name, value in raw_headers:
             if name == b"authorization":
                 self.authorization.append(value)
@@ -187,6 +191,7 @@ class Ctx:
     gone: bool = False  # the client disconnected
     answered: bool = False  # an upstream answered 200: what it generated is charged, whoever ends the request
     span: Any = None  # the request's OpenTelemetry span when tracing is on (gateway/tracing.py)
+    model: str = ""  # the route member that served (spec.routing); "" without a route
 
     @property
     def tenant(self) -> str:
@@ -251,9 +256,11 @@ class Gateway:
         cache: Any = None,
         clock: Callable[[], float] = time.perf_counter,
         tracing: Tracing | None = None,
+        model_route: ModelRoute | None = None,
     ) -> None:
         self.cfg, self.keys, self.limiter, self.router = cfg, keys, limiter, router
         self.tracing = tracing
+        self.model_route = model_route
         self.classifier, self.telemetry, self.cache, self.clock = classifier, telemetry, cache, clock
         self.pool: Pool | None = None
         self.external_session: aiohttp.ClientSession | None = None
@@ -367,14 +374,7 @@ class Gateway:
             raise Reply(400, f"We could not parse the JSON body of your request: {exc}") from None
         if not isinstance(body, dict):
             raise Reply(400, "The request body must be a JSON object.")
-        model = body.get("model")
-        if model != self.cfg.model:
-            raise Reply(
-                404,
-                f"The model `{model}` does not exist or you do not have access to it.",
-                code="model_not_found",
-                param="model",
-            )
+        req.pinned = self._pinned(body.get("model"))
         if req.chat and not isinstance(body.get("messages"), list):
             raise Reply(400, "'messages' is a required property and must be an array.", param="messages")
         dirty = not FORBIDDEN.isdisjoint(body)
@@ -414,6 +414,20 @@ class Gateway:
                 extra = options if isinstance(options, dict) else {}
                 req.body_bytes = orjson.dumps({**body, "stream_options": {**extra, "include_usage": True}})
                 req.strip_usage = True
+
+    def _pinned(self, model: Any) -> Member | None:
+        """The route member a request names by its model (None: it names the served model); 404 for any other."""
+        if model == self.cfg.model:
+            return None
+        member = None if self.model_route is None else self.model_route.pinned(model)
+        if member is None:
+            raise Reply(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                code="model_not_found",
+                param="model",
+            )
+        return member
 
     async def admit(self, ctx: Ctx, req: Request) -> Decision:
         """The per-key limits, before any content is scanned: a throttled key costs a hash lookup, no scan."""
@@ -535,13 +549,16 @@ class Gateway:
                     await self.reply_cached(ctx, hit, req, send, extra)
                     return
                 extra.append((b"x-llmfleet-cache", ctx.cache.encode()))
+            member = None
+            if self.model_route is not None:
+                member = await self.choose_model(ctx, req, scope["headers"], extra)
             # From here until the answer is sent, a client that leaves closes the upstream request at once (vLLM
             # aborts it), also while waiting for a non-streaming answer, which arrives in one piece at the end.
             scope["extensions"]["llmfleet.on_disconnect"](ctx.client_left)
             if ctx.route == EXTERNAL:
                 await self._external(ctx, req, send, extra)
             else:
-                await self._self_hosted(ctx, req, send, extra)
+                await self._self_hosted(ctx, req, send, extra, None if member is None else member.router)
         except Reply as r:
             ctx.status = r.status
             await self._plain(
@@ -553,6 +570,51 @@ class Gateway:
                 await self.settle(ctx, reserved)
             self._finish(ctx)
 
+    async def choose_model(
+        self, ctx: Ctx, req: Request, raw_headers: Headers, extra: Headers
+    ) -> Member | None:
+        """The route member that serves the request (spec.routing), or None when it goes out by the hybrid
+        rule (gateway.external). A member other than the one the body names gets the body with its own model
+        name; `external` takes general traffic only: a sensitive request goes to the route's self-hosted
+        fallback."""
+        mr = self.model_route
+        assert mr is not None
+        if ctx.route == EXTERNAL:
+            ctx.model = "external"
+            extra.append((b"x-llmfleet-model", (self.cfg.external.model or "").encode()))
+            return None
+        if req.pinned is not None:
+            member, why = req.pinned, WHY_EXPLICIT
+        else:
+            vector = None if ctx.cache_embedding is None else ctx.cache_embedding[0]
+            member, choice = await mr.choose(
+                ctx.key.name if ctx.key else None, req.path, raw_headers, req.body, vector
+            )
+            why = choice.why
+        if member.router is None:  # external: general traffic only
+            if not ctx.classified:
+                self.classify(ctx, req)
+            if ctx.sensitive or self.external_session is None:
+                member, why = mr.fallback, WHY_SENSITIVE
+            else:
+                ctx.route, ctx.why = EXTERNAL, why
+        ctx.model = member.name
+        self.telemetry.models.labels(member.name, why).inc()
+        if ctx.route == EXTERNAL:
+            extra.append((b"x-llmfleet-model", (self.cfg.external.model or "").encode()))
+            return None
+        extra.append((b"x-llmfleet-model", member.model_header))
+        if req.body.get("model") != member.model:
+            out = {**req.body, "model": member.model}
+            if req.strip_usage:
+                options = out.get("stream_options")
+                out["stream_options"] = {
+                    **(options if isinstance(options, dict) else {}),
+                    "include_usage": True,
+                }
+            req.body_bytes = orjson.dumps(out)
+        return member
+
     async def settle(self, ctx: Ctx, reserved: int) -> None:
         """Charge what was generated: a request an upstream answered is charged its prompt and every token it
         produced, also when the client left or the stream was cut; a refused or failed one is charged nothing."""
@@ -563,9 +625,12 @@ class Gateway:
 
     # ------------------------------------------------------------------ dispatch
 
-    async def _self_hosted(self, ctx: Ctx, req: Request, send: Send, extra: Headers) -> None:
+    async def _self_hosted(
+        self, ctx: Ctx, req: Request, send: Send, extra: Headers, router: Router | None = None
+    ) -> None:
         assert self.pool is not None
         tel = self.telemetry
+        router = router or self.router  # a route member's engines, or this deployment's
         prefix = _prefix(req.body)
         span = ctx.span
         traceparent = None if span is None else Tracing.traceparent(span)
@@ -575,37 +640,37 @@ class Gateway:
             if ctx.gone:
                 ctx.status = 499
                 return
-            ep = self.router.pick(prefix, tried)
+            ep = router.pick(prefix, tried)
             if ep is None:
                 break
             tried.add(ep.url)
-            self.router.begin(ep)
+            router.begin(ep)
             try:
                 resp = await self.pool.post(
                     ep.url, req.path, req.body_bytes, ctx.request_id, ctx.set_upstream, traceparent
                 )
             except ConnectionRefusedError:  # not listening (yet, or any more): the next replica, at no cost
-                self.router.end(ep)
-                self.router.fail(ep)
+                router.end(ep)
+                router.fail(ep)
                 tel.upstream_errors.labels(SELF_HOSTED, "refused").inc()
                 continue
             except (TimeoutError, OSError):
                 attempts += 1
-                self.router.end(ep)
+                router.end(ep)
                 if ctx.gone:  # closed because the client left: the engine is fine
                     ctx.status = 499
                     return
-                self.router.fail(ep)
+                router.fail(ep)
                 tel.upstream_errors.labels(SELF_HOSTED, "connect").inc()
                 continue
             if resp.status in RETRYABLE_STATUS:
                 attempts += 1
                 resp.release()
-                self.router.end(ep)
+                router.end(ep)
                 if resp.status == 503:  # vLLM's admission control: healthy, its queue is full
-                    self.router.busy(ep)
+                    router.busy(ep)
                 else:
-                    self.router.fail(ep)
+                    router.fail(ep)
                 tel.upstream_errors.labels(SELF_HOSTED, f"http_{resp.status}").inc()
                 continue
             try:
@@ -617,18 +682,18 @@ class Gateway:
                 await self._relay(
                     ctx, resp, send, extra + [(b"x-llmfleet-route", b"self-hosted")], req, cache=True
                 )
-                self.router.ok(ep)
+                router.ok(ep)
                 ep.served += 1
             except RetryUpstream as exc:
                 if (
                     not exc.args or exc.args[0] != "abort"
                 ):  # an engine that is leaving turned it away: free, too
                     attempts += 1
-                self.router.fail(ep)
+                router.fail(ep)
                 tel.upstream_errors.labels(SELF_HOSTED, exc.args[0] if exc.args else "reset").inc()
                 continue
             finally:
-                self.router.end(ep)
+                router.end(ep)
             return
         # Nothing self-hosted could take it: general traffic may overflow, sensitive traffic fails closed.
         if not ctx.classified:
@@ -889,7 +954,7 @@ class Gateway:
                     "ts": now_iso(),
                     "request_id": ctx.request_id,
                     "key": key_label,
-                    "model": self.cfg.model,
+                    "model": ctx.model or self.cfg.model,
                     "route": ctx.route,
                     "why": ctx.why,
                     "status": ctx.status,

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 DetectorName = Literal["email", "credit-card", "ssn", "secret"]
@@ -96,6 +96,52 @@ class TracingConfig(_M):
     export_interval_ms: int = Field(default=1000, ge=10)
 
 
+class RouteMemberConfig(_M):
+    name: str  # "self", or the member deployment's name (what rules and the x-llmfleet-model header say)
+    model: str  # the model name its engines serve: the forwarded body's "model"
+    engines: Engines = Field(default_factory=Engines)
+
+
+class RouteMatchConfig(_M):
+    keys: list[str] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+    paths: list[str] = Field(default_factory=list)
+    min_prompt_chars: int | None = Field(default=None, alias="minPromptChars")
+    max_prompt_chars: int | None = Field(default=None, alias="maxPromptChars")
+    tasks: list[Literal["code", "math", "choice", "chat"]] = Field(default_factory=list)
+
+
+class RouteRuleConfig(_M):
+    match: RouteMatchConfig = Field(default_factory=RouteMatchConfig)
+    to: str
+
+
+class AutoRouteConfig(_M):
+    small: str
+    large: str
+    threshold: float = Field(default=0.175, ge=0.0, le=1.0)
+    k: int = Field(default=8, ge=1, le=256)
+    bank: str | None = None  # an .npz bank (llmfleet.modelroute.Bank); None: the one shipped in the package
+
+
+class RouteConfig(_M):
+    members: list[RouteMemberConfig]
+    default: str = "self"
+    rules: list[RouteRuleConfig] = Field(default_factory=list)
+    auto: AutoRouteConfig | None = None
+
+    @model_validator(mode="after")
+    def _known(self) -> RouteConfig:
+        known = {m.name for m in self.members} | {"external"}
+        named = [self.default, *(r.to for r in self.rules if r.to != "auto")]
+        if self.auto is not None:
+            named += [self.auto.small, self.auto.large]
+        for n in named:
+            if n not in known:
+                raise ValueError(f"route: {n!r} is not a member")
+        return self
+
+
 class GatewayConfig(_M):
     model: str = "default"
     namespace: str = "default"
@@ -108,6 +154,7 @@ class GatewayConfig(_M):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     output_tokens: OutputConfig = Field(default_factory=OutputConfig)
+    route: RouteConfig | None = None  # several models behind this gateway (spec.routing)
     max_body_bytes: int = 4 * 1024 * 1024
     access_log: bool = True
     upstream_timeout_seconds: float = 600.0

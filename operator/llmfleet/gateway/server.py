@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from llmfleet.gateway.app import Gateway
 from llmfleet.gateway.auth import KeyStore, NoKeys
-from llmfleet.gateway.config import GatewayConfig
+from llmfleet.gateway.config import Engines, GatewayConfig
 from llmfleet.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
 from llmfleet.gateway.routing import Router
 from llmfleet.gateway.sensitivity import Classifier
@@ -73,6 +73,31 @@ def redis_credentials(cfg: GatewayConfig) -> dict[str, str]:
     return out
 
 
+def _cache(cfg: GatewayConfig, redis_client: Any, telemetry: Telemetry) -> tuple[Any, Any]:
+    """(the sentence encoder, the response cache), each None when nothing needs it."""
+    cache = None
+    embedder = None
+    if redis_client is not None and cfg.cache.semantic.enabled:
+        from llmfleet.cache.embedding import load_embedder
+
+        embedder = load_embedder(cfg.cache.semantic.embedding_model, cfg.cache.semantic.embedding_threads)
+    if redis_client is not None and (cfg.cache.exact.enabled or cfg.cache.semantic.enabled):
+        from llmfleet.cache.store import ResponseCache
+
+        cache = ResponseCache(
+            redis_client,
+            cfg.model,
+            telemetry,
+            exact=cfg.cache.exact.enabled,
+            semantic=cfg.cache.semantic.enabled,
+            ttl_seconds=cfg.cache.exact.ttl_seconds,
+            threshold=cfg.cache.semantic.threshold,
+            replay=cfg.cache.exact.replay,
+            embedder=embedder if cfg.cache.semantic.enabled else None,
+        )
+    return embedder, cache
+
+
 def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
     cfg = GatewayConfig.load(args.config) if args.config else GatewayConfig()
     if args.model:
@@ -107,27 +132,7 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
     sens = cfg.sensitivity
     classifier = Classifier(sens.detectors, sens.default, sens.header, sens.key_policy, sens.max_scan_bytes)
     telemetry = Telemetry()
-    cache = None
-    if redis_client is not None and (cfg.cache.exact.enabled or cfg.cache.semantic.enabled):
-        from llmfleet.cache.embedding import load_embedder
-        from llmfleet.cache.store import ResponseCache
-
-        embedder = (
-            load_embedder(cfg.cache.semantic.embedding_model, cfg.cache.semantic.embedding_threads)
-            if cfg.cache.semantic.enabled
-            else None
-        )
-        cache = ResponseCache(
-            redis_client,
-            cfg.model,
-            telemetry,
-            exact=cfg.cache.exact.enabled,
-            semantic=cfg.cache.semantic.enabled,
-            ttl_seconds=cfg.cache.exact.ttl_seconds,
-            threshold=cfg.cache.semantic.threshold,
-            replay=cfg.cache.exact.replay,
-            embedder=embedder,
-        )
+    embedder, cache = _cache(cfg, redis_client, telemetry)
     tracing = None
     if cfg.tracing.endpoint:
         from llmfleet.gateway.tracing import Tracing
@@ -141,27 +146,58 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
                 f"tracing.endpoint is set but the OpenTelemetry SDK is missing ({exc}): "
                 "pip install 'llmfleet[tracing]'"
             ) from exc
-    gw = Gateway(cfg, keys, limiter, router, classifier, telemetry, cache=cache, tracing=tracing)
+    model_route = None
+    engines = [(cfg.engines, router)]
+    if cfg.route is not None:
+        from llmfleet.gateway.models import ModelRoute
+
+        routers = {m.name: router if m.name == "self" else Router(cfg.routing) for m in cfg.route.members}
+        engines = [(m.engines, routers[m.name]) for m in cfg.route.members if m.name != "self"] + engines
+        model_route = ModelRoute(cfg.route, routers, cfg.external.use != "never", embedder)
+        if model_route.needs_encoder is not None and embedder is None:  # a bank built on the sentence encoder
+            from llmfleet.cache.embedding import load_embedder
+
+            model_route.embedder = load_embedder(
+                model_route.needs_encoder, cfg.cache.semantic.embedding_threads
+            )
+        model_route.check_encoder()  # one encoder for both: a query the cache embedded is not embedded again
+    gw = Gateway(
+        cfg,
+        keys,
+        limiter,
+        router,
+        classifier,
+        telemetry,
+        cache=cache,
+        tracing=tracing,
+        model_route=model_route,
+    )
     if cache is not None:
         gw.on_startup.append(cache.setup)
-    if cfg.engines.static:
-        router.set_endpoints(u.rstrip("/") for u in cfg.engines.static)
-    elif cfg.engines.endpoint_slice_selector:
+    for spec, r in engines:
+        _discover(gw, cfg.namespace, spec, r)
+    return gw, {"redis": redis_client}
+
+
+def _discover(gw: Gateway, namespace: str, engines: Engines, router: Router) -> None:
+    """Keep ``router``'s endpoints equal to the engines' (a static list, or their EndpointSlices, watched)."""
+    if engines.static:
+        router.set_endpoints(u.rstrip("/") for u in engines.static)
+    elif engines.endpoint_slice_selector:
         from llmfleet.gateway.discovery import EndpointSliceWatcher
         from llmfleet.kube.client import KubeClient
 
-        pod_selector = cfg.engines.pod_selector if cfg.engines.discovery == "pods" else None
+        pod_selector = engines.pod_selector if engines.discovery == "pods" else None
         watcher = EndpointSliceWatcher(
             KubeClient(),
-            cfg.namespace,
-            cfg.engines.endpoint_slice_selector,
-            cfg.engines.port,
+            namespace,
+            engines.endpoint_slice_selector,
+            engines.port,
             router,
             pod_selector=pod_selector,
         )
         gw.on_startup.append(watcher.start)
         gw.on_shutdown.append(watcher.stop)
-    return gw, {"redis": redis_client}
 
 
 # Garbage-collector thresholds for a process that holds thousands of long-lived streams. With CPython's
@@ -197,7 +233,7 @@ def serve(args: argparse.Namespace) -> None:
 
     try:
         gw, _ = build(args)
-    except (NoKeys, ValidationError, OSError) as exc:
+    except (NoKeys, ValidationError, OSError, ValueError) as exc:
         sys.stderr.write(f"llmfleet gateway: error: {exc}\n")
         raise SystemExit(2) from None
     tune_gc()

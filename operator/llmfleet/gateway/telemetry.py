@@ -188,6 +188,13 @@ class Telemetry:
         self.cache_saved_tokens = _Family(
             "counter", "llmfleet_gateway_cache_saved_tokens", "Completion tokens served from cache."
         )
+        self.models = _Family(
+            "counter",
+            "llmfleet_gateway_model_requests",
+            "Requests of a model route (spec.routing) by the member that served and why it was chosen "
+            "(explicit, rule, auto, default, sensitive).",
+            ("model", "why"),
+        )
         for result in CACHE_RESULTS:
             self.cache.labels(result)
         for kind in UPSTREAM_ERROR_KINDS:
@@ -207,6 +214,7 @@ class Telemetry:
                     self.cache,
                     self.cache_similarity,
                     self.cache_saved_tokens,
+                    self.models,
                 ],
                 self.requests,
             )

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from llmfleet.api.quantity import parse_duration
+from llmfleet.api.v1alpha1 import ROUTE_SELF
 from llmfleet.fleet import names
 from llmfleet.fleet.names import (
     ENGINE_PORT,
@@ -38,6 +39,38 @@ KEYS_DIR = "/etc/llmfleet/keys"
 GATEWAY_MIN_READY_SECONDS = 5  # a rollout's new gateway pod must stay ready this long before an old one goes
 
 
+def _engines(inp: RenderInput, name: str) -> dict[str, Any]:
+    """How the gateway finds deployment ``name``'s engines (this one's, or a route member's)."""
+    return {
+        "service": names.engine_service(name),
+        "endpointSliceSelector": f"kubernetes.io/service-name={names.engine_service(name)}",
+        "port": ENGINE_PORT,
+        "discovery": inp.options.engine_discovery,
+        "podSelector": engine_pod_selector(name),
+    }
+
+
+def route_config(inp: RenderInput) -> dict[str, Any] | None:
+    """The gateway's model route (spec.routing), None when it serves this deployment's model alone."""
+    r = inp.obj.spec.routing
+    if not r.active:
+        return None
+    members = [{"name": ROUTE_SELF, "model": inp.obj.served_name, "engines": _engines(inp, inp.name)}]
+    members += [
+        {"name": m.deployment, "model": m.model or m.deployment, "engines": _engines(inp, m.deployment)}
+        for m in r.members
+    ]
+    return {
+        "members": members,
+        "default": r.default,
+        "rules": [
+            {"match": rule.match.model_dump(by_alias=True, exclude_none=True), "to": rule.to}
+            for rule in r.rules
+        ],
+        "auto": None if r.auto is None else r.auto.model_dump(by_alias=True),
+    }
+
+
 def gateway_config(inp: RenderInput) -> dict[str, Any]:
     """What the gateway process reads at start (the ConfigMap's content); pure data, no secrets."""
     spec = inp.obj.spec
@@ -46,13 +79,8 @@ def gateway_config(inp: RenderInput) -> dict[str, Any]:
     return {
         "model": inp.obj.served_name,
         "namespace": inp.namespace,
-        "engines": {
-            "service": names.engine_service(inp.name),
-            "endpointSliceSelector": f"kubernetes.io/service-name={inp.name}-engine",
-            "port": ENGINE_PORT,
-            "discovery": inp.options.engine_discovery,
-            "podSelector": engine_pod_selector(inp.name),
-        },
+        "engines": _engines(inp, inp.name),
+        **({"route": route} if (route := route_config(inp)) is not None else {}),
         "routing": gw.routing,
         "auth": {"keysDir": KEYS_DIR if gw.auth.api_keys_secret_ref else None},
         "limits": gw.limits.model_dump(by_alias=True),
@@ -143,6 +171,10 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
     gw = spec.gateway
     name = names.gateway(inp.name)
     pod_labels = selector_labels(inp.name, COMPONENT)
+    # The member deployments' engine NetworkPolicies admit gateway pods carrying their routes-to label.
+    routes_to = {
+        label: "true" for m in spec.routing.members if (label := names.routes_to_label(m.deployment))
+    }
     env: list[dict[str, Any]] = [{"name": "LLMFLEET_LOG_FORMAT", "value": "json"}]
     if gw.external.api_key_secret_ref:
         env.append(
@@ -164,7 +196,7 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
         volumes.append({"name": "keys", "secret": {"secretName": gw.auth.api_keys_secret_ref}})
     template = {
         "metadata": {
-            "labels": pod_labels,
+            "labels": {**pod_labels, **routes_to},
             # A config change rolls the gateway pods.
             "annotations": {
                 **scrape_annotations(GATEWAY_PORT),

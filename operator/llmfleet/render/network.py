@@ -57,9 +57,23 @@ def engine_policy(inp: RenderInput) -> Manifest:
         names.ENGINE,
         {
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": [_pods(inp, names.GATEWAY), *_monitoring(inp)], "ports": _tcp(ENGINE_PORT)}],
+            "ingress": [
+                {
+                    "from": [_pods(inp, names.GATEWAY), *_routing_gateways(inp), *_monitoring(inp)],
+                    "ports": _tcp(ENGINE_PORT),
+                }
+            ],
         },
     )
+
+
+def _routing_gateways(inp: RenderInput) -> list[dict[str, Any]]:
+    """The gateways of deployments in this namespace whose spec.routing names this one as a member (their pods
+    carry its routes-to label)."""
+    label = names.routes_to_label(inp.name)
+    if label is None:
+        return []
+    return [{"podSelector": {"matchLabels": {label: "true", names.COMPONENT_LABEL: names.GATEWAY}}}]
 
 
 def cache_policy(inp: RenderInput) -> Manifest:
@@ -96,7 +110,14 @@ def gateway_policy(inp: RenderInput) -> Manifest:
     if net.gateway_from is not None:
         ingress["from"] = [p.as_policy_peer() for p in net.gateway_from] + _monitoring(inp)
     egress: list[dict[str, Any]] = [
-        {"to": [_pods(inp, names.ENGINE)], "ports": _tcp(ENGINE_PORT)},
+        {
+            "to": [_pods(inp, names.ENGINE)]
+            + [
+                {"podSelector": {"matchLabels": selector_labels(m.deployment, names.ENGINE)}}
+                for m in spec.routing.members
+            ],
+            "ports": _tcp(ENGINE_PORT),
+        },
         {
             "to": [p.as_policy_peer() for p in net.dns],
             "ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}],

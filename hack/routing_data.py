@@ -1,0 +1,90 @@
+"""Reduces RouteLLM's published per-question results to what the model router needs:
+``bench/data/routellm-mmlu-gsm8k.jsonl.gz``, one line per question ``{"task", "prompt", "small", "large"}``
+where ``small``/``large`` say whether Mixtral-8x7B-Instruct and GPT-4-1106-preview answered it correctly.
+
+Source: lm-sys/RouteLLM (Apache-2.0), ``routellm/evals/mmlu/responses/*.csv`` and
+``routellm/evals/gsm8k/gsm8k_responses.csv``, minus the prompts RouteLLM lists as contaminated (its own
+``contaminated_prompts.jsonl``, as its benchmarks drop them). The responses themselves are not kept. Prompts
+are cut to ``MAX_PROMPT_CHARS`` (the encoder reads at most 256 word pieces).
+
+    python hack/routing_data.py PATH_TO_ROUTELLM_CHECKOUT
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+MAX_PROMPT_CHARS = 1200
+SMALL, LARGE = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+OUT = Path(__file__).resolve().parent.parent / "bench/data/routellm-mmlu-gsm8k.jsonl.gz"
+
+
+def _read(repo: Path, path: str) -> str:
+    f = repo / path
+    if f.exists():
+        return f.read_text()
+    # A bare snapshot (git directory without a work tree).
+    return subprocess.run(
+        ["git", "--git-dir", str(repo), "show", f"HEAD:{path}"], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def _files(repo: Path, folder: str) -> list[str]:
+    d = repo / folder
+    if d.exists():
+        return sorted(str(p.relative_to(repo)) for p in d.glob("*.csv"))
+    out = subprocess.run(
+        ["git", "--git-dir", str(repo), "ls-tree", "--name-only", "HEAD", folder + "/"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return sorted(line for line in out.splitlines() if line.endswith(".csv"))
+
+
+def _contaminated(repo: Path, path: str) -> set[str]:
+    return {json.loads(line)["eval_prompt"] for line in _read(repo, path).splitlines() if line.strip()}
+
+
+def rows(repo: Path) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    skip = _contaminated(repo, "routellm/evals/mmlu/contaminated_prompts.jsonl")
+    for path in _files(repo, "routellm/evals/mmlu/responses"):
+        task = "mmlu/" + Path(path).stem.removeprefix("mmlu_")
+        for r in csv.DictReader(io.StringIO(_read(repo, path))):
+            if r["prompt"] in skip:
+                continue
+            out.append(_row(task, r))
+    skip = _contaminated(repo, "routellm/evals/gsm8k/contaminated_prompts.jsonl")
+    for r in csv.DictReader(io.StringIO(_read(repo, "routellm/evals/gsm8k/gsm8k_responses.csv"))):
+        if r["prompt"] not in skip:
+            out.append(_row("gsm8k", r))
+    return out
+
+
+def _row(task: str, r: dict[str, str]) -> dict[str, object]:
+    return {
+        "task": task,
+        "prompt": r["prompt"][:MAX_PROMPT_CHARS],
+        "small": r[SMALL] == "True",
+        "large": r[LARGE] == "True",
+    }
+
+
+def main() -> None:
+    repo = Path(sys.argv[1])
+    data = rows(repo)
+    buf = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in data)
+    with gzip.GzipFile(OUT, "wb", mtime=0) as f:  # mtime 0: the same input gives the same bytes
+        f.write(buf.encode())
+    print(f"{len(data)} questions -> {OUT} ({OUT.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()
