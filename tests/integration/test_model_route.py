@@ -51,7 +51,12 @@ def gw(servers: dict[str, Server]) -> Iterator[Server]:
         "route": {
             "members": [
                 {"name": "self", "model": "assistant", "engines": {"static": [servers["big"].url]}},
-                {"name": "small8b", "model": "small", "engines": {"static": [servers["small"].url]}},
+                {
+                    "name": "small8b",
+                    "model": "small",
+                    "engines": {"static": [servers["small"].url]},
+                    "outputTokens": {"default": 3, "max": 6},
+                },
             ],
             "rules": [
                 {"match": {"keys": ["batch"]}, "to": "small8b"},
@@ -142,3 +147,27 @@ def test_external_takes_general_traffic_only_and_sensitive_requests_stay_self_ho
         assert r.headers["x-llmfleet-model"] == "assistant"
     text = httpx.get(f"{gw.url}/metrics").text
     assert metric(text, "llmfleet_gateway_model_requests_total", model="self", why="sensitive") == 2
+
+
+def test_a_members_own_output_cap_applies_when_it_serves(gw: Server) -> None:
+    def ask(key: str, **fields: object) -> httpx.Response:
+        body = {"model": "assistant", "messages": [{"role": "user", "content": "hello there"}], **fields}
+        return httpx.post(
+            f"{gw.url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {KEYS[key]}"},
+            timeout=30,
+        )
+
+    r = ask("batch", max_tokens=50)  # the small member: clamped to its own cap
+    assert r.status_code == 200, r.text
+    assert r.headers["x-llmfleet-model"] == "small"
+    assert (r.headers["x-llmfleet-max-tokens"], r.headers["x-llmfleet-max-tokens-clamped"]) == ("6", "50")
+    assert r.json()["usage"]["completion_tokens"] <= 6
+    r = ask("batch")  # names none: the member's default
+    assert r.headers["x-llmfleet-max-tokens"] == "3" and "x-llmfleet-max-tokens-clamped" not in r.headers
+    assert r.json()["usage"]["completion_tokens"] <= 3
+    r = ask("batch", max_completion_tokens=5)  # within the cap: as sent
+    assert "x-llmfleet-max-tokens" not in r.headers
+    r = ask("alice", max_tokens=50, **{"messages": [{"role": "user", "content": "def f(): pass"}]})
+    assert r.headers["x-llmfleet-model"] == "assistant" and "x-llmfleet-max-tokens" not in r.headers  # no cap

@@ -54,7 +54,10 @@ def test_the_gateway_config_lists_self_and_each_member_with_their_engines(minima
         _obj(
             minimal_obj,
             {
-                "members": [{"deployment": "small8b"}, {"deployment": "tiny", "model": "tiny-served"}],
+                "members": [
+                    {"deployment": "small8b"},
+                    {"deployment": "tiny", "model": "tiny-served", "outputTokens": {"max": 256}},
+                ],
                 "rules": [{"match": {"keys": ["batch"], "tasks": ["code"]}, "to": "small8b"}],
                 "auto": {"small": "small8b", "large": "self"},
             },
@@ -72,6 +75,8 @@ def test_the_gateway_config_lists_self_and_each_member_with_their_engines(minima
         ("tiny", "tiny-served"),
     ]
     assert route.members[1].engines.endpoint_slice_selector == "kubernetes.io/service-name=small8b-engine"
+    assert route.members[1].output_tokens is None and route.members[2].output_tokens is not None
+    assert route.members[2].output_tokens.max == 256
     assert route.auto is not None and route.auto.threshold == 0.175
     assert "route" not in gateway_config(
         RenderInput(parse_object(minimal_obj), size(obj.spec), split_replicas(obj.spec))

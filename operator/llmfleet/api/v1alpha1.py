@@ -818,6 +818,12 @@ class RouteMember(Model):
         description="The model name its engines serve (that deployment's spec.model.servedName). Unset: the "
         "deployment's name, vLLM's served name when servedName is unset.",
     )
+    output_tokens: OutputTokenLimit | None = Field(
+        default=None,
+        description="This member's own output-length policy (default and max max_tokens), applied after the "
+        "deployment's and the key's (gateway.outputTokens) when the member serves: e.g. a lower cap for the small "
+        "model. Clamped requests say so in x-llmfleet-max-tokens-clamped.",
+    )
 
 
 class RouteMatch(Model):

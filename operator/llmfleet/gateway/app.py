@@ -604,8 +604,9 @@ class Gateway:
             extra.append((b"x-llmfleet-model", (self.cfg.external.model or "").encode()))
             return None
         extra.append((b"x-llmfleet-model", member.model_header))
-        if req.body.get("model") != member.model:
-            out = {**req.body, "model": member.model}
+        changes = None if member.output is None else self._member_cap(member.output, req, extra)
+        if req.body.get("model") != member.model or changes:
+            out = {**req.body, **(changes or {}), "model": member.model}
             if req.strip_usage:
                 options = out.get("stream_options")
                 out["stream_options"] = {
@@ -614,6 +615,33 @@ class Gateway:
                 }
             req.body_bytes = orjson.dumps(out)
         return member
+
+    @staticmethod
+    def _member_cap(policy: OutputPolicy, req: Request, extra: Headers) -> dict[str, int] | None:
+        """The member's own output-length policy (routing.members[].outputTokens), after the deployment's and
+        the key's: the body fields to change (None: none), with the response headers updated to say so. It
+        applies after admission, so the key's reservation keeps the larger value until the request settles."""
+        body = req.body
+        field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+        asked = body.get(field)
+        d = decide(asked, field if asked is not None else None, policy)
+        if d is None:
+            return None
+        changes = {
+            f: d.value
+            for f in (d.field, "max_tokens", "max_completion_tokens")
+            if f == d.field or (type(body.get(f)) is int and body[f] > d.value)
+        }
+        req.set_max_tokens = d.value
+        if req.clamped_from is None:
+            req.clamped_from = d.clamped_from
+        extra[:] = [
+            h for h in extra if h[0] not in (b"x-llmfleet-max-tokens", b"x-llmfleet-max-tokens-clamped")
+        ]
+        extra.append((b"x-llmfleet-max-tokens", str(d.value).encode()))
+        if req.clamped_from is not None:
+            extra.append((b"x-llmfleet-max-tokens-clamped", str(req.clamped_from).encode()))
+        return changes
 
     async def settle(self, ctx: Ctx, reserved: int) -> None:
         """Charge what was generated: a request an upstream answered is charged its prompt and every token it

@@ -100,6 +100,7 @@ class RouteMemberConfig(_M):
     name: str  # "self", or the member deployment's name (what rules and the x-llmfleet-model header say)
     model: str  # the model name its engines serve: the forwarded body's "model"
     engines: Engines = Field(default_factory=Engines)
+    output_tokens: OutputLimit | None = Field(default=None, alias="outputTokens")  # its own, after the key's
 
 
 class RouteMatchConfig(_M):

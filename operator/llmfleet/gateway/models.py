@@ -20,6 +20,7 @@ import numpy as np
 
 from llmfleet import modelroute
 from llmfleet.gateway.config import RouteConfig
+from llmfleet.gateway.output import OutputPolicy
 from llmfleet.gateway.routing import Router
 from llmfleet.modelroute import Auto, Bank, Choice, Match, RoutePolicy, Rule
 
@@ -31,6 +32,7 @@ class Member:
     name: str  # "self", a member deployment's name, or "external"
     model: str  # what its engines serve: the forwarded body's "model"
     router: Router | None  # None: the managed API (gateway.external)
+    output: OutputPolicy | None = None  # the member's own output-length policy, after the deployment's
     model_header: bytes = b""  # x-llmfleet-model's value
 
     def __post_init__(self) -> None:
@@ -91,7 +93,15 @@ class ModelRoute:
     ) -> None:
         self.policy = policy_of(cfg)
         self.members: dict[str, Member] = {
-            m.name: Member(m.name, m.model, routers[m.name]) for m in cfg.members
+            m.name: Member(
+                m.name,
+                m.model,
+                routers[m.name],
+                None
+                if m.output_tokens is None
+                else OutputPolicy(m.output_tokens.default, m.output_tokens.max),
+            )
+            for m in cfg.members
         }
         if external:
             self.members[EXTERNAL] = Member(EXTERNAL, EXTERNAL, None)

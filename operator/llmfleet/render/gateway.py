@@ -57,7 +57,16 @@ def route_config(inp: RenderInput) -> dict[str, Any] | None:
         return None
     members = [{"name": ROUTE_SELF, "model": inp.obj.served_name, "engines": _engines(inp, inp.name)}]
     members += [
-        {"name": m.deployment, "model": m.model or m.deployment, "engines": _engines(inp, m.deployment)}
+        {
+            "name": m.deployment,
+            "model": m.model or m.deployment,
+            "engines": _engines(inp, m.deployment),
+            **(
+                {"outputTokens": m.output_tokens.model_dump(by_alias=True, exclude_none=True)}
+                if m.output_tokens is not None
+                else {}
+            ),
+        }
         for m in r.members
     ]
     return {
