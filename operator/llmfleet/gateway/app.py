@@ -1003,8 +1003,10 @@ def end_span(span: Any, ctx: Ctx, key_label: str, duration: float) -> None:
         span.end()
         return
     if ctx.ttft is not None:
-        start = span.start_time  # ns since the epoch
-        span.add_event("first_token", timestamp=start + int(ctx.ttft * 1e9))
+        # The span started a few µs after the request's clock did: start + TTFT can land after now (the span's
+        # end), so the event is kept within the span.
+        at = min(span.start_time + int(ctx.ttft * 1e9), time.time_ns())
+        span.add_event("first_token", timestamp=at)
     span.set_attributes(
         {
             "llmfleet.request_id": ctx.request_id,
