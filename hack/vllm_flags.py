@@ -32,6 +32,7 @@ OWNED = (
     "dtype",
     "quantization",
     "shutdown_timeout",
+    "enable_server_load_tracking",
 )
 BREAKING = {
     "uds": "serves on a Unix socket: the Service, probes and gateways reach nothing",

@@ -219,6 +219,13 @@ RARE = {
     ("rbac.authorization.k8s.io", "roles", "delete"): "prune: as above",
     ("rbac.authorization.k8s.io", "rolebindings", "delete"): "prune: as above",
     ("policy", "poddisruptionbudgets", "delete"): "prune: as above",
+    (
+        "autoscaling",
+        "horizontalpodautoscalers",
+        "create",
+    ): "the gateway's HPA: only with spec.gateway.autoscaling (test_operator's gateway HPA test)",
+    ("autoscaling", "horizontalpodautoscalers", "patch"): "as above",
+    ("autoscaling", "horizontalpodautoscalers", "delete"): "as above",
     ("discovery.k8s.io", "endpointslices", "list"): "held so the gateway Role it grants is no escalation",
     ("discovery.k8s.io", "endpointslices", "watch"): "held so the gateway Role it grants is no escalation",
 }

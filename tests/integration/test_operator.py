@@ -381,3 +381,51 @@ def test_a_route_rule_naming_no_member_is_rejected_by_the_api_server(cluster, na
     assert "each rule's `to` is self, external, auto or a member's deployment name" in result.stderr
     obj["spec"]["routing"]["rules"] = [{"match": {"keys": ["batch"]}, "to": "small"}]
     assert cluster.apply(obj).returncode == 0
+
+
+def test_gateway_autoscaling_renders_an_hpa_that_owns_the_replica_count(cluster, operator, namespace) -> None:
+    """spec.gateway.autoscaling: an HPA on CPU for the gateway; the operator stops applying the gateway's
+    replica count (the HPA's to set), and both come back when autoscaling is turned off."""
+    obj = example(namespace)
+    obj["spec"]["gateway"] = {"autoscaling": {"minReplicas": 2, "maxReplicas": 6, "targetCPUUtilization": 60}}
+    assert cluster.apply(obj).returncode == 0
+    hpa = eventually(
+        lambda: (
+            cluster.get("hpa", "llama3-8b-gateway", namespace)
+            if cluster.names("hpa", namespace, CHILDREN)
+            else None
+        ),
+        60,
+        what="the gateway HPA",
+    )
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "llama3-8b-gateway",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+
+    def replicas_owned_by_llmfleet() -> bool:
+        args = ("get", "deployment", "llama3-8b-gateway", "-n", namespace, "-o", "json", "--show-managed-fields")
+        gw = json.loads(cluster.kubectl(*args).stdout)
+        fields = [m for m in gw["metadata"]["managedFields"] if m.get("manager") == "llmfleet"]
+        assert fields, gw["metadata"]["managedFields"]  # the operator applied it
+        return any("f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {}) for m in fields)
+
+    assert not replicas_owned_by_llmfleet()
+    # The HPA holds its floor: the controller-manager's HPA controller scales the Deployment to minReplicas.
+    eventually(
+        lambda: cluster.get("deployment", "llama3-8b-gateway", namespace)["spec"]["replicas"] == 2,
+        60,
+        what="the HPA's minReplicas on the gateway",
+    )
+    obj["spec"]["gateway"] = {"replicas": 3}
+    assert cluster.apply(obj).returncode == 0
+    eventually(lambda: not cluster.names("hpa", namespace, CHILDREN), 60, what="the HPA pruned")
+    eventually(
+        lambda: cluster.get("deployment", "llama3-8b-gateway", namespace)["spec"]["replicas"] == 3,
+        60,
+        what="the fixed replica count applied again",
+    )
+    assert replicas_owned_by_llmfleet()

@@ -275,3 +275,31 @@ def test_the_default_engine_image_is_chosen_when_rendering_not_stored_in_the_cr(
     minimal_obj["spec"]["engine"] = {"image": "vllm/vllm-openai:v0.30.0"}
     c = render(minimal_obj)["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]["containers"][0]
     assert c["image"] == "vllm/vllm-openai:v0.30.0"
+
+
+def test_gateway_autoscaling_renders_a_cpu_hpa_and_leaves_the_replica_count_to_it(minimal_obj: dict) -> None:
+    fixed = render(minimal_obj)
+    assert fixed["Deployment/demo-gateway"]["spec"]["replicas"] == 2
+    assert "HorizontalPodAutoscaler/demo-gateway" not in fixed
+    minimal_obj["spec"]["gateway"] = {"autoscaling": {"minReplicas": 3, "maxReplicas": 12}}
+    out = render(minimal_obj)
+    hpa = out["HorizontalPodAutoscaler/demo-gateway"]
+    kubernetes_validate.validate(hpa, K8S_SCHEMA_VERSION, strict=True)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "demo-gateway"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+    assert "replicas" not in out["Deployment/demo-gateway"]["spec"]
+    assert "PodDisruptionBudget/demo-gateway" in out
+    minimal_obj["spec"]["gateway"] = {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}
+    with pytest.raises(Exception, match="minReplicas must be <= maxReplicas"):
+        render(minimal_obj)
+
+
+def test_engines_track_their_server_load_and_gateways_poll_it(minimal_obj: dict) -> None:
+    import json
+
+    out = render(minimal_obj)
+    args = out["Deployment/demo-engine-ondemand"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--enable-server-load-tracking" in args
+    cfg = json.loads(out["ConfigMap/demo-gateway"]["data"]["gateway.json"])
+    assert cfg["engines"]["loadPollSeconds"] == 0.25

@@ -49,6 +49,7 @@ OWNED_FROM = {
     "dtype": "spec.model.dtype",
     "quantization": "spec.model.dtype",
     "shutdown_timeout": "spec.engine.drain.shutdownTimeout",
+    "enable_server_load_tracking": "the operator (the gateways read the engines' /load)",
 }
 OWNED_ENGINE_FLAGS = tuple(sorted({f for fs in vllm_flags.OWNED.values() for f in fs if f.startswith("-")}))
 BREAKING_ENGINE_FLAGS = tuple(sorted({f for fs, _ in vllm_flags.BREAKING.values() for f in fs}))
@@ -774,9 +775,47 @@ class Tracing(Model):
     )
 
 
+class GatewayAutoscaling(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "minReplicas must be <= maxReplicas",
+                    ".minReplicas",
+                )
+            ]
+        }
+    )
+    min_replicas: int = Field(default=2, ge=1, le=1000, description="Fewest gateway replicas.")
+    max_replicas: int = Field(default=10, ge=1, le=1000, description="Most gateway replicas.")
+    target_cpu_utilization: int = Field(
+        default=70,
+        alias="targetCPUUtilization",
+        ge=10,
+        le=100,
+        description="Average CPU use (percent of the pod's CPU request, one core) the HorizontalPodAutoscaler "
+        "holds: a gateway process uses one core, so this is the headroom for bursts of streams.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> GatewayAutoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be <= maxReplicas")
+        return self
+
+
 class GatewaySpec(Model):
     image: str = Field(default=DEFAULT_LLMFLEET_IMAGE, description="llmfleet image running the gateway.")
-    replicas: int = Field(default=2, ge=1, le=100, description="Gateway replicas.")
+    replicas: int = Field(
+        default=2, ge=1, le=100, description="Gateway replicas (when autoscaling is unset)."
+    )
+    autoscaling: GatewayAutoscaling | None = Field(
+        default=None,
+        description="A HorizontalPodAutoscaler for the gateway on CPU (one process, one core per pod), in place "
+        "of a fixed `replicas`; the replicas share the engines' load view (vLLM's /load) and, with Redis, the "
+        "per-key limits.",
+    )
     auth: AuthSpec = Field(default_factory=AuthSpec, description="API-key authentication.")
     limits: Limits = Field(default_factory=Limits, description="Per-key rate limits.")
     routing: Literal["least-outstanding", "prefix-affinity"] = Field(

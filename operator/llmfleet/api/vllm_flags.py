@@ -23,6 +23,7 @@ OWNED: dict[str, tuple[str, ...]] = {
     "dtype": ("--dtype",),
     "quantization": ("--quantization", "-q",),
     "shutdown_timeout": ("--shutdown-timeout",),
+    "enable_server_load_tracking": ("--disable-server-load-tracking", "--enable-server-load-tracking", "--no-enable-server-load-tracking",),
 }
 
 # dest -> (option strings, why it breaks the pod or the gateway)

@@ -27,6 +27,8 @@ class Engines(_M):
     static: list[str] = Field(default_factory=list, description="Static engine base URLs (no discovery).")
     discovery: Literal["endpointslices", "pods"] = "endpointslices"
     pod_selector: str | None = Field(default=None, alias="podSelector")
+    # Poll each engine's /load this often (seconds) for the other gateways' share of its load; None: off.
+    load_poll_seconds: float | None = Field(default=None, gt=0, alias="loadPollSeconds")
 
 
 class Auth(_M):

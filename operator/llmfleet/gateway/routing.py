@@ -6,6 +6,10 @@ request only while its outstanding count is below ``ceil(c × (total + 1) / n)``
 replica on the ring is tried. A replica that fails is ejected for a cool-down and then tried again. A replica
 that answers 503 (vLLM's admission control: its queue is full, it is healthy) is only passed over for a short
 interval that doubles while it keeps refusing (``BUSY_BACKOFF_S`` up to ``BUSY_BACKOFF_MAX_S``).
+
+A replica's load is this gateway's own requests in flight on it plus, when the engines' /load is polled
+(gateway.load), the requests the other gateway replicas have there: several gateways then see one picture and do
+not all send their next request to the same idle replica.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ class Endpoint:
     failures: int = 0
     busy_strikes: int = 0  # 503s in a row (admission control)
     served: int = 0
+    others: int = (
+        0  # requests other gateways have in flight on it, at the last look at its /load (gateway.load)
+    )
     meta: dict[str, str] = field(default_factory=dict)
 
     def available(self, now: float) -> bool:
@@ -103,8 +110,10 @@ class Router:
             if not candidates:
                 return None
         if self.policy != "prefix-affinity" or len(candidates) == 1 or not prefix:
-            return min(candidates, key=lambda e: (e.outstanding, e.served))
-        bound = math.ceil(self.load_factor * (sum(e.outstanding for e in candidates) + 1) / len(candidates))
+            return min(candidates, key=lambda e: (e.outstanding + e.others, e.served))
+        bound = math.ceil(
+            self.load_factor * (sum(e.outstanding + e.others for e in candidates) + 1) / len(candidates)
+        )
         start = bisect.bisect(self._ring, _h(prefix[:PREFIX_CHARS]))
         n = len(self._ring)
         seen: set[str] = set()
@@ -115,9 +124,9 @@ class Router:
             seen.add(ep.url)
             if ep.url in exclude or not ep.available(now):
                 continue
-            if ep.outstanding < bound:
+            if ep.outstanding + ep.others < bound:
                 return ep
-        return min(candidates, key=lambda e: e.outstanding)
+        return min(candidates, key=lambda e: e.outstanding + e.others)
 
     def fail(self, ep: Endpoint) -> None:
         ep.failures += 1

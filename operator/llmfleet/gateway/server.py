@@ -98,6 +98,28 @@ def _cache(cfg: GatewayConfig, redis_client: Any, telemetry: Telemetry) -> tuple
     return embedder, cache
 
 
+def _model_route(
+    cfg: GatewayConfig, router: Router, embedder: Any
+) -> tuple[list[tuple[Engines, Router]], Any]:
+    """(each engine set with its router: this deployment's and every route member's, the ModelRoute or None)."""
+    model_route = None
+    engines = [(cfg.engines, router)]
+    if cfg.route is not None:
+        from llmfleet.gateway.models import ModelRoute
+
+        routers = {m.name: router if m.name == "self" else Router(cfg.routing) for m in cfg.route.members}
+        engines = [(m.engines, routers[m.name]) for m in cfg.route.members if m.name != "self"] + engines
+        model_route = ModelRoute(cfg.route, routers, cfg.external.use != "never", embedder)
+        if model_route.needs_encoder is not None and embedder is None:  # a bank built on the sentence encoder
+            from llmfleet.cache.embedding import load_embedder
+
+            model_route.embedder = load_embedder(
+                model_route.needs_encoder, cfg.cache.semantic.embedding_threads
+            )
+        model_route.check_encoder()  # one encoder for both: a query the cache embedded is not embedded again
+    return engines, model_route
+
+
 def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
     cfg = GatewayConfig.load(args.config) if args.config else GatewayConfig()
     if args.model:
@@ -146,21 +168,7 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
                 f"tracing.endpoint is set but the OpenTelemetry SDK is missing ({exc}): "
                 "pip install 'llmfleet[tracing]'"
             ) from exc
-    model_route = None
-    engines = [(cfg.engines, router)]
-    if cfg.route is not None:
-        from llmfleet.gateway.models import ModelRoute
-
-        routers = {m.name: router if m.name == "self" else Router(cfg.routing) for m in cfg.route.members}
-        engines = [(m.engines, routers[m.name]) for m in cfg.route.members if m.name != "self"] + engines
-        model_route = ModelRoute(cfg.route, routers, cfg.external.use != "never", embedder)
-        if model_route.needs_encoder is not None and embedder is None:  # a bank built on the sentence encoder
-            from llmfleet.cache.embedding import load_embedder
-
-            model_route.embedder = load_embedder(
-                model_route.needs_encoder, cfg.cache.semantic.embedding_threads
-            )
-        model_route.check_encoder()  # one encoder for both: a query the cache embedded is not embedded again
+    engines, model_route = _model_route(cfg, router, embedder)
     gw = Gateway(
         cfg,
         keys,
@@ -176,6 +184,12 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
         gw.on_startup.append(cache.setup)
     for spec, r in engines:
         _discover(gw, cfg.namespace, spec, r)
+    if cfg.engines.load_poll_seconds:  # the other gateway replicas' load on each engine (vLLM's /load)
+        from llmfleet.gateway.load import LoadPoller
+
+        poller = LoadPoller([r for _, r in engines], cfg.engines.load_poll_seconds)
+        gw.on_startup.append(poller.start)
+        gw.on_shutdown.append(poller.stop)
     return gw, {"redis": redis_client}
 
 

@@ -417,6 +417,7 @@ for _group, _version, _plural in (
     ("rbac.authorization.k8s.io", "v1", "rolebindings"),
     ("policy", "v1", "poddisruptionbudgets"),
     ("networking.k8s.io", "v1", "networkpolicies"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
 ):
     kopf.on.event(_group, _version, _plural, labels=_OURS, id=f"child-{_plural}")(_child_changed)
 kopf.on.event(

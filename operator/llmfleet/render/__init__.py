@@ -14,6 +14,7 @@ from llmfleet.render.engine import engine_deployments, engine_pdb, engine_servic
 from llmfleet.render.gateway import (
     gateway_configmap,
     gateway_deployment,
+    gateway_hpa,
     gateway_pdb,
     gateway_role,
     gateway_role_binding,
@@ -57,5 +58,6 @@ def render_all(
         gateway_service(inp),
         gateway_pdb(inp),
         gateway_deployment(inp),
+        gateway_hpa(inp),  # after its Deployment: it scales an object that exists
     ]
     return [m for m in builders if m is not None]

@@ -80,6 +80,7 @@ def vllm_options(inp: RenderInput) -> dict[str, Any]:
     elif dtype == "fp8":
         opts["quantization"] = "fp8"
     opts["enable_prefix_caching"] = spec.engine.enable_prefix_caching
+    opts["enable_server_load_tracking"] = True  # GET /load: the gateway replicas' shared view of engine load
     tracing = spec.gateway.tracing
     if tracing.endpoint and tracing.engines:
         opts["otlp_traces_endpoint"] = otlp_traces_url(tracing.endpoint)

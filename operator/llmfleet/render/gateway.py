@@ -36,7 +36,8 @@ REDIS_URL_ANNOTATION = "llmfleet.io/redis-url-hash"  # a change to that Secret r
 REDIS_PASSWORD_ENV = "LLMFLEET_REDIS_PASSWORD"  # the managed Redis's password, from the cache-auth Secret
 CONFIG_DIR = "/etc/llmfleet"
 KEYS_DIR = "/etc/llmfleet/keys"
-GATEWAY_MIN_READY_SECONDS = 5  # a rollout's new gateway pod must stay ready this long before an old one goes
+GATEWAY_MIN_READY_SECONDS = 5
+LOAD_POLL_SECONDS = 0.25  # each gateway reads every engine's /load this often (the other gateways' share)  # a rollout's new gateway pod must stay ready this long before an old one goes
 
 
 def _engines(inp: RenderInput, name: str) -> dict[str, Any]:
@@ -47,6 +48,7 @@ def _engines(inp: RenderInput, name: str) -> dict[str, Any]:
         "port": ENGINE_PORT,
         "discovery": inp.options.engine_discovery,
         "podSelector": engine_pod_selector(name),
+        "loadPollSeconds": LOAD_POLL_SECONDS,
     }
 
 
@@ -256,7 +258,8 @@ def gateway_deployment(inp: RenderInput) -> Manifest:
         "kind": "Deployment",
         "metadata": metadata(inp, name, COMPONENT),
         "spec": {
-            "replicas": gw.replicas,
+            # With an HPA the replica count is the HPA's: not in what is applied, so it stays unowned here.
+            **({} if gw.autoscaling is not None else {"replicas": gw.replicas}),
             "selector": {"matchLabels": pod_labels},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             # A new gateway that crashes right after its first probe never replaces a working one, and a
@@ -281,3 +284,38 @@ def gateway_service(inp: RenderInput) -> Manifest:
 
 def gateway_pdb(inp: RenderInput) -> Manifest:
     return disruption_budget(inp, names.gateway(inp.name), COMPONENT)
+
+
+def gateway_hpa(inp: RenderInput) -> Manifest | None:
+    """The gateway's HorizontalPodAutoscaler on CPU (spec.gateway.autoscaling): up at once, down after five
+    minutes of less load (the default stabilisation), by at most half the replicas a minute, as streams drain."""
+    a = inp.obj.spec.gateway.autoscaling
+    if a is None:
+        return None
+    name = names.gateway(inp.name)
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(inp, name, COMPONENT),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization},
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": 0},
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 300,
+                    "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
+                },
+            },
+        },
+    }

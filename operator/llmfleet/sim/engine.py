@@ -1,6 +1,7 @@
 """`llmfleet engine-sim`: a server that looks like `vllm serve` from outside, driven by the perf model.
 
-OpenAI API (chat and text completions, SSE streaming with usage and continuous usage, /v1/models, /health),
+OpenAI API (chat and text completions, SSE streaming with usage and continuous usage, /v1/models, /health,
+/load with --enable-server-load-tracking),
 vLLM's metric names on /metrics, deterministic output derived from the prompt (so caches can be tested) that
 ends as vLLM's does (EOS after a per-prompt length unless ``ignore_eos``, stop strings, ``min_tokens``,
 ``max_tokens``), client disconnects abort the request. Raw ASGI on uvicorn: no framework on the hot path.
@@ -554,6 +555,7 @@ class EngineApp:
         stream_interval: int = 1,
         max_num_queued_reqs: int | None = None,
         tracing: EngineTracing | None = None,
+        load_tracking: bool = False,
     ) -> None:
         self.sim = sim
         self.tracing = tracing
@@ -562,6 +564,8 @@ class EngineApp:
         self.served_name = served_name
         self.max_model_len = max_model_len
         self.default_max_tokens = default_max_tokens
+        self.load_tracking = load_tracking
+        self.server_load = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -596,8 +600,18 @@ class EngineApp:
                 ],
             }
             await self._send(send, 200, orjson.dumps(body))
+        elif path == "/load" and method == "GET":
+            # vLLM's /load: requests in flight on the API server, counted only with --enable-server-load-tracking
+            await self._send(send, 200, orjson.dumps({"server_load": self.server_load}))
         elif path in ("/v1/chat/completions", "/v1/completions") and method == "POST":
-            await self._complete(scope, receive, send, chat=path.endswith("chat/completions"))
+            if not self.load_tracking:
+                await self._complete(scope, receive, send, chat=path.endswith("chat/completions"))
+                return
+            self.server_load += 1  # from the handler's start until the response has been sent (vLLM's)
+            try:
+                await self._complete(scope, receive, send, chat=path.endswith("chat/completions"))
+            finally:
+                self.server_load -= 1
         else:
             await self._send(send, *_error(404, f"no route {method} {path}", "not_found_error"))
 
@@ -825,6 +839,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--default-max-tokens", type=int, default=128)
     p.add_argument(
+        "--enable-server-load-tracking",
+        action="store_true",
+        help="count requests in flight for GET /load (vLLM's server_load), which gateways read",
+    )
+    p.add_argument(
         "--stream-interval", type=int, default=1, help="tokens per streamed chunk after the first (vLLM's)"
     )
     p.add_argument(
@@ -895,6 +914,7 @@ def build_app(args: argparse.Namespace) -> EngineApp:
         args.stream_interval,
         args.max_num_queued_reqs,
         tracing,
+        args.enable_server_load_tracking,
     )
 
 
