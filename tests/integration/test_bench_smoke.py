@@ -359,3 +359,30 @@ def test_routing_bench_prints_a_line_per_policy_and_threshold_and_its_summary() 
         text=True,
     )
     assert bad.returncode == 2 and "--thresholds" in bad.stderr
+
+
+def test_scale_bench_prints_each_case_and_a_capacity_model() -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scale.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = json_lines(r.stdout)
+    cases = [x for x in lines if "streams" in x]
+    assert {(x["streams"], x["chunks_per_stream"]) for x in cases} == {
+        (50, 211),
+        (100, 211),
+        (50, 32),
+        (100, 32),
+    }
+    assert all(x["held_to_the_end"] == x["streams"] and x["errors"] == 0 for x in cases), cases
+    s = lines[-1]
+    assert s["summary"] is True and s["cpu_us_per_chunk"] > 0 and s["cpu_us_per_request"] > 0
+    h = s["headline"]
+    assert h["sse_events_per_s"] == 400_000 and h["gateway_cores_at_target"] > h["gateway_cores_busy"] > 0
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "scale.py"), "--chunks", "32"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--chunks" in bad.stderr

@@ -407,7 +407,16 @@ def test_gateway_autoscaling_renders_an_hpa_that_owns_the_replica_count(cluster,
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
 
     def replicas_owned_by_llmfleet() -> bool:
-        args = ("get", "deployment", "llama3-8b-gateway", "-n", namespace, "-o", "json", "--show-managed-fields")
+        args = (
+            "get",
+            "deployment",
+            "llama3-8b-gateway",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        )
         gw = json.loads(cluster.kubectl(*args).stdout)
         fields = [m for m in gw["metadata"]["managedFields"] if m.get("manager") == "llmfleet"]
         assert fields, gw["metadata"]["managedFields"]  # the operator applied it

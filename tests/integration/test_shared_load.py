@@ -41,7 +41,8 @@ def _both_streams(engines: list[Server], poll: float | None) -> list[int]:
     try:
         with httpx.stream("POST", f"{gws[0].url}/v1/chat/completions", json=body, timeout=60) as first:
             assert first.status_code == 200
-            first_lines = first.iter_lines()  # kept: a dropped iterator closes the stream (the engine aborts it)
+            # Kept in a name: a dropped iterator closes the stream, and the engine aborts it.
+            first_lines = first.iter_lines()
             next(first_lines)
             time.sleep(0.6)  # a few polls
             with httpx.stream("POST", f"{gws[1].url}/v1/chat/completions", json=body, timeout=60) as second:

@@ -287,7 +287,10 @@ def test_gateway_autoscaling_renders_a_cpu_hpa_and_leaves_the_replica_count_to_i
     kubernetes_validate.validate(hpa, K8S_SCHEMA_VERSION, strict=True)
     assert hpa["spec"]["scaleTargetRef"]["name"] == "demo-gateway"
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
-    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+    assert hpa["spec"]["metrics"][0]["resource"]["target"] == {
+        "type": "Utilization",
+        "averageUtilization": 70,
+    }
     assert "replicas" not in out["Deployment/demo-gateway"]["spec"]
     assert "PodDisruptionBudget/demo-gateway" in out
     minimal_obj["spec"]["gateway"] = {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}
