@@ -96,10 +96,6 @@ class Match:
     max_prompt_chars: int | None = None
     tasks: frozenset[str] = frozenset()
 
-    @property
-    def needs_task(self) -> bool:
-        return bool(self.tasks)
-
 
 @dataclass(frozen=True, slots=True)
 class Rule:
@@ -121,10 +117,6 @@ class RoutePolicy:
     default: str  # where a request goes when no rule matches and there is no auto policy
     rules: tuple[Rule, ...] = ()
     auto: Auto | None = None
-
-    @property
-    def needs_task(self) -> bool:
-        return any(r.match.needs_task for r in self.rules)
 
 
 @dataclass(slots=True)
@@ -220,9 +212,6 @@ class Bank:
         if total <= 0.0:
             return float(self.need_large.mean())
         return float((w * self.need_large[idx]).sum() / total)
-
-    def scores(self, vs: np.ndarray, k: int = DEFAULT_K) -> np.ndarray:
-        return np.array([self.score(v, k) for v in vs], dtype=np.float32)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ from llmfleet.gateway.auth import Key, KeyStore
 from llmfleet.gateway.config import GatewayConfig
 from llmfleet.gateway.limits import Decision, Limiter
 from llmfleet.gateway.models import Member, ModelRoute
-from llmfleet.gateway.output import OutputPolicy, decide, for_key
+from llmfleet.gateway.output import OutputPolicy, asked_field, changes, decide, for_key
 from llmfleet.gateway.routing import Endpoint, Router
 from llmfleet.gateway.sensitivity import Classifier, Verdict
 from llmfleet.gateway.telemetry import Telemetry, now_iso
@@ -381,8 +381,7 @@ class Gateway:
         if dirty:
             for f in FORBIDDEN_FIELDS:
                 body.pop(f, None)
-        # vLLM's order: max_completion_tokens, else max_tokens.
-        field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+        field = asked_field(body)
         asked = body.get(field)
         if asked is not None and (type(asked) is not int or asked < 1):
             raise Reply(400, f"{field} must be a positive integer.", param=field)
@@ -394,9 +393,7 @@ class Gateway:
         if policy.active:
             decision = decide(asked, field if asked is not None else None, policy)
             if decision is not None:
-                for f in (decision.field, "max_tokens", "max_completion_tokens"):
-                    if f == decision.field or (type(body.get(f)) is int and body[f] > decision.value):
-                        body[f] = decision.value
+                body.update(changes(body, decision))
                 req.set_max_tokens, req.clamped_from, asked, dirty = (
                     decision.value,
                     decision.clamped_from,
@@ -535,10 +532,7 @@ class Gateway:
             if span is not None:
                 span.add_event("route", {"llmfleet.route": ctx.route, "llmfleet.classified": ctx.classified})
             extra = [(b"x-request-id", ctx.request_id.encode()), *decision.headers()]
-            if req.set_max_tokens is not None:
-                extra.append((b"x-llmfleet-max-tokens", str(req.set_max_tokens).encode()))
-                if req.clamped_from is not None:
-                    extra.append((b"x-llmfleet-max-tokens-clamped", str(req.clamped_from).encode()))
+            extra += _output_headers(req)
             if self.cache is not None:
                 hit = await self.cache.lookup(
                     ctx, ctx.tenant, path, req.body, req.cache_control, req.cache_opt_in
@@ -604,9 +598,9 @@ class Gateway:
             extra.append((b"x-llmfleet-model", (self.cfg.external.model or "").encode()))
             return None
         extra.append((b"x-llmfleet-model", member.model_header))
-        changes = None if member.output is None else self._member_cap(member.output, req, extra)
-        if req.body.get("model") != member.model or changes:
-            out = {**req.body, **(changes or {}), "model": member.model}
+        capped = None if member.output is None else self._member_cap(member.output, req, extra)
+        if req.body.get("model") != member.model or capped:
+            out = {**req.body, **(capped or {}), "model": member.model}
             if req.strip_usage:
                 options = out.get("stream_options")
                 out["stream_options"] = {
@@ -621,27 +615,16 @@ class Gateway:
         """The member's own output-length policy (routing.members[].outputTokens), after the deployment's and
         the key's: the body fields to change (None: none), with the response headers updated to say so. It
         applies after admission, so the key's reservation keeps the larger value until the request settles."""
-        body = req.body
-        field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-        asked = body.get(field)
+        field = asked_field(req.body)
+        asked = req.body.get(field)
         d = decide(asked, field if asked is not None else None, policy)
         if d is None:
             return None
-        changes = {
-            f: d.value
-            for f in (d.field, "max_tokens", "max_completion_tokens")
-            if f == d.field or (type(body.get(f)) is int and body[f] > d.value)
-        }
         req.set_max_tokens = d.value
         if req.clamped_from is None:
             req.clamped_from = d.clamped_from
-        extra[:] = [
-            h for h in extra if h[0] not in (b"x-llmfleet-max-tokens", b"x-llmfleet-max-tokens-clamped")
-        ]
-        extra.append((b"x-llmfleet-max-tokens", str(d.value).encode()))
-        if req.clamped_from is not None:
-            extra.append((b"x-llmfleet-max-tokens-clamped", str(req.clamped_from).encode()))
-        return changes
+        extra[:] = [h for h in extra if h[0] not in OUTPUT_HEADERS] + _output_headers(req)
+        return changes(req.body, d)
 
     async def settle(self, ctx: Ctx, reserved: int) -> None:
         """Charge what was generated: a request an upstream answered is charged its prompt and every token it
@@ -995,6 +978,19 @@ class Gateway:
                     "duration_ms": round(duration * 1000, 2),
                 }
             )
+
+
+OUTPUT_HEADERS = (b"x-llmfleet-max-tokens", b"x-llmfleet-max-tokens-clamped")
+
+
+def _output_headers(req: Request) -> Headers:
+    """What the output-length policies did to the request, as response headers (none: nothing)."""
+    if req.set_max_tokens is None:
+        return []
+    out = [(OUTPUT_HEADERS[0], str(req.set_max_tokens).encode())]
+    if req.clamped_from is not None:
+        out.append((OUTPUT_HEADERS[1], str(req.clamped_from).encode()))
+    return out
 
 
 def end_span(span: Any, ctx: Ctx, key_label: str, duration: float) -> None:

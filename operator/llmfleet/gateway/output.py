@@ -11,6 +11,7 @@ lever wants): an OpenAI client that asked for 8,000 tokens gets at most the cap,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +53,17 @@ def for_key(base: OutputPolicy, per_key: dict[str, OutputPolicy], key: str | Non
         default=own.default if own.default is not None else base.default,
         max=own.max if own.max is not None else base.max,
     )
+
+
+def asked_field(body: dict[str, Any]) -> str:
+    """The field a request's output length is read from, in vLLM's order: max_completion_tokens, else max_tokens."""
+    return "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+
+
+def changes(body: dict[str, Any], decision: OutputDecision) -> dict[str, int]:
+    """The body fields a decision sets: its own field, and either length field that asks for more."""
+    return {
+        f: decision.value
+        for f in (decision.field, "max_tokens", "max_completion_tokens")
+        if f == decision.field or (type(body.get(f)) is int and body[f] > decision.value)
+    }
