@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "operator"))
 
-from gateway import CLIENT_CPU, KEY, body, free_port, start_llmfleet  # noqa: E402
+from gateway import CLIENT_CPU, KEY, body, free_port, start_llmfleet, start_relay  # noqa: E402
 from harness import hold_streams, pct, proc_cpu_seconds, run_upstream  # noqa: E402
 
 MEAN_OUTPUT = 211  # the Azure conversation trace's mean GeneratedTokens (bench/data/README.md)
@@ -67,8 +67,10 @@ def hold(port: int, streams: int, ramp: float, seconds: float) -> Any:
     return uvloop.run(run())
 
 
-def measure(streams: int, chunks: int, interval: float, workdir: Path) -> dict[str, Any]:
-    """One case: the streams direct, then through a fresh gateway; the gateway's CPU over the second pass."""
+def measure(streams: int, chunks: int, interval: float, workdir: Path, relay: bool = False) -> dict[str, Any]:
+    """One case: the streams direct, then through a fresh gateway (the gateway's CPU over that pass), and with
+    ``relay`` through the byte relay too (harness.serve_relay, pinned like the gateway: the floor of any Python
+    proxy at this cadence)."""
     ctx = multiprocessing.get_context("spawn")
     up = free_port()
     upstream = ctx.Process(target=run_upstream, args=(up, chunks, interval, CLIENT_CPU), daemon=True)
@@ -85,6 +87,15 @@ def measure(streams: int, chunks: int, interval: float, workdir: Path) -> dict[s
         cpu0, t0 = proc_cpu_seconds(proc.pid), time.perf_counter()
         through = hold(port, streams, ramp, seconds)
         wall, cpu = time.perf_counter() - t0, proc_cpu_seconds(proc.pid) - cpu0
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc = None
+        if relay:
+            proc, rport = start_relay(up)
+            hold(rport, min(20, streams), 0.5, seconds)
+            rcpu0 = proc_cpu_seconds(proc.pid)
+            floor = hold(rport, streams, ramp, seconds)
+            rcpu = proc_cpu_seconds(proc.pid) - rcpu0
     finally:
         if proc is not None:
             proc.terminate()
@@ -92,7 +103,7 @@ def measure(streams: int, chunks: int, interval: float, workdir: Path) -> dict[s
         upstream.terminate()
         upstream.join(10)
     done = len(through.latencies)
-    return {
+    line = {
         "streams": streams,
         "chunks_per_stream": chunks,
         "interval_ms": round(interval * 1000, 1),
@@ -107,14 +118,34 @@ def measure(streams: int, chunks: int, interval: float, workdir: Path) -> dict[s
         "_requests": done,
         "_cpu": cpu,
     }
+    if relay:
+        line |= {
+            "relay_floor_held_to_the_end": len(floor.latencies),
+            "relay_floor_cpu_s": round(rcpu, 3),
+            "relay_floor_cpu_us_per_chunk_all_in": round(
+                rcpu / max(1, len(floor.latencies) * chunks) * 1e6, 2
+            ),
+            "_relay": (len(floor.latencies) * chunks, len(floor.latencies), rcpu),
+        }
+    return line
 
 
-def fit(lines: list[dict[str, Any]]) -> tuple[float, float]:
-    """Least squares, no intercept: CPU seconds = a x chunks + b x requests (a, b in seconds)."""
-    x = np.array([[ln["_chunks"], ln["_requests"]] for ln in lines], dtype=np.float64)
-    y = np.array([ln["_cpu"] for ln in lines], dtype=np.float64)
+def fit(points: list[tuple[int, int, float]]) -> tuple[float, float]:
+    """Least squares, no intercept, over (chunks, requests, CPU seconds): CPU = a x chunks + b x requests."""
+    x = np.array([[c, r] for c, r, _ in points], dtype=np.float64)
+    y = np.array([cpu for _, _, cpu in points], dtype=np.float64)
     (a, b), *_ = np.linalg.lstsq(x, y, rcond=None)
     return float(a), float(b)
+
+
+def relay_figures(lines: list[dict[str, Any]], a: float, b: float) -> dict[str, Any]:
+    """The byte relay's own fit over the same cases, and the gateway's per-chunk cost against it."""
+    ra, rb = fit([ln["_relay"] for ln in lines])
+    return {
+        "relay_floor_cpu_us_per_chunk": round(ra * 1e6, 2),
+        "relay_floor_cpu_us_per_request": round(rb * 1e6, 1),
+        "cpu_per_chunk_ratio_vs_relay_floor": round(a / ra, 3) if ra > 0 else None,
+    }
 
 
 def cores_for(users: int, tokens_per_s: float, mean_output: float, a: float, b: float) -> float:
@@ -155,6 +186,11 @@ def main() -> int:
     ap.add_argument("--chunks", default=f"{MEAN_OUTPUT},32", help="answer lengths (tokens), two or more")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 50 and 100 streams, no fleet part")
     ap.add_argument("--no-fleet", action="store_true", help="skip the fleet simulator part")
+    ap.add_argument(
+        "--relay-floor",
+        action="store_true",
+        help="the same streams through a byte relay too: per-chunk and per-request CPU against that floor",
+    )
     ap.add_argument("--fleet-minutes", type=float, default=6.0)
     ap.add_argument(
         "--core-hour-usd", type=float, default=0.05, help="price of one gateway core-hour (input)"
@@ -172,10 +208,10 @@ def main() -> int:
     lines = []
     for c in chunks:
         for s in streams:
-            line = measure(s, c, args.interval, workdir)
+            line = measure(s, c, args.interval, workdir, args.relay_floor)
             lines.append(line)
             print(json.dumps({k: v for k, v in line.items() if not k.startswith("_")}), flush=True)
-    a, b = fit(lines)
+    a, b = fit([(ln["_chunks"], ln["_requests"], ln["_cpu"]) for ln in lines])
     tokens_per_s = 1 / TOKEN_INTERVAL_S
     per_1000 = cores_for(1000, tokens_per_s, MEAN_OUTPUT, a, b)
     busy = cores_for(USERS, tokens_per_s, MEAN_OUTPUT, a, b)
@@ -186,6 +222,7 @@ def main() -> int:
         "cpu_us_per_chunk": round(a * 1e6, 2),
         "cpu_us_per_request": round(b * 1e6, 1),
         "cores_per_1000_streams_at_40_tokens_s": round(per_1000, 2),
+        **(relay_figures(lines, a, b) if args.relay_floor else {}),
         "headline": {
             "users": USERS,
             "ms_per_token": TOKEN_INTERVAL_S * 1000,

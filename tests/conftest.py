@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No wall-clock limit per generated example: a loaded CI machine (a compile beside the tests) once took 372 ms
+# over hypothesis' default 200 ms deadline on a one-character input. Tests that bound time say so themselves.
+settings.register_profile("llmfleet", deadline=None)
+settings.load_profile("llmfleet")
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))

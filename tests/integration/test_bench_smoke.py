@@ -363,7 +363,7 @@ def test_routing_bench_prints_a_line_per_policy_and_threshold_and_its_summary() 
 
 def test_scale_bench_prints_each_case_and_a_capacity_model() -> None:
     r = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "scale.py"), "--quick"],
+        [sys.executable, str(ROOT / "bench" / "scale.py"), "--quick", "--relay-floor"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -378,8 +378,10 @@ def test_scale_bench_prints_each_case_and_a_capacity_model() -> None:
         (100, 32),
     }
     assert all(x["held_to_the_end"] == x["streams"] and x["errors"] == 0 for x in cases), cases
+    assert all(x["relay_floor_held_to_the_end"] == x["streams"] for x in cases), cases
     s = lines[-1]
     assert s["summary"] is True and s["cpu_us_per_chunk"] > 0 and s["cpu_us_per_request"] > 0
+    assert s["relay_floor_cpu_us_per_chunk"] > 0 and s["cpu_per_chunk_ratio_vs_relay_floor"] > 0
     h = s["headline"]
     assert h["sse_events_per_s"] == 400_000 and h["gateway_cores_at_target"] > h["gateway_cores_busy"] > 0
     bad = subprocess.run(

@@ -115,6 +115,38 @@ def engine_aborted_one(url: str, within: float = 10) -> bool:
     return aborted()
 
 
+def test_a_client_that_stops_reading_a_stream_gets_all_of_it_once_it_reads_again(engines) -> None:
+    """The streaming fast path under back-pressure: the gateway stops reading the engine while its client reads
+    nothing, and resumes when the client does; every token and the end reach the client."""
+    fast = engine("m", 200.0, "--model", "meta-llama/Llama-3.1-8B-Instruct", "--max-model-len", "32768")
+    s = gateway(config(engines, engines={"static": [fast.url]}, external={"use": "never"}), {"alice": KEY})
+    tokens = 30_000  # ~5 MiB of SSE: more than the sockets on the way hold
+    try:
+        with httpx.stream(
+            "POST",
+            s.url + "/v1/chat/completions",
+            json=chat(
+                stream=True, max_tokens=tokens, ignore_eos=True, stream_options={"include_usage": True}
+            ),
+            headers=AUTH,
+            timeout=120,
+        ) as r:
+            raw = r.iter_raw()
+            first = next(raw)
+            time.sleep(2)  # read nothing while the engine keeps generating
+            data = first + b"".join(raw)
+        events = [e for e in data.split(b"\n\n") if e.startswith(b"data: ")]
+        assert events[-1] == b"data: [DONE]"
+        usage = json.loads(events[-2][6:])["usage"]
+        assert usage["completion_tokens"] == tokens
+        content = sum(1 for e in events[:-2] if b'"content":"' in e and b'"content":""' not in e)
+        assert content == tokens
+        assert b'"error"' not in data
+    finally:
+        s.stop()
+        fast.stop()
+
+
 def test_client_disconnect_aborts_the_upstream_request(engines) -> None:
     slow = engine("m", 1.0)
     s = gateway(config(engines, engines={"static": [slow.url]}, external={"use": "never"}), {"alice": KEY})

@@ -204,6 +204,18 @@ def test_a_client_that_leaves_is_reported_to_the_app_at_once() -> None:
     run(go())
 
 
+async def stalled_stream(
+    app: App,
+) -> tuple[asyncio.Event, asyncio.Task[None], tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A server running `app`, and a client that asked for /stream and then read nothing for half a second (its
+    writer is returned too: a writer that is collected closes the connection)."""
+    _, stop, task, port = await started(app)
+    r, w = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
+    w.write(post("/stream"))
+    await asyncio.sleep(0.5)
+    return stop, task, (r, w)
+
+
 def test_a_slow_reader_holds_the_app_back_instead_of_filling_memory() -> None:
     piece, pieces = b"x" * 65536, 1024  # 64 MiB if nothing pushed back
     sent = 0
@@ -220,10 +232,7 @@ def test_a_slow_reader_holds_the_app_back_instead_of_filling_memory() -> None:
         await send({"type": "http.response.body", "body": b""})
 
     async def go() -> None:
-        server, stop, task, port = await started(app)
-        r, w = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
-        w.write(post("/stream"))
-        await asyncio.sleep(0.5)  # read nothing for a while
+        stop, task, (r, _w) = await stalled_stream(app)
         assert 0 < sent < pieces // 4
         _, _, body = await read_response(r)
         assert len(body) == len(piece) * pieces and sent == pieces
@@ -312,6 +321,54 @@ def test_http10_clients_get_a_close_delimited_stream_and_keep_alive_when_they_as
         head, _, body = data.partition(b"\r\n\r\n")
         assert b"transfer-encoding" not in head.lower() and b"connection: close" in head.lower()
         assert body == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+        stop.set()
+        await task
+
+    run(go())
+
+
+def test_the_direct_writer_frames_pieces_reports_a_full_client_and_calls_back_when_it_drains() -> None:
+    """scope["extensions"]["llmfleet.writer"]: the gateway's streaming fast path writes a started body's pieces
+    without messages; it learns that the client stopped reading, and when it reads again."""
+    piece, pieces = b"y" * 65536, 256  # 16 MiB if nothing pushed back
+    log: dict[str, int] = {"written": 0, "refused": 0, "resumed": 0}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        writer = scope["extensions"]["llmfleet.writer"]
+        with pytest.raises(RuntimeError):
+            writer.write(b"before the start")
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+        )
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def pump() -> None:  # as a relay's read callback would: write until the client is full, then wait
+            while log["written"] < pieces:
+                log["written"] += 1
+                if not writer.write(piece):
+                    log["refused"] += 1
+                    writer.on_writable(resumed)
+                    return
+            done.set_result(None)
+
+        def resumed() -> None:
+            log["resumed"] += 1
+            pump()
+
+        pump()
+        await done
+        await send({"type": "http.response.body", "body": b"end"})
+
+    async def go() -> None:
+        stop, task, (r, _w) = await stalled_stream(app)
+        # Held back: the client's socket and its reader's buffer are full, one callback is waiting.
+        assert 0 < log["written"] < pieces // 2 and log["refused"] == log["resumed"] + 1
+        _, headers, body = await read_response(r)
+        assert headers["transfer-encoding"] == "chunked"
+        assert body == piece * pieces + b"end"
+        assert log["resumed"] == log["refused"] >= 1
         stop.set()
         await task
 

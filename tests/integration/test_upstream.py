@@ -317,3 +317,110 @@ def test_an_ipv6_engine_gets_its_address_in_brackets_in_the_host_header() -> Non
         server.close()
 
     asyncio.run(go())
+
+
+def chunked(*events: bytes) -> bytes:
+    return b"".join(b"%x\r\n%b\r\n" % (len(e), e) for e in events)
+
+
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_a_pipe_gets_each_read_whole_in_one_call_then_the_end_and_keeps_the_connection() -> None:
+    """Pipe mode (the gateway's streaming fast path): events that arrive together reach the sink in one call, from
+    the connection's read callback, and the connection goes back to the pool once the body has ended."""
+    burst = [b"data: %d\n\n" % i for i in range(5)]
+    go_on = asyncio.Event()
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        w.write(SSE_HEAD + chunked(*burst))  # five events in one write
+        await w.drain()
+        await go_on.wait()
+        w.write(chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        await w.drain()
+        await read_request(r)
+        w.write(ok(b"{}"))
+        await w.drain()
+        await r.read()
+
+    async def go() -> None:
+        server, url, count = await scripted(handler)
+        pool = Pool(timeout=30)
+        resp = await pool.post(url, "/v1/chat/completions", b"{}", "p")
+        calls: list[bytes] = []
+        for _ in range(200):  # the burst is in (buffered, nobody reading yet)
+            if resp._buffered >= sum(map(len, burst)):
+                break
+            await asyncio.sleep(0.01)
+        resp.pipe(calls.append)
+        assert calls == [b"".join(burst)]  # what had arrived, at once and in one piece
+        go_on.set()
+        await asyncio.wait_for(resp.ended(), 5)
+        assert calls[1:] == [b"data: [DONE]\n\n"]
+        resp.release()
+        again = await pool.post(url, "/v1/completions", b"{}", "q")
+        assert await again.read() == b"{}"
+        again.release()
+        assert len(count) == 1  # the same kept-alive connection
+        server.close()
+
+    asyncio.run(go())
+
+
+def test_a_pipe_reader_can_pause_the_engine_socket_and_a_failing_reader_cuts_the_response() -> None:
+    events = [b"data: %d\n\n" % i for i in range(3)]
+    steps = [asyncio.Event() for _ in events]
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
+        await read_request(r)
+        w.write(SSE_HEAD)
+        for event, step in zip(events, steps, strict=True):
+            w.write(chunked(event))
+            await w.drain()
+            await step.wait()
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+        await r.read()
+
+    async def go() -> None:
+        server, url, _ = await scripted(handler)
+        pool = Pool(timeout=30)
+        resp = await pool.post(url, "/v1/chat/completions", b"{}", "p")
+        got: list[bytes] = []
+
+        def sink(data: bytes) -> None:
+            got.append(data)
+            resp.pause_reading()
+
+        resp.pipe(sink)
+        for _ in range(200):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        assert resp._conn is not None and resp._conn.transport is not None
+        assert not resp._conn.transport.is_reading()  # paused by the reader
+        steps[0].set()
+        await asyncio.sleep(0.2)
+        assert got == [events[0]]  # nothing more is read while paused
+        resp.resume_reading()
+
+        def failing(data: bytes) -> None:
+            raise ValueError("the reader failed")
+
+        for _ in range(200):
+            if len(got) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert got == events[:2]
+        resp._sink = failing  # the next read fails in the reader: the response is cut with its error
+        resp.resume_reading()
+        steps[1].set()
+        with pytest.raises(ValueError, match="the reader failed"):
+            await asyncio.wait_for(resp.ended(), 5)
+        resp.release()
+        assert not pool._idle  # a cut connection is never reused
+        steps[2].set()
+        server.close()
+
+    asyncio.run(go())

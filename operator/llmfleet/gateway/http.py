@@ -25,7 +25,10 @@ client's disconnect by callback instead of a watcher task per request. What it d
 Extensions for the application: ``scope["extensions"]["llmfleet.on_disconnect"](callback)`` registers a
 callback run once if the client goes away before the response is complete; ``scope["extensions"]
 ["llmfleet.body"]`` is the whole request body (the server reads it, within the limit, before it calls the
-application), so the application need not go through ``receive``.
+application), so the application need not go through ``receive``; ``scope["extensions"]["llmfleet.writer"]``
+(`_Cycle.write`, `_Cycle.on_writable`) writes pieces of a started body at once from any callback, with no
+message and no task switch, and says when the client stops reading and when it drains: the streaming relay's
+fast path.
 """
 
 from __future__ import annotations
@@ -94,7 +97,11 @@ class _Cycle:
         self.head: bytes | None = None  # written with the first piece of the body
         self.on_disconnect: list[Callable[[], None]] = []
         self.task: asyncio.Task[None] | None = None  # held here: the loop keeps only weak references to tasks
-        scope["extensions"] = {"llmfleet.on_disconnect": self.on_disconnect.append, "llmfleet.body": body}
+        scope["extensions"] = {
+            "llmfleet.on_disconnect": self.on_disconnect.append,
+            "llmfleet.body": body,
+            "llmfleet.writer": self,
+        }
 
     async def receive(self) -> dict[str, Any]:
         if not self.body_sent:
@@ -181,6 +188,29 @@ class _Cycle:
             self.on_disconnect.clear()
             conn.response_done(self)
 
+    def write(self, body: bytes) -> bool:
+        """One more piece of a started response body of unknown length, written at once (scope extension
+        ``llmfleet.writer``): no message, no coroutine, no task switch. A relay calls it from its source's own
+        read callback. False while the client takes no more for now (its transport is paused): stop reading the
+        source until the callback given to `on_writable` runs. The body ends with an ordinary
+        ``http.response.body`` message without ``more_body``."""
+        conn = self.conn
+        transport = conn.transport
+        if conn.disconnected or self.complete or transport is None:
+            return True
+        if not self.started or self.length >= 0:
+            raise RuntimeError("write() needs a started response without a Content-Length")
+        if body and self.scope["method"] != "HEAD":
+            out = b"%x\r\n%b\r\n" % (len(body), body) if self.chunked else body
+            if self.head is not None:
+                out, self.head = self.head + out, None
+            transport.write(out)
+        return not conn.write_paused
+
+    def on_writable(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once, when the client next drains what it was sent (or goes away)."""
+        self.conn.writable.append(callback)
+
     def disconnected(self) -> None:
         callbacks = list(self.on_disconnect)
         self.on_disconnect.clear()
@@ -200,6 +230,9 @@ class _Connection(asyncio.Protocol):
         self.disconnected = False
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self.writable: list[
+            Callable[[], None]
+        ] = []  # run once at the next resume_writing (_Cycle.on_writable)
         self._closed: asyncio.Future[None] | None = None
         self.active: _Cycle | None = None
         self.queue: collections.deque[_Cycle] = collections.deque()
@@ -261,6 +294,7 @@ class _Connection(asyncio.Protocol):
             if not w.done():
                 w.set_result(None)
         self._drain_waiters.clear()
+        self._run_writable()
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
 
@@ -293,6 +327,15 @@ class _Connection(asyncio.Protocol):
             if not w.done():
                 w.set_result(None)
         self._drain_waiters.clear()
+        self._run_writable()
+
+    def _run_writable(self) -> None:
+        callbacks, self.writable = self.writable, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("writable callback failed")
 
     async def drain(self) -> None:
         w = self.loop.create_future()

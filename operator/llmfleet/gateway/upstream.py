@@ -40,6 +40,8 @@ class Response:
         "_error",
         "_loop",
         "_pool",
+        "_paused",
+        "_sink",
         "_waiter",
         "aborted",
         "got_bytes",
@@ -63,6 +65,8 @@ class Response:
         self._done = False
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._sink: Callable[[bytes], None] | None = None  # pipe mode: the body's reader, called per read
+        self._paused = False  # reading paused by the pipe's reader
 
     @property
     def content_type(self) -> bytes:
@@ -84,8 +88,23 @@ class Response:
             self._conn.transport.pause_reading()
         self._wake()
 
+    def _flush(self) -> None:
+        """Pipe mode: what has arrived goes to the sink as one piece. A sink that raises cuts the response."""
+        buf, sink = self._buf, self._sink
+        if buf and sink is not None:
+            data = buf[0] if len(buf) == 1 else b"".join(buf)
+            buf.clear()
+            self._buffered = 0
+            try:
+                sink(data)
+            except Exception as exc:  # the reader's own failure: the connection cannot be trusted any more
+                self._cut(exc)
+
     def _finish(self, error: BaseException | None) -> None:
         if self._done:
+            return
+        self._flush()  # a pipe gets the body's last bytes before its end
+        if self._done:  # the sink failed and cut the response
             return
         self._done = True
         self._error = error
@@ -133,6 +152,34 @@ class Response:
         self._buf = []
         return data
 
+    def pipe(self, sink: Callable[[bytes], None]) -> None:
+        """From now on the body goes to ``sink`` from the connection's own read callback, without waking a task
+        per piece: first what has arrived since the last read, then each read's pieces joined into one call. The
+        sink may pause and resume reading (back-pressure from its own destination); `ended` waits for the end.
+        Measured on bench/scale.py (a token every 25 ms per stream): see gateway.app's module docstring."""
+        self._sink = sink
+        self._flush()
+
+    async def ended(self) -> None:
+        """Pipe mode: return at the end of the body; raises if it was cut."""
+        while not self._done:
+            await self._wait()
+        if self._error is not None:
+            raise self._error
+
+    def pause_reading(self) -> None:
+        """Read nothing more from the engine until `resume_reading` (the reader's destination is full)."""
+        conn = self._conn
+        if conn is not None and conn.transport is not None and not self._paused:
+            self._paused = True
+            conn.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.transport is not None and self._paused:
+            self._paused = False
+            conn.transport.resume_reading()
+
     def _cut(self, error: BaseException) -> None:
         """Drop the connection (the engine sees it close and aborts the request) and end the response with
         `error`, unless it had already ended."""
@@ -153,6 +200,7 @@ class Response:
         if conn is None:
             return
         if self._done and self._error is None and conn.reusable():
+            self.resume_reading()  # an idle connection must see the engine close it
             self._conn = None
             conn.to_pool()
         else:
@@ -184,6 +232,8 @@ class _Conn(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             resp._cut(UpstreamError(f"malformed response from the engine: {exc}"))
+        if resp._sink is not None:
+            resp._flush()
 
     def eof_received(self) -> bool | None:
         return False  # close the transport; connection_lost settles the response
@@ -221,8 +271,12 @@ class _Conn(asyncio.Protocol):
             self.resp._wake()
 
     def on_body(self, body: bytes) -> None:
-        if self.resp is not None:
-            self.resp._feed(body)
+        resp = self.resp
+        if resp is not None:
+            if resp._sink is not None:  # pipe mode: handed over once the whole read is parsed
+                resp._buf.append(body)
+            else:
+                resp._feed(body)
 
     def on_message_complete(self) -> None:
         if self.resp is not None:
