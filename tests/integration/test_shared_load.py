@@ -70,3 +70,36 @@ def test_two_gateways_spread_their_streams_when_they_read_the_engines_load(engin
     while any(_load(e) for e in engines) and time.monotonic() < deadline:  # the aborted streams leave
         time.sleep(0.1)
     assert _both_streams(engines, None) == [0, 2]  # the control: each gateway alone picks the same replica
+
+
+def test_an_engine_that_stops_answering_counts_as_unloaded_and_a_dropped_one_is_forgotten() -> None:
+    """The poller against a port nothing listens on: the last figure holds for one round, then 0; an engine that
+    discovery drops leaves the poller's memory too."""
+    import asyncio
+
+    import aiohttp
+
+    from llmfleet.gateway.load import LoadPoller
+    from llmfleet.gateway.routing import Router
+    from tests.integration.servers import free_port
+
+    router = Router("least-outstanding")
+    gone, kept = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
+    router.set_endpoints([gone, kept])
+    router.endpoints[gone].others = 5
+
+    async def go() -> None:
+        poller = LoadPoller([router], interval=60)
+        poller._session = aiohttp.ClientSession()  # polled by hand here: no background task
+        try:
+            await poller.poll_once()
+            assert router.endpoints[gone].others == 5  # one miss: the last figure holds
+            await poller.poll_once()
+            assert router.endpoints[gone].others == 0
+            router.set_endpoints([kept])
+            await poller.poll_once()
+            assert set(poller._misses) == {kept}
+        finally:
+            await poller.stop()
+
+    asyncio.run(go())

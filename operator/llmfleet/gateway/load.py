@@ -48,6 +48,9 @@ class LoadPoller:
 
     async def poll_once(self) -> None:
         eps = [ep for r in self.routers for ep in r.endpoints.values()]
+        live = {ep.url for ep in eps}
+        for url in [u for u in self._misses if u not in live]:  # engines discovery dropped
+            del self._misses[url]
         await asyncio.gather(*(self._one(ep) for ep in eps))
 
     async def _one(self, ep: Endpoint) -> None:
