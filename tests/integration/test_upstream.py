@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 import pytest
 
-from llmfleet.gateway.upstream import HIGH_WATER, Pool, UpstreamError
+from llmfleet.gateway.upstream import HIGH_WATER, Pool, Response, UpstreamError
 from tests.integration.servers import engine, free_port
 
 CHAT = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8})
@@ -206,28 +206,37 @@ def test_close_drops_the_connection_so_the_engine_sees_the_client_leave() -> Non
     asyncio.run(go())
 
 
-def test_a_slow_reader_pauses_the_engine_socket_and_still_gets_every_byte() -> None:
-    payload = bytes(range(256)) * (4 * HIGH_WATER // 256)
+PAYLOAD = bytes(range(256)) * (4 * HIGH_WATER // 256)
+
+
+async def past_high_water() -> tuple[asyncio.Server, Response]:
+    """A response whose body (PAYLOAD: four times the high-water mark) came faster than anyone read it: the
+    connection has stopped reading the engine's socket."""
 
     async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, n: int) -> None:
         await read_request(r)
-        w.write(ok(payload))
+        w.write(ok(PAYLOAD))
         await w.drain()
         await r.read()
 
+    server, url, _ = await scripted(handler)
+    resp = await Pool(timeout=30).post(url, "/v1/completions", b"{}", "x")
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if resp._buffered > HIGH_WATER:
+            break
+    assert resp._conn is not None and resp._conn.transport is not None
+    assert not resp._conn.transport.is_reading()
+    return server, resp
+
+
+def test_a_slow_reader_pauses_the_engine_socket_and_still_gets_every_byte() -> None:
     async def go() -> None:
-        server, url, _ = await scripted(handler)
-        resp = await Pool(timeout=30).post(url, "/v1/completions", b"{}", "x")
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if resp._buffered > HIGH_WATER:
-                break
-        assert resp._conn is not None and resp._conn.transport is not None
-        assert not resp._conn.transport.is_reading()
+        server, resp = await past_high_water()
         got = b""
         while piece := await resp.readany():
             got += piece
-        assert got == payload
+        assert got == PAYLOAD
         resp.release()
         server.close()
 
@@ -421,6 +430,22 @@ def test_a_pipe_reader_can_pause_the_engine_socket_and_a_failing_reader_cuts_the
         resp.release()
         assert not pool._idle  # a cut connection is never reused
         steps[2].set()
+        server.close()
+
+    asyncio.run(go())
+
+
+def test_a_pipe_started_on_a_body_past_the_high_water_mark_reads_the_rest() -> None:
+    """The reader fell behind before the pipe began (the client was slow to take the stream's head): the
+    connection had stopped reading at the high-water mark, and the pipe must read on, not stall."""
+
+    async def go() -> None:
+        server, resp = await past_high_water()
+        got: list[bytes] = []
+        resp.pipe(got.append)
+        await asyncio.wait_for(resp.ended(), 5)
+        assert b"".join(got) == PAYLOAD
+        resp.release()
         server.close()
 
     asyncio.run(go())

@@ -230,9 +230,8 @@ class _Connection(asyncio.Protocol):
         self.disconnected = False
         self.write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self.writable: list[
-            Callable[[], None]
-        ] = []  # run once at the next resume_writing (_Cycle.on_writable)
+        # Callbacks run once at the next resume_writing (_Cycle.on_writable).
+        self.writable: list[Callable[[], None]] = []
         self._closed: asyncio.Future[None] | None = None
         self.active: _Cycle | None = None
         self.queue: collections.deque[_Cycle] = collections.deque()

@@ -158,6 +158,9 @@ class Response:
         sink may pause and resume reading (back-pressure from its own destination); `ended` waits for the end.
         Measured on bench/scale.py (a token every 25 ms per stream): see gateway.app's module docstring."""
         self._sink = sink
+        conn = self._conn
+        if self._buffered > HIGH_WATER and conn is not None and conn.transport is not None:
+            conn.transport.resume_reading()  # _feed stopped reading at the high-water mark: the pipe reads on
         self._flush()
 
     async def ended(self) -> None:
