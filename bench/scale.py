@@ -20,7 +20,11 @@ more gateway processes share keys and limits through Redis (tests/integration/te
 engine load through /load (tests/integration/test_shared_load.py), so the tier scales by adding processes;
 this bench does not show that part, it names it.
 
-    python bench/scale.py [--streams 100,200,400] [--interval 0.025] [--quick] [--no-fleet]
+With --relay-floor the same streams also go through a byte relay that parses nothing (harness.serve_relay,
+pinned like the gateway), fitted the same way: the gateway's per-chunk CPU against the least any Python proxy
+costs at this cadence.
+
+    python bench/scale.py [--streams 100,200,400] [--interval 0.025] [--quick] [--no-fleet] [--relay-floor]
 """
 
 from __future__ import annotations
@@ -138,7 +142,7 @@ def fit(points: list[tuple[int, int, float]]) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def relay_figures(lines: list[dict[str, Any]], a: float, b: float) -> dict[str, Any]:
+def relay_figures(lines: list[dict[str, Any]], a: float) -> dict[str, Any]:
     """The byte relay's own fit over the same cases, and the gateway's per-chunk cost against it."""
     ra, rb = fit([ln["_relay"] for ln in lines])
     return {
@@ -222,7 +226,7 @@ def main() -> int:
         "cpu_us_per_chunk": round(a * 1e6, 2),
         "cpu_us_per_request": round(b * 1e6, 1),
         "cores_per_1000_streams_at_40_tokens_s": round(per_1000, 2),
-        **(relay_figures(lines, a, b) if args.relay_floor else {}),
+        **(relay_figures(lines, a) if args.relay_floor else {}),
         "headline": {
             "users": USERS,
             "ms_per_token": TOKEN_INTERVAL_S * 1000,
