@@ -435,6 +435,18 @@ def test_a_pipe_reader_can_pause_the_engine_socket_and_a_failing_reader_cuts_the
     asyncio.run(go())
 
 
+def test_a_whole_body_past_the_high_water_mark_is_read_not_stalled() -> None:
+    """A non-streamed answer larger than the high-water mark (read() waits for the whole body)."""
+
+    async def go() -> None:
+        server, resp = await past_high_water()
+        assert await asyncio.wait_for(resp.read(), 5) == PAYLOAD
+        resp.release()
+        server.close()
+
+    asyncio.run(go())
+
+
 def test_a_pipe_started_on_a_body_past_the_high_water_mark_reads_the_rest() -> None:
     """The reader fell behind before the pipe began (the client was slow to take the stream's head): the
     connection had stopped reading at the high-water mark, and the pipe must read on, not stall."""

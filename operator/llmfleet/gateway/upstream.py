@@ -84,8 +84,8 @@ class Response:
     def _feed(self, data: bytes) -> None:
         self._buf.append(data)
         self._buffered += len(data)
-        if self._buffered > HIGH_WATER and self._conn is not None and self._conn.transport is not None:
-            self._conn.transport.pause_reading()
+        if self._buffered > HIGH_WATER:
+            self.pause_reading()  # until readany takes the buffer, or a pipe or read() takes over
         self._wake()
 
     def _flush(self) -> None:
@@ -137,20 +137,16 @@ class Response:
         buf = self._buf
         data = buf[0] if len(buf) == 1 else b"".join(buf)
         self._buf = []
-        if self._buffered > HIGH_WATER and self._conn is not None and self._conn.transport is not None:
-            self._conn.transport.resume_reading()
         self._buffered = 0
+        self.resume_reading()
         return data
 
     async def read(self) -> bytes:
-        """The whole body."""
-        while not self._done:
-            await self._wait()
-        if self._error is not None:
-            raise self._error
-        data = b"".join(self._buf)
-        self._buf = []
-        return data
+        """The whole body (piped into one list: a body past the high-water mark is read on, not paused)."""
+        parts: list[bytes] = []
+        self.pipe(parts.append)
+        await self.ended()
+        return b"".join(parts)
 
     def pipe(self, sink: Callable[[bytes], None]) -> None:
         """From now on the body goes to ``sink`` from the connection's own read callback, without waking a task
@@ -158,9 +154,7 @@ class Response:
         sink may pause and resume reading (back-pressure from its own destination); `ended` waits for the end.
         Measured on bench/scale.py (a token every 25 ms per stream): see gateway.app's module docstring."""
         self._sink = sink
-        conn = self._conn
-        if self._buffered > HIGH_WATER and conn is not None and conn.transport is not None:
-            conn.transport.resume_reading()  # _feed stopped reading at the high-water mark: the pipe reads on
+        self.resume_reading()  # if the buffer reached the high-water mark (_feed), the pipe reads on
         self._flush()
 
     async def ended(self) -> None:
@@ -171,7 +165,8 @@ class Response:
             raise self._error
 
     def pause_reading(self) -> None:
-        """Read nothing more from the engine until `resume_reading` (the reader's destination is full)."""
+        """Read nothing more from the engine until `resume_reading` (the reader's destination or, without a
+        reader yet, the buffer is full)."""
         conn = self._conn
         if conn is not None and conn.transport is not None and not self._paused:
             self._paused = True
