@@ -229,8 +229,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.disconnected = False
         self.write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        # Callbacks run once at the next resume_writing (_Cycle.on_writable).
+        # Callbacks run once at the next resume_writing or at the connection's loss (drain, _Cycle.on_writable).
         self.writable: list[Callable[[], None]] = []
         self._closed: asyncio.Future[None] | None = None
         self.active: _Cycle | None = None
@@ -289,10 +288,6 @@ class _Connection(asyncio.Protocol):
         self.server.connections.discard(self)
         for cycle in ([self.active] if self.active else []) + list(self.queue):
             cycle.disconnected()
-        for w in self._drain_waiters:
-            if not w.done():
-                w.set_result(None)
-        self._drain_waiters.clear()
         self._run_writable()
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
@@ -322,10 +317,6 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self.write_paused_since = 0.0
-        for w in self._drain_waiters:
-            if not w.done():
-                w.set_result(None)
-        self._drain_waiters.clear()
         self._run_writable()
 
     def _run_writable(self) -> None:
@@ -337,8 +328,8 @@ class _Connection(asyncio.Protocol):
                 log.exception("writable callback failed")
 
     async def drain(self) -> None:
-        w = self.loop.create_future()
-        self._drain_waiters.append(w)
+        w: asyncio.Future[None] = self.loop.create_future()
+        self.writable.append(lambda: None if w.done() else w.set_result(None))
         await w
 
     async def wait_closed(self) -> None:
