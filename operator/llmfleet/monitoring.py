@@ -202,6 +202,19 @@ def alerts() -> list[Alert]:
             ),
         ),
         Alert(
+            name="LLMFleetGatewayLimitsNotShared",
+            expr="sum by (namespace, service) (rate(llmfleet_gateway_limit_fallbacks_total[5m])) > 0",
+            signal="sum by (namespace, service) (rate(llmfleet_gateway_limit_fallbacks_total[5m]))",
+            for_="10m",
+            severity="warning",
+            summary="{{ $labels.namespace }}/{{ $labels.service }} enforces rate limits per replica",
+            description=(
+                "For 10 minutes some rate-limit decisions were taken by a gateway replica on its own because "
+                "Redis did not answer: meanwhile every replica admits a key's whole limit. Check the cache "
+                "Redis pod; llmfleet_gateway_limit_fallbacks_total by reason says timeout, error or open."
+            ),
+        ),
+        Alert(
             name="LLMFleetPodsRestarting",
             expr='changes(process_start_time_seconds{component=~"engine|gateway"}[15m]) > 2',
             signal='changes(process_start_time_seconds{component=~"engine|gateway"}[15m])',

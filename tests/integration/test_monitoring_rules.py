@@ -73,6 +73,13 @@ def _cache(bypass: int, miss: int) -> list[dict[str, str]]:
     ]
 
 
+def _limit_fallbacks(per_min: int) -> list[dict[str, str]]:
+    return [
+        {"series": f'llmfleet_gateway_limit_fallbacks_total{{{GW}, reason="{reason}"}}', "values": values}
+        for reason, values in (("timeout", f"0+{per_min}x40"), ("error", "0x40"), ("open", "0x40"))
+    ]
+
+
 def _starts(values: str) -> list[dict[str, str]]:
     return [
         {
@@ -127,6 +134,11 @@ SCENARIOS: dict[str, list[tuple[list[dict[str, str]], str, dict[str, str] | None
     # 10 % of requests 5xx (client errors do not count), then none at all: 0, not absent.
     "LLMFleetGatewayErrors": [(_requests(90, 10), "20m", GW_LABELS), (_requests(100, 0), "20m", None)],
     "LLMFleetCacheBypassed": [(_cache(80, 20), "20m", GW_LABELS), (_cache(0, 100), "20m", None)],
+    # A replica deciding on its own now and then (Redis timing out), then never: 0, not absent.
+    "LLMFleetGatewayLimitsNotShared": [
+        (_limit_fallbacks(3), "20m", GW_LABELS),
+        (_limit_fallbacks(0), "20m", None),
+    ],
     "LLMFleetPodsRestarting": [
         (_starts("100 100 400 400 700 700 1000 1000"), "7m", POD_LABELS),
         (_starts("100 100 100 400 400 400 400 400"), "7m", None),

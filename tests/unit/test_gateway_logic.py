@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from llmfleet.gateway.auth import Key, KeyStore, digest
 from llmfleet.gateway.discovery import ready_urls
-from llmfleet.gateway.limits import MemoryLimiter
+from llmfleet.gateway.limits import MemoryLimiter, RedisLimiter
 from llmfleet.gateway.routing import Router
 from llmfleet.gateway.sensitivity import CARD_FIRST_DIGITS, Classifier, luhn_ok
 
@@ -334,3 +334,61 @@ def test_general_traffic_overflows_to_the_external_provider_only_while_the_queue
     router.end(a)
     assert route("what is 2+2?")[0] == "self-hosted"
     assert router.outstanding == 3 and (a.outstanding, b.outstanding) == (1, 2)
+
+
+class FlakyRedis:
+    """Stands in for redis.asyncio: the limiter's script answers, fails or hangs as ``mode`` says."""
+
+    def __init__(self) -> None:
+        self.mode, self.calls, self.count = "ok", 0, 0
+
+    def register_script(self, _lua: str):  # type: ignore[no-untyped-def]
+        async def script(keys: list[str], args: list[float]) -> list[object]:
+            self.calls += 1
+            if self.mode == "error":
+                raise ConnectionError("refused")
+            if self.mode == "hang":
+                await asyncio.sleep(10)
+            self.count += 1
+            return [1, str(self.count), "0", "1.0", "0", "0", str(self.count), "0"]
+
+        return script
+
+
+def test_one_slow_redis_answer_is_decided_locally_three_in_a_row_open_the_breaker() -> None:
+    rds, mono, seen = FlakyRedis(), Clock(0.0), []
+    lim = RedisLimiter(
+        rds, rpm=100, tpm=0, timeout=0.01, cooldown=5.0, on_fallback=seen.append, monotonic=mono
+    )
+
+    async def scenario() -> None:
+        assert (await lim.acquire("k", 1)).allowed and seen == []
+        rds.mode = "hang"
+        assert (await lim.acquire("k", 1)).allowed and seen == ["timeout"]  # decided by the local limiter
+        rds.mode = "ok"
+        assert (await lim.acquire("k", 1)).allowed and rds.calls == 3  # one miss does not open the breaker
+        rds.mode = "error"
+        for _ in range(3):
+            await lim.acquire("k", 1)
+        assert seen == ["timeout", "error", "error", "error"] and rds.calls == 6
+        rds.mode = "ok"
+        await lim.acquire("k", 1)
+        assert seen[-1] == "open" and rds.calls == 6  # open: Redis is not asked for the cooldown
+        mono.t += 5.1
+        await lim.acquire("k", 1)
+        assert len(seen) == 5 and rds.calls == 7  # closed again, shared again
+
+    run(scenario())
+
+
+def test_a_miss_between_answers_does_not_add_up_to_an_open_breaker() -> None:
+    rds, seen = FlakyRedis(), []
+    lim = RedisLimiter(rds, rpm=100, tpm=0, on_fallback=seen.append, monotonic=Clock(0.0))
+
+    async def scenario() -> None:
+        for mode in ("error", "error", "ok", "error", "error", "ok"):
+            rds.mode = mode
+            await lim.acquire("k", 1)
+        assert "open" not in seen and rds.calls == 6
+
+    run(scenario())

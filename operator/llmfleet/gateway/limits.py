@@ -3,6 +3,15 @@
 A sliding window approximated by two fixed one-minute windows (the previous one weighted by how much of
 it still overlaps), the scheme most API gateways use. Tokens are reserved up front (prompt estimate +
 max_tokens) and settled with the real usage when the response ends.
+
+Shared limits degrade, never fail: when Redis does not answer within ``timeout`` a request is decided by
+the replica's own in-memory limiter, and after ``trip_after`` such misses in a row the replica stops asking
+Redis for ``cooldown`` seconds. Each decision taken locally counts in
+``llmfleet_gateway_limit_fallbacks_total`` (by reason), because while it lasts every replica admits the
+key's whole limit on its own. The timeout is measured on the gateway's event loop, so it includes the
+loop's own lag at peak: a 50 ms cap is within that lag on a loaded two-core node, where one late answer
+used to send the replica to its own counts for 5 s (the three-replica test once admitted 26 of 25). So the
+cap is 250 ms, the Redis client's socket timeout, and one late answer does not open the breaker.
 """
 
 from __future__ import annotations
@@ -15,6 +24,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 WINDOW = 60.0
+
+# Why a decision was taken by the replica's own limiter (the label of llmfleet_gateway_limit_fallbacks).
+FALLBACK_TIMEOUT = "timeout"  # Redis did not answer in time
+FALLBACK_ERROR = "error"  # Redis refused or failed
+FALLBACK_OPEN = "open"  # the breaker is open after repeated misses: Redis not asked
+FALLBACK_REASONS = (FALLBACK_TIMEOUT, FALLBACK_ERROR, FALLBACK_OPEN)
 
 
 @dataclass(slots=True)
@@ -142,6 +157,11 @@ return {0, tostring(ur), tostring(ut), tostring(elapsed), tostring(pr), tostring
 """
 
 
+def _is_timeout(exc: BaseException) -> bool:
+    """asyncio's and the Redis client's own (redis.exceptions.TimeoutError is no builtin TimeoutError)."""
+    return any(c.__name__ == "TimeoutError" for c in type(exc).__mro__)
+
+
 class RedisLimiter:
     """Limits shared by every gateway replica through one Redis (an atomic Lua script per request)."""
 
@@ -152,28 +172,41 @@ class RedisLimiter:
         tpm: int,
         prefix: str = "llmfleet:rl",
         clock: Callable[[], float] = time.time,
-        timeout: float = 0.05,
+        timeout: float = 0.25,
         cooldown: float = 5.0,
+        trip_after: int = 3,
+        on_fallback: Callable[[str], None] = lambda reason: None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis, self.rpm, self.tpm, self.prefix, self.clock = redis, rpm, tpm, prefix, clock
         self._script = redis.register_script(_LUA)
         # Redis down or slow: each replica enforces the limits on its own until Redis answers again.
         self.fallback = MemoryLimiter(rpm, tpm)
-        self.timeout, self.cooldown = timeout, cooldown
+        self.timeout, self.cooldown, self.trip_after = timeout, cooldown, trip_after
+        self.on_fallback, self.monotonic = on_fallback, monotonic
         self._down_until = 0.0
+        self._misses = 0  # Redis calls in a row that failed or timed out
+
+    def _missed(self) -> None:
+        self._misses += 1
+        if self._misses >= self.trip_after:
+            self._down_until = self.monotonic() + self.cooldown
+            self._misses = 0
 
     async def acquire(self, key: str, tokens: int) -> Decision:
-        now = time.monotonic()
-        if now < self._down_until:
+        if self.monotonic() < self._down_until:
+            self.on_fallback(FALLBACK_OPEN)
             return await self.fallback.acquire(key, tokens)
         try:
             res = await asyncio.wait_for(
                 self._script(keys=[f"{self.prefix}:{key}"], args=[self.clock(), self.rpm, self.tpm, tokens]),
                 self.timeout,
             )
-        except Exception:
-            self._down_until = now + self.cooldown
+        except Exception as exc:
+            self._missed()
+            self.on_fallback(FALLBACK_TIMEOUT if _is_timeout(exc) else FALLBACK_ERROR)
             return await self.fallback.acquire(key, tokens)
+        self._misses = 0
         allowed = int(res[0]) == 1
         used_r, used_t, elapsed = float(res[1]), float(res[2]), float(res[3])
         st = [0.0, float(res[4]), float(res[6]), float(res[5]), float(res[7])]
@@ -196,7 +229,7 @@ class RedisLimiter:
         )
 
     async def settle(self, key: str, reserved: int, actual: int) -> None:
-        if time.monotonic() < self._down_until:
+        if self.monotonic() < self._down_until:
             await self.fallback.settle(key, reserved, actual)
             return
         now = self.clock()
@@ -208,4 +241,6 @@ class RedisLimiter:
                     self.redis.hincrby(f"{self.prefix}:{key}:{int(window)}", "t", delta), self.timeout
                 )
             except Exception:
-                self._down_until = time.monotonic() + self.cooldown
+                self._missed()
+            else:
+                self._misses = 0

@@ -141,6 +141,7 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
     router = Router(cfg.routing)
     url = redis_url(cfg)
     redis_client = None
+    telemetry = Telemetry()
     limiter: Limiter
     if url:
         import redis.asyncio as aioredis
@@ -148,12 +149,17 @@ def build(args: argparse.Namespace) -> tuple[Gateway, dict[str, Any]]:
         redis_client = aioredis.from_url(
             url, socket_timeout=0.25, socket_connect_timeout=0.25, **redis_credentials(cfg)
         )
-        limiter = RedisLimiter(redis_client, cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute)
+        fallbacks = telemetry.limit_fallbacks
+        limiter = RedisLimiter(
+            redis_client,
+            cfg.limits.requests_per_minute,
+            cfg.limits.tokens_per_minute,
+            on_fallback=lambda reason: fallbacks.labels(reason).inc(),
+        )
     else:
         limiter = MemoryLimiter(cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute)
     sens = cfg.sensitivity
     classifier = Classifier(sens.detectors, sens.default, sens.header, sens.key_policy, sens.max_scan_bytes)
-    telemetry = Telemetry()
     embedder, cache = _cache(cfg, redis_client, telemetry)
     tracing = None
     if cfg.tracing.endpoint:

@@ -21,6 +21,8 @@ import orjson
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
+from llmfleet.gateway.limits import FALLBACK_REASONS
+
 # Label values that exist from start-up at 0 (Prometheus' "initialise your metrics"): a ratio or a rate over
 # them is 0, not absent, until the first event (the chart's alerts and dashboard rely on it).
 CACHE_RESULTS = ("exact", "semantic", "miss", "bypass", "corrupt", "error")
@@ -195,8 +197,18 @@ class Telemetry:
             "(explicit, rule, auto, default, sensitive).",
             ("model", "why"),
         )
+        self.limit_fallbacks = _Family(
+            "counter",
+            "llmfleet_gateway_limit_fallbacks",
+            "Rate-limit decisions this replica took on its own because the shared store (Redis) did not "
+            "answer (timeout, error) or was not asked (open: the breaker is open). While they happen, "
+            "every replica admits a key's whole limit.",
+            ("reason",),
+        )
         for result in CACHE_RESULTS:
             self.cache.labels(result)
+        for reason in FALLBACK_REASONS:
+            self.limit_fallbacks.labels(reason)
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels("self-hosted", kind)
         self.registry = CollectorRegistry()
@@ -215,6 +227,7 @@ class Telemetry:
                     self.cache_similarity,
                     self.cache_saved_tokens,
                     self.models,
+                    self.limit_fallbacks,
                 ],
                 self.requests,
             )
