@@ -553,7 +553,9 @@ def test_engine_sim_metrics_move_with_load() -> None:
 def test_engine_sim_sigterm_drains_or_aborts_like_vllm(timeout: int) -> None:
     """vLLM 0.33 on SIGTERM: the listener stays open; a new request is answered at once with finish_reason
     "abort" and no tokens; in-flight requests finish (--shutdown-timeout N) or end aborted (0, the default)."""
-    e = engine("m", 1.0, "--shutdown-timeout", str(timeout))
+    # The listener stays open 30 s after the engine's shutdown (vLLM's own API server takes a moment; 0.2 s by
+    # default here), so the late requests below meet it however slow the machine; stop() signals again.
+    e = engine("m", 1.0, "--shutdown-timeout", str(timeout), "--shutdown-linger", "30")
     out: list[httpx.Response] = []
 
     def call() -> None:

@@ -827,6 +827,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="SIGTERM: 0 aborts in-flight requests (vLLM's default), N lets them finish for N seconds",
     )
+    p.add_argument(
+        "--shutdown-linger",
+        type=float,
+        default=0.2,
+        help="SIGTERM: seconds the listener stays open after the engine has shut down (new requests get an "
+        "abort; the aborted ones' last chunks go out); a second SIGTERM stops at once",
+    )
     p.add_argument("--gpu", default="H100-80GB", help="GPU type from the catalog for the performance model")
     p.add_argument(
         "--speedup", type=float, default=1.0, help="run the model this many times faster than real time"
@@ -945,7 +952,7 @@ def serve(args: argparse.Namespace) -> None:
 
         async def _engine_then_http(self) -> None:
             await app.sim.shutdown(args.shutdown_timeout)
-            await asyncio.sleep(0.2)  # the aborted requests' last chunks reach their clients
+            await asyncio.sleep(args.shutdown_linger)  # the aborted requests' last chunks reach their clients
             if app.tracing is not None:
                 await asyncio.to_thread(app.tracing.shutdown)  # export what is queued
             self.should_exit = True
