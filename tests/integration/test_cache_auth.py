@@ -30,7 +30,9 @@ KEY = "sk-auth-cache-0000000000"
 
 
 def rendered() -> dict[str, dict]:
-    obj = parse_object(yaml.safe_load((ROOT / "manifests/examples/llama3-8b.yaml").read_text()))
+    doc = yaml.safe_load((ROOT / "manifests/examples/llama3-8b.yaml").read_text())
+    doc["spec"]["cache"] = {"semantic": {"enabled": True}}  # opt-in: both tiers go through the ACL here
+    obj = parse_object(doc)
     out = render_all(obj, size(obj.spec), cache_password=PASSWORD)
     return {f"{m['kind']}/{m['metadata']['name']}": m for m in out}
 

@@ -28,6 +28,7 @@ def test_defaults_fill_a_minimal_spec(minimal_obj: dict) -> None:
     s = obj.spec
     assert s.engine.tensor_parallel_size == "auto"
     assert s.engine.enable_prefix_caching is True
+    assert s.cache.exact.enabled and not s.cache.semantic.enabled  # the semantic tier is opt-in
     assert s.cache.semantic.threshold == 0.95
     assert s.gateway.routing == "prefix-affinity"
     assert s.pools.spot.enabled and s.pools.spot.fallback_to_on_demand

@@ -556,7 +556,12 @@ class Embedding(Model):
 
 
 class SemanticCache(Model):
-    enabled: bool = Field(default=True, description="Serve near-duplicate questions from the cache.")
+    enabled: bool = Field(
+        default=False,
+        description="Serve near-duplicate questions from the cache. Opt-in: a false hit serves another "
+        "question's answer, and no threshold is proven to keep false hits under 1 % on real user questions "
+        "(the README's cache section has the figures).",
+    )
     threshold: float = Field(
         default=0.95, gt=0, le=1, description="Cosine similarity a cached question must reach, in (0, 1]."
     )

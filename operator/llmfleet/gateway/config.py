@@ -65,7 +65,7 @@ class ExactCacheConfig(_M):
 
 
 class SemanticCacheConfig(_M):
-    enabled: bool = True
+    enabled: bool = False  # opt-in, as spec.cache.semantic.enabled
     threshold: float = 0.95
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_threads: int = Field(default=2, ge=1, le=16)
