@@ -3,7 +3,9 @@
 1. Semantic threshold curve on the labelled paraphrase pairs (bench/data/gptcache-paraphrase-pairs.json,
    MIT, Zilliz GPTCache) with the real all-MiniLM-L6-v2, measured the way a cache meets them (store the
    `origin` of the first half, look up every `similar` in order): one JSON line per threshold with
-   hit_rate and false_hit_rate, then a recommendation (the highest hit rate with false hits ≤ 1%).
+   hit_rate and false_hit_rate, then a recommendation (the highest hit rate with false hits ≤ 1%); with
+   hard negatives, the curve with and without the guard, and the verified mode (maxFalseHitRate 1, 2, 5 %)
+   replayed on the same lookups.
 2. Latency through a real gateway on real Redis: exact hit, semantic hit, and a miss served by
    engine-sim (real-time performance model), against the direct path to a trivially fast upstream.
 3. Savings on a replayed workload: request sizes from the Azure LLM trace (CC-BY 4.0, Patel et al.,
@@ -92,11 +94,12 @@ def near_misses(pairs: list[dict[str, str]]) -> list[dict[str, str]]:
     return out
 
 
-def guard_curve(pairs: list[dict[str, str]], emb: MiniLMEmbedder, guard: bool) -> list[dict[str, Any]]:
-    """The cache's protocol with labelled hard negatives: store the ``origin`` of the first half of the
-    paraphrase pairs; look up every paraphrase (the first half's should hit their own origin, the second
-    half's nothing) and every negative (nothing: a hit serves a wrong answer). With ``guard``, a lookup only
-    meets stored questions with the same signature (numbers with units, negation), as the gateway does."""
+def _lookups(
+    pairs: list[dict[str, str]], emb: MiniLMEmbedder, guard: bool
+) -> tuple[int, list[str], list[dict[str, str]], np.ndarray, np.ndarray]:
+    """The lookups of `guard_curve` and `verified`: the first half of the paraphrases' origins stored, every
+    paraphrase then every negative looked up. (stored count, queries, negatives, best match, its similarity);
+    with ``guard`` a query only meets stored questions with its signature (numbers with units, negation)."""
     from llmfleet.cache.guards import signature
 
     positives = [p for p in pairs if p.get("label", "paraphrase") != "negative"]
@@ -110,8 +113,16 @@ def guard_curve(pairs: list[dict[str, str]], emb: MiniLMEmbedder, guard: bool) -
         sig_s = np.array([signature(t) for t in stored])
         sig_q = np.array([signature(t) for t in queries])
         sims = np.where(sig_q[:, None] == sig_s[None, :], sims, -1.0)
-    best, score = sims.argmax(axis=1), sims.max(axis=1)
-    n_pos = len(positives)
+    return half, queries, negatives, sims.argmax(axis=1), sims.max(axis=1)
+
+
+def guard_curve(pairs: list[dict[str, str]], emb: MiniLMEmbedder, guard: bool) -> list[dict[str, Any]]:
+    """The cache's protocol with labelled hard negatives: store the ``origin`` of the first half of the
+    paraphrase pairs; look up every paraphrase (the first half's should hit their own origin, the second
+    half's nothing) and every negative (nothing: a hit serves a wrong answer). With ``guard``, a lookup only
+    meets stored questions with the same signature (numbers with units, negation), as the gateway does."""
+    half, queries, negatives, best, score = _lookups(pairs, emb, guard)
+    n_pos = len(queries) - len(negatives)
     out = []
     for t in THRESHOLDS:
         over = score >= t
@@ -308,6 +319,57 @@ async def savings(args: argparse.Namespace, pairs: list[dict[str, str]], trace: 
     }
 
 
+def verified(
+    pairs: list[dict[str, str]], emb: MiniLMEmbedder, rate: float, floor: float, passes: int = 3
+) -> dict[str, Any]:
+    """The gateway's verified mode (llmfleet.cache.verify) replayed on the same lookups as `guard_curve` (the
+    guard on), in a seeded random order, ``passes`` times over (a longer stretch of the same traffic): each
+    candidate over ``floor`` is served once a learned threshold covers it (a 5 % share still checked), else
+    checked, its outcome being whether its best match is its own question. The threshold is re-learned every
+    50 lookups, as the gateway re-reads the checks. Reported over the last pass, the first ones having taught
+    it; and the fixed threshold that serves as many hits, for comparison."""
+    import random
+
+    from llmfleet.cache import verify
+
+    half, queries, _, best, score = _lookups(pairs, emb, guard=True)
+    right = (np.arange(len(queries)) < half) & (best == np.arange(len(queries)))
+    rng = random.Random(1)
+    obs: list[tuple[float, bool]] = []
+    learned: float | None = None
+    served = wrong = checks = 0
+    for n_pass in range(passes):
+        order = list(range(len(queries)))
+        rng.shuffle(order)
+        last = n_pass == passes - 1
+        for k, i in enumerate(order):
+            if k % 50 == 0:
+                learned = verify.learned_threshold(obs, floor, rate)
+            s = float(score[i])
+            if s < floor:
+                continue
+            if learned is not None and s >= learned and rng.random() >= 0.05:
+                served += last
+                wrong += last and not right[i]
+                continue
+            obs.append((s, bool(right[i])))
+            checks += 1
+    lookups = len(queries)
+    hits = served - wrong
+    return {
+        "verified": True,
+        "max_false_hit_rate": rate,
+        "floor": floor,
+        "learned_threshold": learned,
+        "checks": checks,
+        "hit_rate": round(hits / half, 4),
+        "false_hit_rate": round(wrong / lookups, 4),
+        "wrong_share_of_served": round(wrong / served, 4) if served else None,
+        "lookups_per_pass": lookups,
+        "passes": passes,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", default=str(DATA / "gptcache-paraphrase-pairs.json"))
@@ -357,6 +419,8 @@ def main() -> int:
         for guard in (False, True):
             for point in guard_curve(hard, emb, guard):
                 print(json.dumps(point), flush=True)
+        for rate in (0.01, 0.02, 0.05):
+            print(json.dumps(verified(hard, emb, rate, 0.8)), flush=True)
     if args.skip_servers:
         return 0
     print(json.dumps(asyncio.run(latency(args, pairs))), flush=True)

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -185,3 +187,32 @@ class OtlpReceiver:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def serve_aiohttp(app: Any) -> tuple[int, str]:
+    """Serve an aiohttp application on a loopback port from a daemon thread (a stand-in engine); returns once
+    it answers: (port, base URL)."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    runner = web.AppRunner(app)
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        loop.run_forever()
+
+    threading.Thread(target=serve, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/")
+            break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    return port, url

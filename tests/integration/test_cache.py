@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.conftest import ROOT
-from tests.integration.servers import engine, free_port, gateway, metric
+from tests.integration.servers import engine, free_port, gateway, metric, serve_aiohttp
 
 pytestmark = pytest.mark.integration
 ALICE, BOB = "sk-alice-cache-000000", "sk-bob-cache-0000000"
@@ -265,8 +265,6 @@ class VllmShapes:
     last user message. Counts the requests that reach it."""
 
     def __init__(self) -> None:
-        import threading
-
         from aiohttp import web
 
         from tests.unit.test_cache_entries import vllm_stream, vllm_whole
@@ -297,26 +295,7 @@ class VllmShapes:
 
         app = web.Application()
         app.router.add_post("/v1/chat/completions", complete)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        runner = web.AppRunner(app)
-
-        def serve() -> None:
-            import asyncio
-
-            loop = asyncio.new_event_loop()
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-            loop.run_forever()
-
-        threading.Thread(target=serve, daemon=True).start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(self.url + "/")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        self.port, self.url = serve_aiohttp(app)
 
 
 def test_vllm_shaped_aborts_errors_and_empty_answers_leave_the_cache_empty(rds) -> None:

@@ -59,6 +59,14 @@ def test_defaults_fill_a_minimal_spec(minimal_obj: dict) -> None:
             "spec.cache.semantic.threshold: Input should be less than or equal to 1",
         ),
         (
+            {"cache": {"semantic": {"maxFalseHitRate": 0.5}}},
+            "spec.cache.semantic.maxFalseHitRate: Input should be less than or equal to 0.2",
+        ),
+        (
+            {"cache": {"semantic": {"maxFalseHitRate": 0}}},
+            "spec.cache.semantic.maxFalseHitRate: Input should be greater than 0",
+        ),
+        (
             {"engine": {"tensorParallelSize": 3}},
             "spec.engine.tensorParallelSize: Input should be 'auto', 1, 2, 4 or 8",
         ),

@@ -228,6 +228,7 @@ def test_rendered_gateway_config_round_trips_through_the_gateways_own_model(path
         cfg = GatewayConfig.model_validate(rendered)
         assert cfg.model_dump(by_alias=True, exclude_unset=True) == rendered
         assert cfg.sensitivity.key_policy == dict(obj.spec.gateway.sensitivity.key_policy)
+        assert cfg.cache.semantic.max_false_hit_rate == obj.spec.cache.semantic.max_false_hit_rate
 
 
 def test_gateway_config_refuses_unknown_keys() -> None:

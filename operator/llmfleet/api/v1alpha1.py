@@ -566,6 +566,15 @@ class SemanticCache(Model):
         default=0.95, gt=0, le=1, description="Cosine similarity a cached question must reach, in (0, 1]."
     )
     embedding: Embedding = Field(default_factory=Embedding, description="Embedding model.")
+    max_false_hit_rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=0.2,
+        description="Serve a semantic hit only from a similarity proven (95 % confidence, from checks of the "
+        "cache's own candidates against the engine's answers) to give a different answer at most this often, "
+        "e.g. 0.01. `threshold` is then the lowest similarity considered. Unset: every candidate over "
+        "`threshold` is served.",
+    )
 
 
 # A URL whose authority holds userinfo (user:password@): the same RE2/Python pattern in CEL and pydantic.

@@ -1,5 +1,8 @@
 """The response cache on Redis: exact entries (GET/SET with TTL) and semantic entries (a RedisVL HNSW index,
 cosine distance, tag filters for tenant, model and conversation context), behind one gateway-facing class.
+With ``max_false_hit_rate`` (spec.cache.semantic.maxFalseHitRate) a semantic candidate is served only from the
+similarity cache.verify has proven; the others are answered by the engine and compared, and the outcome is
+pushed to a per-deployment Redis list every replica learns from (re-read in the background every 2 s).
 
 Failure is not an outage: every Redis call has a short timeout; an error opens a circuit breaker for a
 few seconds during which the cache is bypassed (counted, logged once per interval), and no request
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
@@ -17,13 +22,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from llmfleet.cache import entries
+from llmfleet.cache import entries, verify
 from llmfleet.cache.embedding import Embedder
 from llmfleet.cache.keys import cacheable, exact_key, split_last_user_turn
 
 log = logging.getLogger("llmfleet.cache")
 INDEX = "llmfleet-semcache"
 PREFIX = "llmfleet:sem"
+CHECKS = (
+    "llmfleet:semchecks"  # + ":" + model: the deployment's checked candidates (cache.verify), newest first
+)
 
 
 class CacheHit(NamedTuple):
@@ -76,6 +84,11 @@ class ResponseCache:
         embedder: Embedder | None = None,
         timeout: float = 0.05,
         semantic_timeout: float = 0.25,
+        max_false_hit_rate: float | None = None,
+        explore: float = 0.05,
+        refresh_every: float = 2.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis, self.model, self.tel = redis, model, telemetry
         self.exact_enabled, self.semantic_enabled = exact, semantic and embedder is not None
@@ -83,6 +96,14 @@ class ResponseCache:
         self.embedder, self.timeout, self.semantic_timeout = embedder, timeout, semantic_timeout
         self.breaker = Breaker()
         self.index: Any = None
+        # Verified hits (cache.verify): candidates are checked until a threshold is proven under the bound.
+        self.max_false_hit_rate, self.explore, self.refresh_every = max_false_hit_rate, explore, refresh_every
+        self.rng, self.clock = rng or random.Random(), clock
+        self.learned: float | None = None
+        self._refreshed_at = -math.inf
+        self._refresher: asyncio.Task[None] | None = None
+        self.checks_key = f"{CHECKS}:{model}"
+        self.tel.cache_threshold.set(math.nan if max_false_hit_rate else threshold)
 
     async def setup(self) -> None:
         """Create the semantic index if missing (idempotent). Failure leaves semantic lookups bypassed."""
@@ -138,7 +159,7 @@ class ResponseCache:
         allowed = (opt_in or b"").lower() in (b"allow", b"on", b"true")
         lookup, store = cacheable(body, self.replay, cache_control, allowed)
         ctx.cache_store = store and self.breaker.closed
-        ctx.cache_embedding = None
+        ctx.cache_embedding = ctx.cache_verify = None
         if not lookup:
             ctx.cache = "skip"
             return None
@@ -166,11 +187,45 @@ class ResponseCache:
                 found = await self._semantic_lookup(tenant, context, emb)
                 if found is not None:
                     entry, similarity = found
-                    self.tel.cache_similarity.observe(similarity)
-                    return self._hit("semantic", entry)
+                    if await self._serves(similarity):
+                        self.tel.cache_similarity.observe(similarity)
+                        return self._hit("semantic", entry)
+                    ctx.cache_verify = (entry["content"], similarity)  # answered by the engine, then compared
         ctx.cache = "miss"
         self.tel.cache.labels("miss").inc()
         return None
+
+    async def _serves(self, similarity: float) -> bool:
+        """Whether a candidate at this similarity is served (else checked). Without a bound: always."""
+        rate = self.max_false_hit_rate
+        if rate is None:
+            return True
+        now = self.clock()
+        if now - self._refreshed_at >= self.refresh_every and self._refresher is None:
+            self._refreshed_at = now  # in the background: no request waits for the checks to be read
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh(rate))
+        return self.learned is not None and similarity >= self.learned and self.rng.random() >= self.explore
+
+    async def _refresh(self, rate: float) -> None:
+        """The learned threshold from every replica's checks (Redis), at most once per ``refresh_every``."""
+        try:
+            raw = await self._call(
+                self.redis.lrange(self.checks_key, 0, verify.MAX_OBSERVATIONS - 1), self.timeout * 4
+            )
+            if raw is not None:
+                self.learned = verify.learned_threshold(verify.parse(raw), self.threshold, rate)
+                self.tel.cache_threshold.set(math.nan if self.learned is None else self.learned)
+        finally:
+            self._refresher = None
+
+    async def _record_check(self, candidate: tuple[str, float], fresh: str) -> None:
+        cached, similarity = candidate
+        same = verify.same_answer(cached, fresh)
+        self.tel.cache_checks.labels("same" if same else "different").inc()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(self.checks_key, verify.encode(similarity, same))
+        pipe.ltrim(self.checks_key, 0, verify.MAX_OBSERVATIONS - 1)
+        await self._call(pipe.execute(), self.timeout)
 
     def _hit(self, kind: str, entry: dict[str, Any]) -> CacheHit:
         self.tel.cache.labels(kind).inc()
@@ -220,6 +275,9 @@ class ResponseCache:
         entry = entries.from_sse(data, chat) if body.get("stream") else entries.from_json_response(data, chat)
         if entry is None:
             return
+        candidate = getattr(ctx, "cache_verify", None)
+        if candidate is not None:
+            await self._record_check(candidate, entry["content"])
         raw = orjson.dumps(entry)
         if self.exact_enabled:
             await self._call(

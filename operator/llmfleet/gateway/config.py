@@ -69,6 +69,8 @@ class SemanticCacheConfig(_M):
     threshold: float = 0.95
     embedding_model: str = "all-MiniLM-L6-v2"
     embedding_threads: int = Field(default=2, ge=1, le=16)
+    # Verified hits (cache.verify): the bound on served hits that differ from the engine's answer; None: off.
+    max_false_hit_rate: float | None = Field(default=None, gt=0, le=0.2)
 
 
 class CacheConfig(_M):

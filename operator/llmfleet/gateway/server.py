@@ -94,6 +94,7 @@ def _cache(cfg: GatewayConfig, redis_client: Any, telemetry: Telemetry) -> tuple
             threshold=cfg.cache.semantic.threshold,
             replay=cfg.cache.exact.replay,
             embedder=embedder if cfg.cache.semantic.enabled else None,
+            max_false_hit_rate=cfg.cache.semantic.max_false_hit_rate,
         )
     return embedder, cache
 

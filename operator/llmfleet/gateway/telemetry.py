@@ -43,6 +43,9 @@ class _Value:
     def dec(self, amount: float = 1.0) -> None:
         self.value -= amount
 
+    def set(self, value: float) -> None:
+        self.value = value
+
 
 class _Buckets:
     __slots__ = ("bounds", "counts", "sum")
@@ -83,6 +86,9 @@ class _Family:
 
     def observe(self, amount: float) -> None:
         self._single.observe(amount)  # type: ignore[union-attr]
+
+    def set(self, value: float) -> None:
+        self._single.set(value)  # type: ignore[union-attr]
 
     def family(self) -> Metric:
         names = list(self.label_names)
@@ -187,6 +193,19 @@ class Telemetry:
             "Similarity of semantic-cache hits.",
             buckets=(0.8, 0.85, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0),
         )
+        self.cache_checks = _Family(
+            "counter",
+            "llmfleet_gateway_cache_semantic_checks",
+            "Semantic candidates checked against the engine's answer (maxFalseHitRate), by outcome (same, "
+            "different).",
+            ("outcome",),
+        )
+        self.cache_threshold = _Family(
+            "gauge",
+            "llmfleet_gateway_cache_semantic_threshold",
+            "The similarity semantic hits are served from: learned under maxFalseHitRate (NaN: none proven "
+            "yet, nothing served), else the configured threshold.",
+        )
         self.cache_saved_tokens = _Family(
             "counter", "llmfleet_gateway_cache_saved_tokens", "Completion tokens served from cache."
         )
@@ -207,6 +226,8 @@ class Telemetry:
         )
         for result in CACHE_RESULTS:
             self.cache.labels(result)
+        for outcome in ("same", "different"):
+            self.cache_checks.labels(outcome)
         for reason in FALLBACK_REASONS:
             self.limit_fallbacks.labels(reason)
         for kind in UPSTREAM_ERROR_KINDS:
@@ -225,6 +246,8 @@ class Telemetry:
                     self.in_flight,
                     self.cache,
                     self.cache_similarity,
+                    self.cache_checks,
+                    self.cache_threshold,
                     self.cache_saved_tokens,
                     self.models,
                     self.limit_fallbacks,

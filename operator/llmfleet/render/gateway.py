@@ -118,6 +118,7 @@ def gateway_config(inp: RenderInput) -> dict[str, Any]:
                 "threshold": cache.semantic.threshold,
                 "embeddingModel": cache.semantic.embedding.model,
                 "embeddingThreads": cache.semantic.embedding.threads,
+                "maxFalseHitRate": cache.semantic.max_false_hit_rate,
             },
         },
         "outputTokens": gw.output_tokens.model_dump(by_alias=True, exclude_none=True),
