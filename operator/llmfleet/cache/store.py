@@ -29,9 +29,8 @@ from llmfleet.cache.keys import cacheable, exact_key, split_last_user_turn
 log = logging.getLogger("llmfleet.cache")
 INDEX = "llmfleet-semcache"
 PREFIX = "llmfleet:sem"
-CHECKS = (
-    "llmfleet:semchecks"  # + ":" + model: the deployment's checked candidates (cache.verify), newest first
-)
+# + ":" + model: the deployment's checked semantic candidates (cache.verify), newest first.
+CHECKS = "llmfleet:semchecks"
 
 
 class CacheHit(NamedTuple):

@@ -203,9 +203,8 @@ class Ctx:
     classified: bool = False
     cache_store: bool = False  # the response may be stored in the cache once complete
     cache_embedding: Any = None  # (vector, query, context) computed at lookup, reused when storing
-    cache_verify: Any = (
-        None  # (cached answer, similarity) of a semantic candidate checked against this answer
-    )
+    # (cached answer, similarity) of a semantic candidate checked against this request's answer
+    cache_verify: Any = None
     upstream: Any = None  # the upstream response in progress (closed at once if the client leaves)
     gone: bool = False  # the client disconnected
     answered: bool = False  # an upstream answered 200: what it generated is charged, whoever ends the request
