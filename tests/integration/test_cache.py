@@ -259,6 +259,37 @@ def test_killed_redis_costs_no_failed_request(eng) -> None:
         own.kill()
 
 
+def test_one_late_redis_answer_costs_one_lookup_not_the_cache(eng) -> None:
+    """Redis paused (SIGSTOP) for one request: that lookup misses and the engine answers, but the next request,
+    once Redis answers again, is served from the cache; three late answers in a row do open the breaker. (A
+    single timeout used to bypass the cache for 5 s: the Redis timeout is measured on a loop that may lag.)"""
+    own = Redis()
+    s = gateway(cache_config(eng, own, semantic={"enabled": False}), {"alice": ALICE})
+    try:
+        assert ask(s, "before the pause").status_code == 200
+        assert ask(s, "before the pause").headers["x-llmfleet-cache"] == "exact"
+        os.kill(own.pid, signal.SIGSTOP)
+        try:
+            late = ask(s, "during the pause")
+            assert late.status_code == 200 and late.headers["x-llmfleet-cache"] == "miss"
+            time.sleep(0.5)  # the answer's store after the response times out too
+        finally:
+            os.kill(own.pid, signal.SIGCONT)
+        assert ask(s, "before the pause").headers["x-llmfleet-cache"] == "exact"
+        os.kill(own.pid, signal.SIGSTOP)
+        try:
+            for i in range(3):
+                assert ask(s, f"a longer pause {i}").status_code == 200
+            assert ask(s, "before the pause").headers["x-llmfleet-cache"] == "bypass"
+        finally:
+            os.kill(own.pid, signal.SIGCONT)
+        errors = metric(httpx.get(s.url + "/metrics").text, "llmfleet_gateway_cache_total", result="error")
+        assert errors >= 3
+    finally:
+        s.stop()
+        own.kill()
+
+
 class VllmShapes:
     """A stand-in engine that answers with the shapes vLLM 0.33 gives failed requests, all with HTTP 200 (a
     replay, as recorded from its source; engine-sim produces the abort shapes live on SIGTERM): keyed by the

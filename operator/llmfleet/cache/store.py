@@ -4,8 +4,9 @@ With ``max_false_hit_rate`` (spec.cache.semantic.maxFalseHitRate) a semantic can
 similarity cache.verify has proven; the others are answered by the engine and compared, and the outcome is
 pushed to a per-deployment Redis list every replica learns from (re-read in the background every 2 s).
 
-Failure is not an outage: every Redis call has a short timeout; an error opens a circuit breaker for a
-few seconds during which the cache is bypassed (counted, logged once per interval), and no request
+Failure is not an outage: every Redis call has a short timeout; a late or failed call is a miss for that
+request, and three in a row open the circuit breaker (``cache.breaker``, shared with the gateway's limits) for
+a few seconds during which the cache is bypassed (counted, logged once per interval), and no request
 fails because of the cache. A corrupt entry is deleted, never served.
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 import orjson
 
 from llmfleet.cache import entries, verify
+from llmfleet.cache.breaker import Breaker
 from llmfleet.cache.embedding import Embedder
 from llmfleet.cache.keys import cacheable, exact_key, split_last_user_turn
 
@@ -36,36 +38,6 @@ CHECKS = "llmfleet:semchecks"
 class CacheHit(NamedTuple):
     kind: str  # exact | semantic
     entry: dict[str, Any]  # as cache.entries decodes it
-
-
-class Breaker:
-    """Open for ``cooldown`` seconds after a failure; logs at most once per ``log_every`` seconds."""
-
-    def __init__(
-        self, cooldown: float = 5.0, log_every: float = 30.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.cooldown, self.log_every, self.clock = cooldown, log_every, clock
-        self.open_until = 0.0
-        self._logged = -1e18
-        self.failures = 0
-
-    @property
-    def closed(self) -> bool:
-        return self.clock() >= self.open_until
-
-    def fail(self, exc: BaseException) -> None:
-        self.failures += 1
-        now = self.clock()
-        self.open_until = now + self.cooldown
-        if now - self._logged >= self.log_every:
-            self._logged = now
-            log.warning(
-                "cache bypassed for %.0fs: Redis %s: %s (%d failures so far)",
-                self.cooldown,
-                type(exc).__name__,
-                exc,
-                self.failures,
-            )
 
 
 class ResponseCache:
@@ -93,7 +65,7 @@ class ResponseCache:
         self.exact_enabled, self.semantic_enabled = exact, semantic and embedder is not None
         self.ttl, self.threshold, self.replay = int(ttl_seconds), threshold, replay
         self.embedder, self.timeout, self.semantic_timeout = embedder, timeout, semantic_timeout
-        self.breaker = Breaker()
+        self.breaker = Breaker("cache bypassed")
         self.index: Any = None
         # Verified hits (cache.verify): candidates are checked until a threshold is proven under the bound.
         self.max_false_hit_rate, self.explore, self.refresh_every = max_false_hit_rate, explore, refresh_every
@@ -136,11 +108,13 @@ class ResponseCache:
 
     async def _call(self, coro: Awaitable[Any], timeout: float) -> Any:
         try:
-            return await asyncio.wait_for(coro, timeout)
+            got = await asyncio.wait_for(coro, timeout)
         except Exception as exc:
             self.breaker.fail(exc)
             self.tel.cache.labels("error").inc()
             return None
+        self.breaker.ok()
+        return got
 
     # ------------------------------------------------------------------ lookup
 
