@@ -6,7 +6,7 @@ max_tokens) and settled with the real usage when the response ends.
 
 Shared limits degrade, never fail: when Redis does not answer within ``timeout`` a request is decided by
 the replica's own in-memory limiter, and after ``trip_after`` such misses in a row the replica stops asking
-Redis for ``cooldown`` seconds. Each decision taken locally counts in
+Redis for ``cooldown`` seconds (``cache.breaker``, the same breaker as the response cache's). Each decision taken locally counts in
 ``llmfleet_gateway_limit_fallbacks_total`` (by reason), because while it lasts every replica admits the
 key's whole limit on its own. The timeout is measured on the gateway's event loop, so it includes the
 loop's own lag at peak: a 50 ms cap is within that lag on a loaded two-core node, where one late answer
@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from llmfleet.cache.breaker import Breaker
 
 WINDOW = 60.0
 
@@ -182,19 +184,13 @@ class RedisLimiter:
         self._script = redis.register_script(_LUA)
         # Redis down or slow: each replica enforces the limits on its own until Redis answers again.
         self.fallback = MemoryLimiter(rpm, tpm)
-        self.timeout, self.cooldown, self.trip_after = timeout, cooldown, trip_after
-        self.on_fallback, self.monotonic = on_fallback, monotonic
-        self._down_until = 0.0
-        self._misses = 0  # Redis calls in a row that failed or timed out
-
-    def _missed(self) -> None:
-        self._misses += 1
-        if self._misses >= self.trip_after:
-            self._down_until = self.monotonic() + self.cooldown
-            self._misses = 0
+        self.timeout, self.on_fallback = timeout, on_fallback
+        self.breaker = Breaker(
+            "shared limits decided per replica", trip_after=trip_after, cooldown=cooldown, clock=monotonic
+        )
 
     async def acquire(self, key: str, tokens: int) -> Decision:
-        if self.monotonic() < self._down_until:
+        if not self.breaker.closed:
             self.on_fallback(FALLBACK_OPEN)
             return await self.fallback.acquire(key, tokens)
         try:
@@ -203,10 +199,10 @@ class RedisLimiter:
                 self.timeout,
             )
         except Exception as exc:
-            self._missed()
+            self.breaker.fail(exc)
             self.on_fallback(FALLBACK_TIMEOUT if _is_timeout(exc) else FALLBACK_ERROR)
             return await self.fallback.acquire(key, tokens)
-        self._misses = 0
+        self.breaker.ok()
         allowed = int(res[0]) == 1
         used_r, used_t, elapsed = float(res[1]), float(res[2]), float(res[3])
         st = [0.0, float(res[4]), float(res[6]), float(res[5]), float(res[7])]
@@ -229,7 +225,7 @@ class RedisLimiter:
         )
 
     async def settle(self, key: str, reserved: int, actual: int) -> None:
-        if self.monotonic() < self._down_until:
+        if not self.breaker.closed:
             await self.fallback.settle(key, reserved, actual)
             return
         now = self.clock()
@@ -240,7 +236,7 @@ class RedisLimiter:
                 await asyncio.wait_for(
                     self.redis.hincrby(f"{self.prefix}:{key}:{int(window)}", "t", delta), self.timeout
                 )
-            except Exception:
-                self._missed()
+            except Exception as exc:
+                self.breaker.fail(exc)
             else:
-                self._misses = 0
+                self.breaker.ok()
