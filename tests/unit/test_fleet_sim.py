@@ -188,3 +188,25 @@ def test_the_simulator_holds_its_target_while_reclaimed_replicas_are_replaced() 
     assert pending, "no tick saw a reclaim pending"
     assert all(after >= before for _, before, after in pending)
     assert any(after < before for r, before, after in Recording.ticks if r == 0)  # it does shrink otherwise
+
+
+def test_the_simulator_gives_the_policy_the_gateways_request_rate() -> None:
+    """The operator reads rate(llmfleet_gateway_received_requests_total[1m]) (``arrivals``); the simulator must
+    feed the same figure, or its policy ignores a burst that drained before the tick where the operator's
+    would not."""
+    from llmfleet.api.sizing import size
+    from llmfleet.sim.fleet import Fleet
+
+    seen: dict[float, float | None] = {}
+
+    class Recording(Fleet):
+        def _on_tick(self, now, arg) -> None:
+            seen[now] = self.observe(now).arrivals
+            super()._on_tick(now, arg)
+
+    s = spec()
+    trace = burst(2, 120) + burst(0.1, 60, start=400)  # 2 requests/s for 2 minutes, then one every 10 s
+    Recording(s, size(s), SimConfig()).run(trace)
+    assert seen[90.0] == pytest.approx(2.0, abs=0.05)
+    assert seen[300.0] == 0.0
+    assert seen[435.0] == pytest.approx(4 / 60, abs=1e-9)  # 400, 410, 420 and 430 s

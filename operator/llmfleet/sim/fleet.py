@@ -129,6 +129,9 @@ class Fleet:
             str, tuple[float, int, int]
         ] = {}  # in flight: id → (arrival, prompt, output tokens)
         self.first: dict[str, float] = {}  # in flight with a first token: id → TTFT
+        self.arrived: deque[float] = (
+            deque()
+        )  # arrival times over the last minute (the gateway's request rate)
         self.recent_ttft: deque[tuple[float, float]] = deque()
         self.window_ttft: deque[tuple[float, bool]] = deque()  # (time, late) over the SLO window
         self.window_late = 0
@@ -199,6 +202,7 @@ class Fleet:
     def _on_arrive(self, now: float, payload: tuple[str, TraceRequest]) -> None:
         rid, r = payload
         self.started[rid] = (now, r.prompt_tokens, r.output_tokens)
+        self.arrived.append(now)
         self.queue.append(rid)
         self._dispatch(now)
 
@@ -377,6 +381,8 @@ class Fleet:
             self.recent_ttft.popleft()
         while self.tokens and self.tokens[0][0] < window:
             self.tokens.popleft()
+        while self.arrived and self.arrived[0] < window:
+            self.arrived.popleft()
         span = min(60.0, max(now, 1e-9))
         serving = self._serving(now)
         waiting = len(self.queue) + sum(len(r.engine.waiting) for r in serving)
@@ -396,6 +402,8 @@ class Fleet:
         n = len(self.window_ttft)
         return Observation(
             prompt_tps_peak=peak,
+            # rate(llmfleet_gateway_received_requests_total[1m]), which the operator reads from the gateway
+            arrivals=len(self.arrived) / span,
             ttft_miss_share_window=self.window_late / n if n else None,
             ttft_miss_share=sum(t > self.slo_s for t in recent) / len(recent) if recent else None,
             waiting=waiting,
