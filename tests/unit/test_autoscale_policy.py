@@ -333,6 +333,50 @@ def test_more_late_first_tokens_than_the_attainment_target_allows_grow_the_fleet
         assert "of first tokens over" not in why
 
 
+@given(
+    share=st.floats(0, 1),
+    window=st.one_of(st.none(), st.floats(0, 0.05)),
+    ready=st.integers(1, 50),
+    in_flight=st.booleans(),
+)
+def test_a_late_minute_grows_the_fleet_only_while_the_slo_window_burns_its_budget(
+    share, window, ready, in_flight
+) -> None:
+    """Both windows, as a multiwindow burn-rate alert: the minute over the target and the hour past
+    BUDGET_SPARE_SHARE of its budget (or unknown). Read whether or not requests are in flight at the tick:
+    a burst is often over by the time the autoscaler looks."""
+    from dataclasses import replace
+
+    from llmfleet.autoscale.policy import budget_spare
+
+    s = spec(maxReplicas=2000)  # ttftAttainmentTarget 0.99
+    o = replace(
+        obs(running=10 if in_flight else 0, ready=ready, ttft=0.2),
+        ttft_miss_share=share,
+        ttft_miss_share_window=window,
+    )
+    want, why = recommend(s, o, ready)
+    over = share > 0.01 + 1e-9
+    if over and not budget_spare(s, o):
+        assert want >= ready + 1 and "of first tokens over" in why
+    else:
+        assert want <= ready
+    if share > 0:
+        assert want >= ready  # a late first token in the minute: never shrinking
+    if over and budget_spare(s, o):
+        assert want == ready and "within its error budget" in why
+
+
+def test_a_burst_over_before_the_tick_still_counts() -> None:
+    """Nothing in flight and no gateway rate at the tick, yet the minute's first tokens were late and the hour
+    has spent its budget: the fleet grows (it used to ignore the minute once the burst had drained)."""
+    from dataclasses import replace
+
+    idle_tick = replace(obs(running=0, ready=3, ttft=0.9), ttft_miss_share=0.3, ttft_miss_share_window=0.02)
+    assert not idle_tick.busy
+    assert recommend(spec(), idle_tick, 3)[0] == 4
+
+
 def test_a_burst_inside_the_minute_scales_up_though_p95_and_the_mean_rates_look_fine() -> None:
     s = spec(scaleUpWindow="0s")
     calm = obs(running=10, ttft=0.2, prompt=2_000, gen=500)

@@ -484,9 +484,10 @@ class AutoscalingSpec(Model):
         default=0.99,
         ge=0.5,
         le=1.0,
-        description="Share of first tokens that must come within ttftP95Target: while the last minute's share is "
-        "below it the fleet grows and does not shrink. The SLO the autoscaler holds, bursts included; lower it "
-        "to trade latency for cost.",
+        description="Share of first tokens that must come within ttftP95Target, held over the last hour: while "
+        "the last minute's share is below it the fleet does not shrink, and grows once the last hour has spent "
+        "more than 80 % of its error budget (1 - ttftAttainmentTarget). The SLO the autoscaler holds, bursts "
+        "included; lower it to trade latency for cost.",
     )
     headroom: float = Field(
         default=0.0,
