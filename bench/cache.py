@@ -7,7 +7,8 @@
    hard negatives, the curve with and without the guard, and the verified mode (maxFalseHitRate 1, 2, 5 %)
    replayed on the same lookups.
 2. Latency through a real gateway on real Redis: exact hit, semantic hit, and a miss served by
-   engine-sim (real-time performance model), against the direct path to a trivially fast upstream.
+   engine-sim (real-time performance model), against the direct path to a trivially fast upstream; then the
+   same in verified mode (maxFalseHitRate 1 %, a threshold already learned).
 3. Savings on a replayed workload: request sizes from the Azure LLM trace (CC-BY 4.0, Patel et al.,
    Splitwise, ISCA 2024); the text of each request is one of the paraphrase questions, drawn with a Zipf
    law (s=1.1) so popular questions repeat, half of them reworded (the `similar` text).
@@ -144,10 +145,17 @@ def guard_curve(pairs: list[dict[str, str]], emb: MiniLMEmbedder, guard: bool) -
     return out
 
 
-async def latency(args: argparse.Namespace, pairs: list[dict[str, str]]) -> dict[str, float]:
+async def latency(
+    args: argparse.Namespace, pairs: list[dict[str, str]], verified_rate: float | None = None
+) -> dict[str, Any]:
+    """Hit and miss latency through the gateway. With ``verified_rate`` the semantic tier runs in verified mode
+    (maxFalseHitRate) on a fleet that has already learned its threshold: Redis holds 3,000 agreeing checks
+    between similarity 0.80 and 1.0 (as its replicas would have pushed them), so the hit path measured is the
+    verified one (the learned threshold, the draw that sends 5 % of hits to be checked)."""
     import multiprocessing
 
     import httpx
+    import redis
     from tests.integration.servers import engine, free_port, gateway
     from tests.integration.test_cache import Redis
 
@@ -163,7 +171,15 @@ async def latency(args: argparse.Namespace, pairs: list[dict[str, str]]) -> dict
             "cache": {
                 "redisURL": rds.url,
                 "exact": {"enabled": True},
-                "semantic": {"enabled": True, "threshold": 0.95, "embeddingModel": "all-MiniLM-L6-v2"},
+                "semantic": {
+                    "enabled": True,
+                    "embeddingModel": "all-MiniLM-L6-v2",
+                    **(
+                        {"threshold": 0.95}
+                        if verified_rate is None
+                        else {"threshold": 0.80, "maxFalseHitRate": verified_rate}
+                    ),
+                },
             },
         },
         {"bench": "sk-bench-cache"},
@@ -186,8 +202,17 @@ async def latency(args: argparse.Namespace, pairs: list[dict[str, str]]) -> dict
         }
 
     try:
+        if verified_rate is not None:
+            from llmfleet.cache import verify
+            from llmfleet.cache.store import CHECKS
+
+            checks = [verify.encode(0.80 + 0.2 * i / 3000, True) for i in range(3000)]
+            redis.Redis(port=rds.port).lpush(f"{CHECKS}:m", *checks)
         await asyncio.sleep(1)
         async with httpx.AsyncClient(timeout=60) as c:
+            if verified_rate is not None:  # the first lookup starts the background read of the checks
+                await c.post(gw.url + "/v1/chat/completions", json=body("warm up"), headers=headers)
+                await asyncio.sleep(2.5)
 
             async def timed(url: str, b: dict, hdr: dict) -> tuple[float, str]:
                 t0 = time.perf_counter()
@@ -215,6 +240,7 @@ async def latency(args: argparse.Namespace, pairs: list[dict[str, str]]) -> dict
         base = statistics.median(direct)
         return {
             "latency": True,
+            "verified_max_false_hit_rate": verified_rate,
             "direct_fast_upstream_p50_ms": round(base * 1000, 3),
             "miss_p50_ms": round(statistics.median(misses) * 1000, 2) if misses else None,
             "exact_hit_p50_ms": round(statistics.median(exact) * 1000, 3) if exact else None,
@@ -370,6 +396,61 @@ def verified(
     }
 
 
+# One core's single-precision matrix product rate (FLOP/s), in a process whose BLAS runs one thread.
+SGEMM = """
+import time, numpy as np
+a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
+a @ a
+t, k = time.perf_counter(), 0
+while time.perf_counter() - t < 2.0:
+    a @ a
+    k += 1
+print(2 * 1024**3 * k / (time.perf_counter() - t))
+"""
+
+
+def encoder_bound(pairs: list[dict[str, str]], emb: MiniLMEmbedder, n: int = 200) -> dict[str, Any]:
+    """How much any batching of the encoder could gain on this CPU: its FLOP rate embedding one query a call
+    (the floating-point work of its layers over the query's real word pieces, by CPU time) against what one core
+    reaches on a large single-precision matrix product (numpy's BLAS, one thread). Same model, same vectors."""
+    import os
+    import subprocess
+
+    queries = [p["similar"] for p in pairs[:n]]
+    pieces = [sum(e.attention_mask) for e in emb.tok.encode_batch(queries)]
+    d = emb.dim
+    per_piece = emb.layers * (4 * d * d + 2 * d * 4 * d) * 2  # attention projections and the 4x feed-forward
+    for q in queries[:20]:
+        emb.embed([q])
+    t = time.process_time()
+    for q in queries:
+        emb.embed([q])
+    cpu = (time.process_time() - t) / len(queries)
+    encoder = per_piece * statistics.mean(pieces) / cpu
+    one = {v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    sgemm = float(
+        subprocess.run(
+            [sys.executable, "-c", SGEMM],
+            env={**os.environ, **one},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    return {
+        "encoder_bound": True,
+        "queries": len(queries),
+        "word_pieces_mean": round(statistics.mean(pieces), 1),
+        "mflop_per_word_piece": round(per_piece / 1e6, 1),
+        "cpu_ms_per_query_batch1": round(cpu * 1000, 2),
+        "encoder_gflops_batch1": round(encoder / 1e9, 1),
+        "core_sgemm_gflops": round(sgemm / 1e9, 1),
+        # Batching only raises the encoder's FLOP rate; the work per query stays: this is the most it can gain.
+        "max_batching_gain": round(sgemm / encoder, 2),
+        "cpus": os.cpu_count(),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", default=str(DATA / "gptcache-paraphrase-pairs.json"))
@@ -378,6 +459,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip-servers", action="store_true", help="only the threshold curve")
     ap.add_argument("--latency-only", action="store_true", help="only the hit/miss latency")
+    ap.add_argument(
+        "--encoder-bound",
+        action="store_true",
+        help="only the most any batching of the encoder could gain on this CPU (its FLOP rate against one core's)",
+    )
     ap.add_argument(
         "--near-misses",
         action=argparse.BooleanOptionalAction,
@@ -391,8 +477,12 @@ def main() -> int:
         print(f"bench/cache.py: error: --pairs {pairs_path}: no such file", file=sys.stderr)
         return 2
     pairs = json.loads(pairs_path.read_text())
+    if args.encoder_bound:
+        print(json.dumps(encoder_bound(pairs, MiniLMEmbedder())), flush=True)
+        return 0
     if args.latency_only:
         print(json.dumps(asyncio.run(latency(args, pairs))), flush=True)
+        print(json.dumps(asyncio.run(latency(args, pairs, 0.01))), flush=True)
         return 0
     emb = MiniLMEmbedder()
     points = curve([p for p in pairs if p.get("label") != "negative"], emb)
@@ -424,6 +514,7 @@ def main() -> int:
     if args.skip_servers:
         return 0
     print(json.dumps(asyncio.run(latency(args, pairs))), flush=True)
+    print(json.dumps(asyncio.run(latency(args, pairs, 0.01))), flush=True)
     trace = Path(args.trace)
     if trace.is_file():
         print(json.dumps(asyncio.run(savings(args, pairs, trace))), flush=True)

@@ -165,6 +165,21 @@ def test_cache_bench_threshold_curve_prints_its_contract() -> None:
     assert any(x.get("recommendation") for x in lines)
 
 
+def test_cache_bench_bounds_what_batching_the_encoder_can_gain() -> None:
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "cache.py"), "--encoder-bound"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    (line,) = json_lines(r.stdout)
+    # all-MiniLM-L6-v2: 6 layers of width 384, so 21.2 MFLOP a word piece; the gain is the ratio of two rates
+    assert line["mflop_per_word_piece"] == 21.2 and line["word_pieces_mean"] > 5
+    gain = line["core_sgemm_gflops"] / line["encoder_gflops_batch1"]
+    assert abs(line["max_batching_gain"] - gain) < 0.02 and line["cpu_ms_per_query_batch1"] > 0
+
+
 def test_cache_bench_names_a_missing_pairs_file() -> None:
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "cache.py"), "--pairs", "/nope.json"],
