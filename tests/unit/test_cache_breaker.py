@@ -39,9 +39,8 @@ def test_trip_after_below_one_is_refused() -> None:
         Breaker("test", trip_after=0)
 
 
-EVENTS = st.lists(
-    st.one_of(st.just("ok"), st.just("fail"), st.floats(0.0, 12.0)), max_size=60
-)  # a float: that many seconds pass
+# "ok" and "fail" are calls' outcomes; a float: that many seconds pass.
+EVENTS = st.lists(st.one_of(st.just("ok"), st.just("fail"), st.floats(0.0, 12.0)), max_size=60)
 
 
 @given(events=EVENTS, trip_after=st.integers(1, 5))

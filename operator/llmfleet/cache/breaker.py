@@ -42,9 +42,8 @@ class Breaker:
         self.open_until = 0.0
         self.misses = 0  # calls in a row that failed or timed out
         self.failures = 0  # all failures, for the log line
-        self._trial = (
-            False  # the breaker has opened and no call has succeeded since: one more failure reopens
-        )
+        # True once the breaker has opened, until a call succeeds: then one more failure reopens it at once.
+        self._trial = False
         self._logged = -1e18
 
     @property

@@ -4,14 +4,14 @@ A sliding window approximated by two fixed one-minute windows (the previous one 
 it still overlaps), the scheme most API gateways use. Tokens are reserved up front (prompt estimate +
 max_tokens) and settled with the real usage when the response ends.
 
-Shared limits degrade, never fail: when Redis does not answer within ``timeout`` a request is decided by
-the replica's own in-memory limiter, and after ``trip_after`` such misses in a row the replica stops asking
-Redis for ``cooldown`` seconds (``cache.breaker``, the same breaker as the response cache's). Each decision taken locally counts in
-``llmfleet_gateway_limit_fallbacks_total`` (by reason), because while it lasts every replica admits the
-key's whole limit on its own. The timeout is measured on the gateway's event loop, so it includes the
-loop's own lag at peak: a 50 ms cap is within that lag on a loaded two-core node, where one late answer
-used to send the replica to its own counts for 5 s (the three-replica test once admitted 26 of 25). So the
-cap is 250 ms, the Redis client's socket timeout, and one late answer does not open the breaker.
+Shared limits degrade, never fail: when Redis does not answer within ``timeout`` a request is decided by the
+replica's own in-memory limiter, and after ``trip_after`` such misses in a row the replica stops asking Redis
+for ``cooldown`` seconds (``cache.breaker``, the response cache's breaker too). Each decision taken locally
+counts in ``llmfleet_gateway_limit_fallbacks_total`` (by reason), because while it lasts every replica admits
+the key's whole limit on its own. The timeout is measured on the gateway's event loop, so it includes the
+loop's own lag at peak: a 50 ms cap is within that lag on a loaded two-core node, where one late answer used
+to send the replica to its own counts for 5 s (the three-replica test once admitted 26 of 25). So the cap is
+250 ms, the Redis client's socket timeout, and one late answer does not open the breaker.
 """
 
 from __future__ import annotations

@@ -129,9 +129,8 @@ class Fleet:
             str, tuple[float, int, int]
         ] = {}  # in flight: id → (arrival, prompt, output tokens)
         self.first: dict[str, float] = {}  # in flight with a first token: id → TTFT
-        self.arrived: deque[float] = (
-            deque()
-        )  # arrival times over the last minute (the gateway's request rate)
+        # Arrival times over the last minute: the gateway's request rate, which the operator reads.
+        self.arrived: deque[float] = deque()
         self.recent_ttft: deque[tuple[float, float]] = deque()
         self.window_ttft: deque[tuple[float, bool]] = deque()  # (time, late) over the SLO window
         self.window_late = 0
