@@ -93,6 +93,31 @@ def gateway(config: dict[str, Any], keys: dict[str, str] | None = None, *extra: 
     return Server([*args, *extra], port)
 
 
+def chat(
+    url: str,
+    key: str,
+    content: str,
+    *,
+    model: str = "m",
+    max_tokens: int = 16,
+    system: str | None = None,
+    timeout: float = 60,
+    **extra: Any,
+) -> httpx.Response:
+    """One deterministic (temperature 0) chat completion through a gateway, with a bearer key."""
+    messages = [{"role": "system", "content": system}] if system is not None else []
+    body = {
+        "model": model,
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "messages": [*messages, {"role": "user", "content": content}],
+        **extra,
+    }
+    return httpx.post(
+        url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=timeout
+    )
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     """Sum of the samples of a metric in Prometheus text whose labels include the given ones."""
     total = 0.0

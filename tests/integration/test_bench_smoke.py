@@ -143,13 +143,17 @@ def test_reconcile_bench_quick_on_the_session_cluster(cluster, operator) -> None
     assert line["idle_writes_per_min_prometheus"] == 0, line["idle_writes_prometheus"]
 
 
-def test_cache_bench_threshold_curve_prints_its_contract() -> None:
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "cache.py"), "--skip-servers"],
+def cache_bench(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "cache.py"), *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
+
+
+def test_cache_bench_threshold_curve_prints_its_contract() -> None:
+    r = cache_bench("--skip-servers", timeout=600)
     assert r.returncode == 0, r.stderr
     lines = json_lines(r.stdout)
     points = [x for x in lines if "threshold" in x and "hit_rate" in x and "pairs" in x]
@@ -166,12 +170,7 @@ def test_cache_bench_threshold_curve_prints_its_contract() -> None:
 
 
 def test_cache_bench_bounds_what_batching_the_encoder_can_gain() -> None:
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "cache.py"), "--encoder-bound"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = cache_bench("--encoder-bound", timeout=300)
     assert r.returncode == 0, r.stderr
     (line,) = json_lines(r.stdout)
     # all-MiniLM-L6-v2: 6 layers of width 384, so 21.2 MFLOP a word piece; the gain is the ratio of two rates
@@ -181,12 +180,7 @@ def test_cache_bench_bounds_what_batching_the_encoder_can_gain() -> None:
 
 
 def test_cache_bench_names_a_missing_pairs_file() -> None:
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "cache.py"), "--pairs", "/nope.json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = cache_bench("--pairs", "/nope.json", timeout=120)
     assert r.returncode == 2 and "--pairs /nope.json: no such file" in r.stderr
 
 

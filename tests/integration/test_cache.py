@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.conftest import ROOT
-from tests.integration.servers import engine, free_port, gateway, metric, serve_aiohttp
+from tests.integration.servers import chat, engine, free_port, gateway, metric, serve_aiohttp
 
 pytestmark = pytest.mark.integration
 ALICE, BOB = "sk-alice-cache-000000", "sk-bob-cache-0000000"
@@ -82,16 +82,7 @@ def gw(eng, rds):
 
 
 def ask(gw, content: str, key: str = ALICE, system: str = "You answer briefly.", **extra) -> httpx.Response:
-    body = {
-        "model": "m",
-        "temperature": 0,
-        "max_tokens": 12,
-        "messages": [{"role": "system", "content": system}, {"role": "user", "content": content}],
-        **extra,
-    }
-    return httpx.post(
-        gw.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    )
+    return chat(gw.url, key, content, system=system, timeout=30, **{"max_tokens": 12, **extra})
 
 
 def engine_prompts(eng) -> float:

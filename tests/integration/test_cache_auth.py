@@ -22,7 +22,7 @@ from llmfleet.render import render_all
 from llmfleet.render.cache import ACL_DIR, ACL_KEY, AUTH_USER, PASSWORD_KEY
 from llmfleet.render.gateway import CONFIG_KEY, REDIS_PASSWORD_ENV
 from tests.conftest import ROOT
-from tests.integration.servers import Server, engine, free_port
+from tests.integration.servers import Server, chat, engine, free_port
 
 pytestmark = pytest.mark.integration
 PASSWORD = "pw-" + "x7Kq2" * 8
@@ -128,17 +128,7 @@ def test_redis_refuses_clients_without_the_gateways_password(stack) -> None:
 
 
 def ask(gw: Server, content: str) -> httpx.Response:
-    return httpx.post(
-        gw.url + "/v1/chat/completions",
-        json={
-            "model": "llama3-8b",
-            "temperature": 0,
-            "max_tokens": 8,
-            "messages": [{"role": "user", "content": content}],
-        },
-        headers={"Authorization": f"Bearer {KEY}"},
-        timeout=60,
-    )
+    return chat(gw.url, KEY, content, model="llama3-8b", max_tokens=8)
 
 
 def test_the_gateway_logs_in_and_caches(stack) -> None:

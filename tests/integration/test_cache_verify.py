@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from llmfleet.cache import verify
-from tests.integration.servers import Server, engine, gateway, metric, serve_aiohttp
+from tests.integration.servers import Server, chat, engine, gateway, metric, serve_aiohttp
 from tests.integration.test_cache import Redis
 from tests.unit.test_cache_entries import vllm_whole
 
@@ -76,17 +76,7 @@ def verified_gateway(engine_url: str, rds: Redis) -> Server:
 
 
 def ask(gw: Server, question: str) -> str:
-    r = httpx.post(
-        gw.url + "/v1/chat/completions",
-        json={
-            "model": "m",
-            "temperature": 0,
-            "max_tokens": 16,
-            "messages": [{"role": "user", "content": question}],
-        },
-        headers={"Authorization": f"Bearer {KEY}"},
-        timeout=60,
-    )
+    r = chat(gw.url, KEY, question)
     assert r.status_code == 200, r.text
     return r.headers["x-llmfleet-cache"]
 
