@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import settings
@@ -15,6 +17,15 @@ settings.load_profile("llmfleet")
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
 DATA = ROOT / "bench" / "data"  # the datasets tests and benchmarks use (bench/data/README.md)
+
+
+def hack_script(name: str) -> ModuleType:
+    """A script of hack/ (not a package) loaded as a module, for tests of its functions."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "hack" / f"{name}.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture

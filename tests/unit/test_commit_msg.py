@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from types import ModuleType
-
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT
+from tests.conftest import hack_script
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("commit_msg", ROOT / "hack" / "commit_msg.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-commit_msg = _load()
+commit_msg = hack_script("commit_msg")
 
 
 def test_a_good_message_passes() -> None:

@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import subprocess
 import sys
-from types import ModuleType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, hack_script
 
 SCRIPT = ROOT / "hack" / "mqp_pairs.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("mqp_pairs", SCRIPT)
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-mqp = _load()
+mqp = hack_script("mqp_pairs")
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), min_size=1)
 
 
