@@ -245,7 +245,7 @@ def test_policies_bench_prints_every_policy_and_a_summary_per_trace() -> None:
     )
     assert r.returncode == 0, r.stderr
     lines = json_lines(r.stdout)
-    for trace in ("conv", "code"):
+    for trace in ("conv", "code", "code-day"):
         rows = {x["policy"]: x for x in lines if x["trace"] == trace and "policy" in x}
         assert set(rows) == {
             "llmfleet",
