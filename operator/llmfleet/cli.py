@@ -397,9 +397,19 @@ def _simulate_inputs(args: argparse.Namespace) -> tuple[list[Any], Any]:
     if args.plot:
         _check_plot_available()
     try:
-        trace = shape(read_azure_trace(trace_path), args.speed, args.copies, args.minutes, args.seed)
+        sample = read_azure_trace(trace_path)
     except ValueError as exc:
         raise UserError(f"--trace: {exc}") from None
+    if args.daily is not None:
+        from llmfleet.traces import daily, read_hourly_profile, weekday_levels
+
+        if not Path(args.daily).is_file():
+            raise UserError(f"--daily {args.daily}: no such file")
+        try:
+            sample = daily(sample, weekday_levels(read_hourly_profile(Path(args.daily))), args.seed)
+        except ValueError as exc:
+            raise UserError(f"--daily: {exc}") from None
+    trace = shape(sample, args.speed, args.copies, args.minutes, args.seed)
     if not trace or trace[-1].at < args.warmup * 60:
         raise UserError(f"--warmup {args.warmup:g} min leaves no request of the trace to measure")
     config = SimConfig(
@@ -425,11 +435,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     trace_path = Path(args.trace)
     print(
         f"llmfleet simulate: {len(trace)} requests over {trace[-1].at:.0f} s (trace {trace_path.name}, "
+        f"{f'a weekday of {Path(args.daily).name}, ' if args.daily else ''}"
         f"time /{args.speed:g}, {args.copies} cop{'y' if args.copies == 1 else 'ies'})",
         file=sys.stderr,
     )
     names = _policy_names(args.policy)
     where = {"source": trace_path.name, "speed": args.speed, "copies": args.copies}
+    if args.daily is not None:
+        where["daily"] = Path(args.daily).name
     show = sys.stderr.isatty() if args.progress is None else args.progress
     bars = _Progress(trace[-1].at) if show else None
     drawn: list[dict[str, Any]] = []
@@ -636,6 +649,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--copies", type=int, default=1, help="overlay this many randomly shifted copies of the trace"
     )
     p.add_argument("--minutes", type=float, help="only the first MINUTES of the (compressed) trace")
+    p.add_argument(
+        "--daily",
+        metavar="PROFILE",
+        help="replay the trace once per hour of a weekday, each replay thinned to that hour's share of the "
+        "busiest one (PROFILE: an hour_utc,invocations_per_minute CSV, e.g. bench/data/"
+        "azure-llm-code-2024-hourly.csv; Monday-Thursday means), before --speed and --copies",
+    )
     p.add_argument("--cold-start", type=float, default=120.0, help="seconds from a new replica to serving")
     p.add_argument("--tick", type=float, default=15.0, help="autoscaler interval in seconds")
     p.add_argument(

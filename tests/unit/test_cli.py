@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, ROOT
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -119,6 +119,8 @@ def test_simulate_replays_the_trace_and_prints_both_fleets(tmp_path: Path) -> No
         (["--static", "0"], "--static must be >= 1"),
         (["--minutes", "0"], "--minutes must be > 0"),
         (["--minutes", "2", "--warmup", "3"], "--warmup 3 min leaves no request of the trace to measure"),
+        (["--daily", "/nonexistent.csv"], "--daily /nonexistent.csv: no such file"),
+        (["--daily", str(ROOT / "bench" / "data" / "azure-llm-conv-2023.csv")], "--daily: "),
     ],
 )
 def test_simulate_bad_input_exits_2_naming_the_flag(args: list[str], message: str) -> None:
@@ -127,6 +129,27 @@ def test_simulate_bad_input_exits_2_naming_the_flag(args: list[str], message: st
     base = ["simulate", "-f", str(EXAMPLES[0]), "--trace", str(DATA / "azure-llm-conv-2023.csv")]
     out = run(*base, *args)
     assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+def test_simulate_daily_replays_the_trace_once_per_hour_at_each_hours_level() -> None:
+    from llmfleet.traces import read_azure_trace, read_hourly_profile, weekday_levels
+    from tests.conftest import DATA
+
+    profile = DATA / "azure-llm-code-2024-hourly.csv"
+    out = run(
+        "simulate", "-f", str(EXAMPLES[0]), "--trace", str(DATA / "azure-llm-code-2023.csv"),
+        "--daily", str(profile), "--policy", "static-peak", "--json", "--minutes", "120",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (line,) = [json.loads(x) for x in out.stdout.splitlines()]
+    assert line["daily"] == profile.name and "a weekday of" in out.stderr
+    hour = read_azure_trace(DATA / "azure-llm-code-2023.csv")
+    span = hour[-1].at + 1e-3
+    levels = weekday_levels(read_hourly_profile(profile))
+    # The first 120 minutes: whole replays of the hour, then part of the next, each thinned to its level.
+    whole = int(120 * 60 // span)
+    want = len(hour) * (sum(levels[:whole]) + levels[whole] * (120 * 60 - whole * span) / span)
+    assert abs(line["requests"] - want) < 0.05 * want
 
 
 def test_simulate_names_a_bad_trace_line(tmp_path: Path) -> None:
