@@ -13,7 +13,14 @@
    Splitwise, ISCA 2024); the text of each request is one of the paraphrase questions, drawn with a Zipf
    law (s=1.1) so popular questions repeat, half of them reworded (the `similar` text).
 
+4. With ``--encoder MODEL.onnx --encoder-tokenizer tokenizer.json``: another sentence encoder (any BERT-style
+   ONNX graph with a ``last_hidden_state`` output) against all-MiniLM-L6-v2 in the same run on the same
+   lookups: each one's curve without the guard on a finer grid, its CPU per query, and per point of the
+   other encoder MiniLM's best hit rate at no more false hits (``OnnxEncoder``, ``compare_encoders``).
+
     python bench/cache.py [--pairs PATH] [--trace PATH] [--requests 400] [--quick]
+    python bench/cache.py --pairs mqp-heldout.json --encoder bge-small-en-v1.5-q.onnx \
+        --encoder-tokenizer bge-small-en-v1.5-q-tokenizer.json --encoder-pooling cls
 """
 
 from __future__ import annotations
@@ -35,11 +42,74 @@ sys.path.insert(0, str(ROOT / "operator"))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from llmfleet.cache.embedding import MiniLMEmbedder  # noqa: E402
+from llmfleet.cache.embedding import Embedder, MiniLMEmbedder  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 SYSTEM = "You are the support assistant of an ML platform. Answer in two sentences."
 THRESHOLDS = (0.80, 0.82, 0.84, 0.86, 0.88, 0.90, 0.92, 0.94, 0.95, 0.96, 0.98)
+
+
+class OnnxEncoder:
+    """A sentence encoder from an ONNX file (inputs ``input_ids``, ``attention_mask``, ``token_type_ids``; first
+    output the last hidden state) and its HF ``tokenizers`` file, pooled by the mean of the tokens or the [CLS]
+    token, unit length: the pipeline sentence-transformers runs for BERT-style models. One text a call."""
+
+    def __init__(self, model: Path, tokenizer: Path, pooling: str = "mean", threads: int = 1) -> None:
+        import onnxruntime as ort  # type: ignore[import-untyped]
+        from tokenizers import Tokenizer
+
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling {pooling!r}: mean or cls")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        self.tok = Tokenizer.from_file(str(tokenizer))
+        self.tok.enable_truncation(256)
+        self.pooling = pooling
+        self.name = model.stem
+        self.dim = 0
+
+    def embed(self, texts: list[str], max_tokens: int | None = None) -> np.ndarray:
+        out = []
+        for text in texts:
+            e = self.tok.encode(text)
+            ids = np.array([e.ids], dtype=np.int64)
+            mask = np.array([e.attention_mask], dtype=np.int64)
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+            hidden = self.session.run(None, feed)[0][0]
+            v = hidden[0] if self.pooling == "cls" else hidden.mean(axis=0)
+            out.append(v / max(float(np.linalg.norm(v)), 1e-12))
+        vectors = np.array(out, dtype=np.float32)
+        self.dim = vectors.shape[1] if len(vectors) else self.dim
+        return vectors
+
+
+def compare_encoders(pairs: list[dict[str, str]], encoders: list[Embedder]) -> list[dict[str, Any]]:
+    """Each encoder's plain curve (no guard) on the same lookups (``_lookups``), on a grid of 0.01 from 0.80,
+    and its CPU per query; then, per point of every encoder after the first, the first's best hit rate at no
+    more false hits on that grid (``baseline_hit_rate``): a point above it is one no fixed threshold of the
+    first reaches."""
+    grid = tuple(round(0.80 + 0.01 * i, 2) for i in range(19))
+    rows: list[dict[str, Any]] = []
+    for emb in encoders:
+        texts = [p["similar"] for p in pairs[:50]]
+        emb.embed(texts[:5])
+        cpu = []
+        for t in texts:
+            t0 = time.process_time()
+            emb.embed([t])
+            cpu.append(time.process_time() - t0)
+        ms = round(1000 * statistics.median(cpu), 2)
+        rows += [
+            {**p, "encoder": emb.name, "cpu_ms_per_query": ms} for p in guard_curve(pairs, emb, False, grid)
+        ]
+    base = [r for r in rows if r["encoder"] == encoders[0].name]
+    for r in rows:
+        if r["encoder"] != encoders[0].name:
+            within = [b["hit_rate"] for b in base if b["false_hit_rate"] <= r["false_hit_rate"]]
+            r["baseline"] = encoders[0].name
+            r["baseline_hit_rate"] = max(within) if within else 0.0
+    return rows
 
 
 def curve(pairs: list[dict[str, str]], emb: MiniLMEmbedder) -> list[dict[str, float]]:
@@ -96,7 +166,7 @@ def near_misses(pairs: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def _lookups(
-    pairs: list[dict[str, str]], emb: MiniLMEmbedder, guard: bool
+    pairs: list[dict[str, str]], emb: Embedder, guard: bool
 ) -> tuple[int, list[str], list[dict[str, str]], np.ndarray, np.ndarray]:
     """The lookups of `guard_curve` and `verified`: the first half of the paraphrases' origins stored, every
     paraphrase then every negative looked up. (stored count, queries, negatives, best match, its similarity);
@@ -117,7 +187,9 @@ def _lookups(
     return half, queries, negatives, sims.argmax(axis=1), sims.max(axis=1)
 
 
-def guard_curve(pairs: list[dict[str, str]], emb: MiniLMEmbedder, guard: bool) -> list[dict[str, Any]]:
+def guard_curve(
+    pairs: list[dict[str, str]], emb: Embedder, guard: bool, thresholds: tuple[float, ...] = THRESHOLDS
+) -> list[dict[str, Any]]:
     """The cache's protocol with labelled hard negatives: store the ``origin`` of the first half of the
     paraphrase pairs; look up every paraphrase (the first half's should hit their own origin, the second
     half's nothing) and every negative (nothing: a hit serves a wrong answer). With ``guard``, a lookup only
@@ -125,7 +197,7 @@ def guard_curve(pairs: list[dict[str, str]], emb: MiniLMEmbedder, guard: bool) -
     half, queries, negatives, best, score = _lookups(pairs, emb, guard)
     n_pos = len(queries) - len(negatives)
     out = []
-    for t in THRESHOLDS:
+    for t in thresholds:
         over = score >= t
         own = np.arange(len(queries)) < half
         correct = int(np.sum(over & own & (best == np.arange(len(queries)))))
@@ -471,12 +543,24 @@ def main() -> int:
         help="add hard negatives made from the pairs (one number changed, a negation added) and report the "
         "curve with and without the guard",
     )
+    ap.add_argument("--encoder", type=Path, help="an ONNX sentence encoder to compare with all-MiniLM-L6-v2")
+    ap.add_argument("--encoder-tokenizer", type=Path, help="its tokenizer.json (HF tokenizers)")
+    ap.add_argument("--encoder-pooling", choices=("mean", "cls"), default="mean")
     args = ap.parse_args()
     pairs_path = Path(args.pairs)
     if not pairs_path.is_file():
         print(f"bench/cache.py: error: --pairs {pairs_path}: no such file", file=sys.stderr)
         return 2
     pairs = json.loads(pairs_path.read_text())
+    if args.encoder is not None:
+        for flag, path in (("--encoder", args.encoder), ("--encoder-tokenizer", args.encoder_tokenizer)):
+            if path is None or not path.is_file():
+                print(f"bench/cache.py: error: {flag} {path}: no such file", file=sys.stderr)
+                return 2
+        other = OnnxEncoder(args.encoder, args.encoder_tokenizer, args.encoder_pooling)
+        for row in compare_encoders(pairs, [MiniLMEmbedder(), other]):
+            print(json.dumps(row), flush=True)
+        return 0
     if args.encoder_bound:
         print(json.dumps(encoder_bound(pairs, MiniLMEmbedder())), flush=True)
         return 0

