@@ -84,8 +84,15 @@ def read_hourly_profile(path: Path) -> list[tuple[datetime, float]]:
     return _rows(
         path,
         "hour_utc,invocations_per_minute",
-        lambda row: (datetime.fromisoformat(row["hour_utc"]), float(row["invocations_per_minute"])),
+        lambda row: (datetime.fromisoformat(row["hour_utc"]), _rate(row["invocations_per_minute"])),
     )
+
+
+def _rate(text: str) -> float:
+    rate = float(text)
+    if not rate >= 0:  # NaN too
+        raise ValueError(f"invocations_per_minute {text!r} is not a rate (>= 0)")
+    return rate
 
 
 def weekday_levels(

@@ -114,6 +114,9 @@ def test_a_bad_profile_row_is_named_by_line(tmp_path: Path) -> None:
     bad.write_text("hour_utc,invocations_per_minute\n2024-05-10T00:00:00+00:00,12\nyesterday,3\n")
     with pytest.raises(ValueError, match=r"p.csv:3"):
         read_hourly_profile(bad)
+    bad.write_text("hour_utc,invocations_per_minute\n2024-05-10T00:00:00+00:00,-4\n")
+    with pytest.raises(ValueError, match=r"p.csv:2: .*invocations_per_minute '-4' is not a rate"):
+        read_hourly_profile(bad)
 
 
 @settings(deadline=None, max_examples=5)
