@@ -32,6 +32,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from snapshot import read_text
+
 NOTEBOOK = "analysis/AzureLLMInferenceDataset2024.ipynb"
 START = datetime(2024, 5, 10, tzinfo=UTC)  # the x axis' left edge
 DAYS = 7
@@ -41,17 +44,8 @@ GRID = (176, 176, 176)  # matplotlib's default grid colour
 
 
 def read_notebook(path: Path) -> dict[str, Any]:
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-    if (path / NOTEBOOK).is_file():
-        return json.loads((path / NOTEBOOK).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-    git_dir = path / ".git" if (path / ".git").is_dir() else path  # a bare snapshot
-    text = subprocess.run(
-        ["git", "--git-dir", str(git_dir), "show", f"HEAD:{NOTEBOOK}"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    """The notebook: the file itself, or from a checkout or bare snapshot of the repository."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else read_text(path, NOTEBOOK)
     return json.loads(text)  # type: ignore[no-any-return]
 
 

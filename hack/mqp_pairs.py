@@ -28,6 +28,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from snapshot import read_text
+
 HOLDOUT_PERCENT = 30
 
 
@@ -36,14 +39,7 @@ def held_out(question: str) -> bool:
 
 
 def read_csv(repo: Path) -> str:
-    f = repo / "mqp.csv"
-    if f.is_file():
-        return f.read_text(encoding="utf-8")
-    # A bare snapshot (a git directory without a work tree).
-    git_dir = repo / ".git" if (repo / ".git").is_dir() else repo
-    return subprocess.run(
-        ["git", "--git-dir", str(git_dir), "show", "HEAD:mqp.csv"], check=True, capture_output=True, text=True
-    ).stdout
+    return read_text(repo, "mqp.csv")
 
 
 def pairs(text: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:

@@ -20,19 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from snapshot import read_text
+
 MAX_PROMPT_CHARS = 1200
 SMALL, LARGE = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
 OUT = Path(__file__).resolve().parent.parent / "bench/data/routellm-mmlu-gsm8k.jsonl.gz"
-
-
-def _read(repo: Path, path: str) -> str:
-    f = repo / path
-    if f.exists():
-        return f.read_text()
-    # A bare snapshot (git directory without a work tree).
-    return subprocess.run(
-        ["git", "--git-dir", str(repo), "show", f"HEAD:{path}"], check=True, capture_output=True, text=True
-    ).stdout
 
 
 def _files(repo: Path, folder: str) -> list[str]:
@@ -49,7 +42,7 @@ def _files(repo: Path, folder: str) -> list[str]:
 
 
 def _contaminated(repo: Path, path: str) -> set[str]:
-    return {json.loads(line)["eval_prompt"] for line in _read(repo, path).splitlines() if line.strip()}
+    return {json.loads(line)["eval_prompt"] for line in read_text(repo, path).splitlines() if line.strip()}
 
 
 def rows(repo: Path) -> list[dict[str, object]]:
@@ -57,12 +50,12 @@ def rows(repo: Path) -> list[dict[str, object]]:
     skip = _contaminated(repo, "routellm/evals/mmlu/contaminated_prompts.jsonl")
     for path in _files(repo, "routellm/evals/mmlu/responses"):
         task = "mmlu/" + Path(path).stem.removeprefix("mmlu_")
-        for r in csv.DictReader(io.StringIO(_read(repo, path))):
+        for r in csv.DictReader(io.StringIO(read_text(repo, path))):
             if r["prompt"] in skip:
                 continue
             out.append(_row(task, r))
     skip = _contaminated(repo, "routellm/evals/gsm8k/contaminated_prompts.jsonl")
-    for r in csv.DictReader(io.StringIO(_read(repo, "routellm/evals/gsm8k/gsm8k_responses.csv"))):
+    for r in csv.DictReader(io.StringIO(read_text(repo, "routellm/evals/gsm8k/gsm8k_responses.csv"))):
         if r["prompt"] not in skip:
             out.append(_row("gsm8k", r))
     return out
