@@ -91,8 +91,8 @@ def compare_encoders(pairs: list[dict[str, str]], encoders: list[Embedder]) -> l
     first reaches."""
     grid = tuple(round(0.80 + 0.01 * i, 2) for i in range(19))
     rows: list[dict[str, Any]] = []
+    texts = [p["similar"] for p in pairs[:50]]
     for emb in encoders:
-        texts = [p["similar"] for p in pairs[:50]]
         emb.embed(texts[:5])
         cpu = []
         for t in texts:
