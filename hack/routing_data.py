@@ -7,11 +7,12 @@ Source: lm-sys/RouteLLM (Apache-2.0), ``routellm/evals/mmlu/responses/*.csv`` an
 ``contaminated_prompts.jsonl``, as its benchmarks drop them). The responses themselves are not kept. Prompts
 are cut to ``MAX_PROMPT_CHARS`` (the encoder reads at most 256 word pieces).
 
-    python hack/routing_data.py PATH_TO_ROUTELLM_CHECKOUT
+    python hack/routing_data.py PATH_TO_ROUTELLM_CHECKOUT [--out FILE]
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gzip
 import io
@@ -70,14 +71,35 @@ def _row(task: str, r: dict[str, str]) -> dict[str, object]:
     }
 
 
-def main() -> None:
-    repo = Path(sys.argv[1])
-    data = rows(repo)
+def write(data: list[dict[str, object]], out: Path) -> None:
+    """The rows as gzipped JSON lines; the same rows give the same bytes (no time stamp in the header)."""
     buf = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in data)
-    with gzip.GzipFile(OUT, "wb", mtime=0) as f:  # mtime 0: the same input gives the same bytes
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.GzipFile(out, "wb", mtime=0) as f:
         f.write(buf.encode())
-    print(f"{len(data)} questions -> {OUT} ({OUT.stat().st_size} bytes)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("repo", type=Path, help="a checkout or bare snapshot of lm-sys/RouteLLM")
+    ap.add_argument("--out", type=Path, default=OUT, help=f"where to write (default {OUT})")
+    args = ap.parse_args(argv)
+    try:
+        data = rows(args.repo)
+    except (OSError, subprocess.CalledProcessError, KeyError) as exc:
+        # KeyError: a CSV without the two models' columns, i.e. not RouteLLM's results.
+        print(
+            f"routing_data.py: error: {args.repo}: not RouteLLM's evaluation results ({exc!r})",
+            file=sys.stderr,
+        )
+        return 2
+    if not data:
+        print(f"routing_data.py: error: {args.repo}: no results found under routellm/evals", file=sys.stderr)
+        return 2
+    write(data, args.out)
+    print(f"{len(data)} questions -> {args.out} ({args.out.stat().st_size} bytes)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
