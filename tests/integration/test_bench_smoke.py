@@ -212,10 +212,14 @@ def bag_of_word_pieces(d: Path) -> tuple[Path, Path, np.ndarray]:
 def test_cache_bench_compares_another_onnx_encoder_with_minilm_on_the_same_lookups(tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        from cache import OnnxEncoder  # type: ignore[import-not-found]
+        from cache import OnnxEncoder, guard_curve  # type: ignore[import-not-found]
     finally:
         sys.path.remove(str(ROOT / "bench"))
     from tokenizers import Tokenizer
+
+    from llmfleet.cache.embedding import MiniLMEmbedder
+
+    minilm = MiniLMEmbedder()
 
     model, tokenizer, table = bag_of_word_pieces(tmp_path)
     texts = ["How do I lose 5 kg in a month?", "what is a GPU", "Can't I run vLLM on a CPU?"]
@@ -240,9 +244,13 @@ def test_cache_bench_compares_another_onnx_encoder_with_minilm_on_the_same_looku
     base = [x for x in lines if x["encoder"] == "all-MiniLM-L6-v2"]
     other = [x for x in lines if x["encoder"] == "bag"]
     assert len(base) == len(other) == 19 and all(x["lookups"] == 140 for x in lines)
-    for x in other:  # MiniLM's best hit rate at no more false hits, from MiniLM's own points of this run
+    for x in other:  # MiniLM's best hit rate at no more false hits: at least its best on the grid
         within = [b["hit_rate"] for b in base if b["false_hit_rate"] <= x["false_hit_rate"]]
-        assert x["baseline_hit_rate"] == max(within, default=0.0) and x["cpu_ms_per_query"] > 0
+        assert x["baseline_hit_rate"] >= max(within, default=0.0) and x["cpu_ms_per_query"] > 0
+        if x["baseline_threshold"] is not None:  # and what MiniLM's own threshold there gives in this run
+            point = guard_curve(pairs, minilm, False, (x["baseline_threshold"],))[0]
+            assert point["hit_rate"] == x["baseline_hit_rate"]
+            assert point["false_hit_rate"] <= x["false_hit_rate"]
     missing = cache_bench("--encoder", str(model), "--encoder-tokenizer", "/nope.json", timeout=120)
     assert missing.returncode == 2 and "--encoder-tokenizer /nope.json: no such file" in missing.stderr
 
