@@ -22,24 +22,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from snapshot import read_text
+from snapshot import list_files, read_text
 
 MAX_PROMPT_CHARS = 1200
 SMALL, LARGE = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
 OUT = Path(__file__).resolve().parent.parent / "bench/data/routellm-mmlu-gsm8k.jsonl.gz"
-
-
-def _files(repo: Path, folder: str) -> list[str]:
-    d = repo / folder
-    if d.exists():
-        return sorted(str(p.relative_to(repo)) for p in d.glob("*.csv"))
-    out = subprocess.run(
-        ["git", "--git-dir", str(repo), "ls-tree", "--name-only", "HEAD", folder + "/"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return sorted(line for line in out.splitlines() if line.endswith(".csv"))
 
 
 def _contaminated(repo: Path, path: str) -> set[str]:
@@ -49,7 +36,7 @@ def _contaminated(repo: Path, path: str) -> set[str]:
 def rows(repo: Path) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     skip = _contaminated(repo, "routellm/evals/mmlu/contaminated_prompts.jsonl")
-    for path in _files(repo, "routellm/evals/mmlu/responses"):
+    for path in list_files(repo, "routellm/evals/mmlu/responses", ".csv"):
         task = "mmlu/" + Path(path).stem.removeprefix("mmlu_")
         for r in csv.DictReader(io.StringIO(read_text(repo, path))):
             if r["prompt"] in skip:
@@ -72,10 +59,11 @@ def _row(task: str, r: dict[str, str]) -> dict[str, object]:
 
 
 def write(data: list[dict[str, object]], out: Path) -> None:
-    """The rows as gzipped JSON lines; the same rows give the same bytes (no time stamp in the header)."""
+    """The rows as gzipped JSON lines; the same rows give the same bytes, whatever the file is called (no time
+    stamp and no file name in the gzip header)."""
     buf = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in data)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.GzipFile(out, "wb", mtime=0) as f:
+    with out.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
         f.write(buf.encode())
 
 

@@ -80,8 +80,8 @@ def test_main_writes_the_same_bytes_twice(tmp_path: Path) -> None:
     repo = _checkout(
         tmp_path / "repo", {"law": _csv([("Q1", True, False)])}, _csv([("2+2?", False, True)]), [], []
     )
-    # gzip keeps the file's name; the folders do not exist yet.
-    a, b = tmp_path / "a" / "data.jsonl.gz", tmp_path / "b" / "data.jsonl.gz"
+    # Two names: gzip's header would keep the file's name; the folders do not exist yet.
+    a, b = tmp_path / "a" / "data.jsonl.gz", tmp_path / "b" / "other.jsonl.gz"
     assert rd.main([str(repo), "--out", str(a)]) == 0
     assert rd.main([str(repo), "--out", str(b)]) == 0
     assert a.read_bytes() == b.read_bytes()
