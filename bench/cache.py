@@ -17,11 +17,14 @@
    ONNX graph with a ``last_hidden_state`` output) against all-MiniLM-L6-v2 in the same run on the same
    lookups: each one's curve without the guard on a finer grid, its CPU per query, and per point of the
    other encoder MiniLM's best hit rate at no more false hits over every threshold MiniLM could have had, not
-   a grid's (``OnnxEncoder``, ``best_fixed``, ``compare_encoders``).
+   a grid's (``OnnxEncoder``, ``best_fixed``, ``compare_encoders``). With ``--tune-pairs TUNE.json`` as well:
+   per encoder, and for the mean of the two cosines (``Joint``), the threshold tuned on TUNE for 0.5 and 1 %
+   false hits replayed on ``--pairs``, beside each encoder's best fixed threshold there in hindsight
+   (``transfer``): tuned on one part of a corpus and replayed on its held-out part, or on another corpus.
 
     python bench/cache.py [--pairs PATH] [--trace PATH] [--requests 400] [--quick]
     python bench/cache.py --pairs mqp-heldout.json --encoder bge-small-en-v1.5-q.onnx \
-        --encoder-tokenizer bge-small-en-v1.5-q-tokenizer.json --encoder-pooling cls
+        --encoder-tokenizer bge-small-en-v1.5-q-tokenizer.json --encoder-pooling cls [--tune-pairs mqp-tune.json]
 """
 
 from __future__ import annotations
@@ -83,6 +86,82 @@ class OnnxEncoder:
         vectors = np.array(out, dtype=np.float32)
         self.dim = vectors.shape[1] if len(vectors) else self.dim
         return vectors
+
+
+class Memo:
+    """An encoder that embeds each text once: the tuned-transfer evaluation meets the same texts many times."""
+
+    def __init__(self, emb: Embedder) -> None:
+        self.emb, self.name, self.dim = emb, emb.name, emb.dim
+        self.seen: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: list[str], max_tokens: int | None = None) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self.seen]
+        if new:
+            self.seen.update(zip(new, self.emb.embed(new), strict=True))
+        self.dim = self.emb.dim
+        return np.array([self.seen[t] for t in texts], dtype=np.float32).reshape(len(texts), -1)
+
+
+class Joint:
+    """Two encoders as one: their unit vectors side by side over sqrt(2), so that one cosine of it is the mean
+    of the two encoders' cosines. Serving on it is "both encoders agree on average"."""
+
+    def __init__(self, a: Embedder, b: Embedder) -> None:
+        self.a, self.b, self.name = a, b, f"mean({a.name}, {b.name})"
+        self.dim = 0
+
+    def embed(self, texts: list[str], max_tokens: int | None = None) -> np.ndarray:
+        v = np.hstack([self.a.embed(texts), self.b.embed(texts)]) / np.float32(np.sqrt(2.0))
+        self.dim = v.shape[1]
+        return v.astype(np.float32)
+
+
+def transfer(
+    tune: list[dict[str, str]],
+    held: list[dict[str, str]],
+    encoders: list[Embedder],
+    targets: tuple[float, ...],
+) -> list[dict[str, Any]]:
+    """What a fixed threshold tuned on one set of pairs does on another: per encoder (and the mean of the first
+    two's cosines, ``Joint``) and per target false-hit rate, the loosest threshold whose false hits on ``tune``
+    stay at or under the target (the most hits there), replayed on ``held``; beside it, each single encoder's
+    best on ``held`` in hindsight at no more false hits (``best_fixed``): the bar a tuned rule has to clear."""
+    encoders = [Memo(e) for e in encoders]
+    candidates: list[Embedder] = (
+        [*encoders, Joint(encoders[0], encoders[1])] if len(encoders) > 1 else encoders
+    )
+    bars = {e.name: best_fixed(held, e) for e in encoders}
+    rows: list[dict[str, Any]] = []
+    for emb in candidates:
+        frontier = best_fixed(tune, emb)
+        for target in targets:
+            within = [(h, t, f) for t, h, f in frontier if f <= target]
+            if within:
+                tuned_hit, threshold, tuned_false = max(within)
+                point = guard_curve(held, emb, False, (threshold,))[0]
+            else:  # even its top similarity is a wrong hit: the tuned rule serves nothing
+                tuned_hit, threshold, tuned_false = 0.0, None, 0.0
+                point = {"hit_rate": 0.0, "false_hit_rate": 0.0}
+            rows.append(
+                {
+                    "transfer": emb.name,
+                    "target": target,
+                    "threshold": threshold,
+                    "tune_hit_rate": round(tuned_hit, 4),
+                    "tune_false_hit_rate": round(tuned_false, 4),
+                    "hit_rate": point["hit_rate"],
+                    "false_hit_rate": point["false_hit_rate"],
+                    "best_fixed_hit_rate": {
+                        name: max(
+                            (round(h, 4) for _, h, f in bar if round(f, 4) <= point["false_hit_rate"]),
+                            default=0.0,
+                        )
+                        for name, bar in bars.items()
+                    },
+                }
+            )
+    return rows
 
 
 def best_fixed(pairs: list[dict[str, str]], emb: Embedder) -> list[tuple[float, float, float]]:
@@ -546,6 +625,27 @@ def encoder_bound(pairs: list[dict[str, str]], emb: MiniLMEmbedder, n: int = 200
     }
 
 
+def other_encoder(args: argparse.Namespace, pairs: list[dict[str, str]]) -> int:
+    """``--encoder``: the other encoder against MiniLM on ``pairs`` (``compare_encoders``), or with
+    ``--tune-pairs`` a threshold tuned on those replayed on ``pairs`` (``transfer``)."""
+    for flag, path in (("--encoder", args.encoder), ("--encoder-tokenizer", args.encoder_tokenizer)):
+        if path is None or not path.is_file():
+            print(f"bench/cache.py: error: {flag} {path}: no such file", file=sys.stderr)
+            return 2
+    other = OnnxEncoder(args.encoder, args.encoder_tokenizer, args.encoder_pooling)
+    if args.tune_pairs is not None:
+        if not args.tune_pairs.is_file():
+            print(f"bench/cache.py: error: --tune-pairs {args.tune_pairs}: no such file", file=sys.stderr)
+            return 2
+        tune = json.loads(args.tune_pairs.read_text())
+        for row in transfer(tune, pairs, [MiniLMEmbedder(), other], (0.005, 0.01)):
+            print(json.dumps(row), flush=True)
+        return 0
+    for row in compare_encoders(pairs, [MiniLMEmbedder(), other]):
+        print(json.dumps(row), flush=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", default=str(DATA / "gptcache-paraphrase-pairs.json"))
@@ -569,6 +669,12 @@ def main() -> int:
     ap.add_argument("--encoder", type=Path, help="an ONNX sentence encoder to compare with all-MiniLM-L6-v2")
     ap.add_argument("--encoder-tokenizer", type=Path, help="its tokenizer.json (HF tokenizers)")
     ap.add_argument("--encoder-pooling", choices=("mean", "cls"), default="mean")
+    ap.add_argument(
+        "--tune-pairs",
+        type=Path,
+        help="with --encoder: tune a fixed threshold per encoder (and on the mean of their cosines) on these pairs "
+        "for 0.5 and 1 %% false hits, and replay it on --pairs against each encoder's best in hindsight",
+    )
     args = ap.parse_args()
     pairs_path = Path(args.pairs)
     if not pairs_path.is_file():
@@ -576,14 +682,7 @@ def main() -> int:
         return 2
     pairs = json.loads(pairs_path.read_text())
     if args.encoder is not None:
-        for flag, path in (("--encoder", args.encoder), ("--encoder-tokenizer", args.encoder_tokenizer)):
-            if path is None or not path.is_file():
-                print(f"bench/cache.py: error: {flag} {path}: no such file", file=sys.stderr)
-                return 2
-        other = OnnxEncoder(args.encoder, args.encoder_tokenizer, args.encoder_pooling)
-        for row in compare_encoders(pairs, [MiniLMEmbedder(), other]):
-            print(json.dumps(row), flush=True)
-        return 0
+        return other_encoder(args, pairs)
     if args.encoder_bound:
         print(json.dumps(encoder_bound(pairs, MiniLMEmbedder())), flush=True)
         return 0

@@ -253,6 +253,31 @@ def test_cache_bench_compares_another_onnx_encoder_with_minilm_on_the_same_looku
             assert point["false_hit_rate"] <= x["false_hit_rate"]
     missing = cache_bench("--encoder", str(model), "--encoder-tokenizer", "/nope.json", timeout=120)
     assert missing.returncode == 2 and "--encoder-tokenizer /nope.json: no such file" in missing.stderr
+    # --tune-pairs: thresholds tuned on the first 60 pairs, replayed on the file's lookups.
+    (tmp_path / "tune.json").write_text(json.dumps(pairs[60:120]))
+    encoder = ("--encoder", str(model), "--encoder-tokenizer", str(tokenizer))
+    r = cache_bench(
+        "--pairs",
+        str(tmp_path / "pairs.json"),
+        "--tune-pairs",
+        str(tmp_path / "tune.json"),
+        *encoder,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    rows = json_lines(r.stdout)
+    assert [(x["transfer"], x["target"]) for x in rows] == [
+        (name, target)
+        for name in ("all-MiniLM-L6-v2", "bag", "mean(all-MiniLM-L6-v2, bag)")
+        for target in (0.005, 0.01)
+    ]
+    for x in rows:
+        assert set(x["best_fixed_hit_rate"]) == {"all-MiniLM-L6-v2", "bag"}
+        if x["transfer"] == "all-MiniLM-L6-v2" and x["threshold"] is not None:
+            point = guard_curve(pairs, minilm, False, (x["threshold"],))[0]
+            assert (point["hit_rate"], point["false_hit_rate"]) == (x["hit_rate"], x["false_hit_rate"])
+    missing = cache_bench("--tune-pairs", "/nope.json", *encoder, timeout=120)
+    assert missing.returncode == 2 and "--tune-pairs /nope.json: no such file" in missing.stderr
 
 
 def test_cache_bench_names_a_missing_pairs_file() -> None:

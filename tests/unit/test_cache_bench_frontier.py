@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))
 try:
-    from cache import best_fixed, guard_curve  # type: ignore[import-not-found]
+    from cache import Joint, Memo, _lookups, best_fixed, guard_curve, transfer  # type: ignore[import-not-found]
 finally:
     sys.path.remove(str(ROOT / "bench"))
 
@@ -104,3 +104,74 @@ def test_best_fixed_is_every_threshold_of_the_cache_protocol(
         loosest["hit_rate"],
         loosest["false_hit_rate"],
     )
+
+
+def _pairs(prefix: str, positives: list[tuple[int, int]], negatives: list[int]) -> list[dict[str, str]]:
+    out = [{"origin": f"{prefix}o{i}", "similar": f"{prefix}s{i}"} for i in range(len(positives))]
+    return out + [
+        {"origin": f"{prefix}o0", "similar": f"{prefix}n{i}", "label": "negative"}
+        for i in range(len(negatives))
+    ]
+
+
+def _tables(draw: st.DrawFn, texts: list[str]) -> tuple[Table, Table]:
+    def table() -> Table:
+        t = Table({x: unit(*draw(VEC)) for x in texts})
+        t.name = f"table{draw(st.integers(0, 10**6))}"
+        return t
+
+    a, b = table(), table()
+    b.name = a.name + "-b"
+    return a, b
+
+
+@st.composite
+def two_sets(draw: st.DrawFn) -> tuple[list[dict[str, str]], list[dict[str, str]], Table, Table]:
+    sets = []
+    for prefix in ("t", "h"):
+        n = draw(st.integers(2, 10))
+        sets.append(_pairs(prefix, [(i, i) for i in range(n)], list(range(draw(st.integers(0, 4))))))
+    texts = sorted({t for s in sets for p in s for t in (p["origin"], p["similar"])})
+    a, b = _tables(draw, texts)
+    return sets[0], sets[1], a, b
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=two_sets(),
+    targets=st.lists(st.sampled_from([0.0, 0.1, 0.25, 0.5]), min_size=1, max_size=3, unique=True),
+)
+def test_transfer_tunes_the_loosest_threshold_on_one_set_and_replays_it_on_the_other(
+    data: tuple[list[dict[str, str]], list[dict[str, str]], Table, Table], targets: list[float]
+) -> None:
+    tune, held, a, b = data
+    rows = transfer(tune, held, [a, b], tuple(targets))
+    joint = Joint(a, b)
+    by_name = {a.name: a, b.name: b, joint.name: joint}
+    assert sorted({r["transfer"] for r in rows}) == sorted(by_name)
+    for r in rows:
+        emb = by_name[r["transfer"]]
+        scores = _lookups(tune, emb, False)[4]  # every lookup's top similarity, as guard_curve computes it
+        every = guard_curve(tune, emb, False, (*np.unique(scores), 2.0))  # 2.0 serves nothing
+        ok = [p["hit_rate"] for p in every if p["false_hit_rate"] <= r["target"]]
+        if r["threshold"] is None:  # nothing served: no threshold that serves anything met the target
+            assert max(ok, default=0.0) == 0.0 and r["hit_rate"] == r["false_hit_rate"] == 0.0
+            continue
+        assert r["tune_false_hit_rate"] <= r["target"] and r["tune_hit_rate"] == max(ok)
+        replay = guard_curve(held, emb, False, (r["threshold"],))[0]
+        assert (r["hit_rate"], r["false_hit_rate"]) == (replay["hit_rate"], replay["false_hit_rate"])
+        if emb is not joint:  # an encoder's tuned threshold is one of its fixed ones: hindsight does no worse
+            assert r["best_fixed_hit_rate"][emb.name] >= r["hit_rate"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(v=st.lists(VEC, min_size=4, max_size=4))
+def test_joint_cosine_is_the_mean_of_the_two_encoders_cosines(v: list[tuple[float, ...]]) -> None:
+    a = Table({"x": unit(*v[0]), "y": unit(*v[1])})
+    b = Table({"x": unit(*v[2]), "y": unit(*v[3])})
+    j = Memo(Joint(a, b))
+    x, y = j.embed(["x", "y"])
+    assert np.isclose(np.linalg.norm(x), 1.0, atol=1e-5)
+    want = (a.embed(["x"])[0] @ a.embed(["y"])[0] + b.embed(["x"])[0] @ b.embed(["y"])[0]) / 2
+    assert np.isclose(float(x @ y), float(want), atol=1e-5)
+    np.testing.assert_array_equal(j.embed(["y", "x"]), np.stack([y, x]))
