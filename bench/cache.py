@@ -124,8 +124,8 @@ def transfer(
     targets: tuple[float, ...],
 ) -> list[dict[str, Any]]:
     """What a fixed threshold tuned on one set of pairs does on another: per encoder (and the mean of the first
-    two's cosines, ``Joint``) and per target false-hit rate, the loosest threshold whose false hits on ``tune``
-    stay at or under the target (the most hits there), replayed on ``held``; beside it, each single encoder's
+    two's cosines, ``Joint``) and per target false-hit rate, the threshold with the most hits on ``tune`` whose
+    false hits there stay at or under the target (the strictest of equals), replayed on ``held``; beside it, each single encoder's
     best on ``held`` in hindsight at no more false hits (``best_fixed``): the bar a tuned rule has to clear."""
     encoders = [Memo(e) for e in encoders]
     candidates: list[Embedder] = (
@@ -683,6 +683,12 @@ def main() -> int:
     pairs = json.loads(pairs_path.read_text())
     if args.encoder is not None:
         return other_encoder(args, pairs)
+    if args.tune_pairs is not None:
+        print(
+            "bench/cache.py: error: --tune-pairs needs --encoder (the encoder to compare with MiniLM)",
+            file=sys.stderr,
+        )
+        return 2
     if args.encoder_bound:
         print(json.dumps(encoder_bound(pairs, MiniLMEmbedder())), flush=True)
         return 0

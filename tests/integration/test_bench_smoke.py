@@ -278,6 +278,8 @@ def test_cache_bench_compares_another_onnx_encoder_with_minilm_on_the_same_looku
             assert (point["hit_rate"], point["false_hit_rate"]) == (x["hit_rate"], x["false_hit_rate"])
     missing = cache_bench("--tune-pairs", "/nope.json", *encoder, timeout=120)
     assert missing.returncode == 2 and "--tune-pairs /nope.json: no such file" in missing.stderr
+    alone = cache_bench("--tune-pairs", str(tmp_path / "tune.json"), timeout=120)
+    assert alone.returncode == 2 and "--tune-pairs needs --encoder" in alone.stderr
 
 
 def test_cache_bench_names_a_missing_pairs_file() -> None:

@@ -141,7 +141,7 @@ def two_sets(draw: st.DrawFn) -> tuple[list[dict[str, str]], list[dict[str, str]
     data=two_sets(),
     targets=st.lists(st.sampled_from([0.0, 0.1, 0.25, 0.5]), min_size=1, max_size=3, unique=True),
 )
-def test_transfer_tunes_the_loosest_threshold_on_one_set_and_replays_it_on_the_other(
+def test_transfer_tunes_the_best_threshold_on_one_set_and_replays_it_on_the_other(
     data: tuple[list[dict[str, str]], list[dict[str, str]], Table, Table], targets: list[float]
 ) -> None:
     tune, held, a, b = data
